@@ -1,0 +1,28 @@
+"""statcell: the Statistical Cell workflow, from raw 3D fields of view to the paper's figure book.
+
+Run `snakemake` for the embedded synthetic colony; see README.md for real data and clusters.
+"""
+
+from snakemake.utils import min_version
+
+from statcell.config import validate_config
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+# One schema for every key (workflow/schemas/config.schema.yaml): defaults filled in, a bad key or value stops the
+# run here, before any job, with a message naming the key.
+config.update(validate_config(config))
+
+
+include: "rules/common.smk"
+include: "rules/synth.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

@@ -1,0 +1,167 @@
+"""The workflow configuration: one YAML file validated by one JSON schema.
+
+The schema (``workflow/schemas/config.schema.yaml``) gives every key a description, a type and a default. The
+Snakefile and every ``statcell`` subcommand validate through :func:`validate_config`, so a bad value fails before any
+job runs, with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, ValidationError, validators
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type; the message names the key."""
+
+
+@cache
+def load_schema() -> dict[str, Any]:
+    """Return the configuration JSON schema (parsed once).
+
+    Returns
+    -------
+    dict
+        The schema of ``workflow/schemas/config.schema.yaml``.
+    """
+    if not SCHEMA_PATH.is_file():
+        raise FileNotFoundError(
+            f"config schema not found at {SCHEMA_PATH}; install statcell from its repository with `pip install -e .`"
+        )
+    with SCHEMA_PATH.open() as handle:
+        return yaml.safe_load(handle)
+
+
+def _extend_with_defaults(validator_class: type) -> type:
+    """Return a validator class that fills in schema defaults while it validates."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):  # noqa: ANN001 - jsonschema's callback signature
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultFillingValidator = _extend_with_defaults(Draft202012Validator)
+
+
+def _key_path(error: ValidationError) -> str:
+    """Dotted path of the key an error is about, e.g. ``synthetic.pixel_size_um.z``."""
+    return ".".join(str(part) for part in error.absolute_path) or "<top level>"
+
+
+def _describe(error: ValidationError) -> str:
+    """One readable line per validation error, naming the offending key."""
+    where = _key_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        prefix = f"{where}." if error.absolute_path else ""
+        names = ", ".join(f"'{prefix}{name}'" for name in unknown)
+        return f"unknown config key {names}; allowed keys here: {', '.join(allowed)}"
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"config key '{where}': {error.instance!r} is not of type {expected}"
+    return f"config key '{where}': {error.message}"
+
+
+def _iter_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> Iterator[ValidationError]:
+    return iter(sorted(_DefaultFillingValidator(schema).iter_errors(config), key=lambda e: list(e.absolute_path)))
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a configuration against the schema and fill in the defaults.
+
+    Parameters
+    ----------
+    config : mapping
+        A parsed configuration (possibly partial: missing keys take their defaults). Not modified.
+
+    Returns
+    -------
+    dict
+        A new, complete configuration.
+
+    Raises
+    ------
+    ConfigError
+        If a key is unknown or a value has the wrong type or range; the message names every offending key.
+    """
+    completed = json.loads(json.dumps(dict(config)))  # a deep, plain copy (also turns tuples into lists)
+    problems = [_describe(error) for error in _iter_errors(completed, load_schema())]
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return completed
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (or JSON) configuration file, validate it and fill in the defaults.
+
+    Parameters
+    ----------
+    path : str or Path
+        The configuration file.
+
+    Returns
+    -------
+    dict
+        The complete, validated configuration.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with path.open() as handle:
+        try:
+            parsed = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(parsed).__name__}")
+    try:
+        return validate_config(parsed)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def section_settings(section: str, *, config_path: str | Path | None = None, inline_json: str | None = None) -> dict:
+    """One validated section of the configuration, from a config file or from inline JSON.
+
+    Rules pass their section as inline JSON (so Snakemake reruns a job when, and only when, its own settings change);
+    a person running a subcommand by hand passes the config file.
+
+    Parameters
+    ----------
+    section : str
+        Top-level key, e.g. ``"synthetic"``.
+    config_path : str or Path, optional
+        A whole configuration file.
+    inline_json : str, optional
+        JSON of the section alone.
+
+    Returns
+    -------
+    dict
+        The section with defaults filled in.
+    """
+    if inline_json is not None:
+        try:
+            value = json.loads(inline_json)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"settings for '{section}' are not valid JSON: {error}") from error
+        return validate_config({section: value})[section]
+    return load_config(config_path if config_path is not None else DEFAULT_CONFIG_PATH)[section]
