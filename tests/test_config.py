@@ -1,0 +1,80 @@
+"""The configuration schema: complete, documented, and strict with clear messages."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from statcell.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, load_schema, section_settings, \
+    validate_config
+
+
+def _walk(schema: dict, path: str = ""):
+    for name, sub in schema.get("properties", {}).items():
+        yield f"{path}{name}", sub
+        yield from _walk(sub, f"{path}{name}.")
+
+
+def test_every_key_has_description_type_and_default():
+    for key, sub in _walk(load_schema()):
+        assert sub.get("description"), f"{key} has no description"
+        assert "type" in sub, f"{key} has no type"
+        assert "default" in sub, f"{key} has no default"
+
+
+def test_embedded_config_spells_out_the_schema_defaults():
+    assert load_config(DEFAULT_CONFIG_PATH) == validate_config({})
+
+
+def test_defaults_are_filled_without_touching_the_input():
+    partial = {"synthetic": {"seed": 3}}
+    completed = validate_config(partial)
+    assert partial == {"synthetic": {"seed": 3}}
+    assert completed["synthetic"]["seed"] == 3
+    assert completed["synthetic"]["pixel_size_um"] == {"z": 0.29, "y": 0.216, "x": 0.216}
+    assert completed["data"]["source"] == "synthetic"
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"config key 'synthetic\.fovs_per_structure': 'four' is not of type integer"):
+        validate_config({"synthetic": {"fovs_per_structure": "four"}})
+
+
+def test_unknown_key_is_named_with_its_path():
+    with pytest.raises(ConfigError, match=r"unknown config key 'synthetic\.fov_size_um\.w'"):
+        validate_config({"synthetic": {"fov_size_um": {"w": 3}}})
+    with pytest.raises(ConfigError, match=r"unknown config key 'trainig'"):
+        validate_config({"trainig": {}})
+
+
+def test_out_of_range_and_enum_values_are_rejected():
+    with pytest.raises(ConfigError, match=r"'synthetic\.mitotic_fraction'"):
+        validate_config({"synthetic": {"mitotic_fraction": 1.5}})
+    with pytest.raises(ConfigError, match=r"'synthetic\.structures\.0'.*not one of"):
+        validate_config({"synthetic": {"structures": ["golgi_apparatus"]}})
+    with pytest.raises(ConfigError, match=r"'data\.source'"):
+        validate_config({"data": {"source": "s3"}})
+
+
+def test_all_problems_are_reported_at_once():
+    with pytest.raises(ConfigError) as raised:
+        validate_config({"synthetic": {"seed": -1, "cell_spacing_um": "ten"}})
+    assert "synthetic.seed" in str(raised.value) and "synthetic.cell_spacing_um" in str(raised.value)
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"synthetic": {"seed": "zero"}}))
+    with pytest.raises(ConfigError, match=rf"(?s){bad}.*synthetic\.seed"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_section_settings_from_inline_json():
+    assert section_settings("synthetic", inline_json='{"seed": 5}')["seed"] == 5
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        section_settings("synthetic", inline_json="{seed: 5")

@@ -1,0 +1,77 @@
+"""Image and manifest I/O."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from statcell import io
+
+
+def test_ome_tiff_round_trip_keeps_pixels_channel_names_and_pixel_sizes(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 4000, size=(3, 5, 16, 20), dtype=np.uint16)
+    path = tmp_path / "fov.ome.tiff"
+    io.write_ome_tiff(path, image, channel_names=["membrane", "dna", "golgi"], spacing=(0.29, 0.108, 0.108))
+    read = io.read_image(path)
+    np.testing.assert_array_equal(read.data, image)
+    assert read.channel_names == ("membrane", "dna", "golgi")
+    np.testing.assert_allclose(read.spacing, (0.29, 0.108, 0.108))
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_write_rejects_mismatched_channel_names(tmp_path):
+    with pytest.raises(ValueError, match="2 channel names for 3 channels"):
+        io.write_ome_tiff(tmp_path / "x.ome.tiff", np.zeros((3, 2, 4, 4), np.uint16), channel_names=["a", "b"],
+                          spacing=(1, 1, 1))
+
+
+def test_read_missing_image_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.ome.tiff"):
+        io.read_image(tmp_path / "nothere.ome.tiff")
+
+
+def _manifest(tmp_path, **overrides) -> pd.DataFrame:
+    row = {"fov_id": "fov_a", "path": "images/a.ome.tiff", "membrane_channel": 0, "dna_channel": 1,
+           "structure_channel": 2, "structure": "golgi", "pixel_size_z_um": 0.29, "pixel_size_y_um": 0.108,
+           "pixel_size_x_um": 0.108}
+    row.update(overrides)
+    return pd.DataFrame([row, {**row, "fov_id": "fov_b", "path": "/abs/b.tiff"}])
+
+
+def test_manifest_paths_resolve_against_its_folder(tmp_path):
+    path = tmp_path / "manifest.csv"
+    _manifest(tmp_path).to_csv(path, index=False)
+    table = io.read_manifest(path)
+    assert table.loc[0, "path"] == str(tmp_path / "images" / "a.ome.tiff")
+    assert table.loc[1, "path"] == "/abs/b.tiff"
+    assert list(table["drug"]) == ["", ""] and list(table["concentration_um"]) == [0.0, 0.0]
+
+
+def test_manifest_missing_column_is_named(tmp_path):
+    path = tmp_path / "manifest.csv"
+    _manifest(tmp_path).drop(columns="dna_channel").to_csv(path, index=False)
+    with pytest.raises(io.ManifestError, match=r"manifest.csv lacks the column\(s\): dna_channel"):
+        io.read_manifest(path)
+
+
+def test_manifest_duplicate_fov_is_named(tmp_path):
+    path = tmp_path / "manifest.csv"
+    table = _manifest(tmp_path)
+    table.loc[1, "fov_id"] = "fov_a"
+    table.to_csv(path, index=False)
+    with pytest.raises(io.ManifestError, match="fov_id 'fov_a' appears more than once"):
+        io.read_manifest(path)
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("structure_channel", "two", "column 'structure_channel' must be a channel index"),
+    ("pixel_size_z_um", -0.3, "column 'pixel_size_z_um' must be a positive number"),
+    ("fov_id", "a/b", "may hold only letters"),
+])
+def test_manifest_bad_values_name_row_and_column(tmp_path, column, value, message):
+    path = tmp_path / "manifest.csv"
+    _manifest(tmp_path, **{column: value}).to_csv(path, index=False)
+    with pytest.raises(io.ManifestError, match=message):
+        io.read_manifest(path)

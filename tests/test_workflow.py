@@ -1,0 +1,90 @@
+"""The real Snakemake workflow on a tiny configuration: dry run, lint, a real run, reruns and config errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from statcell import io
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "synthetic": {
+        "seed": 3,
+        "structures": ["nucleoli", "control_membrane"],
+        "fovs_per_structure": 1,
+        "drug_structures": ["microtubules"],
+        "drug_treatments": ["vehicle", "paclitaxel"],
+        "drug_fovs_per_condition": 1,
+        "fov_size_um": {"z": 12.0, "y": 24.0, "x": 24.0},
+    }
+}
+
+
+def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", *args]
+    run = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600)
+    if check and run.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{run.stdout}\n{run.stderr}")
+    return run
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A copy of the workflow with a tiny config beside it."""
+    root = tmp_path_factory.mktemp("workflow")
+    for name in ("Snakefile", "rules", "config", "workflow", "envs"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    return root
+
+
+@pytest.mark.slow
+def test_dry_run_and_lint_are_clean(workdir):
+    dry = _snakemake(workdir, "-n")
+    assert "synthesize" in dry.stdout
+    lint = _snakemake(workdir, "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr
+
+
+@pytest.mark.slow
+def test_real_run_builds_the_synthetic_colony_and_reruns_only_what_changed(workdir):
+    _snakemake(workdir)
+    outdir = workdir / "results" / "synthetic"
+    manifest = io.read_manifest(outdir / "main_manifest.csv")
+    drugs = io.read_manifest(outdir / "drugs_manifest.csv")
+    assert list(manifest["fov_id"]) == ["nucleoli_00", "control_membrane_00"]
+    assert list(drugs["fov_id"]) == ["vehicle_microtubules_00", "paclitaxel_microtubules_00"]
+    image = io.read_image(manifest.loc[0, "path"])
+    assert image.data.shape == (3, 41, 111, 111)
+    assert image.channel_names == ("membrane", "dna", "nucleoli")
+    truth = pd.read_parquet(outdir / "ground_truth" / "cells.parquet")
+    assert set(truth["fov_id"]) == set(manifest["fov_id"]) | set(drugs["fov_id"])
+    assert (workdir / "logs" / "synthesize.log").read_text().count("synthesized FOV") == 4
+    assert (workdir / "benchmarks" / "synthesize.tsv").is_file()
+
+    assert "Nothing to be done" in _snakemake(workdir, "-n").stdout
+    (workdir / "reseed.yaml").write_text(yaml.safe_dump({"synthetic": {**TINY["synthetic"], "seed": 4}}))
+    changed = _snakemake(workdir, "-n", "--configfile", "tiny.yaml", "reseed.yaml")
+    assert "synthesize" in changed.stdout and "params" in changed.stdout.lower()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bad, key", [
+    ({"synthetic": {"fovs_per_structure": "two"}}, "synthetic.fovs_per_structure"),
+    ({"synthetic": {"seeed": 1}}, "synthetic.seeed"),
+])
+def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, workdir, bad, key):
+    (workdir / "bad.yaml").write_text(yaml.safe_dump(bad))
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "bad.yaml"], cwd=workdir,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert key in run.stdout + run.stderr
+    assert "rule synthesize" not in run.stdout
