@@ -13,6 +13,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 # One schema for every key (workflow/schemas/config.schema.yaml): defaults filled in, a bad key or value stops the
 # run here, before any job, with a message naming the key.
 config.update(validate_config(config))
@@ -20,6 +23,7 @@ config.update(validate_config(config))
 
 include: "rules/common.smk"
 include: "rules/synth.smk"
+include: "rules/figures.smk"
 
 
 rule all:

@@ -24,9 +24,16 @@ def synthetic_fov_ids():
     return [plan.fov_id for plan in synth.plan_fovs(settings)]
 
 
+def input_manifests(wildcards=None):
+    """The FOV manifests of the run: written by `synthesize`, or the user's (training set, then the drug set)."""
+    if config["data"]["source"] == "synthetic":
+        return rules.synthesize.output.manifests
+    return [path for path in (config["data"]["manifest"], config["data"]["drug_manifest"]) if path]
+
+
 def final_targets():
     """What `snakemake` builds by default; each stage adds its own."""
-    targets = []
+    targets = [rules.plot_colony_overview.output[0]]
     if config["data"]["source"] == "synthetic":
-        targets += rules.synthesize.output.manifests + [rules.synthesize.output.ground_truth]
+        targets.append(rules.synthesize.output.ground_truth)
     return targets

@@ -37,6 +37,13 @@ def _synthesize(args: argparse.Namespace) -> None:
              len(plans), len(cells), int((~cells["touches_border"]).sum()))
 
 
+def _plot_colony_overview(args: argparse.Namespace) -> None:
+    from statcell import figures
+
+    shown = figures.colony_overview(args.manifests, args.output)
+    log.info("drew %d FOVs into %s", len(shown), args.output)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="statcell",
@@ -55,6 +62,15 @@ def _build_parser() -> argparse.ArgumentParser:
     synthesize.add_argument("--outdir", required=True, help="output folder, e.g. results/synthetic")
     synthesize.add_argument("--threads", type=int, default=1, help="worker processes (default 1)")
     synthesize.set_defaults(handler=_synthesize)
+
+    overview = commands.add_parser(
+        "plot-colony-overview",
+        help="gallery of the first FOV of every structure and treatment",
+        description="Draw max projections and an xz section of the first FOV of every (structure, treatment).",
+    )
+    overview.add_argument("manifests", nargs="+", help="FOV manifest CSV files")
+    overview.add_argument("--output", required=True, help="PNG to write")
+    overview.set_defaults(handler=_plot_colony_overview)
     return parser
 
 

@@ -69,6 +69,10 @@ def test_real_run_builds_the_synthetic_colony_and_reruns_only_what_changed(workd
     assert set(truth["fov_id"]) == set(manifest["fov_id"]) | set(drugs["fov_id"])
     assert (workdir / "logs" / "synthesize.log").read_text().count("synthesized FOV") == 4
     assert (workdir / "benchmarks" / "synthesize.tsv").is_file()
+    figure = workdir / "results" / "figures" / "colony_overview.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _snakemake(workdir, "--report", "report.html")
+    assert "colony_overview.png" in (workdir / "report.html").read_text(errors="ignore")
 
     assert "Nothing to be done" in _snakemake(workdir, "-n").stdout
     (workdir / "reseed.yaml").write_text(yaml.safe_dump({"synthetic": {**TINY["synthetic"], "seed": 4}}))
