@@ -27,6 +27,7 @@ Optics and camera
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -265,8 +266,9 @@ class _Colony:
         """Centre height (µm) of every z-slice."""
         return (np.arange(self.cells3d.shape[0]) + 0.5) * self.spacing[0]
 
+    @functools.cached_property
     def cytoplasm(self) -> np.ndarray:
-        """Voxels inside a cell and outside its nucleus."""
+        """Voxels inside a cell and outside its nucleus (computed once; do not modify)."""
         return (self.cells3d > 0) & (self.nuclei3d == 0)
 
     def per_cell(self, values: dict[int, float], labels: np.ndarray) -> np.ndarray:
@@ -318,12 +320,12 @@ def _walls(labels2d: np.ndarray) -> np.ndarray:
 
 def _surfaces(labels: np.ndarray) -> np.ndarray:
     """Voxels of a labelled object with a 6-neighbour of another label (its surface, one voxel thick)."""
-    padded = np.pad(labels, 1, mode="edge")
-    inner = padded[1:-1, 1:-1, 1:-1]
     surface = np.zeros(labels.shape, dtype=bool)
-    for axis in range(3):
-        for step in (-1, 1):
-            surface |= np.roll(padded, step, axis=axis)[1:-1, 1:-1, 1:-1] != inner
+    for axis in range(labels.ndim):
+        lower, upper = (slice(None),) * axis + (slice(None, -1),), (slice(None),) * axis + (slice(1, None),)
+        step = labels[upper] != labels[lower]  # between each voxel and its next neighbour along the axis
+        surface[lower] |= step
+        surface[upper] |= step
     return surface & (labels > 0)
 
 
@@ -412,7 +414,7 @@ def _build_colony(settings: SynthSettings, canvas_shape: tuple[int, int, int], r
         elif cell.stage == "early_prometaphase":
             semi *= 0.72
         elif cell.stage == "prometaphase_metaphase":  # metaphase plate across the major axis
-            semi = np.array([0.5 * cell.radius_um, 0.45, 0.6 * cell.radius_um])
+            semi = np.array([0.5 * cell.radius_um, 1.0, 0.6 * cell.radius_um])
             centre_z = base_um + 0.5 * cell.height_um
         elif cell.stage == "anaphase_telophase":
             semi *= 0.8
@@ -425,10 +427,12 @@ def _build_colony(settings: SynthSettings, canvas_shape: tuple[int, int, int], r
     in_column = (z_um[:, None, None] >= base_um) & (z_um[:, None, None] < top_um[None])
     cells3d = np.where(in_column, labels2d[None], 0).astype(np.int32)
     roughness = _smooth_noise(canvas_shape, spacing, 1.2, rng)
+    roughness_max = float(roughness.max())
     nuclei3d = np.zeros(canvas_shape, dtype=np.int32)
     nucleoli3d = np.zeros(canvas_shape, dtype=bool)
     for cell in cells.values():
-        _place_nucleus(cell, cells3d, nuclei3d, nucleoli3d, to_wall, top_um, roughness, spacing, base_um, rng)
+        _place_nucleus(cell, cells3d, nuclei3d, nucleoli3d, to_wall, top_um, roughness, roughness_max, spacing, base_um,
+                       rng)
     return _Colony(spacing, base_um, labels2d, radial, _walls(labels2d), top_um, cells3d, nuclei3d, nucleoli3d, cells)
 
 
@@ -443,10 +447,21 @@ def _smooth_noise(shape: tuple[int, ...], spacing: tuple[float, ...], scale_um: 
     coarse_shape = [math.ceil(n / k) + 1 for n, k in zip(shape, step)]
     coarse = ndimage.gaussian_filter(rng.standard_normal(coarse_shape).astype(np.float32),
                                      [scale_um / (s * k) for s, k in zip(spacing, step)])
-    if any(k > 1 for k in step):
-        coarse = ndimage.zoom(coarse, step, order=1, grid_mode=False)
-    noise = coarse[tuple(slice(0, n) for n in shape)]
-    return (noise - noise.mean()) / max(float(noise.std()), 1e-6)
+    for axis in reversed(range(len(shape))):  # the last axis first, while the array is small
+        coarse = _upsample_linear(coarse, axis, shape[axis], step[axis])
+    return (coarse - coarse.mean()) / max(float(coarse.std()), 1e-6)
+
+
+def _upsample_linear(values: np.ndarray, axis: int, size: int, factor: int) -> np.ndarray:
+    """First ``size`` samples along ``axis`` of the linear interpolation of ``values`` at ``1 / factor`` steps."""
+    before = (slice(None),) * axis
+    if factor > 1:
+        lower = np.expand_dims(values[before + (slice(None, -1),)], axis + 1)
+        upper = np.expand_dims(values[before + (slice(1, None),)], axis + 1)
+        fraction = (np.arange(factor) / factor).astype(values.dtype).reshape((-1,) + (1,) * (values.ndim - axis - 1))
+        fine = lower + (upper - lower) * fraction  # sample j between coarse samples i and i + 1: (i, j)
+        values = fine.reshape(values.shape[:axis] + (-1,) + values.shape[axis + 1:])
+    return values[before + (slice(0, size),)]
 
 
 def _box_coordinates(box: tuple[slice, ...], spacing: tuple[float, ...]) -> list[np.ndarray]:
@@ -463,21 +478,23 @@ def _place_nucleus(
     to_wall: np.ndarray,
     top_um: np.ndarray,
     roughness: np.ndarray,
+    roughness_max: float,
     spacing: tuple[float, float, float],
     base_um: float,
     rng: np.random.Generator,
 ) -> None:
     """Draw one cell's nucleus (an irregular ellipsoid kept ≥0.7 µm inside the cell) and its nucleoli."""
-    box = (slice(0, cells3d.shape[0]), *cell.footprint)
+    wobble = 0.35 if cell.stage == "early_prometaphase" else 0.12
+    # Work in the box of the ellipsoid grown to the largest quadric the roughness allows: it holds every nucleus voxel.
+    box = _ellipsoid_box(cell, math.sqrt(1.0 + wobble * max(roughness_max, 0.0)), cells3d.shape[0], spacing)
     z, y, x = _box_coordinates(box, spacing)
     dz, dy, dx = z - cell.nucleus_centre_um[0], y - cell.nucleus_centre_um[1], x - cell.nucleus_centre_um[2]
     major, minor = cell.major_axis_yx, np.array([-cell.major_axis_yx[1], cell.major_axis_yx[0]])
     along, across = dy * major[0] + dx * major[1], dy * minor[0] + dx * minor[1]
     semi = cell.nucleus_semi_axes_um
     quadric = (dz / semi[0]) ** 2 + (along / semi[1]) ** 2 + (across / semi[2]) ** 2
-    wobble = 0.35 if cell.stage == "early_prometaphase" else 0.12
     inside_cell = cells3d[box] == cell.label
-    margin_ok = (to_wall[cell.footprint][None] >= 0.7) & (z >= base_um + 0.5) & (z <= top_um[cell.footprint][None] - 0.7)
+    margin_ok = (to_wall[box[1:]][None] >= 0.7) & (z >= base_um + 0.5) & (z <= top_um[box[1:]][None] - 0.7)
     nucleus = (quadric <= 1.0 + wobble * roughness[box]) & inside_cell & margin_ok
     nucleus = ndimage.binary_opening(nucleus, iterations=1) if nucleus.sum() > 50 else nucleus
     nucleus = _largest_component(nucleus)
@@ -496,6 +513,20 @@ def _place_nucleus(
         radius = rng.uniform(0.45, 0.8)
         blob = (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= radius**2
         nucleoli3d[nucleus_box] |= blob & (depth >= 0.5)
+
+
+def _ellipsoid_box(cell: _Cell, reach: float, depth: int, spacing: tuple[float, float, float],
+                   ) -> tuple[slice, ...]:
+    """Voxel box of the cell's columns (``depth`` slices) that holds its nucleus ellipsoid scaled by ``reach``."""
+    semi, major = cell.nucleus_semi_axes_um, cell.major_axis_yx
+    half = reach * np.array([semi[0], math.hypot(semi[1] * major[0], semi[2] * major[1]),
+                             math.hypot(semi[1] * major[1], semi[2] * major[0])])
+    first = np.floor((cell.nucleus_centre_um - half) / np.asarray(spacing) - 0.5).astype(int)
+    last = np.ceil((cell.nucleus_centre_um + half) / np.asarray(spacing) - 0.5).astype(int)
+    low = np.array([0, cell.footprint[0].start, cell.footprint[1].start])
+    high = np.array([depth, cell.footprint[0].stop, cell.footprint[1].stop])
+    start = np.clip(first, low, high)
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, np.clip(last + 1, start, high)))
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -523,26 +554,30 @@ def _membrane_signal(colony: _Colony, rng: np.random.Generator, *, vesicles: boo
     signal = surface * colony.per_cell(_cell_factors(colony, rng, 0.22), colony.cells3d)
     signal[basal] *= 0.5
     if vesicles:
-        signal += 0.03 * (colony.cells3d > 0)
-        points = _random_points(colony.cytoplasm() & ~surface, 6 * len(colony.cells), rng)
-        signal += 0.5 * _splat(points, colony.cells3d.shape, colony.spacing, 0.2) * colony.cytoplasm()
+        signal += np.float32(0.03) * (colony.cells3d > 0)
+        points = _random_points(colony.cytoplasm & ~surface, 6 * len(colony.cells), rng)
+        signal += 0.5 * _splat(points, colony.cells3d.shape, colony.spacing, 0.2) * colony.cytoplasm
     return signal.astype(np.float32)
 
 
 def _dna_signal(colony: _Colony, rng: np.random.Generator) -> np.ndarray:
     """Chromatin: textured nucleoplasm, darker nucleoli, condensed and brighter in mitosis."""
+    # One field for the whole canvas, as before: drawing it per nucleus would be faster but would change every random
+    # draw after it (the structure channels), not only the texture.
     texture = _smooth_noise(colony.cells3d.shape, colony.spacing, 0.45, rng)
-    stages = {label: cell.stage for label, cell in colony.cells.items()}
+    signal = colony.cytoplasm * np.float32(0.015)
     density = _cell_factors(colony, rng, 0.12)
-    condensed = {label: 1.0 if stages[label] in ("interphase", "anaphase_telophase") else
-                 1.25 if stages[label] == "prophase" else 1.8 for label in colony.cells}
-    contrast = {label: 0.2 if stages[label] == "interphase" else 0.45 for label in colony.cells}
-    nucleus = colony.nuclei3d
-    level = colony.per_cell(density, nucleus) * colony.per_cell(condensed, nucleus)
-    signal = 0.6 * level * np.clip(1 + colony.per_cell(contrast, nucleus) * texture, 0.2, None)
-    signal[colony.nucleoli3d] *= 0.35
-    signal += 0.015 * colony.cytoplasm()
-    return signal.astype(np.float32)
+    for label, box in enumerate(ndimage.find_objects(colony.nuclei3d), start=1):
+        if box is None:
+            continue
+        stage = colony.cells[label].stage
+        condensed = 1.0 if stage in ("interphase", "anaphase_telophase") else 1.25 if stage == "prophase" else 1.8
+        contrast = 0.2 if stage == "interphase" else 0.45
+        nucleus = colony.nuclei3d[box] == label
+        chromatin = np.float32(0.6 * density[label] * condensed) * np.clip(1 + contrast * texture[box], 0.2, None)
+        chromatin[colony.nucleoli3d[box]] *= 0.35
+        signal[box][nucleus] = chromatin[nucleus]
+    return signal
 
 
 def _random_points(mask: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -553,15 +588,24 @@ def _random_points(mask: np.ndarray, count: int, rng: np.random.Generator) -> np
     return np.column_stack(np.unravel_index(rng.choice(candidates, size=count), mask.shape))
 
 
-def _splat(points: np.ndarray, shape: tuple[int, ...], spacing: tuple[float, ...], sigma_um: float,
-           values: np.ndarray | None = None) -> np.ndarray:
-    """Gaussian blobs (peak ≈ 1) of width ``sigma_um`` at voxel positions."""
-    impulses = np.zeros(shape, dtype=np.float32)
-    if len(points):
-        np.add.at(impulses, tuple(points.T), 1.0 if values is None else values)
+def _splat(points: np.ndarray, shape: tuple[int, ...], spacing: tuple[float, ...], sigma_um: float) -> np.ndarray:
+    """Gaussian blobs (peak ≈ 1) of width ``sigma_um`` at voxel positions.
+
+    Each point adds a copy of the kernel that ``ndimage.gaussian_filter`` would use (truncated at 4 sigma), which for
+    the sparse points here costs far less than filtering an impulse volume; mass beyond the volume's edge is dropped.
+    """
     sigmas = [sigma_um / s for s in spacing]
-    peak = float(np.prod([1 / (math.sqrt(2 * math.pi) * s) if s > 0.5 else 1.0 for s in sigmas]))
-    return ndimage.gaussian_filter(impulses, sigmas) / peak
+    radius = [int(4.0 * s + 0.5) for s in sigmas]
+    padded = tuple(n + 2 * r for n, r in zip(shape, radius))
+    blobs = np.zeros(math.prod(padded), dtype=np.float32)
+    if len(points):
+        profiles = [np.exp(-0.5 * (np.arange(-r, r + 1) / s) ** 2) for s, r in zip(sigmas, radius)]
+        peak = math.prod(1 / (math.sqrt(2 * math.pi) * s) if s > 0.5 else 1.0 for s in sigmas)
+        kernel = functools.reduce(np.multiply.outer, [profile / profile.sum() for profile in profiles]) / peak
+        corners = np.ravel_multi_index(tuple(points.T), padded)  # the kernel of point p spans p .. p + 2r (padded)
+        offsets = np.ravel_multi_index(np.indices(kernel.shape).reshape(len(shape), -1), padded)
+        np.add.at(blobs, (corners[:, None] + offsets).ravel(), np.tile(kernel.ravel().astype(np.float32), len(points)))
+    return blobs.reshape(padded)[tuple(slice(r, r + n) for r, n in zip(radius, shape))]
 
 
 def _segments(starts_um: np.ndarray, ends_um: np.ndarray, shape: tuple[int, ...], spacing: tuple[float, ...],
@@ -569,15 +613,15 @@ def _segments(starts_um: np.ndarray, ends_um: np.ndarray, shape: tuple[int, ...]
     """Voxel indices along straight segments (``(N, 3)`` µm endpoints), sampled every half voxel, inside the shape."""
     if len(starts_um) == 0:
         return np.empty((0, 3), dtype=int)
-    step = 0.5 * min(spacing)
     lengths = np.linalg.norm(ends_um - starts_um, axis=1)
-    pieces = []
-    for start, end, length in zip(starts_um, ends_um, lengths):
-        t = np.linspace(0.0, 1.0, max(2, int(length / step) + 1))[:, None]
-        pieces.append(start + t * (end - start))
-    points = np.floor(np.concatenate(pieces) / np.asarray(spacing)).astype(int)
-    keep = np.all((points >= 0) & (points < np.asarray(shape)), axis=1)
-    return np.unique(points[keep], axis=0)
+    counts = np.maximum(2, (lengths / (0.5 * min(spacing))).astype(int) + 1)
+    segment = np.repeat(np.arange(len(counts)), counts)
+    t = (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)) / (counts[segment] - 1)
+    points_um = starts_um[segment] + t[:, None] * (ends_um - starts_um)[segment]
+    points = np.floor(points_um / np.asarray(spacing)).astype(int)
+    points = points[np.all((points >= 0) & (points < np.asarray(shape)), axis=1)]
+    flat = np.unique(np.ravel_multi_index(tuple(points.T), shape))
+    return np.column_stack(np.unravel_index(flat, shape))
 
 
 def _random_directions(count: int, rng: np.random.Generator, z_scale: float = 1.0) -> np.ndarray:
@@ -611,21 +655,21 @@ def _nuclear_envelope(colony: _Colony, rng: np.random.Generator, **_: object) ->
     intact = {label: float(cell.has_nuclear_envelope) for label, cell in colony.cells.items()}
     shell = _surfaces(colony.nuclei3d) * colony.per_cell(intact, colony.nuclei3d)
     dispersed = colony.per_cell({k: 1.0 - v for k, v in intact.items()}, colony.cells3d)
-    signal = shell + 0.04 * (colony.nuclei3d > 0) + 0.15 * dispersed * (colony.cells3d > 0)
+    signal = shell + np.float32(0.04) * (colony.nuclei3d > 0) + 0.15 * dispersed * (colony.cells3d > 0)
     return (signal * expression).astype(np.float32)
 
 
 def _nucleoli(colony: _Colony, rng: np.random.Generator, **_: object) -> np.ndarray:
     expression = colony.per_cell(_cell_factors(colony, rng, 0.2), colony.cells3d)
     mitotic = colony.per_cell({label: float(cell.is_mitotic) for label, cell in colony.cells.items()}, colony.cells3d)
-    signal = colony.nucleoli3d + 0.05 * (colony.nuclei3d > 0) + 0.05 * mitotic * (colony.cells3d > 0)
+    signal = colony.nucleoli3d + np.float32(0.05) * (colony.nuclei3d > 0) + 0.05 * mitotic * (colony.cells3d > 0)
     return (signal * expression).astype(np.float32)
 
 
 def _mitochondria(colony: _Colony, rng: np.random.Generator, **_: object) -> np.ndarray:
-    cytoplasm = colony.cytoplasm()
+    cytoplasm = colony.cytoplasm
     volume = cytoplasm.sum() * float(np.prod(colony.spacing))
-    starts = _voxel_centres(_random_points(cytoplasm, int(0.12 * volume), rng), colony.spacing)
+    starts = _voxel_centres(_random_points(cytoplasm, int(0.25 * volume), rng), colony.spacing)
     ends = starts + _random_directions(len(starts), rng, 0.4) * rng.uniform(0.3, 2.0, (len(starts), 1))
     tubes = _segments(starts, ends, cytoplasm.shape, colony.spacing)
     signal = _splat(tubes, cytoplasm.shape, colony.spacing, 0.12) * colony.per_cell(
@@ -635,7 +679,7 @@ def _mitochondria(colony: _Colony, rng: np.random.Generator, **_: object) -> np.
 
 def _microtubules(colony: _Colony, rng: np.random.Generator, *, drug: str = "", **_: object) -> np.ndarray:
     shape, spacing = colony.cells3d.shape, colony.spacing
-    cytoplasm = colony.cytoplasm()
+    cytoplasm = colony.cytoplasm
     starts, ends = [], []
     for label, cell in colony.cells.items():
         box, inside = _cell_mask(colony, label)
@@ -669,10 +713,10 @@ def _microtubules(colony: _Colony, rng: np.random.Generator, *, drug: str = "", 
                 z0 = colony.base_um + rng.uniform(0.25, 0.7) * cell.height_um
                 rings[box] |= inside & (np.abs(radial - r0) < 0.05) & (np.abs(z_um[box[0]] - z0) < 0.4)
         bundles = rings & cytoplasm
-        signal = 2.2 * bundles + 0.35 * _splat(fibres, shape, spacing, 0.08) + 0.04 * cytoplasm
+        signal = np.float32(2.2) * bundles + 0.35 * _splat(fibres, shape, spacing, 0.08) + np.float32(0.04) * cytoplasm
         signal = ndimage.grey_dilation(signal, size=(1, 2, 2))
     else:
-        signal = 0.6 * _splat(fibres, shape, spacing, 0.08) + 0.12 * cytoplasm
+        signal = 0.6 * _splat(fibres, shape, spacing, 0.08) + np.float32(0.12) * cytoplasm
     return (np.clip(signal, 0, 3.0) * cells * (cytoplasm | _rounded_cells(colony))).astype(np.float32)
 
 
@@ -685,7 +729,7 @@ def _rounded_cells(colony: _Colony) -> np.ndarray:
 def _golgi(colony: _Colony, rng: np.random.Generator, *, drug: str = "", responders: set[int] | None = None,
            **_: object) -> np.ndarray:
     shape, spacing = colony.cells3d.shape, colony.spacing
-    cytoplasm = colony.cytoplasm()
+    cytoplasm = colony.cytoplasm
     starts, ends, haze = [], [], np.zeros(shape, dtype=np.float32)
     scattered = []
     for label, cell in colony.cells.items():
@@ -851,10 +895,11 @@ def synthesize_fov(plan: FovPlan, settings: SynthSettings) -> SyntheticFov:
         image[2], clean[2] = image[copied], clean[copied]
 
     cells3d, nuclei3d = colony.cells3d[crop], colony.nuclei3d[crop]
-    visible = np.unique(cells3d[cells3d > 0])
-    relabel = np.zeros(int(colony.cells3d.max()) + 1, dtype=np.uint16)
+    visible_sizes = np.bincount(cells3d.ravel(), minlength=int(colony.labels2d.max()) + 1)
+    visible = np.flatnonzero(visible_sizes[1:]) + 1
+    relabel = np.zeros(visible_sizes.size, dtype=np.uint16)
     relabel[visible] = np.arange(1, len(visible) + 1)
-    table = _ground_truth_table(plan, colony, visible, relabel, crop, pad, responders, donors)
+    table = _ground_truth_table(plan, colony, visible_sizes, relabel, crop, pad, responders, donors)
     return SyntheticFov(image, relabel[cells3d], relabel[nuclei3d], clean, table)
 
 
@@ -874,22 +919,27 @@ def _camera(blurred: np.ndarray, settings: SynthSettings, rng: np.random.Generat
     """
     image = np.empty(blurred.shape, dtype=np.uint16)
     for channel, signal in enumerate(blurred):
-        photons = np.clip(signal, 0, None) * np.float32(settings.peak_photons * rng.lognormal(0.0, 0.1))
+        photons = np.clip(signal, 0, None)
+        photons *= np.float32(settings.peak_photons * rng.lognormal(0.0, 0.1))
         photons += np.float32(settings.background_photons)
-        noise = rng.standard_normal(photons.shape, dtype=np.float32)
-        adu = settings.offset_adu + photons + np.sqrt(photons + settings.read_noise_adu**2) * noise
-        image[channel] = np.clip(np.round(adu), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+        spread = np.sqrt(photons + np.float32(settings.read_noise_adu**2))
+        spread *= rng.standard_normal(photons.shape, dtype=np.float32)
+        adu = np.add(photons, np.float32(settings.offset_adu), out=photons)
+        adu += spread
+        np.clip(np.round(adu, out=adu), 0, np.iinfo(np.uint16).max, out=adu)
+        image[channel] = adu
     return image
 
 
-def _ground_truth_table(plan: FovPlan, colony: _Colony, visible: np.ndarray, relabel: np.ndarray,
+def _ground_truth_table(plan: FovPlan, colony: _Colony, visible_sizes: np.ndarray, relabel: np.ndarray,
                         crop: tuple[slice, ...], pad: int, responders: set[int], donors: dict[int, tuple],
                         ) -> pd.DataFrame:
+    """One row per cell visible in the FOV; ``visible_sizes`` counts each label's voxels inside the FOV."""
     spacing = colony.spacing
     voxel_volume = float(np.prod(spacing))
+    visible = np.flatnonzero(relabel)
     cell_sizes = np.bincount(colony.cells3d.ravel(), minlength=relabel.size)
     nucleus_sizes = np.bincount(colony.nuclei3d.ravel(), minlength=relabel.size)
-    visible_sizes = np.bincount(colony.cells3d[crop].ravel(), minlength=relabel.size)
     fov_labels2d = colony.labels2d[crop[1:]]
     border = set(np.unique(np.concatenate([fov_labels2d[0], fov_labels2d[-1], fov_labels2d[:, 0],
                                            fov_labels2d[:, -1]])))

@@ -125,6 +125,8 @@ def test_mitochondria_never_in_the_nucleus(tiny_fovs):
     assert structure[fov.nucleus_labels > 0].max() == 0
     cytoplasm = (fov.cell_labels > 0) & (fov.nucleus_labels == 0)
     assert structure[cytoplasm].mean() > 0.02
+    for label in _interior_labels(fov):  # every cell has its own mitochondria
+        assert structure[cytoplasm & (fov.cell_labels == label)].max() > 0.3
     # The recorded image agrees: deep inside nuclei the structure channel is at background level.
     deep_nucleus = ndimage.binary_erosion(fov.nucleus_labels > 0, iterations=3)
     image = fov.image[2].astype(float)
