@@ -23,6 +23,9 @@ config.update(validate_config(config))
 
 include: "rules/common.smk"
 include: "rules/synth.smk"
+include: "rules/segment.smk"
+include: "rules/crop.smk"
+include: "rules/normalize.smk"
 include: "rules/figures.smk"
 
 

@@ -1,9 +1,10 @@
 """Shared wiring: where outputs live, which FOVs exist, and each rule's settings. No science here."""
 
 import json
+from functools import cache
 from pathlib import Path
 
-from statcell import synth
+from statcell import io, synth
 
 SYNTHETIC_DIR = "results/synthetic"
 
@@ -11,6 +12,11 @@ SYNTHETIC_DIR = "results/synthetic"
 # finds the library there, so a job works in the project's venv and in a per-rule conda env (--sdm conda) alike.
 STATCELL = "python -m statcell"
 DATASETS = [synth.MAIN_DATASET, synth.DRUG_DATASET]
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    fov=r"[A-Za-z0-9_\-]+",
 
 
 def section_json(section):
@@ -31,9 +37,69 @@ def input_manifests(wildcards=None):
     return [path for path in (config["data"]["manifest"], config["data"]["drug_manifest"]) if path]
 
 
+@cache
+def fov_table(dataset):
+    """The manifest rows of a dataset: from the user's manifest, or planned for the synthetic colony."""
+    if config["data"]["source"] == "synthetic":
+        settings = synth.SynthSettings.from_config(config["synthetic"])
+        plans = [plan for plan in synth.plan_fovs(settings) if plan.dataset == dataset]
+        table = synth.manifest_rows(plans, settings)
+        table["path"] = [str(synth.raw_image_path(SYNTHETIC_DIR, fov)) for fov in table["fov_id"]]
+        for column in ("cell_segmentation", "nucleus_segmentation"):
+            table[column] = ""
+        return table
+    manifest = config["data"]["manifest" if dataset == synth.MAIN_DATASET else "drug_manifest"]
+    return io.read_manifest(manifest)
+
+
+def datasets():
+    """The datasets of the run: the training colony, and the drug set if there is one."""
+    if config["data"]["source"] == "synthetic":
+        return [dataset for dataset in DATASETS if len(fov_table(dataset))]
+    return DATASETS if config["data"]["drug_manifest"] else [synth.MAIN_DATASET]
+
+
+def fov_ids(dataset):
+    return list(fov_table(dataset)["fov_id"])
+
+
+def fov_row(wildcards):
+    table = fov_table(wildcards.dataset)
+    return table[table["fov_id"] == wildcards.fov].iloc[0].to_dict()
+
+
+def fov_record_json(wildcards):
+    """The FOV's manifest row as JSON for a rule's params: the job reruns if the row changes."""
+    return json.dumps(fov_row(wildcards), sort_keys=True, default=str)
+
+
+def raw_image(wildcards):
+    """The FOV's image as a job input; a missing real file is left out so the job records it as rejected."""
+    path = fov_row(wildcards)["path"]
+    return path if config["data"]["source"] == "synthetic" or Path(path).exists() else []
+
+
+def truth_labels(wildcards):
+    """Ground-truth labels of a synthetic FOV (to match segmented cells to true cells), else nothing."""
+    if config["data"]["source"] != "synthetic":
+        return []
+    return str(synth.label_image_path(SYNTHETIC_DIR, wildcards.fov))
+
+
+def ground_truth_table(wildcards):
+    return rules.synthesize.output.ground_truth if config["data"]["source"] == "synthetic" else []
+
+
+def dataset_crops(wildcards):
+    return expand(rules.crop_cells.output.crops, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
+
+
+def dataset_tables(wildcards):
+    return expand(rules.crop_cells.output.table, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
+
+
 def final_targets():
     """What `snakemake` builds by default; each stage adds its own."""
     targets = [rules.plot_colony_overview.output[0]]
-    if config["data"]["source"] == "synthetic":
-        targets.append(rules.synthesize.output.ground_truth)
+    targets += expand(rules.normalize_cells.output.cells, dataset=datasets())
     return targets

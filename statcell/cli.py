@@ -8,6 +8,7 @@ default is the embedded ``config/config.yaml``) or, as the Snakemake rules do, f
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -44,6 +45,109 @@ def _plot_colony_overview(args: argparse.Namespace) -> None:
     log.info("drew %d FOVs into %s", len(shown), args.output)
 
 
+def _fov_record(args: argparse.Namespace):
+    """The FOV to work on: inline JSON of its manifest row (the rules), or a manifest and a FOV id (by hand)."""
+    from statcell import io
+
+    if args.fov_record:
+        return io.FovRecord.from_row(json.loads(args.fov_record))
+    if not (args.manifest and args.fov):
+        raise ConfigError("give --fov-record JSON, or --manifest CSV with --fov ID")
+    table = io.read_manifest(args.manifest)
+    rows = table[table["fov_id"] == args.fov]
+    if rows.empty:
+        raise ConfigError(f"FOV {args.fov!r} is not in {args.manifest}")
+    return io.FovRecord.from_row(rows.iloc[0].to_dict())
+
+
+def _segment_fov(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from statcell import io, segment
+
+    record = _fov_record(args)
+    settings = segment.SegmentationSettings.from_config(
+        section_settings("segmentation", config_path=args.config, inline_json=args.settings))
+    names = ["cell_labels", "nucleus_labels"]
+    if record.cell_segmentation:
+        cells = io.read_image(record.cell_segmentation).data[0]
+        nuclei = io.read_image(record.nucleus_segmentation).data[0]
+        log.info("%s: using the given segmentations (%d cells)", record.fov_id, len(np.unique(cells)) - 1)
+    else:
+        try:
+            channels = io.read_fov(record)
+        except io.FovError as error:  # crop_cells reads the FOV again and records it as rejected
+            log.error("%s; writing empty labels", error)
+            io.write_ome_tiff(args.output, np.zeros((2, 1, 1, 1), np.uint16), channel_names=names,
+                              spacing=record.spacing)
+            return
+        nuclei = segment.segment_nuclei(channels[1], spacing=record.spacing, settings=settings)
+        cells = segment.segment_cells(channels[0], nuclei, spacing=record.spacing, settings=settings)
+        log.info("%s: %d nuclei, %d cells", record.fov_id, nuclei.max(), len(np.unique(cells)) - 1)
+    io.write_ome_tiff(args.output, np.stack([cells, nuclei]).astype(np.uint16), channel_names=names,
+                      spacing=record.spacing)
+
+
+def _crop_cells(args: argparse.Namespace) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from statcell import crop, io
+
+    record = _fov_record(args)
+    settings = crop.CropSettings.from_config(
+        section_settings("crop", config_path=args.config, inline_json=args.settings))
+    try:
+        channels = io.read_fov(record)
+        labels = io.read_image(args.labels).data
+        if labels.shape[1:] != channels.shape[1:]:
+            raise io.FovError(f"FOV {record.fov_id}: segmentation {args.labels} has shape {labels.shape[1:]}, "
+                              f"the image {record.path} {channels.shape[1:]}")
+    except io.FovError as error:
+        log.error("%s", error)
+        crops = np.zeros((0, len(crop.CROP_CHANNELS), *settings.shape), dtype=np.uint16)
+        table = pd.DataFrame([{"label": 0, "nucleus_label": 0, "reject_reason": f"unusable_fov: {error}",
+                               "crop_index": -1}])
+    else:
+        truth = io.read_image(args.truth_labels).data[0] if args.truth_labels else None
+        crops, table = crop.crop_cells(channels, labels[0], labels[1], spacing=record.spacing, settings=settings,
+                                       truth_labels=truth)
+    table.insert(0, "fov_id", record.fov_id)
+    for column in ("structure", "drug", "concentration_um"):
+        table[column] = getattr(record, column)
+    io.write_crops(args.crops, crops)
+    io.write_table(table, args.table)
+    counts = table["reject_reason"].replace("", "accepted").value_counts().to_dict()
+    log.info("%s: %s", record.fov_id, ", ".join(f"{count} {reason}" for reason, count in counts.items()))
+
+
+def _normalize_cells(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell import crop, normalize
+
+    settings = normalize.NormalizeSettings.from_config(
+        section_settings("normalize", config_path=args.config, inline_json=args.settings))
+    if len(args.crops) != len(args.tables):
+        raise ConfigError(f"{len(args.crops)} crop archives but {len(args.tables)} tables")
+    annotations = None
+    if args.annotations:
+        truth = pd.read_parquet(args.annotations).rename(columns={"label": "truth_label"})
+        keep = ["fov_id", "truth_label", "mitotic_stage", "is_mitotic", "drug_responder", "height_um"]
+        annotations = truth[keep].rename(columns={"height_um": "true_height_um"})
+    cells = normalize.normalize_cells(args.crops, args.tables, store=args.store, cells_table=args.cells,
+                                      rejects_table=args.rejects, dataset=args.dataset, voxel_um=args.voxel_um,
+                                      settings=settings, threads=args.threads, annotations=annotations)
+    log.info("wrote %d cells to %s (%s)", len(cells), args.store,
+             ", ".join(f"{n} {split}" for split, n in cells["split"].value_counts().items()))
+
+
+def _add_fov_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fov-record", metavar="JSON", help="the FOV's manifest row as JSON (used by the rules)")
+    parser.add_argument("--manifest", help="FOV manifest CSV (with --fov, by hand)")
+    parser.add_argument("--fov", help="FOV id in the manifest")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="statcell",
@@ -62,6 +166,43 @@ def _build_parser() -> argparse.ArgumentParser:
     synthesize.add_argument("--outdir", required=True, help="output folder, e.g. results/synthetic")
     synthesize.add_argument("--threads", type=int, default=1, help="worker processes (default 1)")
     synthesize.set_defaults(handler=_synthesize)
+
+    segment_fov = commands.add_parser(
+        "segment-fov", help="segment the nuclei and cells of one FOV",
+        description="Label nuclei (DNA channel) and cells (membrane channel, seeded by the nuclei) of one FOV, or "
+        "take the segmentations the manifest names; writes a 2-channel label OME-TIFF (cells, nuclei).")
+    _add_settings_options(segment_fov)
+    _add_fov_options(segment_fov)
+    segment_fov.add_argument("--output", required=True, help="label image to write (.ome.tiff)")
+    segment_fov.set_defaults(handler=_segment_fov)
+
+    crop_cells = commands.add_parser(
+        "crop-cells", help="quality-control, crop, align and measure the cells of one FOV",
+        description="Crop every cell of one FOV to isotropic voxels, aligned and centred on its nucleus; every "
+        "dropped cell is a table row with its reason.")
+    _add_settings_options(crop_cells)
+    _add_fov_options(crop_cells)
+    crop_cells.add_argument("--labels", required=True, help="label image from segment-fov")
+    crop_cells.add_argument("--truth-labels", help="ground-truth label image, to match cells to true cells")
+    crop_cells.add_argument("--crops", required=True, help="crops to write (.npz)")
+    crop_cells.add_argument("--table", required=True, help="per-cell table to write (.parquet)")
+    crop_cells.set_defaults(handler=_crop_cells)
+
+    normalize_cells = commands.add_parser(
+        "normalize-cells", help="normalize all crops of a dataset into cells.zarr and cells.parquet",
+        description="Normalize every crop (background subtracted, [0, 1]) into one chunked Zarr store with Dask, "
+        "and write the per-cell table (ids, splits, store indices) and the rejects.")
+    _add_settings_options(normalize_cells)
+    normalize_cells.add_argument("--crops", nargs="+", required=True, help="per-FOV crop archives (.npz)")
+    normalize_cells.add_argument("--tables", nargs="+", required=True, help="per-FOV tables (.parquet), same order")
+    normalize_cells.add_argument("--dataset", required=True, help="dataset name, e.g. main")
+    normalize_cells.add_argument("--voxel-um", type=float, required=True, help="voxel edge of the crops (µm)")
+    normalize_cells.add_argument("--annotations", help="ground-truth cells.parquet to join on the matched cells")
+    normalize_cells.add_argument("--store", required=True, help="Zarr store to write")
+    normalize_cells.add_argument("--cells", required=True, help="cells.parquet to write")
+    normalize_cells.add_argument("--rejects", required=True, help="rejects.parquet to write")
+    normalize_cells.add_argument("--threads", type=int, default=1, help="local Dask threads (default 1)")
+    normalize_cells.set_defaults(handler=_normalize_cells)
 
     overview = commands.add_parser(
         "plot-colony-overview",

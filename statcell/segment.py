@@ -42,6 +42,11 @@ class SegmentationSettings:
     membrane_smoothing_um: float = 0.3
     cell_min_volume_um3: float = 100.0
 
+    @classmethod
+    def from_config(cls, section: dict) -> SegmentationSettings:
+        """Build settings from the validated ``segmentation`` config section."""
+        return cls(**{name: section[name] for name in cls.__dataclass_fields__})
+
 
 def _sigma(smoothing_um: float, spacing: tuple[float, float, float]) -> list[float]:
     return [smoothing_um / step for step in spacing]
@@ -68,10 +73,26 @@ def segment_nuclei(dna: np.ndarray, *, spacing: tuple[float, float, float],
     smooth = ndimage.gaussian_filter(dna.astype(np.float32), _sigma(settings.nucleus_smoothing_um, spacing))
     foreground = _refine_per_object(smooth, smooth > threshold_otsu(smooth), spacing)
     foreground = ndimage.binary_fill_holes(foreground)
-    distance = ndimage.distance_transform_edt(foreground, sampling=spacing).astype(np.float32)
-    markers = _separated_maxima(distance, foreground, settings.nucleus_split_depth_um)
-    labels = watershed(-distance, markers, mask=foreground)
+    objects, _ = ndimage.label(foreground)
+    labels = np.zeros(dna.shape, dtype=np.int32)
+    count = 0
+    for index, box in enumerate(ndimage.find_objects(objects), start=1):
+        box = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, dna.shape))
+        pieces = _split_touching(objects[box] == index, spacing, settings.nucleus_split_depth_um)
+        labels[box][pieces > 0] = pieces[pieces > 0] + count
+        count += int(pieces.max())
     return _drop_small(labels, spacing, settings.nucleus_min_volume_um3)
+
+
+def _split_touching(mask: np.ndarray, spacing: tuple[float, float, float], depth_um: float) -> np.ndarray:
+    """Split one foreground object into nuclei (labels 1..k) by a watershed of its distance map.
+
+    Working object by object keeps the distance map, the h-dome reconstruction and the watershed to the small
+    boxes around nuclei, and skips the watershed of the many objects that hold a single nucleus.
+    """
+    distance = ndimage.distance_transform_edt(mask, sampling=spacing).astype(np.float32)
+    markers = _separated_maxima(distance, mask, depth_um)
+    return watershed(-distance, markers, mask=mask) if markers.max() > 1 else mask.astype(np.int32)
 
 
 def _refine_per_object(smooth: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, float],
@@ -153,11 +174,27 @@ def segment_cells(membrane: np.ndarray, nuclei: np.ndarray, *, spacing: tuple[fl
         markers[plane][markers[plane] == 0] = background
     labels = watershed(smooth, markers)
     labels[labels == background] = 0
+    labels = _claim_membrane(labels, smooth)
     cells = _drop_small(labels, spacing, settings.cell_min_volume_um3)
     survivors = np.unique(labels[cells > 0])
     relabel = np.zeros(background + 1, dtype=np.int32)
     relabel[survivors] = survivors
     return relabel[labels]
+
+
+def _claim_membrane(labels: np.ndarray, membrane: np.ndarray) -> np.ndarray:
+    """Give each cell the bright membrane voxels on its free surface that the watershed left to the background.
+
+    The watershed line runs along the crest of the membrane signal, so the apical and basal membranes, which belong
+    to the cell, fall on the background side; a voxel next to a cell whose membrane signal is above the Otsu level is
+    taken back by that cell.
+    """
+    bright = membrane > threshold_otsu(membrane)
+    grown = ndimage.grey_dilation(labels, size=(3, 3, 3))
+    claim = (labels == 0) & bright & (grown > 0)
+    out = labels.copy()
+    out[claim] = grown[claim]
+    return out
 
 
 def match_labels(truth: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:

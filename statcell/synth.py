@@ -960,7 +960,8 @@ def _ground_truth_table(plan: FovPlan, colony: _Colony, visible_sizes: np.ndarra
             "cell_volume_um3": cell_sizes[old] * voxel_volume,
             "nucleus_volume_um3": nucleus_sizes[old] * voxel_volume,
             "visible_fraction": visible_sizes[old] / max(cell_sizes[old], 1),
-            "height_um": float(colony.top_um[cell.footprint].max()) - colony.base_um,
+            "height_um": float(colony.top_um[cell.footprint][colony.labels2d[cell.footprint] == old].max())
+            - colony.base_um,
             "touches_border": int(old) in border,
             "centroid_y_um": cell.centre_yx_um[0] - pad * spacing[1],
             "centroid_x_um": cell.centre_yx_um[1] - pad * spacing[2],

@@ -75,3 +75,30 @@ def test_manifest_bad_values_name_row_and_column(tmp_path, column, value, messag
     _manifest(tmp_path, **{column: value}).to_csv(path, index=False)
     with pytest.raises(io.ManifestError, match=message):
         io.read_manifest(path)
+
+
+def test_written_ome_tiff_reads_back_through_bioio(tmp_path):
+    from bioio import BioImage
+
+    image = np.arange(2 * 3 * 4 * 5, dtype=np.uint16).reshape(2, 3, 4, 5)
+    path = tmp_path / "fov.ome.tiff"
+    io.write_ome_tiff(path, image, channel_names=["membrane", "dna"], spacing=(0.5, 0.25, 0.125))
+    reader = BioImage(path)
+    np.testing.assert_array_equal(reader.get_image_data("CZYX", T=0), image)
+    assert list(reader.channel_names) == ["membrane", "dna"]
+    assert tuple(reader.physical_pixel_sizes) == (0.5, 0.25, 0.125)
+
+
+def test_bioio_written_ome_tiff_and_plain_tiff_are_read(tmp_path):
+    import tifffile
+    from bioio_base.types import PhysicalPixelSizes
+    from bioio_ome_tiff.writers import OmeTiffWriter
+
+    image = np.arange(3 * 2 * 4 * 5, dtype=np.uint16).reshape(3, 2, 4, 5)
+    OmeTiffWriter.save(image, tmp_path / "b.ome.tiff", dim_order="CZYX", channel_names=["a", "b", "c"],
+                       physical_pixel_sizes=PhysicalPixelSizes(0.29, 0.108, 0.108))
+    read = io.read_image(tmp_path / "b.ome.tiff")
+    np.testing.assert_array_equal(read.data, image)
+    assert read.channel_names == ("a", "b", "c") and read.spacing == (0.29, 0.108, 0.108)
+    tifffile.imwrite(tmp_path / "plain.tif", image[:, 0], photometric="minisblack")  # not OME: read by bioio
+    assert io.read_image(tmp_path / "plain.tif").data.size == image[:, 0].size

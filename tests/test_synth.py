@@ -256,3 +256,11 @@ def test_channel_names_written_to_disk(tmp_path, tiny_settings):
     np.testing.assert_allclose(image.spacing, tiny_settings.pixel_size_um)
     labels = io.read_image(synth.label_image_path(tmp_path, plan.fov_id))
     assert labels.channel_names == synth.LABEL_CHANNEL_NAMES
+
+
+def test_table_heights_match_label_images(tiny_settings, tiny_fovs):
+    for fov in tiny_fovs.values():
+        for row in fov.cells[~fov.cells["touches_border"]].itertuples():
+            slices = np.flatnonzero((fov.cell_labels == row.label).any(axis=(1, 2)))
+            extent = (slices[-1] - slices[0] + 1) * tiny_settings.pixel_size_um[0]
+            assert abs(extent - row.height_um) <= tiny_settings.pixel_size_um[0] + 1e-6

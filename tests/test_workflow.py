@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ TINY = {
         "drug_structures": ["microtubules"],
         "drug_treatments": ["vehicle", "paclitaxel"],
         "drug_fovs_per_condition": 1,
-        "fov_size_um": {"z": 12.0, "y": 24.0, "x": 24.0},
+        "fov_size_um": {"z": 14.0, "y": 30.0, "x": 30.0},
     }
 }
 
@@ -63,7 +64,7 @@ def test_real_run_builds_the_synthetic_colony_and_reruns_only_what_changed(workd
     assert list(manifest["fov_id"]) == ["nucleoli_00", "control_membrane_00"]
     assert list(drugs["fov_id"]) == ["vehicle_microtubules_00", "paclitaxel_microtubules_00"]
     image = io.read_image(manifest.loc[0, "path"])
-    assert image.data.shape == (3, 41, 111, 111)
+    assert image.data.shape == (3, 48, 139, 139)
     assert image.channel_names == ("membrane", "dna", "nucleoli")
     truth = pd.read_parquet(outdir / "ground_truth" / "cells.parquet")
     assert set(truth["fov_id"]) == set(manifest["fov_id"]) | set(drugs["fov_id"])
@@ -74,7 +75,29 @@ def test_real_run_builds_the_synthetic_colony_and_reruns_only_what_changed(workd
     _snakemake(workdir, "--report", "report.html")
     assert "colony_overview.png" in (workdir / "report.html").read_text(errors="ignore")
 
+    # The single-cell dataset: a store and a table that agree, annotations joined from the ground truth.
+    import zarr
+
+    for dataset in ("main", "drugs"):
+        cells = pd.read_parquet(workdir / "results" / dataset / "cells.parquet")
+        store = zarr.open_array(workdir / "results" / dataset / "cells.zarr" / "0", mode="r")
+        assert len(cells) > 0 and store.shape == (len(cells), 5, 32, 32, 48)
+        assert list(cells["store_index"]) == list(range(len(cells)))
+        assert cells["mitotic_stage"].notna().all() and (cells["truth_iou"] > 0.7).all()
+        first = store[0]
+        assert 0 <= first[:3].min() and first[:3].max() <= 1 and first[3].sum() > 0
+        rejects = pd.read_parquet(workdir / "results" / dataset / "rejects.parquet")
+        assert "touches_fov_border" in set(rejects["reject_reason"])
+    drugs = pd.read_parquet(workdir / "results" / "drugs" / "cells.parquet")
+    assert set(drugs["drug"]) == {"vehicle", "paclitaxel"}
+
     assert "Nothing to be done" in _snakemake(workdir, "-n").stdout
+    # Touching one FOV reruns that FOV's segmentation and cropping, and its dataset's normalization, only.
+    (workdir / "results" / "synthetic" / "raw" / "nucleoli_00.ome.tiff").touch()
+    stale = _snakemake(workdir, "-n").stdout
+    assert re.search(r"segment_fov\s+1\b", stale) and re.search(r"crop_cells\s+1\b", stale)
+    assert re.search(r"normalize_cells\s+1\b", stale) and "synthesize" not in stale
+    _snakemake(workdir, "--touch")
     (workdir / "reseed.yaml").write_text(yaml.safe_dump({"synthetic": {**TINY["synthetic"], "seed": 4}}))
     changed = _snakemake(workdir, "-n", "--configfile", "tiny.yaml", "reseed.yaml")
     assert "synthesize" in changed.stdout and "params" in changed.stdout.lower()

@@ -1,0 +1,125 @@
+"""Throughput and memory of the preprocessing stages: cropping, and normalization into the Zarr store.
+
+Run from the repository root after ``snakemake`` has produced ``results/main/segmentation`` (or any time: FOVs are
+taken from the synthetic colony and segmented here if needed)::
+
+    python bench/bench_preprocess.py --fovs 6 --cells 400
+
+It prints, side by side in one run:
+
+* cropping: cells per second on ``--fovs`` FOVs (segmentation excluded);
+* normalization: cells per second with 1 and 2 Dask threads, and the speedup;
+* normalization: peak RSS of the process at ``--cells`` and at 4x that many cells, each in a fresh subprocess, to
+  show that memory does not grow with the number of cells (the crops are streamed FOV by FOV into the store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from statcell import crop, io, normalize, segment, synth
+from statcell.config import validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fov_inputs(count: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]]:
+    """(channels, cell labels, nucleus labels, spacing) of the first ``count`` synthetic training FOVs."""
+    settings = synth.SynthSettings.from_config(validate_config({})["synthetic"])
+    inputs = []
+    for plan in synth.plan_fovs(settings)[:: max(1, len(synth.plan_fovs(settings)) // count)][:count]:
+        fov = synth.synthesize_fov(plan, settings)
+        channels = fov.image.astype(np.float32)
+        nuclei = segment.segment_nuclei(channels[1], spacing=settings.pixel_size_um)
+        cells = segment.segment_cells(channels[0], nuclei, spacing=settings.pixel_size_um)
+        inputs.append((channels, cells, nuclei, settings.pixel_size_um))
+    return inputs
+
+
+def bench_cropping(inputs) -> tuple[int, float, list[np.ndarray]]:
+    settings = crop.CropSettings.from_config(validate_config({})["crop"])
+    start, stacks = time.perf_counter(), []
+    for channels, cells, nuclei, spacing in inputs:
+        stacks.append(crop.crop_cells(channels, cells, nuclei, spacing=spacing, settings=settings)[0])
+    return sum(len(s) for s in stacks), time.perf_counter() - start, stacks
+
+
+def _write_dataset(folder: Path, stacks: list[np.ndarray], cells: int) -> tuple[list[Path], list[Path]]:
+    """Per-FOV crop archives and tables holding ``cells`` cells, recycling the given crops."""
+    pool = np.concatenate(stacks)
+    per_fov = max(1, int(np.median([len(s) for s in stacks])))
+    crop_files, table_files = [], []
+    for index, first in enumerate(range(0, cells, per_fov)):
+        count = min(per_fov, cells - first)
+        chosen = pool[np.arange(first, first + count) % len(pool)]
+        name = f"fov_{index:04d}"
+        io.write_crops(folder / f"{name}.npz", chosen)
+        io.write_table(pd.DataFrame({"fov_id": name, "label": np.arange(1, count + 1), "nucleus_label": 1,
+                                     "reject_reason": "", "crop_index": np.arange(count)}), folder / f"{name}.parquet")
+        crop_files.append(folder / f"{name}.npz")
+        table_files.append(folder / f"{name}.parquet")
+    return crop_files, table_files
+
+
+def normalize_once(crop_files, table_files, out: Path, threads: int) -> float:
+    start = time.perf_counter()
+    normalize.normalize_cells(crop_files, table_files, store=out / "cells.zarr", cells_table=out / "cells.parquet",
+                              rejects_table=out / "rejects.parquet", dataset="bench", voxel_um=0.5,
+                              settings=normalize.NormalizeSettings(), threads=threads)
+    return time.perf_counter() - start
+
+
+def _peak_rss_child(folder: Path, threads: int) -> float:
+    """Peak RSS (MiB) of a fresh process that normalizes the dataset in ``folder``."""
+    code = (
+        "import json, resource, sys; from pathlib import Path; sys.path.insert(0, 'bench');"
+        "import bench_preprocess as b; f = Path(sys.argv[1]);"
+        "c = sorted(f.glob('fov_*.npz')); t = [p.with_suffix('.parquet') for p in c];"
+        "b.normalize_once(c, t, f / 'out', int(sys.argv[2]));"
+        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(folder), str(threads)], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    return float(run.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fovs", type=int, default=6, help="FOVs to crop (default 6)")
+    parser.add_argument("--cells", type=int, default=400, help="cells of the smaller normalization run (default 400)")
+    args = parser.parse_args()
+
+    inputs = _fov_inputs(args.fovs)
+    count, seconds, stacks = bench_cropping(inputs)
+    print(f"cropping        {count:6d} cells  {seconds:7.2f} s  {count / seconds:7.1f} cells/s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "small"
+        folder.mkdir()
+        crop_files, table_files = _write_dataset(folder, stacks, args.cells)
+        rates = {}
+        for threads in (1, 2):
+            seconds = normalize_once(crop_files, table_files, Path(tmp) / f"out{threads}", threads)
+            rates[threads] = args.cells / seconds
+            print(f"normalization   {args.cells:6d} cells  {seconds:7.2f} s  {rates[threads]:7.1f} cells/s "
+                  f"({threads} thread{'s' if threads > 1 else ''})")
+        print(f"normalization speedup, 2 threads vs 1: {rates[2] / rates[1]:.2f}x")
+
+        large = Path(tmp) / "large"
+        large.mkdir()
+        _write_dataset(large, stacks, 4 * args.cells)
+        small_rss, large_rss = _peak_rss_child(folder, 2), _peak_rss_child(large, 2)
+        print(f"normalization peak RSS: {small_rss:.0f} MiB at {args.cells} cells, {large_rss:.0f} MiB at "
+              f"{4 * args.cells} cells (ratio {large_rss / small_rss:.2f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Cropping: quality control, alignment, centring, flipping and measurements, on constructed and synthetic cells."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from statcell import crop, segment, synth
+
+SPACING = (0.29, 0.216, 0.216)
+
+
+def _ellipsoid(shape, centre_um, semi_um, angle_deg=0.0):
+    z, y, x = np.indices(shape).astype(float)
+    z, y, x = ((z + 0.5) * SPACING[0] - centre_um[0], (y + 0.5) * SPACING[1] - centre_um[1],
+               (x + 0.5) * SPACING[2] - centre_um[2])
+    a = math.radians(angle_deg)
+    along, across = x * math.cos(a) + y * math.sin(a), -x * math.sin(a) + y * math.cos(a)
+    return (z / semi_um[0]) ** 2 + (along / semi_um[1]) ** 2 + (across / semi_um[2]) ** 2 <= 1
+
+
+def test_quality_control_gives_every_drop_a_reason():
+    shape = (20, 60, 60)
+    cells = np.zeros(shape, dtype=np.int32)
+    nuclei = np.zeros(shape, dtype=np.int32)
+    cells[2:18, 0:20, 5:25] = 1          # touches the FOV border
+    cells[2:18, 25:45, 5:25] = 2         # good
+    nuclei[6:12, 30:40, 10:20] = 2
+    cells[2:4, 50:53, 50:53] = 3         # too small
+    cells[2:18, 25:45, 30:50] = 4        # no nucleus
+    cells[2:18, 47:59, 52:58] = 5        # its nucleus lies mostly outside it
+    nuclei[6:12, 47:53, 46:60] = 5
+    table = crop.quality_control(cells, nuclei, spacing=SPACING, settings=crop.CropSettings(min_cell_volume_um3=5))
+    reasons = dict(zip(table["label"], table["reject_reason"]))
+    assert reasons == {1: "touches_fov_border", 2: "", 3: "too_small", 4: "no_nucleus", 5: "nucleus_outside_cell"}
+
+
+def test_align_cell_puts_major_axis_on_x_nucleus_at_centre_and_skew_positive():
+    shape = (40, 90, 90)
+    cell = _ellipsoid(shape, (5.5, 9.7, 9.7), (4.0, 7.0, 3.5), angle_deg=30)
+    # A bulge on one side gives the cell a skew, the nucleus sits off-centre.
+    cell |= _ellipsoid(shape, (5.5, 9.7 - 4.0, 9.7 - 5.5), (2.5, 2.5, 2.5)) & ndimage.binary_dilation(cell, iterations=8)
+    nucleus = _ellipsoid(shape, (5.5, 9.7 + 0.5, 9.7 + 1.0), (2.0, 2.5, 2.0)) & cell
+    channels = np.stack([cell * 500.0 + 100, nucleus * 800.0 + 100, np.full(shape, 110.0)]).astype(np.float32)
+    settings = crop.CropSettings(voxel_size_um=0.4, shape=(32, 32, 48))
+    out, info = crop.align_cell(channels, cell, nucleus, spacing=SPACING, settings=settings)
+    assert out.shape == (5, 32, 32, 48)
+    footprint = out[3].any(axis=0)
+    angle = crop._major_axis_angle(footprint)
+    assert min(abs(angle), abs(abs(angle) - 180)) < 4
+    centre = np.array(ndimage.center_of_mass(out[4]))
+    np.testing.assert_allclose(centre, np.array(settings.shape) / 2, atol=1.0)
+    assert crop._skew(out[3] > 0, 1) >= 0 and crop._skew(out[3] > 0, 2) >= 0
+    assert (out[:3][:, out[3] == 0] == 0).all()  # intensities masked to the cell
+    assert info["fraction_outside_crop"] < 0.01
+    measured = crop.measure_cell(info["aligned"], voxel_um=0.4, backgrounds=(100.0, 100.0, 110.0))
+    expected = cell.sum() * float(np.prod(SPACING))
+    assert abs(measured["cell_volume_um3"] - expected) / expected < 0.05
+    assert 0.5 < measured["cell_sphericity"] <= 1.0
+
+
+def test_sphere_measurements_match_geometry():
+    voxel = 0.25
+    z, y, x = np.indices((40, 40, 40))
+    ball = ((z - 19.5) ** 2 + (y - 19.5) ** 2 + (x - 19.5) ** 2) * voxel**2 <= 4.0**2
+    aligned = np.stack([ball * 10.0, ball * 3.0, ball * 0.0, ball, ball]).astype(np.float32)
+    values = crop.measure_cell(aligned, voxel_um=voxel, backgrounds=(0.0, 1.0, 0.0))
+    assert values["cell_volume_um3"] == pytest.approx(4 / 3 * math.pi * 4**3, rel=0.03)
+    assert values["cell_surface_area_um2"] == pytest.approx(4 * math.pi * 4**2, rel=0.05)
+    assert values["cell_sphericity"] == pytest.approx(1.0, abs=0.06)
+    assert values["cell_height_um"] == pytest.approx(8.0, abs=2 * voxel)
+    assert values["dna_integrated_intensity"] == pytest.approx(2.0 * ball.sum())
+
+
+def test_crops_of_synthetic_cells_measure_their_true_sizes(tiny_fovs, tiny_settings):
+    rows = []
+    for fov_id in ("golgi_00", "nucleoli_00", "mitochondria_00"):
+        fov = tiny_fovs[fov_id]
+        nuclei = segment.segment_nuclei(fov.image[1], spacing=tiny_settings.pixel_size_um)
+        cells = segment.segment_cells(fov.image[0], nuclei, spacing=tiny_settings.pixel_size_um)
+        crops, table = crop.crop_cells(fov.image.astype(np.float32), cells, nuclei,
+                                       spacing=tiny_settings.pixel_size_um, settings=crop.CropSettings(),
+                                       truth_labels=fov.cell_labels)
+        accepted = table[table["reject_reason"] == ""]
+        assert crops.shape == (len(accepted), 5, 32, 32, 48) and crops.dtype == np.uint16
+        assert (table.loc[table["reject_reason"] != "", "crop_index"] == -1).all()
+        truth = fov.cells.rename(columns={"label": "truth_label"})
+        rows.append(accepted.merge(truth, on="truth_label", suffixes=("", "_true")))
+    cells = pd.concat(rows)
+    assert len(cells) >= 8
+    assert cells["truth_iou"].min() > 0.8
+    assert np.corrcoef(cells["cell_volume_um3"], cells["cell_volume_um3_true"])[0, 1] > 0.9
+    assert np.median(np.abs(cells["cell_volume_um3"] / cells["cell_volume_um3_true"] - 1)) < 0.1
+    assert np.corrcoef(cells["cell_height_um"], cells["height_um"])[0, 1] > 0.8
+    assert (cells["fraction_outside_crop"] < 0.05).mean() > 0.9
+
+
+def test_empty_fov_gives_no_crops():
+    shape = (10, 20, 20)
+    crops, table = crop.crop_cells(np.ones((3, *shape), np.float32), np.zeros(shape, np.int32),
+                                   np.zeros(shape, np.int32), spacing=SPACING, settings=crop.CropSettings())
+    assert crops.shape[0] == 0 and table.empty
