@@ -25,6 +25,7 @@ include: "rules/common.smk"
 include: "rules/synth.smk"
 include: "rules/segment.smk"
 include: "rules/crop.smk"
+include: "rules/allencell.smk"
 include: "rules/normalize.smk"
 include: "rules/figures.smk"
 

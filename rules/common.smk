@@ -4,7 +4,9 @@ import json
 from functools import cache
 from pathlib import Path
 
-from statcell import io, synth
+import pandas as pd
+
+from statcell import allencell, io, synth
 
 SYNTHETIC_DIR = "results/synthetic"
 
@@ -48,14 +50,25 @@ def fov_table(dataset):
         for column in ("cell_segmentation", "nucleus_segmentation"):
             table[column] = ""
         return table
+    if config["data"]["source"] == "allencell":
+        return pd.DataFrame(columns=list(io.MANIFEST_COLUMNS))  # no FOVs: the cells come pre-cropped
     manifest = config["data"]["manifest" if dataset == synth.MAIN_DATASET else "drug_manifest"]
     return io.read_manifest(manifest)
+
+
+@cache
+def allencell_chunks():
+    """Import jobs of a pre-cropped Allen dataset (each handles `allencell.chunk_size` cells of the CSV)."""
+    settings = allencell.AllenCellSettings.from_config(config["allencell"])
+    return sorted(allencell.read_cell_table(settings)["chunk"].unique())
 
 
 def datasets():
     """The datasets of the run: the training colony, and the drug set if there is one."""
     if config["data"]["source"] == "synthetic":
         return [dataset for dataset in DATASETS if len(fov_table(dataset))]
+    if config["data"]["source"] == "allencell":
+        return [synth.MAIN_DATASET]
     return DATASETS if config["data"]["drug_manifest"] else [synth.MAIN_DATASET]
 
 
@@ -91,10 +104,14 @@ def ground_truth_table(wildcards):
 
 
 def dataset_crops(wildcards):
+    if config["data"]["source"] == "allencell":
+        return expand(rules.import_allencell.output.crops, dataset=wildcards.dataset, chunk=allencell_chunks())
     return expand(rules.crop_cells.output.crops, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
 
 
 def dataset_tables(wildcards):
+    if config["data"]["source"] == "allencell":
+        return expand(rules.import_allencell.output.table, dataset=wildcards.dataset, chunk=allencell_chunks())
     return expand(rules.crop_cells.output.table, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
 
 

@@ -21,4 +21,5 @@ rule synthesize:
     conda:
         "../envs/imaging.yaml"
     shell:
-        f"{STATCELL} synthesize --settings {{params.settings:q}} --outdir {{params.outdir}} --threads {{threads}} > {{log}} 2>&1"
+        f"{STATCELL} synthesize --settings {{params.settings:q}} --outdir {{params.outdir}} --threads {{threads}} "
+        "> {log} 2>&1"

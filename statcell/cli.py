@@ -142,6 +142,23 @@ def _normalize_cells(args: argparse.Namespace) -> None:
              ", ".join(f"{n} {split}" for split, n in cells["split"].value_counts().items()))
 
 
+def _import_allencell(args: argparse.Namespace) -> None:
+    from statcell import allencell, crop, io
+
+    settings = allencell.AllenCellSettings.from_config(
+        section_settings("allencell", config_path=args.config, inline_json=args.settings))
+    crop_settings = crop.CropSettings.from_config(
+        section_settings("crop", config_path=args.config, inline_json=args.crop_settings))
+    cells = allencell.read_cell_table(settings)
+    chunk = cells[cells["chunk"] == args.chunk]
+    if chunk.empty:
+        raise ConfigError(f"chunk {args.chunk!r} holds no cells of {settings.csv}")
+    crops, table = allencell.import_chunk(chunk, settings=settings, crop_settings=crop_settings)
+    io.write_crops(args.crops, crops)
+    io.write_table(table, args.table)
+    log.info("%s: imported %d of %d cells", args.chunk, len(crops), len(chunk))
+
+
 def _add_fov_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fov-record", metavar="JSON", help="the FOV's manifest row as JSON (used by the rules)")
     parser.add_argument("--manifest", help="FOV manifest CSV (with --fov, by hand)")
@@ -187,6 +204,17 @@ def _build_parser() -> argparse.ArgumentParser:
     crop_cells.add_argument("--crops", required=True, help="crops to write (.npz)")
     crop_cells.add_argument("--table", required=True, help="per-cell table to write (.parquet)")
     crop_cells.set_defaults(handler=_crop_cells)
+
+    import_allencell = commands.add_parser(
+        "import-allencell", help="turn one chunk of a pre-cropped Allen single-cell dataset into crops",
+        description="Read the cells of one chunk of the CSV named by allencell.csv (registered 3D TIFFs) and write "
+        "them as crops and a table in the format of crop-cells.")
+    _add_settings_options(import_allencell)
+    import_allencell.add_argument("--crop-settings", metavar="JSON", help="the crop config section as JSON")
+    import_allencell.add_argument("--chunk", required=True, help="chunk name, e.g. allencell_00000")
+    import_allencell.add_argument("--crops", required=True, help="crops to write (.npz)")
+    import_allencell.add_argument("--table", required=True, help="per-cell table to write (.parquet)")
+    import_allencell.set_defaults(handler=_import_allencell)
 
     normalize_cells = commands.add_parser(
         "normalize-cells", help="normalize all crops of a dataset into cells.zarr and cells.parquet",

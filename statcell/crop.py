@@ -143,8 +143,23 @@ def _skew(mask: np.ndarray, axis: int) -> float:
     return float(((coords - coords.mean()) ** 3).mean()) if coords.size else 0.0
 
 
-def _place(volume: np.ndarray, centre: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Crop or zero-pad ``(C, Z, Y, X)`` to ``shape`` so that voxel ``centre`` lands at the middle."""
+def place_at_centre(volume: np.ndarray, centre: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Crop or zero-pad a ``(C, Z, Y, X)`` volume to ``shape`` so that voxel ``centre`` lands at the middle.
+
+    Parameters
+    ----------
+    volume : ndarray
+        ``(C, Z, Y, X)``.
+    centre : array-like
+        ``(z, y, x)`` voxel coordinates (may be fractional) to put at the centre.
+    shape : tuple of int
+        Output ``(Z, Y, X)``.
+
+    Returns
+    -------
+    ndarray
+        ``(C, *shape)``, zero where the volume does not reach.
+    """
     out = np.zeros((volume.shape[0], *shape), dtype=volume.dtype)
     start = np.round(np.asarray(centre) - np.asarray(shape) / 2).astype(int)
     src_lo = np.maximum(start, 0)
@@ -156,6 +171,33 @@ def _place(volume: np.ndarray, centre: np.ndarray, shape: tuple[int, ...]) -> np
     target = (slice(None), *(slice(a, a + b - c) for a, b, c in zip(dst_lo, src_hi, src_lo)))
     out[target] = volume[source]
     return out
+
+
+def resample(intensities: np.ndarray, masks: np.ndarray, *, zoom: float | list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Rescale channels linearly and masks by thresholding their linear interpolation at 0.5.
+
+    Voxels are treated as extents (``grid_mode``), so objects keep their physical size: a point-sampled zoom would
+    shrink them by about one voxel.
+
+    Parameters
+    ----------
+    intensities : ndarray
+        ``(C, Z, Y, X)`` channels.
+    masks : ndarray
+        ``(M, Z, Y, X)`` boolean masks; mask 1 onwards is kept inside mask 0 (a nucleus inside its cell).
+    zoom : float or list of float
+        Output voxels per input voxel along (z, y, x).
+
+    Returns
+    -------
+    tuple of ndarray
+        float32 channels and boolean masks on the new grid.
+    """
+    options = {"zoom": zoom, "order": 1, "grid_mode": True, "mode": "grid-constant"}
+    rescaled = np.stack([ndimage.zoom(channel.astype(np.float32), **options) for channel in intensities])
+    binary = np.stack([ndimage.zoom(mask.astype(np.float32), **options) > 0.5 for mask in masks])
+    binary[1:] &= binary[0]
+    return rescaled, binary
 
 
 def align_cell(channels: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.ndarray, *,
@@ -181,10 +223,8 @@ def align_cell(channels: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.nda
         ``angle_deg`` (rotation applied), ``flip_y``, ``flip_x``, ``fraction_outside_crop`` of the cell's voxels, and
         the aligned full-size arrays ``aligned`` (``(5, ...)``) for measuring.
     """
-    zoom = [step / settings.voxel_size_um for step in spacing]
-    intensities = np.stack([ndimage.zoom(channel, zoom, order=1) for channel in channels])
-    masks = np.stack([ndimage.zoom(mask.astype(np.float32), zoom, order=1) > 0.5
-                      for mask in (cell_mask, nucleus_mask)])
+    intensities, masks = resample(channels, np.stack([cell_mask, nucleus_mask]),
+                                  zoom=[step / settings.voxel_size_um for step in spacing])
     angle = _major_axis_angle(masks[0].any(axis=0))
     # Rotating the (y, x) plane by +angle brings an axis at `angle` (rows pointing down) onto +x.
     intensities = ndimage.rotate(intensities, angle, axes=(2, 3), order=1, reshape=True)
@@ -196,7 +236,7 @@ def align_cell(channels: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.nda
         if flip:
             volume = np.flip(volume, axis=axis)
     centre = np.array(ndimage.center_of_mass(volume[4])) if volume[4].any() else np.array(volume.shape[1:]) / 2
-    crop = _place(volume, centre, settings.shape)
+    crop = place_at_centre(volume, centre, settings.shape)
     inside = crop[3].sum() / max(float(volume[3].sum()), 1.0)
     return crop, {"angle_deg": angle, **flips, "fraction_outside_crop": 1.0 - inside, "aligned": volume}
 
@@ -292,8 +332,9 @@ def crop_cells(channels: np.ndarray, cell_labels: np.ndarray, nucleus_labels: np
         aligned = info.pop("aligned")
         crops.append(np.clip(np.rint(crop), 0, np.iinfo(np.uint16).max).astype(np.uint16))
         values = measure_cell(aligned, voxel_um=settings.voxel_size_um, backgrounds=backgrounds)
-        for name, mask in (("cell", cell_labels[box] == row.label), ("nucleus", nucleus_labels[box] == row.nucleus_label)):
-            values[f"{name}_height_um"] = _height(mask, spacing[0])  # native z-steps are finer than the crop's voxels
+        native = {"cell": cell_labels[box] == row.label, "nucleus": nucleus_labels[box] == row.nucleus_label}
+        for name, mask in native.items():  # heights from the native z-steps, finer than the crop's voxels
+            values[f"{name}_height_um"] = _height(mask, spacing[0])
         extra.append({"crop_index": len(crops) - 1, **info, **values})
     table = pd.concat([table, pd.DataFrame(extra, index=table.index)], axis=1)
     if "crop_index" not in table:  # a FOV without cells

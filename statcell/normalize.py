@@ -117,14 +117,19 @@ def cell_table(tables: Sequence[pd.DataFrame], *, dataset: str) -> tuple[pd.Data
     Returns
     -------
     cells : DataFrame
-        Accepted cells: ``cell_id`` (``dataset/fov/label``), ``split``, ``store_index`` and every other column.
+        Accepted cells: ``cell_id`` (``dataset/fov/label``, or ``dataset/source_cell_id`` for pre-cropped data),
+        ``split``, ``store_index`` and every other column.
     rejects : DataFrame
         Dropped cells and FOVs, with their ``reject_reason``.
     """
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["fov_id", "reject_reason"])
     rejected = table["reject_reason"].fillna("") != ""
     cells = table[~rejected].copy()
-    cells.insert(0, "cell_id", [f"{dataset}/{fov}/{label}" for fov, label in zip(cells["fov_id"], cells["label"])])
+    if "source_cell_id" in cells and cells["source_cell_id"].notna().all():  # pre-cropped data keeps its own ids
+        ids = [f"{dataset}/{source}" for source in cells["source_cell_id"]]
+    else:
+        ids = [f"{dataset}/{fov}/{label}" for fov, label in zip(cells["fov_id"], cells["label"])]
+    cells.insert(0, "cell_id", ids)
     cells.insert(1, "dataset", dataset)
     cells.insert(2, "split", [split_of(cell_id) for cell_id in cells["cell_id"]])
     cells.insert(3, "store_index", np.arange(len(cells)))

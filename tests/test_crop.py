@@ -43,7 +43,8 @@ def test_align_cell_puts_major_axis_on_x_nucleus_at_centre_and_skew_positive():
     shape = (40, 90, 90)
     cell = _ellipsoid(shape, (5.5, 9.7, 9.7), (4.0, 7.0, 3.5), angle_deg=30)
     # A bulge on one side gives the cell a skew, the nucleus sits off-centre.
-    cell |= _ellipsoid(shape, (5.5, 9.7 - 4.0, 9.7 - 5.5), (2.5, 2.5, 2.5)) & ndimage.binary_dilation(cell, iterations=8)
+    bulge = _ellipsoid(shape, (5.5, 9.7 - 4.0, 9.7 - 5.5), (2.5, 2.5, 2.5))
+    cell |= bulge & ndimage.binary_dilation(cell, iterations=8)
     nucleus = _ellipsoid(shape, (5.5, 9.7 + 0.5, 9.7 + 1.0), (2.0, 2.5, 2.0)) & cell
     channels = np.stack([cell * 500.0 + 100, nucleus * 800.0 + 100, np.full(shape, 110.0)]).astype(np.float32)
     settings = crop.CropSettings(voxel_size_um=0.4, shape=(32, 32, 48))

@@ -1,0 +1,24 @@
+"""Pre-cropped single cells in the Allen Institute's layout (data.source `allencell`): they join at normalization."""
+
+
+rule import_allencell:
+    input:
+        csv=lambda wildcards: config["allencell"]["csv"],
+    output:
+        crops="results/{dataset}/allencell/{chunk}.npz",
+        table="results/{dataset}/allencell/{chunk}.parquet",
+    params:
+        settings=section_json("allencell"),
+        crop_settings=section_json("crop"),
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        "logs/import_allencell/{dataset}/{chunk}.log",
+    benchmark:
+        "benchmarks/import_allencell/{dataset}/{chunk}.tsv"
+    conda:
+        "../envs/imaging.yaml"
+    shell:
+        f"{STATCELL} import-allencell --settings {{params.settings:q}} --crop-settings {{params.crop_settings:q}} "
+        "--chunk {wildcards.chunk} --crops {output.crops} --table {output.table} > {log} 2>&1"
