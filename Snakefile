@@ -27,6 +27,7 @@ include: "rules/segment.smk"
 include: "rules/crop.smk"
 include: "rules/allencell.smk"
 include: "rules/normalize.smk"
+include: "rules/train.smk"
 include: "rules/figures.smk"
 
 

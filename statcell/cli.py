@@ -159,6 +159,15 @@ def _import_allencell(args: argparse.Namespace) -> None:
     log.info("%s: imported %d of %d cells", args.chunk, len(crops), len(chunk))
 
 
+def _train(args: argparse.Namespace) -> None:
+    from statcell import train
+
+    settings = train.TrainSettings.from_config(
+        section_settings("training", config_path=args.config, inline_json=args.settings))
+    train.train_model(args.model, store=args.store, cells=args.cells, settings=settings, checkpoint=args.checkpoint,
+                      metrics=args.metrics, workdir=args.workdir)
+
+
 def _add_fov_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fov-record", metavar="JSON", help="the FOV's manifest row as JSON (used by the rules)")
     parser.add_argument("--manifest", help="FOV manifest CSV (with --fov, by hand)")
@@ -231,6 +240,19 @@ def _build_parser() -> argparse.ArgumentParser:
     normalize_cells.add_argument("--rejects", required=True, help="rejects.parquet to write")
     normalize_cells.add_argument("--threads", type=int, default=1, help="local Dask threads (default 1)")
     normalize_cells.set_defaults(handler=_normalize_cells)
+
+    for model in ("reference", "target"):
+        trainer = commands.add_parser(
+            f"train-{model}", help=f"train the {model} model on a dataset's training split",
+            description=f"Train the {model} β-VAE from cells.zarr, validate every epoch, keep the checkpoint with "
+            "the best validation ELBO; a rerun with the same settings resumes from WORKDIR.")
+        _add_settings_options(trainer)
+        trainer.add_argument("--store", required=True, help="cells.zarr of the training dataset")
+        trainer.add_argument("--cells", required=True, help="cells.parquet beside it")
+        trainer.add_argument("--checkpoint", required=True, help="best checkpoint to write (.ckpt)")
+        trainer.add_argument("--metrics", required=True, help="per-epoch metrics to write (.csv)")
+        trainer.add_argument("--workdir", required=True, help="folder of the running checkpoints (kept on failure)")
+        trainer.set_defaults(handler=_train, model=model)
 
     overview = commands.add_parser(
         "plot-colony-overview",

@@ -42,11 +42,11 @@ class CropSettings:
         Least fraction of a nucleus' voxels that must lie inside its cell.
     """
 
-    voxel_size_um: float = 0.5
-    shape: tuple[int, int, int] = (32, 32, 48)
-    min_cell_volume_um3: float = 150.0
-    max_cell_volume_um3: float = 4000.0
-    min_nucleus_inside: float = 0.9
+    voxel_size_um: float
+    shape: tuple[int, int, int]
+    min_cell_volume_um3: float
+    max_cell_volume_um3: float
+    min_nucleus_inside: float
 
     @classmethod
     def from_config(cls, section: dict) -> CropSettings:

@@ -66,7 +66,8 @@ def test_missing_column_is_named(dataset):
 
 def test_import_centres_nuclei_and_rejects_unreadable_files(dataset):
     settings = allencell.AllenCellSettings(csv=str(dataset))
-    crop_settings = crop.CropSettings(voxel_size_um=0.5, shape=(24, 24, 40))
+    crop_settings = crop.CropSettings(voxel_size_um=0.5, shape=(24, 24, 40), min_cell_volume_um3=0.0,
+                                      max_cell_volume_um3=1e6, min_nucleus_inside=0.9)
     crops, table = allencell.import_chunk(allencell.read_cell_table(settings), settings=settings,
                                           crop_settings=crop_settings)
     assert crops.shape == (5, 5, 24, 24, 40)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,6 +11,9 @@ import pytest
 from scipy import ndimage
 
 from statcell import crop, segment, synth
+from statcell.config import validate_config
+
+DEFAULT_CROP = crop.CropSettings.from_config(validate_config({})["crop"])
 
 SPACING = (0.29, 0.216, 0.216)
 
@@ -34,7 +38,8 @@ def test_quality_control_gives_every_drop_a_reason():
     cells[2:18, 25:45, 30:50] = 4        # no nucleus
     cells[2:18, 47:59, 52:58] = 5        # its nucleus lies mostly outside it
     nuclei[6:12, 47:53, 46:60] = 5
-    table = crop.quality_control(cells, nuclei, spacing=SPACING, settings=crop.CropSettings(min_cell_volume_um3=5))
+    settings = dataclasses.replace(DEFAULT_CROP, min_cell_volume_um3=5)
+    table = crop.quality_control(cells, nuclei, spacing=SPACING, settings=settings)
     reasons = dict(zip(table["label"], table["reject_reason"]))
     assert reasons == {1: "touches_fov_border", 2: "", 3: "too_small", 4: "no_nucleus", 5: "nucleus_outside_cell"}
 
@@ -47,7 +52,7 @@ def test_align_cell_puts_major_axis_on_x_nucleus_at_centre_and_skew_positive():
     cell |= bulge & ndimage.binary_dilation(cell, iterations=8)
     nucleus = _ellipsoid(shape, (5.5, 9.7 + 0.5, 9.7 + 1.0), (2.0, 2.5, 2.0)) & cell
     channels = np.stack([cell * 500.0 + 100, nucleus * 800.0 + 100, np.full(shape, 110.0)]).astype(np.float32)
-    settings = crop.CropSettings(voxel_size_um=0.4, shape=(32, 32, 48))
+    settings = dataclasses.replace(DEFAULT_CROP, voxel_size_um=0.4, shape=(32, 32, 48))
     out, info = crop.align_cell(channels, cell, nucleus, spacing=SPACING, settings=settings)
     assert out.shape == (5, 32, 32, 48)
     footprint = out[3].any(axis=0)
@@ -84,10 +89,10 @@ def test_crops_of_synthetic_cells_measure_their_true_sizes(tiny_fovs, tiny_setti
         nuclei = segment.segment_nuclei(fov.image[1], spacing=tiny_settings.pixel_size_um)
         cells = segment.segment_cells(fov.image[0], nuclei, spacing=tiny_settings.pixel_size_um)
         crops, table = crop.crop_cells(fov.image.astype(np.float32), cells, nuclei,
-                                       spacing=tiny_settings.pixel_size_um, settings=crop.CropSettings(),
+                                       spacing=tiny_settings.pixel_size_um, settings=DEFAULT_CROP,
                                        truth_labels=fov.cell_labels)
         accepted = table[table["reject_reason"] == ""]
-        assert crops.shape == (len(accepted), 5, 32, 32, 48) and crops.dtype == np.uint16
+        assert crops.shape == (len(accepted), 5, *DEFAULT_CROP.shape) and crops.dtype == np.uint16
         assert (table.loc[table["reject_reason"] != "", "crop_index"] == -1).all()
         truth = fov.cells.rename(columns={"label": "truth_label"})
         rows.append(accepted.merge(truth, on="truth_label", suffixes=("", "_true")))
@@ -103,5 +108,5 @@ def test_crops_of_synthetic_cells_measure_their_true_sizes(tiny_fovs, tiny_setti
 def test_empty_fov_gives_no_crops():
     shape = (10, 20, 20)
     crops, table = crop.crop_cells(np.ones((3, *shape), np.float32), np.zeros(shape, np.int32),
-                                   np.zeros(shape, np.int32), spacing=SPACING, settings=crop.CropSettings())
+                                   np.zeros(shape, np.int32), spacing=SPACING, settings=DEFAULT_CROP)
     assert crops.shape[0] == 0 and table.empty

@@ -1,0 +1,252 @@
+"""Training of the reference and target models with Lightning, streaming cells from the Zarr store.
+
+The reference model reads the membrane and DNA channels; the target model reads the structure channel, the two
+reference channels it is conditioned on, and the structure label. Adam (lr 2e-4, betas 0.9/0.999), batch 32, the
+validation ELBO every epoch, and the checkpoint with the best validation ELBO kept (paper section 4.4). Checkpoints
+live in a work folder that Snakemake does not delete when a job fails, so a rerun resumes from the last epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from statcell.models import ReferenceVAE, TargetVAE, VAEConfig
+from statcell.models.loss import beta_elbo
+
+log = logging.getLogger(__name__)
+
+ModelKind = Literal["reference", "target"]
+REFERENCE_CHANNELS = (0, 1)  # membrane, DNA in cells.zarr
+STRUCTURE_CHANNEL = 2
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``training`` section of the configuration (see the schema for each field)."""
+
+    widths: tuple[int, ...]
+    latent_dim: int
+    beta: float
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    adam_betas: tuple[float, float]
+    seed: int
+    num_workers: int
+    cache_in_memory: bool
+    accelerator: str
+    devices: int
+    precision: str
+
+    @classmethod
+    def from_config(cls, section: dict) -> TrainSettings:
+        """Build settings from the validated ``training`` config section."""
+        values = {name: section[name] for name in cls.__dataclass_fields__}
+        values["widths"], values["adam_betas"] = tuple(values["widths"]), tuple(values["adam_betas"])
+        return cls(**values)
+
+    def fingerprint(self, kind: ModelKind) -> str:
+        """Short hash of the settings but the epoch count: checkpoints of other settings are never resumed, while
+        raising ``epochs`` continues a finished run."""
+        values = {name: value for name, value in asdict(self).items() if name != "epochs"}
+        return hashlib.sha256(json.dumps([kind, values], sort_keys=True).encode()).hexdigest()[:10]
+
+
+class CellDataset(Dataset):
+    """Cells of the store as tensors: ``(image,)`` for the reference model, ``(target, reference, label)`` else.
+
+    Parameters
+    ----------
+    store : path
+        ``cells.zarr`` (array ``0`` of shape ``(N, C, Z, Y, X)``).
+    indices : sequence of int
+        Store indices of the cells to serve.
+    kind : {"reference", "target"}
+        Which model the batches feed.
+    labels : sequence of int, optional
+        Structure class of each served cell (required for the target model).
+    cache_in_memory : bool
+        Read the served cells once into memory; otherwise each item is read from the store when needed (the
+        store is opened lazily in each loader worker).
+    """
+
+    def __init__(self, store: str | Path, indices: np.ndarray, *, kind: ModelKind, labels: np.ndarray | None = None,
+                 cache_in_memory: bool = False) -> None:
+        if kind == "target" and labels is None:
+            raise ValueError("the target model's dataset needs structure labels")
+        self.store, self.indices, self.kind = str(store), np.asarray(indices, dtype=np.int64), kind
+        self.labels = None if labels is None else torch.tensor(np.asarray(labels), dtype=torch.long)
+        self._channels = list(REFERENCE_CHANNELS) + ([STRUCTURE_CHANNEL] if kind == "target" else [])
+        self._array = None
+        self._cache = None
+        if cache_in_memory and len(self.indices):
+            order = np.argsort(self.indices)
+            cache = np.empty((len(self.indices), len(self._channels), *self._open().shape[2:]), dtype=np.float32)
+            cache[order] = self._open().get_orthogonal_selection((self.indices[order], self._channels))
+            self._cache = torch.from_numpy(cache)
+
+    def _open(self):
+        if self._array is None:
+            import zarr
+
+            self._array = zarr.open_array(Path(self.store) / "0", mode="r")
+        return self._array
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getstate__(self) -> dict:  # loader workers open their own handle
+        return {**self.__dict__, "_array": None}
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, ...]:
+        if self._cache is not None:
+            cell = self._cache[item]
+        else:
+            cell = torch.from_numpy(np.asarray(self._open()[int(self.indices[item])][self._channels], np.float32))
+        if self.kind == "reference":
+            return (cell,)
+        return cell[2:3], cell[:2], self.labels[item]
+
+
+def structure_classes(cells: pd.DataFrame) -> list[str]:
+    """The structure classes of a training table, in the order that defines the target model's label indices."""
+    return sorted(cells["structure"].unique())
+
+
+def model_config(kind: ModelKind, settings: TrainSettings, image_shape: tuple[int, ...], n_classes: int) -> VAEConfig:
+    """The network shape of one model for the crops of a store."""
+    if kind == "reference":
+        return VAEConfig(image_shape=image_shape, channels=len(REFERENCE_CHANNELS), widths=settings.widths,
+                         latent_dim=settings.latent_dim)
+    return VAEConfig(image_shape=image_shape, channels=1, widths=settings.widths, latent_dim=settings.latent_dim,
+                     reference_channels=len(REFERENCE_CHANNELS), n_classes=n_classes)
+
+
+def _lightning_module():
+    import lightning as L
+
+    class StatisticalCellModule(L.LightningModule):
+        """One Statistical Cell model with its β-ELBO objective and Adam."""
+
+        def __init__(self, kind: ModelKind, config: dict, structures: list[str], beta: float,
+                     learning_rate: float, adam_betas: tuple[float, float]) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            vae_config = VAEConfig(**config)
+            self.model = ReferenceVAE(vae_config) if kind == "reference" else TargetVAE(vae_config)
+
+        def forward(self, *batch: torch.Tensor):
+            return self.model(*batch)
+
+        def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
+            output = self.model(*batch)
+            parts = beta_elbo(batch[0], output.reconstruction, output.mean, output.log_var,
+                              beta=self.hparams.beta)
+            size = batch[0].shape[0]
+            for name in ("loss", "elbo", "reconstruction", "kl"):
+                self.log(f"{stage}_{name}", getattr(parts, name), prog_bar=name in ("loss", "elbo"),
+                         on_epoch=True, on_step=False, batch_size=size)
+            return parts.loss
+
+        def training_step(self, batch: tuple[torch.Tensor, ...], batch_index: int) -> torch.Tensor:
+            return self._step(batch, "train")
+
+        def validation_step(self, batch: tuple[torch.Tensor, ...], batch_index: int) -> torch.Tensor:
+            return self._step(batch, "val")
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate, betas=self.hparams.adam_betas)
+
+    return StatisticalCellModule
+
+
+def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict]:
+    """The trained network of a checkpoint (in eval mode, on the CPU) and its hyperparameters."""
+    module = _lightning_module().load_from_checkpoint(checkpoint, map_location="cpu")
+    return module.model.eval(), dict(module.hparams)
+
+
+def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settings: TrainSettings,
+                checkpoint: str | Path, metrics: str | Path, workdir: str | Path) -> pd.DataFrame:
+    """Train one model on the training split, validating every epoch, and keep its best checkpoint.
+
+    Parameters
+    ----------
+    kind : {"reference", "target"}
+        Which model.
+    store, cells : path
+        ``cells.zarr`` and ``cells.parquet`` of the training dataset.
+    settings : TrainSettings
+        Network shape, objective and optimizer.
+    checkpoint, metrics : path
+        Where the best checkpoint (by validation ELBO) and the per-epoch metrics CSV are copied at the end.
+    workdir : path
+        Folder of the running checkpoints and logs; a rerun with the same settings (but possibly more epochs)
+        resumes from its ``last.ckpt``.
+
+    Returns
+    -------
+    DataFrame
+        Per-epoch metrics.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    table = pd.read_parquet(cells)
+    structures = structure_classes(table)
+    label_of = {name: index for index, name in enumerate(structures)}
+    loaders = {}
+    for split in ("train", "val"):
+        rows = table[table["split"] == split]
+        if len(rows) < 2:
+            raise ValueError(f"{cells}: the {split} split holds {len(rows)} cell(s); at least 2 are needed")
+        labels = rows["structure"].map(label_of).to_numpy()
+        dataset = CellDataset(store, rows["store_index"].to_numpy(), kind=kind, labels=labels,
+                              cache_in_memory=settings.cache_in_memory)
+        generator = torch.Generator().manual_seed(settings.seed)
+        loaders[split] = DataLoader(dataset, batch_size=min(settings.batch_size, len(dataset)),
+                                    shuffle=split == "train", drop_last=split == "train", generator=generator,
+                                    num_workers=settings.num_workers, persistent_workers=settings.num_workers > 0)
+    image_shape = tuple(int(s) for s in loaders["train"].dataset[0][0].shape[1:])
+    config = model_config(kind, settings, image_shape, len(structures))
+
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    module = _lightning_module()(kind, asdict(config), structures, settings.beta, settings.learning_rate,
+                                 settings.adam_betas)
+    workdir = Path(workdir) / f"{kind}-{settings.fingerprint(kind)}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    saver = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="val_elbo", mode="max",
+                            save_last=True)
+    on_gpu = torch.cuda.is_available() and settings.accelerator in ("auto", "gpu", "cuda")
+    precision = settings.precision if settings.precision != "auto" else ("bf16-mixed" if on_gpu else "32-true")
+    trainer = L.Trainer(
+        max_epochs=settings.epochs, accelerator=settings.accelerator, devices=settings.devices, precision=precision,
+        strategy="ddp" if settings.devices > 1 else "auto", deterministic=not on_gpu, callbacks=[saver],
+        logger=CSVLogger(workdir, name="", version="logs"), enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, log_every_n_steps=1,
+    )
+    last = workdir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        log.info("resuming %s training from %s", kind, last)
+    trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=str(last) if last.exists() else None)
+
+    history = pd.read_csv(workdir / "logs" / "metrics.csv").groupby("epoch", as_index=False).first()
+    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(saver.best_model_path, checkpoint)
+    history.to_csv(metrics, index=False)
+    best = history["val_elbo"].max()
+    log.info("%s model: best validation ELBO %.1f at epoch %d of %d", kind, best,
+             int(history.loc[history["val_elbo"].idxmax(), "epoch"]), len(history))
+    return history
