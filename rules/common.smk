@@ -119,5 +119,5 @@ def final_targets():
     """What `snakemake` builds by default; each stage adds its own."""
     targets = [rules.plot_colony_overview.output[0]]
     targets += expand(rules.normalize_cells.output.cells, dataset=datasets())
-    targets += [rules.train_reference.output.checkpoint, rules.train_target.output.checkpoint]
+    targets += [rules.plot_model_check.output.figure]
     return targets

@@ -1,6 +1,28 @@
 """Figures of the report: drawn from the tables and images of the earlier stages."""
 
 
+rule plot_model_check:
+    input:
+        reference=rules.train_reference.output.checkpoint,
+        target=rules.train_target.output.checkpoint,
+        store=rules.train_reference.input.store,
+        cells=rules.train_reference.input.cells,
+    output:
+        figure=report(
+            "results/figures/model_check.png",
+            caption="../workflow/report/model_check.rst",
+            category="Models",
+        ),
+        kl="results/models/kl_per_dimension.csv",
+    log:
+        "logs/plot_model_check.log",
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        f"{STATCELL} plot-model-check --reference {{input.reference}} --target {{input.target}} "
+        "--store {input.store} --cells {input.cells} --output {output.figure} --kl {output.kl} > {log} 2>&1"
+
+
 rule plot_colony_overview:
     input:
         manifests=input_manifests,

@@ -168,6 +168,16 @@ def _train(args: argparse.Namespace) -> None:
                       metrics=args.metrics, workdir=args.workdir)
 
 
+def _plot_model_check(args: argparse.Namespace) -> None:
+    from statcell import figures, io
+
+    kl = figures.model_check(args.reference, args.target, args.store, args.cells, args.output)
+    io.write_table(kl, args.kl)
+    for model, values in kl.groupby("model")["kl"]:
+        log.info("%s model: %d of %d latent dimensions carry more than 0.6 nats", model, int((values > 0.6).sum()),
+                 len(values))
+
+
 def _add_fov_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fov-record", metavar="JSON", help="the FOV's manifest row as JSON (used by the rules)")
     parser.add_argument("--manifest", help="FOV manifest CSV (with --fov, by hand)")
@@ -262,6 +272,18 @@ def _build_parser() -> argparse.ArgumentParser:
     overview.add_argument("manifests", nargs="+", help="FOV manifest CSV files")
     overview.add_argument("--output", required=True, help="PNG to write")
     overview.set_defaults(handler=_plot_colony_overview)
+
+    model_check = commands.add_parser(
+        "plot-model-check", help="test cells beside their reconstructions, and the KL per latent dimension",
+        description="Draw test cells and their reconstructions by the reference and target models, and each "
+        "model's mean KL per latent dimension; write the KL table.")
+    model_check.add_argument("--reference", required=True, help="reference model checkpoint")
+    model_check.add_argument("--target", required=True, help="target model checkpoint")
+    model_check.add_argument("--store", required=True, help="cells.zarr")
+    model_check.add_argument("--cells", required=True, help="cells.parquet")
+    model_check.add_argument("--output", required=True, help="PNG to write")
+    model_check.add_argument("--kl", required=True, help="KL-per-dimension table to write (.csv)")
+    model_check.set_defaults(handler=_plot_model_check)
     return parser
 
 

@@ -116,3 +116,90 @@ def colony_overview(manifests: list[str | Path], output: str | Path) -> pd.DataF
     figure.savefig(output, dpi=60)
     plt.close(figure)
     return shown
+
+
+def model_check(reference_checkpoint: str | Path, target_checkpoint: str | Path, store: str | Path,
+                cells: str | Path, output: str | Path, *, count: int = 6) -> pd.DataFrame:
+    """Test cells beside their reconstructions by both models, and each model's KL per latent dimension.
+
+    Parameters
+    ----------
+    reference_checkpoint, target_checkpoint : path
+        Trained models.
+    store, cells : path
+        ``cells.zarr`` and ``cells.parquet``; test-split cells are shown (one per structure, up to ``count``) and
+        all test cells enter the KL.
+    output : path
+        PNG to write.
+    count : int
+        Cells shown.
+
+    Returns
+    -------
+    DataFrame
+        Mean KL per latent dimension of each model on the test cells (columns ``model``, ``dimension``, ``kl``),
+        in decreasing order.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    import zarr
+
+    from statcell.models.loss import kl_per_dimension
+    from statcell.train import load_model
+
+    table = pd.read_parquet(cells)
+    test = table[table["split"] == "test"].sort_values("store_index")
+    array = zarr.open_array(Path(store) / "0", mode="r")
+    images = torch.from_numpy(np.array(array.get_orthogonal_selection((test["store_index"].to_numpy(), [0, 1, 2]))))
+    reference, _ = load_model(reference_checkpoint)
+    target, hparams = load_model(target_checkpoint)
+    labels = torch.tensor(test["structure"].map({s: i for i, s in enumerate(hparams["structures"])}).to_numpy())
+    with torch.no_grad():
+        ref_code = reference.encode(images[:, :2])
+        tgt_code = target.encode(images[:, 2:], images[:, :2], labels)
+        shown = test.reset_index(drop=True).groupby("structure").head(1).index[:count].to_numpy()
+        ref_recon = reference.decode(ref_code.mean[shown])
+        tgt_recon = target.decode(tgt_code.mean[shown], images[shown, :2], labels[shown])
+    kl = pd.concat([pd.DataFrame({"model": name, "dimension": np.arange(code.mean.shape[1]),
+                                  "kl": kl_per_dimension(code.mean, code.log_var).mean(dim=0).numpy()})
+                    .sort_values("kl", ascending=False) for name, code in (("reference", ref_code),
+                                                                            ("target", tgt_code))])
+
+    def projection(volume: torch.Tensor) -> np.ndarray:
+        return volume.amax(dim=-3).clamp(0, 1).numpy()  # max projection along z
+
+    figure = plt.figure(figsize=(11, 2.0 * len(shown) + 3.2))
+    grid = figure.add_gridspec(len(shown) + 1, 4, height_ratios=[1.0] * len(shown) + [1.6])
+    titles = ("input: membrane, DNA", "reference model", "input: structure", "target model")
+    for row, index in enumerate(shown):
+        real, rebuilt = projection(images[index]), (projection(ref_recon[row]), projection(tgt_recon[row]))
+        panels = (composite({"membrane": real[0], "dna": real[1]}),
+                  composite({"membrane": rebuilt[0][0], "dna": rebuilt[0][1]}), real[2], rebuilt[1][0])
+        for column, panel in enumerate(panels):
+            axis = figure.add_subplot(grid[row, column])
+            axis.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(titles[column], fontsize=9)
+            if column == 0:
+                axis.set_ylabel(test["structure"].iloc[index], fontsize=8)
+    for column, name in enumerate(("reference", "target")):
+        axis = figure.add_subplot(grid[-1, 2 * column:2 * column + 2])
+        values = kl.loc[kl["model"] == name, "kl"].to_numpy()
+        axis.bar(np.arange(len(values)), values, color="0.3")
+        axis.set_yscale("log")
+        axis.set_xlabel("latent dimension (ranked by KL)")
+        axis.set_ylabel("mean KL on test cells (nats)")
+        axis.set_title(f"{name} model: {int((values > 0.6).sum())} of {len(values)} dimensions above 0.6 nats",
+                       fontsize=9)
+    figure.suptitle("Test cells (max projections along z, after normalization) and their reconstructions "
+                    "from the posterior mean", fontsize=10)
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=80)
+    plt.close(figure)
+    return kl

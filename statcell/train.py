@@ -237,12 +237,16 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
         logger=CSVLogger(workdir, name="", version="logs"), enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=1,
     )
-    last = workdir / "checkpoints" / "last.ckpt"
+    last, log_file = workdir / "checkpoints" / "last.ckpt", workdir / "logs" / "metrics.csv"
+    earlier = pd.DataFrame()
     if last.exists():
         log.info("resuming %s training from %s", kind, last)
+        earlier = pd.read_csv(log_file) if log_file.exists() else earlier  # the logger starts a new file
     trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=str(last) if last.exists() else None)
 
-    history = pd.read_csv(workdir / "logs" / "metrics.csv").groupby("epoch", as_index=False).first()
+    history = pd.concat([earlier, pd.read_csv(log_file)], ignore_index=True)
+    history.to_csv(log_file, index=False)  # the next resumption finds every epoch so far
+    history = history.groupby("epoch", as_index=False).last()
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(saver.best_model_path, checkpoint)
     history.to_csv(metrics, index=False)

@@ -78,3 +78,20 @@ def test_section_settings_from_inline_json():
     assert section_settings("synthetic", inline_json='{"seed": 5}')["seed"] == 5
     with pytest.raises(ConfigError, match="not valid JSON"):
         section_settings("synthetic", inline_json="{seed: 5")
+
+
+def test_paper3d_preset_builds_the_paper_networks():
+    """The preset's crops and widths give the models whose parameter count the paper states (122,627,829)."""
+    import torch
+
+    from statcell.config import load_config
+    from statcell.models import ReferenceVAE, TargetVAE
+    from statcell.train import TrainSettings, model_config
+
+    config = load_config(DEFAULT_CONFIG_PATH.parent / "paper3d.yaml")
+    settings = TrainSettings.from_config(config["training"])
+    shape = tuple(config["crop"]["shape"][axis] for axis in "zyx")
+    with torch.device("meta"):
+        reference = ReferenceVAE(model_config("reference", settings, shape, 24))
+        target = TargetVAE(model_config("target", settings, shape, 24))
+    assert sum(p.numel() for model in (reference, target) for p in model.parameters()) == 122_627_829

@@ -58,7 +58,7 @@ def tiny_store(tmp_path_factory):
     cells = rng.random((24, 5, 8, 8, 16), dtype=np.float32)
     zarr.create_array(folder / "cells.zarr" / "0", data=cells, chunks=(1, 5, 8, 8, 16))
     table = pd.DataFrame({"cell_id": [f"t/f/{i}" for i in range(24)], "store_index": range(24),
-                          "structure": ["golgi", "nucleoli"] * 12, "split": ["train"] * 16 + ["val"] * 8})
+                          "structure": ["golgi", "nucleoli"] * 12, "split": ["train"] * 16 + ["val"] * 4 + ["test"] * 4})
     io.write_table(table, folder / "cells.parquet")
     return folder
 
@@ -96,4 +96,21 @@ def test_a_killed_training_run_resumes_from_its_last_epoch(tmp_path, tiny_store)
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming reference training" in rerun.stderr
     history = pd.read_csv(tmp_path / "metrics.csv")
-    assert history["epoch"].max() == 39 and epoch_at_kill >= 1
+    assert list(history["epoch"]) == list(range(40))  # the epochs before the kill are kept, none run twice
+    assert history["val_elbo"].notna().all() and epoch_at_kill < 39
+
+
+def test_model_check_figure_and_kl_table(tmp_path, tiny_store):
+    from statcell import figures
+
+    for kind in ("reference", "target"):
+        train.train_model(kind, store=tiny_store / "cells.zarr", cells=tiny_store / "cells.parquet", settings=TINY,
+                          checkpoint=tmp_path / f"{kind}.ckpt", metrics=tmp_path / f"{kind}.csv",
+                          workdir=tmp_path / "work")
+    kl = figures.model_check(tmp_path / "reference.ckpt", tmp_path / "target.ckpt", tiny_store / "cells.zarr",
+                             tiny_store / "cells.parquet", tmp_path / "check.png")
+    assert (tmp_path / "check.png").read_bytes()[:4] == b"\x89PNG"
+    assert list(kl.groupby("model").size()) == [TINY.latent_dim, TINY.latent_dim]
+    assert (kl["kl"] >= 0).all()
+    for _, values in kl.groupby("model")["kl"]:
+        assert list(values) == sorted(values, reverse=True)

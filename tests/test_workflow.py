@@ -80,7 +80,7 @@ def test_real_run_builds_the_synthetic_colony_and_reruns_only_what_changed(workd
     assert (workdir / "benchmarks" / "synthesize.tsv").is_file()
     figure = workdir / "results" / "figures" / "colony_overview.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    _snakemake(workdir, "--report", "report.html")
+    _snakemake(workdir, *BEFORE_TRAINING, "--report", "report.html")
     assert "colony_overview.png" in (workdir / "report.html").read_text(errors="ignore")
 
     # The single-cell dataset: a store and a table that agree, annotations joined from the ground truth.
