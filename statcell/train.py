@@ -113,7 +113,7 @@ class CellDataset(Dataset):
         if self._cache is not None:
             cell = self._cache[item]
         else:
-            cell = torch.from_numpy(np.asarray(self._open()[int(self.indices[item])][self._channels], np.float32))
+            cell = torch.from_numpy(np.array(self._open()[int(self.indices[item])][self._channels], np.float32))
         if self.kind == "reference":
             return (cell,)
         return cell[2:3], cell[:2], self.labels[item]
