@@ -28,6 +28,7 @@ include: "rules/crop.smk"
 include: "rules/allencell.smk"
 include: "rules/normalize.smk"
 include: "rules/train.smk"
+include: "rules/analyze.smk"
 include: "rules/figures.smk"
 
 

@@ -26,6 +26,18 @@ def section_json(section):
     return json.dumps(config[section], sort_keys=True)
 
 
+def figure_settings(name):
+    """A figure's drawing settings as JSON for its rule's params: `figures.dpi` and `figures.<name>` only, so a change
+    to one figure's entry redraws that figure alone."""
+    section = config["figures"]
+    return json.dumps({"dpi": section["dpi"], **section.get(name, {})}, sort_keys=True)
+
+
+def analysis_json():
+    """The `analysis` section as JSON for the params of analysis rules."""
+    return section_json("analysis")
+
+
 def synthetic_fov_ids():
     """Names of the FOVs the synthetic colony holds, known from the config before anything is generated."""
     settings = synth.SynthSettings.from_config(config["synthetic"])
@@ -120,4 +132,6 @@ def final_targets():
     targets = [rules.plot_colony_overview.output[0]]
     targets += expand(rules.normalize_cells.output.cells, dataset=datasets())
     targets += [rules.plot_model_check.output.figure]
+    # --- analysis targets (each analysis adds its figures and tables here) ---
+    # --- end analysis targets ---
     return targets

@@ -38,3 +38,19 @@ rule plot_colony_overview:
         "../envs/plots.yaml"
     shell:
         f"{STATCELL} plot-colony-overview {{input.manifests}} --output {{output}} > {{log}} 2>&1"
+
+
+# --- embed and latent space figures ---
+# --- end embed and latent space figures ---
+
+# --- generation and features figures ---
+# --- end generation and features figures ---
+
+# --- beta sweep figures ---
+# --- end beta sweep figures ---
+
+# --- coupling figures ---
+# --- end coupling figures ---
+
+# --- perturbation figures ---
+# --- end perturbation figures ---

@@ -184,6 +184,22 @@ def _add_fov_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fov", help="FOV id in the manifest")
 
 
+# --- analysis handlers: embed and latent space ---
+# --- end embed and latent space ---
+
+# --- analysis handlers: generation and features ---
+# --- end generation and features ---
+
+# --- analysis handlers: beta sweep ---
+# --- end beta sweep ---
+
+# --- analysis handlers: coupling ---
+# --- end coupling ---
+
+# --- analysis handlers: perturbation ---
+# --- end perturbation ---
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="statcell",
@@ -284,6 +300,21 @@ def _build_parser() -> argparse.ArgumentParser:
     model_check.add_argument("--output", required=True, help="PNG to write")
     model_check.add_argument("--kl", required=True, help="KL-per-dimension table to write (.csv)")
     model_check.set_defaults(handler=_plot_model_check)
+
+    # --- analysis commands: embed and latent space ---
+    # --- end embed and latent space ---
+
+    # --- analysis commands: generation and features ---
+    # --- end generation and features ---
+
+    # --- analysis commands: beta sweep ---
+    # --- end beta sweep ---
+
+    # --- analysis commands: coupling ---
+    # --- end coupling ---
+
+    # --- analysis commands: perturbation ---
+    # --- end perturbation ---
     return parser
 
 

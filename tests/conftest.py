@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from statcell import synth
@@ -39,3 +42,84 @@ def fov_of(fovs: dict[str, synth.SyntheticFov], structure: str, drug: str = "") 
     """The first FOV of a structure (and treatment)."""
     name = f"{drug}_{structure}_00" if drug else f"{structure}_00"
     return fovs[name]
+
+
+TINY_CELL_SHAPE = (8, 8, 16)  # (Z, Y, X) voxels
+TINY_STRUCTURES = ("control_dna", "control_membrane", "nucleoli")
+TINY_VOXEL_UM = 1.0
+
+
+def _tiny_cell(rng, *, structure: str, mitotic: bool) -> tuple[np.ndarray, dict]:
+    """One constructed cell (membrane shell, nucleus, structure, masks) of shape ``(5, 8, 8, 16)`` and its measures."""
+    z, y, x = np.meshgrid(*(np.arange(n) - (n - 1) / 2 for n in TINY_CELL_SHAPE), indexing="ij")
+    height, width = rng.uniform(2.5, 3.8), rng.uniform(4.5, 7.5)
+    cell = (z / height) ** 2 + (y / 3.5) ** 2 + (x / width) ** 2 <= 1
+    radius = rng.uniform(1.5, 2.5) * (0.7 if mitotic else 1.0)
+    shift = rng.uniform(-1.0, 1.0)
+    nucleus = (z / radius) ** 2 + (y / radius) ** 2 + ((x - shift) / (radius * 1.3)) ** 2 <= 1
+    from scipy import ndimage
+
+    membrane = (cell & ~ndimage.binary_erosion(cell)).astype(np.float32)
+    dna = nucleus.astype(np.float32) * (1.0 if not mitotic else 1.5)
+    structure_image = {"control_dna": dna, "control_membrane": membrane,
+                       "nucleoli": (((z / 0.8) ** 2 + (y / 0.8) ** 2 + ((x - shift) / 0.8) ** 2) <= 1)}[structure]
+    image = np.stack([membrane, dna, structure_image.astype(np.float32), cell, nucleus]).astype(np.float32)
+    image[:3] = np.clip(image[:3] + rng.normal(0, 0.02, image[:3].shape), 0, None)
+    image[:3] /= image[:3].max(axis=(1, 2, 3), keepdims=True)
+    measures = {"cell_volume_um3": float(cell.sum()), "nucleus_volume_um3": float(nucleus.sum()),
+                "cell_height_um": float(2 * height), "nucleus_height_um": float(2 * radius)}
+    return image, measures
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Constructed stores of a tiny training set and drug set, and tiny trained reference and target models.
+
+    The training set holds 16 cells of each of three structures (a DNA copy, a membrane copy, a sphere at the
+    nucleus centre), 12% mitotic, split 12/2/2 per structure; the drug set 12 cells of ``nucleoli`` per treatment
+    (``vehicle``, ``drug_a``). The models train for 3 epochs (seconds): enough to test the analyses' plumbing, not
+    their science.
+
+    Returns
+    -------
+    dict
+        Paths ``store``, ``cells`` (training set), ``drug_store``, ``drug_cells``, ``reference``, ``target``
+        (checkpoints), ``folder``.
+    """
+    import dataclasses
+
+    import zarr
+
+    from statcell import io, train
+
+    folder = tmp_path_factory.mktemp("tiny_models")
+    rng = np.random.default_rng(11)
+
+    def write_dataset(name: str, plan: list[tuple[str, str, str]]) -> None:
+        images, rows = [], []
+        for index, (structure, drug, split) in enumerate(plan):
+            mitotic = rng.random() < 0.12
+            image, measures = _tiny_cell(rng, structure=structure, mitotic=mitotic)
+            images.append(image)
+            rows.append({"cell_id": f"{name}/{structure}_{drug or 'none'}/{index}", "dataset": name, "split": split,
+                         "store_index": index, "fov_id": f"{drug + '_' if drug else ''}{structure}_00",
+                         "structure": structure, "drug": drug, "is_mitotic": mitotic,
+                         "mitotic_stage": "prometaphase" if mitotic else "interphase", **measures})
+        root = zarr.open_group(folder / f"{name}.zarr", mode="w", zarr_format=3)
+        root.attrs.update({"ome": {"multiscales": [{"datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, 1.0, TINY_VOXEL_UM, TINY_VOXEL_UM, TINY_VOXEL_UM]}]}]}]}})
+        root.create_array("0", data=np.stack(images), chunks=(1, 5, *TINY_CELL_SHAPE))
+        io.write_table(pd.DataFrame(rows), folder / f"{name}.parquet")
+
+    splits = ["train"] * 12 + ["val"] * 2 + ["test"] * 2
+    write_dataset("main", [(structure, "", split) for structure in TINY_STRUCTURES for split in splits])
+    write_dataset("drugs", [("nucleoli", drug, "test") for drug in ("vehicle", "drug_a") for _ in range(12)])
+    settings = dataclasses.replace(train.TrainSettings.from_config(validate_config({})["training"]), widths=(8, 16),
+                                   latent_dim=6, batch_size=8, epochs=3)
+    for kind in ("reference", "target"):
+        train.train_model(kind, store=folder / "main.zarr", cells=folder / "main.parquet", settings=settings,
+                          checkpoint=folder / f"{kind}.ckpt", metrics=folder / f"{kind}_metrics.csv",
+                          workdir=folder / "work")
+    return {"folder": folder, "store": folder / "main.zarr", "cells": folder / "main.parquet",
+            "drug_store": folder / "drugs.zarr", "drug_cells": folder / "drugs.parquet",
+            "reference": folder / "reference.ckpt", "target": folder / "target.ckpt"}
