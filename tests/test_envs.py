@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: conda-forge names that differ from PyPI's.
 CONDA_TO_PYPI = {"pytorch": "torch", "dask": "dask[distributed]", "distributed": "dask[distributed]"}
 #: The workflow driver, installed beside the environments rather than inside them.
-DRIVER_ONLY = {"snakemake"}
+DRIVER_ONLY = {"snakemake", "snakemake-executor-plugin-slurm"}
 
 
 def _split(requirement: str) -> tuple[str, str]:
