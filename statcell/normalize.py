@@ -195,13 +195,16 @@ def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str 
         crop_shape = tuple(first["crops"].shape[1:])
     shape = (int(sum(counts)), *crop_shape)
 
-    store, partial = Path(store), Path(f"{store}.partial")
+    # Absolute paths: the workers of a Dask cluster may run in another directory, or on another node.
+    store = Path(store).resolve()
+    partial = Path(f"{store}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     root = zarr.open_group(partial, mode="w", zarr_format=3)
     root.attrs.update(_ngff_attributes(voxel_um, shape))
     array = root.create_array("0", shape=shape, chunks=(1, *crop_shape), dtype="float32", fill_value=0.0,
                               compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=["cell", "c", "z", "y", "x"])
-    pieces = [da.from_delayed(dask.delayed(_normalized_fov)(str(path), settings), shape=(count, *crop_shape),
+    pieces = [da.from_delayed(dask.delayed(_normalized_fov)(str(Path(path).resolve()), settings),
+                              shape=(count, *crop_shape),
                               dtype=np.float32) for path, count in zip(crop_files, counts) if count]
     if pieces:
         stacked = da.concatenate(pieces, axis=0)
