@@ -133,5 +133,7 @@ def final_targets():
     targets += expand(rules.normalize_cells.output.cells, dataset=datasets())
     targets += [rules.plot_model_check.output.figure]
     # --- analysis targets (each analysis adds its figures and tables here) ---
+    targets += [rules.plot_coupling_cells.output.figure, rules.plot_coupling_structures.output.figure,
+                rules.measure_coupling.output.mitosis]
     # --- end analysis targets ---
     return targets

@@ -50,6 +50,47 @@ rule plot_colony_overview:
 # --- end beta sweep figures ---
 
 # --- coupling figures ---
+rule plot_coupling_cells:
+    input:
+        table=rules.measure_coupling.output.cells,
+    output:
+        figure=report(
+            "results/figures/coupling_cells.png",
+            caption="../workflow/report/coupling_cells.rst",
+            category="Coupling",
+        ),
+        svg="results/figures/coupling_cells.svg",
+    params:
+        command="plot-coupling-cells",
+        settings=figure_settings("coupling_cells"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_coupling_cells.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} {{params.command}} --settings {{params.settings:q}} --table {{input.table}} "
+        "--output {output.figure} > {log} 2>&1"
+
+
+use rule plot_coupling_cells as plot_coupling_structures with:
+    input:
+        table=rules.measure_coupling.output.structures,
+    output:
+        figure=report(
+            "results/figures/coupling_structures.png",
+            caption="../workflow/report/coupling_structures.rst",
+            category="Coupling",
+        ),
+        svg="results/figures/coupling_structures.svg",
+    params:
+        command="plot-coupling-structures",
+        settings=figure_settings("coupling_structures"),
+    log:
+        "logs/plot_coupling_structures.log",
 # --- end coupling figures ---
 
 # --- perturbation figures ---

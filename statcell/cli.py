@@ -194,6 +194,39 @@ def _add_fov_options(parser: argparse.ArgumentParser) -> None:
 # --- end beta sweep ---
 
 # --- analysis handlers: coupling ---
+def _measure_coupling(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell import io
+    from statcell.analysis import coupling
+    from statcell.train import load_model
+
+    settings = coupling.CouplingSettings.from_config(
+        section_settings("analysis", config_path=args.config, inline_json=args.settings))
+    model, hparams = load_model(args.model)
+    if hparams["kind"] != "target":
+        raise ConfigError(f"{args.model} holds a {hparams['kind']} model; coupling needs the target model")
+    per_cell = coupling.measure_coupling(model, pd.read_parquet(args.cells), structures=list(hparams["structures"]),
+                                         store=args.store, settings=settings, splits=tuple(args.splits))
+    summary = coupling.summarize_structures(per_cell, settings=settings)
+    io.write_table(per_cell, args.output_cells)
+    io.write_table(summary, args.output_structures)
+    io.write_table(coupling.mitosis_test(per_cell, settings=settings), args.output_mitosis)
+    for row in summary.itertuples():
+        log.info("%s, %s (%d cells): membrane %.4f, nucleus %.4f, normalized difference %+.3f -> %s", row.structure,
+                 row.phase, row.n_cells, row.membrane_coupling, row.nucleus_coupling, row.normalized_difference,
+                 row.couples_to)
+
+
+def _plot_coupling(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell.analysis import coupling
+
+    dpi = section_settings("figures", config_path=args.config, inline_json=args.settings)["dpi"]
+    read = pd.read_parquet if str(args.table).endswith(".parquet") else pd.read_csv
+    getattr(coupling, args.plot)(read(args.table), args.output, dpi=dpi)
+    log.info("drew %s", args.output)
 # --- end coupling ---
 
 # --- analysis handlers: perturbation ---
@@ -311,6 +344,31 @@ def _build_parser() -> argparse.ArgumentParser:
     # --- end beta sweep ---
 
     # --- analysis commands: coupling ---
+    measure_coupling = commands.add_parser(
+        "measure-coupling", help="coupling of each structure to the membrane and the nucleus (Fig 5 tables)",
+        description="Per measured cell, the target-model ELBO with its own reference and with K copies whose "
+        "membrane (DNA) is another cell's of the same structure (Eq 4), the normalized difference (Eq 5); per "
+        "structure and phase the means, intervals and coupling calls; per structure the mitosis resampling test.")
+    _add_settings_options(measure_coupling)
+    measure_coupling.add_argument("--model", required=True, help="target model checkpoint")
+    measure_coupling.add_argument("--store", required=True, help="cells.zarr")
+    measure_coupling.add_argument("--cells", required=True, help="cells.parquet")
+    measure_coupling.add_argument("--splits", nargs="+", default=["test", "val"],
+                                  help="splits whose cells are measured (default: test val)")
+    measure_coupling.add_argument("--output-cells", required=True, help="per-cell table to write (.parquet)")
+    measure_coupling.add_argument("--output-structures", required=True, help="per-structure table (.csv)")
+    measure_coupling.add_argument("--output-mitosis", required=True, help="mitosis test table (.csv)")
+    measure_coupling.set_defaults(handler=_measure_coupling)
+
+    for name, table, what in (("cells", "cells.parquet of measure-coupling", "Fig 5A: membrane against nucleus "
+                               "coupling of every measured cell, coloured by structure"),
+                              ("structures", "structures.csv of measure-coupling", "Fig 5B: normalized difference "
+                               "of membrane and nucleus coupling per structure, interphase and mitosis")):
+        plot = commands.add_parser(f"plot-coupling-{name}", help=what.split(": ", 1)[1], description=what + ".")
+        _add_settings_options(plot)
+        plot.add_argument("--table", required=True, help=table)
+        plot.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
+        plot.set_defaults(handler=_plot_coupling, plot=f"plot_coupling_{name}")
     # --- end coupling ---
 
     # --- analysis commands: perturbation ---

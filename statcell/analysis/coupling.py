@@ -1,0 +1,527 @@
+"""Coupling of each structure to the cell membrane and to the nucleus, by swapping reference channels (paper Fig 5).
+
+The target model gives each cell an ELBO, a lower bound on ``log p(structure | membrane, DNA, label)``. If a
+structure's localization follows the membrane, giving the model another cell's membrane makes the structure harder
+to explain and the ELBO drops; if the structure ignores the membrane, the ELBO barely moves. Per cell and reference
+channel ``r`` (membrane or DNA, "nucleus") the coupling is (paper Eq 4, sign chosen so that coupled is positive)::
+
+    c_r = log( mean_k ELBO(x with channel r from donor k) / ELBO(x) )
+        = log( mean_k (-ELBO_k) ) - log( -ELBO )
+
+ELBOs are negative (``-ELBO`` is a bound on the code length of the structure in nats), so ``c_r > 0`` means the
+swapped copies cost more to explain than the cell itself: ``c_r = log 2`` means twice as many nats. The paper's Eq 4
+compares the likelihood of the cell with the mean likelihood over swapped copies; the original code
+(``pytorch_integrated_cell``, notebook ``4_ELBO_ablation``) plotted ``1 - ELBO / mean_k ELBO_k = 1 - exp(-c_r)``, a
+monotone function of ``c_r`` that agrees with it to first order. The ``K`` donors of a cell are other cells of the
+same structure (never the cell itself), drawn without replacement where the structure has enough cells; both
+channels use the same donors, and every ELBO of a cell (its own and its ``2K`` copies) uses the same latent noise
+draws, so the difference of ELBOs carries as little Monte-Carlo noise as possible.
+
+Per cell, the normalized difference (Eq 5's summand) is ``d = (c_m - c_n) / (|c_m| + |c_n|)`` in ``[-1, 1]``: +1
+coupled to the membrane only, -1 to the nucleus only. Where both couplings are positive this is Eq 5's
+``(c_m - c_n) / (c_m + c_n)``; the absolute values keep it bounded when Monte-Carlo noise makes a coupling of an
+uncoupled structure slightly negative; ``d = 0`` where both are 0. Eq 5 averages ``d`` over the cells of a structure
+in one cell-cycle phase (interphase or mitosis).
+
+A structure *couples to* a channel in a phase when the mean coupling of its cells exceeds 0 by a one-sided
+one-sample t-test at the family-wise level ``analysis.significance``, Bonferroni-corrected over every (structure,
+phase, channel) tested; it couples to *neither* when neither mean is significantly positive, and is *undetermined*
+with fewer than two cells (no test possible). "Neither" is therefore "no detectable coupling with this many cells",
+not proof of independence. The per-cell coupling is, under independence of structure and channel, a difference of
+exchangeable ELBOs with mean close to 0 (slightly above, by Jensen's inequality, by about half the squared
+coefficient of variation of the swapped ELBOs); the t-test needs the cell means to be roughly normal.
+
+Mitosis against interphase: per structure and score, a permutation test of the difference of the phases' means
+(``analysis.resampling_iterations`` shuffles of the phase labels among the structure's cells), two-sided,
+Bonferroni-corrected over the tests made.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:  # the figure commands run without torch (envs/plots.yaml)
+    import torch
+
+#: Reference channels swapped, by the name of the score, and their index in the reference image (membrane, DNA).
+SWAPPED_CHANNELS: dict[str, int] = {"membrane": 0, "nucleus": 1}
+PHASES: tuple[str, ...] = ("interphase", "mitosis")
+SCORES: tuple[str, ...] = ("membrane_coupling", "nucleus_coupling", "normalized_difference")
+#: Channels of ``cells.zarr`` read: membrane, DNA, structure.
+_STORE_CHANNELS = [0, 1, 2]
+
+
+@dataclass(frozen=True)
+class CouplingSettings:
+    """The settings of the ``analysis`` section that the coupling analysis uses (see the schema)."""
+
+    elbo_samples: int
+    coupling_copies: int
+    batch_size: int
+    resampling_iterations: int
+    significance: float
+    seed: int
+
+    @classmethod
+    def from_config(cls, section: dict) -> CouplingSettings:
+        """Build settings from the validated ``analysis`` config section."""
+        return cls(**{name: section[name] for name in cls.__dataclass_fields__})
+
+
+def draw_donors(store_index: np.ndarray, structure: np.ndarray, *, pool_index: np.ndarray,
+                pool_structure: np.ndarray, copies: int, seed: int) -> np.ndarray:
+    """Pick, for each cell, ``copies`` other cells of the same structure to take a reference channel from.
+
+    Parameters
+    ----------
+    store_index, structure : ndarray
+        The cells' store indices and structures, shape ``(n,)``.
+    pool_index, pool_structure : ndarray
+        Store indices and structures of the cells donors are drawn from, shape ``(m,)``.
+    copies : int
+        Donors per cell, K.
+    seed : int
+        With the cell's store index, fixes its donors (so they do not depend on which other cells are measured).
+
+    Returns
+    -------
+    ndarray
+        ``(n, copies)`` store indices of donors: same structure, never the cell itself, all distinct when the
+        structure has more than ``copies`` cells in the pool (else drawn with replacement).
+
+    Raises
+    ------
+    ValueError
+        If a cell has no other cell of its structure in the pool.
+
+    Examples
+    --------
+    >>> draw_donors(np.array([0]), np.array(["a"]), pool_index=np.arange(4), pool_structure=np.array(list("aaba")),
+    ...             copies=2, seed=0).shape
+    (1, 2)
+    """
+    pool_index, pool_structure = np.asarray(pool_index), np.asarray(pool_structure)
+    donors = np.empty((len(store_index), copies), dtype=np.int64)
+    for row, (index, name) in enumerate(zip(np.asarray(store_index), np.asarray(structure), strict=True)):
+        candidates = pool_index[(pool_structure == name) & (pool_index != index)]
+        if not len(candidates):
+            raise ValueError(f"cell {index} ({name}) has no other cell of its structure to swap channels with")
+        rng = np.random.default_rng([seed, int(index)])
+        donors[row] = rng.choice(candidates, size=copies, replace=len(candidates) < copies)
+    return donors
+
+
+def _noise(store_index: np.ndarray, *, samples: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """Standard normal latent noise ``(n, samples, latent_dim)``, fixed per cell by the seed and its store index."""
+    import torch
+
+    return torch.from_numpy(np.stack([
+        np.random.default_rng([seed, int(index), 1]).standard_normal((samples, latent_dim), dtype=np.float32)
+        for index in store_index]))
+
+
+def _elbo(model: torch.nn.Module, target: torch.Tensor, reference: torch.Tensor, label: torch.Tensor,
+          noise: torch.Tensor) -> torch.Tensor:
+    """Per-image ELBO ``-(mean_k SSE_k + KL)`` of the target model with given latent noise ``(batch, K, latent)``."""
+    import torch
+
+    from statcell.models.loss import kl_per_dimension, sum_squared_error
+
+    mean, log_var = model.encode(target, reference, label)
+    errors = torch.stack([sum_squared_error(target, model.decode(mean + eps * (0.5 * log_var).exp(), reference,
+                                                                 label)) for eps in noise.unbind(dim=1)])
+    return -(errors.mean(dim=0) + kl_per_dimension(mean.float(), log_var.float()).sum(dim=1))
+
+
+def swap_elbos(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, *, donor_references: np.ndarray,
+               donors: np.ndarray, noise: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Target-model ELBOs of cells with their own reference and with one reference channel from each donor.
+
+    Parameters
+    ----------
+    model : TargetVAE
+        The trained target model (in eval mode).
+    images : ndarray
+        ``(n, 3, Z, Y, X)``: membrane, DNA, structure of each cell.
+    labels : ndarray
+        Structure class index of each cell, ``(n,)``.
+    donor_references : ndarray
+        ``(m, 2, Z, Y, X)`` membrane and DNA of the donor cells.
+    donors : ndarray
+        ``(n, K)`` positions in ``donor_references`` of each cell's donors.
+    noise : Tensor
+        ``(n, samples, latent_dim)`` standard normal draws, shared by all configurations of a cell.
+    batch_size : int
+        Configurations per forward pass (memory only; the result does not depend on it).
+
+    Returns
+    -------
+    ndarray
+        ``(n, 1 + 2K)`` float64 ELBOs: column 0 the cell as imaged, columns ``1 .. K`` with the membrane of donors
+        ``1 .. K``, columns ``K + 1 .. 2K`` with their DNA.
+    """
+    import torch
+
+    n, copies = donors.shape
+    configurations = 1 + len(SWAPPED_CHANNELS) * copies
+    cell_of = np.repeat(np.arange(n), configurations)
+    slot = np.tile(np.arange(configurations), n)
+    images_t, donor_t = torch.from_numpy(np.asarray(images, np.float32)), torch.from_numpy(
+        np.asarray(donor_references, np.float32))
+    labels_t = torch.tensor(np.asarray(labels), dtype=torch.long)
+    elbos = np.empty(n * configurations, dtype=np.float64)
+    with torch.inference_mode():
+        for start in range(0, len(cell_of), batch_size):
+            cells, slots = cell_of[start:start + batch_size], slot[start:start + batch_size]
+            reference = images_t[cells, :2].clone()
+            for channel, offset in zip(SWAPPED_CHANNELS.values(), range(1, configurations, copies), strict=True):
+                swapped = (slots >= offset) & (slots < offset + copies)
+                donor = donors[cells[swapped], slots[swapped] - offset]
+                reference[torch.from_numpy(swapped), channel] = donor_t[donor, channel]
+            elbos[start:start + len(cells)] = _elbo(model, images_t[cells, 2:3], reference, labels_t[cells],
+                                                    noise[cells]).double().numpy()
+    return elbos.reshape(n, configurations)
+
+
+def coupling_score(elbo: np.ndarray, swapped: np.ndarray) -> np.ndarray:
+    """Eq 4: ``log(mean_k ELBO_k / ELBO)``, positive when the swapped copies explain the structure worse.
+
+    Parameters
+    ----------
+    elbo : ndarray
+        ``(n,)`` negative ELBOs of the cells as imaged.
+    swapped : ndarray
+        ``(n, K)`` negative ELBOs of their copies with one reference channel swapped.
+
+    Returns
+    -------
+    ndarray
+        ``(n,)`` couplings (dimensionless log ratios).
+
+    Examples
+    --------
+    >>> coupling_score(np.array([-100.0]), np.array([[-150.0, -250.0]])).round(4).tolist()
+    [0.6931]
+    """
+    elbo, swapped = np.asarray(elbo, np.float64), np.asarray(swapped, np.float64)
+    if (elbo >= 0).any() or (swapped >= 0).any():
+        raise ValueError("coupling scores need negative ELBOs (an ELBO is -(error + KL) <= 0)")
+    return np.log(-swapped.mean(axis=1)) - np.log(-elbo)
+
+
+def normalized_difference(membrane: np.ndarray, nucleus: np.ndarray) -> np.ndarray:
+    """Eq 5's per-cell term ``(c_m - c_n) / (|c_m| + |c_n|)``: +1 membrane only, -1 nucleus only, 0 if both are 0.
+
+    Examples
+    --------
+    >>> normalized_difference(np.array([0.3, 0.0, 0.2, 0.0]), np.array([0.0, 0.5, 0.2, 0.0])).tolist()
+    [1.0, -1.0, 0.0, 0.0]
+    """
+    membrane, nucleus = np.asarray(membrane, np.float64), np.asarray(nucleus, np.float64)
+    total = np.abs(membrane) + np.abs(nucleus)
+    return np.divide(membrane - nucleus, total, out=np.zeros_like(total), where=total > 0)
+
+
+def _read_channels(store: str | Path, indices: np.ndarray, channels: list[int]) -> np.ndarray:
+    """Channels of cells of ``cells.zarr`` in the given order, ``(len(indices), len(channels), Z, Y, X)``."""
+    import zarr
+
+    unique, inverse = np.unique(np.asarray(indices, np.int64), return_inverse=True)
+    array = zarr.open_array(Path(store) / "0", mode="r")
+    return np.asarray(array.get_orthogonal_selection((unique, channels)), np.float32)[inverse]
+
+
+def measure_coupling(model: torch.nn.Module, cells: pd.DataFrame, *, structures: list[str], store: str | Path,
+                     settings: CouplingSettings, splits: tuple[str, ...] = ("test", "val")) -> pd.DataFrame:
+    """Membrane and nucleus coupling of every cell of the given splits (Eq 4) and their normalized difference.
+
+    Parameters
+    ----------
+    model : TargetVAE
+        The trained target model.
+    cells : DataFrame
+        ``cells.parquet`` of the store: every cell (all splits) is a possible donor for cells of its structure.
+    structures : list of str
+        The model's structure classes, in label-index order.
+    store : path
+        ``cells.zarr``.
+    settings : CouplingSettings
+        ELBO samples, copies K, batch size and seed.
+    splits : tuple of str
+        Splits whose cells are measured. The default takes the validation cells as well as the test cells: neither
+        was trained on (validation only picked the epoch), and twice the cells per structure make the per-structure
+        tests usable.
+
+    Returns
+    -------
+    DataFrame
+        One row per measured cell: ``cell_id``, ``split``, ``store_index``, ``structure``, ``mitotic_stage``,
+        ``is_mitotic``, ``phase``, ``elbo``, ``membrane_swapped_elbo`` and ``nucleus_swapped_elbo`` (means over
+        copies), ``membrane_coupling``, ``nucleus_coupling``, ``normalized_difference``, ``donor_store_indices``.
+    """
+    measured = cells[cells["split"].isin(splits)].sort_values("store_index").reset_index(drop=True)
+    unknown = sorted(set(measured["structure"]) - set(structures))
+    if unknown:
+        raise ValueError(f"the target model was not trained on structure(s) {unknown}")
+    donors = draw_donors(measured["store_index"].to_numpy(), measured["structure"].to_numpy(),
+                         pool_index=cells["store_index"].to_numpy(), pool_structure=cells["structure"].to_numpy(),
+                         copies=settings.coupling_copies, seed=settings.seed)
+    donor_cells, donor_position = np.unique(donors, return_inverse=True)
+    noise = _noise(measured["store_index"].to_numpy(), samples=settings.elbo_samples,
+                   latent_dim=model.config.latent_dim, seed=settings.seed)
+    labels = measured["structure"].map({name: i for i, name in enumerate(structures)}).to_numpy()
+    elbos = swap_elbos(model, _read_channels(store, measured["store_index"].to_numpy(), _STORE_CHANNELS), labels,
+                       donor_references=_read_channels(store, donor_cells, _STORE_CHANNELS[:2]),
+                       donors=donor_position.reshape(donors.shape), noise=noise, batch_size=settings.batch_size)
+    copies = settings.coupling_copies
+    table = measured[["cell_id", "split", "store_index", "structure", "mitotic_stage", "is_mitotic"]].copy()
+    table["phase"] = np.where(table["is_mitotic"].astype(bool), "mitosis", "interphase")
+    table["elbo"] = elbos[:, 0]
+    for number, name in enumerate(SWAPPED_CHANNELS):
+        swapped = elbos[:, 1 + number * copies:1 + (number + 1) * copies]
+        table[f"{name}_swapped_elbo"] = swapped.mean(axis=1)
+        table[f"{name}_coupling"] = coupling_score(elbos[:, 0], swapped)
+    table["normalized_difference"] = normalized_difference(table["membrane_coupling"], table["nucleus_coupling"])
+    table["donor_store_indices"] = list(donors)
+    return table
+
+
+def _rng(seed: int, *keys: str) -> np.random.Generator:
+    """A generator fixed by the seed and names (so one structure's resampling does not depend on the others)."""
+    return np.random.default_rng([seed, *(zlib.crc32(key.encode()) for key in keys)])
+
+
+def bootstrap_interval(values: np.ndarray, *, iterations: int, level: float,
+                       rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean; NaNs with fewer than two values.
+
+    Examples
+    --------
+    >>> low, high = bootstrap_interval(np.arange(10.0), iterations=2000, level=0.9, rng=np.random.default_rng(0))
+    >>> bool(low < 4.5 < high)
+    True
+    """
+    values = np.asarray(values, np.float64)
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    means = rng.choice(values, size=(iterations, len(values)), replace=True).mean(axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _greater_than_zero(values: np.ndarray) -> float:
+    """One-sided one-sample t-test p-value of mean > 0; NaN for fewer than two values. Identical values (no spread,
+    e.g. a channel the model ignores) give 0 if positive, else 1."""
+    from scipy import stats
+
+    if len(values) < 2:
+        return float("nan")
+    if np.ptp(values) == 0:
+        return 0.0 if values[0] > 0 else 1.0
+    return float(stats.ttest_1samp(values, 0.0, alternative="greater").pvalue)
+
+
+def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) -> pd.DataFrame:
+    """Per structure and phase: mean couplings and normalized difference (Eq 5), intervals, tests and the call.
+
+    Parameters
+    ----------
+    per_cell : DataFrame
+        The table of :func:`measure_coupling`.
+    settings : CouplingSettings
+        ``resampling_iterations`` (bootstrap), ``significance`` (family-wise level; intervals at ``1 -
+        significance``) and ``seed``.
+
+    Returns
+    -------
+    DataFrame
+        One row per structure and phase (phases without cells are left out): ``structure``, ``phase``, ``n_cells``;
+        per score the mean and ``_ci_low``/``_ci_high``; ``membrane_p_value``/``nucleus_p_value`` (one-sided
+        t-test of mean coupling > 0) and their Bonferroni-adjusted ``_p_adjusted``; ``couples_to`` in
+        {membrane, nucleus, both, neither, undetermined}; ``ci_level`` of the intervals.
+    """
+    level = 1 - settings.significance
+    rows = []
+    for (structure, phase), group in per_cell.groupby(["structure", "phase"], sort=True):
+        row = {"structure": structure, "phase": phase, "n_cells": len(group)}
+        for score in SCORES:
+            values = group[score].to_numpy()
+            row[score] = float(values.mean())
+            row[f"{score}_ci_low"], row[f"{score}_ci_high"] = bootstrap_interval(
+                values, iterations=settings.resampling_iterations, level=level, rng=_rng(settings.seed, structure,
+                                                                                       phase, score))
+        for channel in SWAPPED_CHANNELS:
+            row[f"{channel}_p_value"] = _greater_than_zero(group[f"{channel}_coupling"].to_numpy())
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    columns = [f"{channel}_p_value" for channel in SWAPPED_CHANNELS]
+    tests = int(table[columns].notna().to_numpy().sum())
+    coupled = {}
+    for channel, column in zip(SWAPPED_CHANNELS, columns, strict=True):
+        table[f"{channel}_p_adjusted"] = (table[column] * tests).clip(upper=1.0)
+        coupled[channel] = table[f"{channel}_p_adjusted"] < settings.significance
+    calls = np.select([coupled["membrane"] & coupled["nucleus"], coupled["membrane"], coupled["nucleus"]],
+                      ["both", "membrane", "nucleus"], default="neither")
+    table["couples_to"] = np.where(table["n_cells"] < 2, "undetermined", calls)
+    table["ci_level"] = level
+    return table
+
+
+def mitosis_test(per_cell: pd.DataFrame, *, settings: CouplingSettings) -> pd.DataFrame:
+    """Per structure and score, a permutation test of mitotic against interphase cells.
+
+    The statistic is the difference of the phases' means (mitosis minus interphase); its null distribution comes
+    from ``resampling_iterations`` shuffles of the phase labels among the structure's cells; the two-sided p-value
+    is ``(1 + #{|shuffled| >= |observed|}) / (1 + iterations)``, Bonferroni-adjusted over the tests made.
+
+    Returns
+    -------
+    DataFrame
+        One row per structure and score: ``structure``, ``score``, ``n_interphase``, ``n_mitosis``,
+        ``interphase_mean``, ``mitosis_mean``, ``difference``, ``iterations``, ``p_value``, ``p_adjusted``,
+        ``significant`` (NaN p-values where a phase has no cells).
+    """
+    iterations = settings.resampling_iterations
+    rows = []
+    for structure, group in per_cell.groupby("structure", sort=True):
+        mitotic = (group["phase"] == "mitosis").to_numpy()
+        for score in SCORES:
+            values = group[score].to_numpy()
+            row = {"structure": structure, "score": score, "n_interphase": int((~mitotic).sum()),
+                   "n_mitosis": int(mitotic.sum()), "interphase_mean": np.nan, "mitosis_mean": np.nan,
+                   "difference": np.nan, "iterations": iterations, "p_value": np.nan}
+            if mitotic.any() and (~mitotic).any():
+                observed = values[mitotic].mean() - values[~mitotic].mean()
+                rng = _rng(settings.seed, structure, score)
+                shuffled = np.stack([rng.permutation(mitotic) for _ in range(iterations)])
+                null = (shuffled * values).sum(1) / mitotic.sum() - (~shuffled * values).sum(1) / (~mitotic).sum()
+                row.update(interphase_mean=values[~mitotic].mean(), mitosis_mean=values[mitotic].mean(),
+                           difference=observed,
+                           p_value=(1 + int((np.abs(null) >= abs(observed) - 1e-12).sum())) / (1 + iterations))
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    table["p_adjusted"] = (table["p_value"] * int(table["p_value"].notna().sum())).clip(upper=1.0)
+    table["significant"] = table["p_adjusted"] < settings.significance
+    return table
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_coupling_cells(per_cell: pd.DataFrame, output: str | Path, *, dpi: int = 150) -> None:
+    """Fig 5A: membrane against nucleus coupling of every measured cell, coloured by structure.
+
+    Parameters
+    ----------
+    per_cell : DataFrame
+        The table of :func:`measure_coupling`.
+    output : path
+        PNG to write (an SVG is written beside it).
+    dpi : int
+        PNG resolution.
+    """
+    plt = _pyplot()
+    structures = sorted(per_cell["structure"].unique())
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, 20))[: len(structures)] if len(structures) <= 20 else \
+        plt.get_cmap("turbo")(np.linspace(0, 1, len(structures)))
+    figure, axis = plt.subplots(figsize=(9.5, 6.5))
+    values = per_cell[["membrane_coupling", "nucleus_coupling"]].to_numpy()
+    low, high = min(0.0, values.min()), values.max()
+    pad = 0.05 * (high - low or 1.0)
+    limits = (low - pad, high + pad)
+    axis.plot(limits, limits, color="0.6", linestyle="--", linewidth=1, label="equal coupling")
+    axis.axhline(0, color="0.85", linewidth=0.8, zorder=0)
+    axis.axvline(0, color="0.85", linewidth=0.8, zorder=0)
+    for colour, structure in zip(colours, structures, strict=True):
+        for phase, marker in zip(PHASES, ("o", "^"), strict=True):
+            cells = per_cell[(per_cell["structure"] == structure) & (per_cell["phase"] == phase)]
+            if len(cells):
+                axis.scatter(cells["membrane_coupling"], cells["nucleus_coupling"], s=30 if phase == "interphase"
+                             else 55, marker=marker, color=colour, edgecolor="k" if phase == "mitosis" else "none",
+                             linewidth=0.6, alpha=0.85, label=structure if phase == "interphase" else None)
+    axis.scatter([], [], marker="^", color="white", edgecolor="k", s=55, label="(triangle: mitotic cell)")
+    axis.set_xlim(limits)
+    axis.set_ylim(limits)
+    axis.set_aspect("equal")
+    axis.set_xlabel("membrane coupling  log(mean swapped ELBO / ELBO)  (dimensionless)")
+    axis.set_ylabel("nucleus coupling  log(mean swapped ELBO / ELBO)  (dimensionless)")
+    splits = ", ".join(sorted(per_cell["split"].unique()))
+    axis.set_title(f"Coupling of each structure to the cell membrane and the nucleus\n{len(per_cell)} cells "
+                   f"({splits} splits); >0: the structure is explained worse with another cell's channel",
+                   fontsize=10)
+    axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False, title="structure",
+                title_fontsize=9)
+    figure.tight_layout()
+    figure.savefig(output, dpi=dpi)
+    figure.savefig(Path(output).with_suffix(".svg"))
+    plt.close(figure)
+
+
+def plot_coupling_structures(summary: pd.DataFrame, output: str | Path, *, dpi: int = 150) -> None:
+    """Fig 5B: the normalized difference of membrane and nucleus coupling per structure, interphase and mitosis.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        The table of :func:`summarize_structures`.
+    output : path
+        PNG to write (an SVG is written beside it).
+    dpi : int
+        PNG resolution.
+    """
+    from statcell.figures import CHANNEL_COLOURS
+
+    plt = _pyplot()
+    interphase = summary[summary["phase"] == "interphase"].set_index("structure")
+    order = sorted(summary["structure"].unique(),
+                   key=lambda name: interphase["normalized_difference"].get(name, np.nan))
+    figure, axis = plt.subplots(figsize=(9.0, 0.42 * len(order) + 1.8))
+    height = 0.38
+    phase_colours = {"interphase": "#9c6b3f", "mitosis": "#3b75af"}
+    for offset, phase in zip((height / 2, -height / 2), PHASES, strict=True):
+        rows = summary[summary["phase"] == phase].set_index("structure").reindex(order)
+        shown = rows["n_cells"].notna().to_numpy()
+        positions = np.arange(len(order))[shown] + offset
+        rows = rows[shown]
+        errors = np.abs(rows[["normalized_difference_ci_low", "normalized_difference_ci_high"]].to_numpy().T
+                        - rows["normalized_difference"].to_numpy())
+        axis.barh(positions, rows["normalized_difference"], height=height, color=phase_colours[phase],
+                  xerr=np.nan_to_num(errors), error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.2"},
+                  label=f"{phase} (n cells in brackets)")
+        for position, (value, count) in zip(positions, rows[["normalized_difference", "n_cells"]].to_numpy(),
+                                            strict=True):
+            axis.text(1.07, position, f"({int(count)})", va="center", fontsize=6.5, color=phase_colours[phase])
+    call_colour = {"membrane": CHANNEL_COLOURS["membrane"], "nucleus": CHANNEL_COLOURS["dna"], "both": "0.1",
+                   "neither": "0.5", "undetermined": "0.7"}
+    for position, name in enumerate(order):
+        call = interphase["couples_to"].get(name, "undetermined")
+        axis.text(1.2, position, call, va="center", fontsize=8, color=call_colour[call])
+    axis.axvline(0, color="0.3", linewidth=0.8)
+    axis.set_yticks(np.arange(len(order)), order, fontsize=9)
+    axis.set_xlim(-1.05, 1.05)
+    axis.set_ylim(-0.6, len(order) - 0.4)
+    axis.set_xlabel("normalized difference (c_membrane − c_nucleus) / (|c_membrane| + |c_nucleus|)\n"
+                    "−1: coupled to the nucleus only     +1: coupled to the membrane only")
+    level = 100 * float(summary["ci_level"].iloc[0])
+    axis.set_title(f"Differential coupling per structure (mean over cells, Eq 5; {level:g}% bootstrap intervals)\n"
+                   "right: interphase call (coupling > 0 by one-sided t-test, Bonferroni-corrected)", fontsize=10)
+    axis.text(1.2, len(order) - 0.45, "interphase\ncall", va="bottom", fontsize=8, fontweight="bold")
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
+    figure.tight_layout()
+    figure.subplots_adjust(right=0.8)
+    figure.savefig(output, dpi=dpi)
+    figure.savefig(Path(output).with_suffix(".svg"))
+    plt.close(figure)

@@ -1,0 +1,201 @@
+"""Coupling of structures to the membrane and the nucleus (paper Eq 4, Eq 5, Fig 5)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from statcell.analysis import coupling
+from statcell.cli import main
+from statcell.models import VAEConfig
+from statcell.train import load_model
+
+SETTINGS = coupling.CouplingSettings(elbo_samples=3, coupling_copies=4, batch_size=16, resampling_iterations=2000,
+                                     significance=0.01, seed=3)
+ALL_SPLITS = ("train", "val", "test")
+
+
+class OracleTarget(nn.Module):
+    """A target model that knows the answer: it predicts the structure as the membrane (label 1), the DNA (label 0),
+    or nothing (label 2), whatever the latent vector, with a standard normal posterior (KL 0)."""
+
+    def __init__(self, image_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.config = VAEConfig(image_shape=image_shape, channels=1, widths=(4,), latent_dim=3, reference_channels=2,
+                                n_classes=3)
+
+    def encode(self, target, reference, label):
+        zeros = torch.zeros(target.shape[0], self.config.latent_dim)
+        return zeros, zeros
+
+    def decode(self, z, reference, label):
+        source = {0: 1, 1: 0}  # control_dna <- DNA, control_membrane <- membrane
+        out = torch.zeros(z.shape[0], 1, *reference.shape[2:])
+        for value, channel in source.items():
+            chosen = label == value
+            out[chosen] = reference[chosen, channel:channel + 1]
+        return out
+
+
+def test_coupling_score_known_answers():
+    elbo = np.array([-100.0, -100.0, -100.0])
+    swapped = np.array([[-150.0, -250.0], [-100.0, -100.0], [-40.0, -60.0]])
+    # twice the code length when swapped: log 2; unchanged: 0; better when swapped: negative
+    np.testing.assert_allclose(coupling.coupling_score(elbo, swapped), [np.log(2.0), 0.0, np.log(0.5)])
+    with pytest.raises(ValueError, match="negative ELBOs"):
+        coupling.coupling_score(np.array([1.0]), np.array([[-1.0]]))
+
+
+def test_normalized_difference_bounded_and_signed():
+    membrane = np.array([0.4, 0.0, 0.3, 0.1, -0.01, 0.0])
+    nucleus = np.array([0.0, 0.2, 0.1, 0.3, 0.2, 0.0])
+    result = coupling.normalized_difference(membrane, nucleus)
+    np.testing.assert_allclose(result[:4], [1.0, -1.0, 0.5, -0.5])  # (m - n) / (m + n) for positive couplings
+    assert -1.0 <= result[4] < -0.9 and result[5] == 0.0
+    rng = np.random.default_rng(0)
+    random = coupling.normalized_difference(rng.normal(size=1000), rng.normal(size=1000))
+    assert np.all(np.abs(random) <= 1.0)
+
+
+def test_donors_same_structure_never_self_and_deterministic():
+    pool_structure = np.array(["a"] * 12 + ["b"] * 3)
+    pool_index = np.arange(100, 115)
+    cells, structures = pool_index[[0, 5, 12, 14]], pool_structure[[0, 5, 12, 14]]
+    donors = coupling.draw_donors(cells, structures, pool_index=pool_index, pool_structure=pool_structure,
+                                  copies=5, seed=1)
+    lookup = dict(zip(pool_index, pool_structure, strict=True))
+    for cell, name, row in zip(cells, structures, donors, strict=True):
+        assert cell not in row
+        assert {lookup[d] for d in row} == {name}
+    assert len(set(donors[0])) == 5  # 11 candidates: drawn without replacement
+    assert set(donors[2]) <= {113, 114}  # 2 candidates for 5 copies: with replacement
+    again = coupling.draw_donors(cells[[1]], structures[[1]], pool_index=pool_index, pool_structure=pool_structure,
+                                 copies=5, seed=1)
+    np.testing.assert_array_equal(again[0], donors[1])  # a cell's donors do not depend on the other cells
+    other = coupling.draw_donors(cells, structures, pool_index=pool_index, pool_structure=pool_structure, copies=5,
+                                 seed=2)
+    assert not np.array_equal(other, donors)
+    with pytest.raises(ValueError, match="no other cell"):
+        coupling.draw_donors(np.array([7]), np.array(["c"]), pool_index=np.array([7]), pool_structure=np.array(["c"]),
+                             copies=2, seed=0)
+
+
+def test_oracle_copies_couple_to_their_own_channel(tiny_models):
+    """A model that predicts the DNA copy from the DNA alone and the membrane copy from the membrane alone: the
+    couplings come out exactly where they must, and a structure it predicts from nothing couples to neither."""
+    cells = pd.read_parquet(tiny_models["cells"])
+    structures = ["control_dna", "control_membrane", "nucleoli"]
+    model = OracleTarget(image_shape=(8, 8, 16))
+    per_cell = coupling.measure_coupling(model, cells, structures=structures, store=tiny_models["store"],
+                                         settings=SETTINGS, splits=ALL_SPLITS)
+    assert len(per_cell) == len(cells)
+    by = per_cell.set_index("structure")
+    assert (by.loc["control_membrane", "membrane_coupling"] > 0.3).all()
+    assert (by.loc["control_membrane", "nucleus_coupling"] == 0).all()  # the oracle ignores the DNA here
+    assert (by.loc["control_dna", "nucleus_coupling"] > 0.3).all()
+    assert (by.loc["control_dna", "membrane_coupling"] == 0).all()
+    assert (by.loc["nucleoli", ["membrane_coupling", "nucleus_coupling"]] == 0).all().all()
+    np.testing.assert_allclose(by.loc["control_membrane", "normalized_difference"], 1.0)
+    np.testing.assert_allclose(by.loc["control_dna", "normalized_difference"], -1.0)
+
+    summary = coupling.summarize_structures(per_cell, settings=SETTINGS)
+    calls = summary[summary["phase"] == "interphase"].set_index("structure")["couples_to"]
+    assert calls.to_dict() == {"control_dna": "nucleus", "control_membrane": "membrane", "nucleoli": "neither"}
+    interphase = summary[summary["phase"] == "interphase"].set_index("structure")
+    assert (interphase["normalized_difference_ci_low"] <= interphase["normalized_difference"]).all()
+    assert (interphase["normalized_difference"] <= interphase["normalized_difference_ci_high"]).all()
+
+
+def test_real_model_swap_with_own_reference_changes_nothing(tiny_models):
+    """Swapping a channel for the cell's own channel gives back the cell's ELBO (same noise, same reference)."""
+    model, hparams = load_model(tiny_models["target"])
+    cells = pd.read_parquet(tiny_models["cells"]).head(5)
+    images = coupling._read_channels(tiny_models["store"], cells["store_index"].to_numpy(), [0, 1, 2])
+    labels = cells["structure"].map({s: i for i, s in enumerate(hparams["structures"])}).to_numpy()
+    noise = torch.randn(5, 2, model.config.latent_dim, generator=torch.Generator().manual_seed(0))
+    own = np.repeat(np.arange(5)[:, None], 3, axis=1)
+    elbos = coupling.swap_elbos(model, images, labels, donor_references=images[:, :2], donors=own, noise=noise,
+                                batch_size=7)
+    assert elbos.shape == (5, 7) and (elbos < 0).all()
+    np.testing.assert_allclose(elbos, np.repeat(elbos[:, :1], 7, axis=1), rtol=1e-5)
+    shuffled = coupling.swap_elbos(model, images, labels, donor_references=images[:, :2], donors=(own + 1) % 5,
+                                   noise=noise, batch_size=7)
+    np.testing.assert_allclose(shuffled[:, 0], elbos[:, 0], rtol=1e-5)
+    assert not np.allclose(shuffled[:, 1:], elbos[:, 1:])
+
+
+def test_real_model_deterministic_and_batch_independent(tiny_models):
+    model, hparams = load_model(tiny_models["target"])
+    cells = pd.read_parquet(tiny_models["cells"])
+    kwargs = {"structures": list(hparams["structures"]), "store": tiny_models["store"]}
+    first = coupling.measure_coupling(model, cells, settings=SETTINGS, **kwargs)
+    assert set(first["split"]) == {"test", "val"} and len(first) == 12
+    assert all(cell not in set(row) for cell, row in zip(first["store_index"], first["donor_store_indices"],
+                                                          strict=True))
+    again = coupling.measure_coupling(model, cells, settings=SETTINGS.__class__(**{**SETTINGS.__dict__,
+                                                                                   "batch_size": 5}), **kwargs)
+    np.testing.assert_allclose(again[list(coupling.SCORES)], first[list(coupling.SCORES)], rtol=1e-5, atol=1e-7)
+    other = coupling.measure_coupling(model, cells, settings=SETTINGS.__class__(**{**SETTINGS.__dict__, "seed": 4}),
+                                      **kwargs)
+    assert not np.allclose(other["membrane_coupling"], first["membrane_coupling"])
+
+
+def _constructed_cells(shift: float, *, n_mitotic: int = 8) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    rows = []
+    for structure, offset in (("shifted", shift), ("same", 0.0)):
+        for index in range(30):
+            mitotic = index < n_mitotic
+            membrane = rng.normal(0.2 + (offset if mitotic else 0.0), 0.05)
+            nucleus = rng.normal(0.1, 0.05)
+            rows.append({"structure": structure, "phase": "mitosis" if mitotic else "interphase",
+                         "membrane_coupling": membrane, "nucleus_coupling": nucleus})
+    table = pd.DataFrame(rows)
+    table["normalized_difference"] = coupling.normalized_difference(table["membrane_coupling"],
+                                                                    table["nucleus_coupling"])
+    return table
+
+
+def test_mitosis_test_finds_a_constructed_shift_only():
+    table = coupling.mitosis_test(_constructed_cells(-0.2), settings=SETTINGS).set_index(["structure", "score"])
+    assert table.loc[("shifted", "membrane_coupling"), "significant"]
+    assert table.loc[("shifted", "membrane_coupling"), "difference"] == pytest.approx(-0.2, abs=0.05)
+    assert table.loc[("shifted", "membrane_coupling"), "p_value"] == pytest.approx(1 / 2001)
+    assert not table.loc[("same", "membrane_coupling"), "significant"]
+    assert table.loc[("same", "nucleus_coupling"), "p_value"] > 0.01
+    assert (table["n_mitosis"] == 8).all() and (table["iterations"] == 2000).all()
+    again = coupling.mitosis_test(_constructed_cells(-0.2), settings=SETTINGS).set_index(["structure", "score"])
+    pd.testing.assert_frame_equal(again, table)
+    none = coupling.mitosis_test(_constructed_cells(0.0, n_mitotic=0), settings=SETTINGS)
+    assert none["p_value"].isna().all() and not none["significant"].any()
+
+
+def test_summary_calls_undetermined_with_one_cell():
+    table = _constructed_cells(0.0, n_mitotic=1)
+    summary = coupling.summarize_structures(table, settings=SETTINGS).set_index(["structure", "phase"])
+    assert summary.loc[("same", "mitosis"), "couples_to"] == "undetermined"
+    assert summary.loc[("same", "interphase"), "couples_to"] == "both"  # means 0.2 and 0.1, 29 cells
+    assert summary.loc[("same", "interphase"), "n_cells"] == 29
+
+
+def test_cli_tables_and_figures(tiny_models, tmp_path):
+    out = {name: tmp_path / name for name in ("cells.parquet", "structures.csv", "mitosis.csv", "a.png", "b.png")}
+    settings = '{"elbo_samples": 2, "coupling_copies": 2, "resampling_iterations": 200}'
+    assert main(["measure-coupling", "--settings", settings, "--model", str(tiny_models["target"]), "--store",
+                 str(tiny_models["store"]), "--cells", str(tiny_models["cells"]), "--output-cells",
+                 str(out["cells.parquet"]), "--output-structures", str(out["structures.csv"]), "--output-mitosis",
+                 str(out["mitosis.csv"])]) == 0
+    summary = pd.read_csv(out["structures.csv"])
+    assert set(summary["couples_to"]) <= {"membrane", "nucleus", "both", "neither", "undetermined"}
+    assert summary["n_cells"].sum() == 12
+    assert main(["measure-coupling", "--settings", settings, "--model", str(tiny_models["reference"]), "--store",
+                 str(tiny_models["store"]), "--cells", str(tiny_models["cells"]), "--output-cells", "x.parquet",
+                 "--output-structures", "x.csv", "--output-mitosis", "y.csv"]) == 2
+    for command, table, figure in (("plot-coupling-cells", "cells.parquet", "a.png"),
+                                   ("plot-coupling-structures", "structures.csv", "b.png")):
+        assert main([command, "--settings", '{"dpi": 60}', "--table", str(out[table]), "--output",
+                     str(out[figure])]) == 0
+        assert out[figure].stat().st_size > 10_000 and out[figure].with_suffix(".svg").exists()
