@@ -135,5 +135,7 @@ def final_targets():
     # --- analysis targets (each analysis adds its figures and tables here) ---
     targets += [rules.plot_coupling_cells.output.figure, rules.plot_coupling_structures.output.figure,
                 rules.measure_coupling.output.mitosis]
+    targets += [rules.plot_generated_cells.output[0], rules.plot_structures_in_one_cell.output[0],
+                rules.plot_structure_examples.output[0], rules.plot_feature_violins.output.figure]
     # --- end analysis targets ---
     return targets

@@ -1,0 +1,347 @@
+"""Generated cells (paper Fig 4, S4, S5): the reference prior, test cells' counterparts, structures in one cell.
+
+:func:`generate_cells` decodes, from the trained reference and target models and a dataset's store:
+
+- ``prior``: cells drawn from the reference model's prior, ``(N, 2, Z, Y, X)`` (membrane, DNA);
+- ``test_cells``: every test cell (``real``, ``(N, 3, Z, Y, X)``), its *reconstruction* from the posterior means of
+  both models (membrane and DNA by the reference model, the structure by the target model given the real membrane,
+  DNA and label) — the "generated counterparts" whose features are compared with the real ones — and a structure
+  *sample* from the target prior inside the real membrane and DNA;
+- ``structures_in_one_cell``: one real test cell (the one with the median reference ELBO, a typical cell) hosting
+  every structure class generated ``per_structure`` times from the target prior, ``(S, K, 3, Z, Y, X)``;
+- ``structure_examples``: ``examples`` real test cells per structure class (train cells where the test split has too
+  few), ``(S, E, 3, Z, Y, X)``.
+
+Every draw comes from a generator seeded by ``seed`` and the draw's purpose, so results do not depend on batching.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from statcell.analysis.embed import structure_labels
+from statcell.figures import CHANNEL_COLOURS, composite, display_range
+from statcell.models.loss import elbo_estimate
+
+#: Draws of each purpose get their own stream: seed * 1000 + offset.
+_STREAMS: dict[str, int] = {"prior": 1, "host_elbo": 2, "test_samples": 3, "in_one_cell": 4}
+
+
+class Generation(NamedTuple):
+    """The images and manifest of :func:`generate_cells` (arrays float32 in the store's channel order)."""
+
+    prior: np.ndarray
+    test_cells: dict[str, np.ndarray]
+    structures_in_one_cell: dict[str, np.ndarray]
+    structure_examples: dict[str, np.ndarray]
+    manifest: pd.DataFrame
+
+
+def _generator(seed: int, purpose: str) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1000 + _STREAMS[purpose])
+
+
+def read_cells(store: str | Path, indices: np.ndarray) -> np.ndarray:
+    """Membrane, DNA and structure of cells of a ``cells.zarr`` store, ``(N, 3, Z, Y, X)`` float32, in index order."""
+    import zarr
+
+    array = zarr.open_array(Path(store) / "0", mode="r")
+    indices = np.asarray(indices, dtype=np.int64)
+    if not len(indices):
+        return np.zeros((0, 3, *array.shape[2:]), np.float32)
+    order = np.argsort(indices)
+    cells = np.empty((len(indices), 3, *array.shape[2:]), np.float32)
+    cells[order] = array.get_orthogonal_selection((indices[order], [0, 1, 2]))
+    return cells
+
+
+@torch.no_grad()
+def _batched(function, *tensors: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([function(*(t[start:start + batch_size] for t in tensors))
+                      for start in range(0, len(tensors[0]), batch_size)])
+
+
+@torch.no_grad()
+def counterparts(real: torch.Tensor, labels: torch.Tensor, *, reference_model: torch.nn.Module,
+                 target_model: torch.nn.Module, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reconstructions (posterior means of both models) and target-prior structure samples of real cells.
+
+    Parameters
+    ----------
+    real : Tensor
+        ``(N, 3, Z, Y, X)`` membrane, DNA, structure.
+    labels : Tensor
+        ``(N,)`` structure class indices of the target model.
+    reference_model, target_model : Module
+        Trained models in eval mode.
+    batch_size : int
+        Cells per forward pass (memory only).
+    seed : int
+        Seed of the structure samples.
+
+    Returns
+    -------
+    reconstruction, sample : Tensor
+        ``(N, 3, Z, Y, X)`` each; ``sample`` keeps the real membrane and DNA.
+    """
+    reference, target = real[:, :2], real[:, 2:3]
+    recon_reference = _batched(lambda x: reference_model.decode(reference_model.encode(x).mean), reference,
+                               batch_size=batch_size)
+    recon_structure = _batched(
+        lambda t, r, y: target_model.decode(target_model.encode(t, r, y).mean, r, y), target, reference, labels,
+        batch_size=batch_size)
+    noise = torch.randn(len(real), target_model.config.latent_dim, generator=_generator(seed, "test_samples"))
+    sampled = _batched(lambda z, r, y: target_model.decode(z, r, y), noise, reference, labels, batch_size=batch_size)
+    return (torch.cat([recon_reference, recon_structure], dim=1).clamp(0, 1),
+            torch.cat([reference, sampled], dim=1).clamp(0, 1))
+
+
+@torch.no_grad()
+def median_elbo_cell(reference: torch.Tensor, *, model: torch.nn.Module, samples: int, seed: int) -> int:
+    """Position of the cell with the median K-sample reference ELBO (the lower middle one for an even count)."""
+    elbo, _, _ = elbo_estimate(lambda: tuple(model.encode(reference)), model.decode, reference, samples=samples,
+                               generator=_generator(seed, "host_elbo"))
+    order = np.argsort(elbo.numpy(), kind="stable")
+    return int(order[(len(order) - 1) // 2])
+
+
+def _examples(cells: pd.DataFrame, structure: str, count: int) -> pd.DataFrame:
+    """The first ``count`` test cells of a structure by cell id, topped up with train then val cells if too few."""
+    rank = {"test": 0, "train": 1, "val": 2}
+    pool = cells[cells["structure"] == structure].assign(_rank=lambda t: t["split"].map(rank).fillna(3))
+    return pool.sort_values(["_rank", "cell_id"]).head(count)
+
+
+@torch.no_grad()
+def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: torch.nn.Module,
+                   target_model: torch.nn.Module, structures: list[str], generated_cells: int, per_structure: int,
+                   examples: int, elbo_samples: int, batch_size: int, seed: int) -> Generation:
+    """Decode the generated cells of the paper's Fig 4, S4 and S5 (see the module's notes).
+
+    Parameters
+    ----------
+    store : path
+        ``cells.zarr`` of the dataset the models were trained on.
+    cells : DataFrame
+        Its ``cells.parquet`` (``cell_id``, ``split``, ``store_index``, ``structure``).
+    reference_model, target_model : Module
+        The trained 3D models (``load_model``); ``structures`` is the target model's class order.
+    generated_cells : int
+        Cells drawn from the reference prior.
+    per_structure : int
+        Generations of each structure inside the host cell.
+    examples : int
+        Real cells per structure.
+    elbo_samples : int
+        Latent draws of the ELBO that picks the host cell.
+    batch_size : int
+        Cells per forward pass (memory only).
+    seed : int
+        Seed of every draw.
+
+    Returns
+    -------
+    Generation
+        Arrays as described in the module's notes and one manifest row per stored image (``array``, ``position``,
+        ``source`` in {real, reconstruction, sample, prior, generated}, ``cell_id``, ``store_index``,
+        ``structure``, ``draw``).
+    """
+    reference_model.eval()
+    target_model.eval()
+    test = cells[cells["split"] == "test"].sort_values("cell_id").reset_index(drop=True)
+    if test.empty:
+        raise ValueError("the dataset has no test cells")
+    real = torch.from_numpy(read_cells(store, test["store_index"].to_numpy()))
+    labels = torch.tensor(structure_labels(test["structure"], structures))
+    reconstruction, sample = counterparts(real, labels, reference_model=reference_model, target_model=target_model,
+                                          batch_size=batch_size, seed=seed)
+    prior_z = torch.randn(generated_cells, reference_model.config.latent_dim, generator=_generator(seed, "prior"))
+    prior = _batched(reference_model.decode, prior_z, batch_size=batch_size).clamp(0, 1)
+
+    host = median_elbo_cell(real[:, :2], model=reference_model, samples=elbo_samples, seed=seed)
+    count = len(structures) * per_structure
+    host_reference = real[host:host + 1, :2].repeat(count, *([1] * (real.ndim - 1)))
+    host_labels = torch.arange(len(structures)).repeat_interleave(per_structure)
+    host_z = torch.randn(count, target_model.config.latent_dim, generator=_generator(seed, "in_one_cell"))
+    host_structure = _batched(lambda z, r, y: target_model.decode(z, r, y), host_z, host_reference, host_labels,
+                              batch_size=batch_size).clamp(0, 1)
+    in_one_cell = torch.cat([host_reference, host_structure], dim=1).reshape(
+        len(structures), per_structure, *real.shape[1:])
+
+    picked = [_examples(cells, structure, examples) for structure in structures]
+    example_images = np.zeros((len(structures), examples, *real.shape[1:]), np.float32)
+    for row, table in enumerate(picked):
+        example_images[row, :len(table)] = read_cells(store, table["store_index"].to_numpy())
+
+    manifest = pd.concat([
+        pd.DataFrame({"array": "test_cells", "position": np.arange(len(test)), "source": source,
+                      "cell_id": test["cell_id"], "store_index": test["store_index"], "structure": test["structure"],
+                      "draw": 0}) for source in ("real", "reconstruction", "sample")
+    ] + [
+        pd.DataFrame({"array": "prior", "position": np.arange(generated_cells), "source": "prior", "cell_id": "",
+                      "store_index": -1, "structure": "", "draw": np.arange(generated_cells)}),
+        pd.DataFrame({"array": "structures_in_one_cell", "position": np.arange(count), "source": "generated",
+                      "cell_id": test.loc[host, "cell_id"], "store_index": int(test.loc[host, "store_index"]),
+                      "structure": np.repeat(structures, per_structure),
+                      "draw": np.tile(np.arange(per_structure), len(structures))}),
+    ] + [
+        pd.DataFrame({"array": "structure_examples", "position": row * examples + np.arange(len(table)),
+                      "source": "real", "cell_id": table["cell_id"].to_numpy(),
+                      "store_index": table["store_index"].to_numpy(), "structure": structure,
+                      "draw": np.arange(len(table))})
+        for row, (structure, table) in enumerate(zip(structures, picked))
+    ], ignore_index=True)
+    return Generation(
+        prior=prior.numpy(),
+        test_cells={"real": real.numpy(), "reconstruction": reconstruction.numpy(), "sample": sample.numpy(),
+                    "store_index": test["store_index"].to_numpy()},
+        structures_in_one_cell={"images": in_one_cell.numpy(), "host": real[host].numpy(),
+                                "host_store_index": np.array(int(test.loc[host, "store_index"])),
+                                "structures": np.array(structures)},
+        structure_examples={"images": example_images, "structures": np.array(structures),
+                            "counts": np.array([len(table) for table in picked])},
+        manifest=manifest,
+    )
+
+
+_ROLES: tuple[str, ...] = ("membrane", "dna", "structure")
+
+
+def views(image: np.ndarray) -> np.ndarray:
+    """RGB panel of one cell: maximum projection along z (xy, top) over maximum projection along y (xz, bottom).
+
+    Parameters
+    ----------
+    image : ndarray
+        ``(C, Z, Y, X)`` with C = 2 (membrane, DNA) or 3 (plus structure), intensities in [0, 1].
+
+    Returns
+    -------
+    ndarray
+        ``(Y + 1 + Z, X, 3)`` RGB in [0, 1]; each channel stretched to its own 99.8th percentile (display only), a
+        one-pixel grey line between the views. The xz view shows z upwards.
+    """
+    panels = []
+    for axis in (1, 2):
+        projection = image.max(axis=axis)
+        channels = {role: display_range(plane, low=0.0, high=99.8) for role, plane in zip(_ROLES, projection)}
+        rgb = composite(channels)
+        panels.append(rgb[::-1] if axis == 2 else rgb)
+    line = np.full((1, image.shape[-1], 3), 0.5, np.float32)
+    return np.concatenate([panels[0], line, panels[1]])
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _legend(figure) -> None:
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=CHANNEL_COLOURS[role], label=role.replace("dna", "DNA")) for role in _ROLES]
+    figure.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=8)
+
+
+def _grid(rows: list[tuple[str, list[np.ndarray]]], output: str | Path, *, title: str, column_titles: list[str],
+          pixel_um: float, dpi: int) -> None:
+    """Panels in a grid, one labelled row per entry, a scale bar in the first panel; PNG at ``output``."""
+    plt = _pyplot()
+    columns = max(len(panels) for _, panels in rows)
+    height, width = rows[0][1][0].shape[:2]
+    figure, axes = plt.subplots(len(rows), columns, squeeze=False,
+                                figsize=(1.0 + 1.1 * columns * width / height, 0.6 + 1.1 * len(rows)))
+    for row, (label, panels) in enumerate(rows):
+        for column in range(columns):
+            axis = axes[row, column]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column < len(panels):
+                axis.imshow(panels[column], interpolation="nearest")
+            else:
+                axis.set_axis_off()
+            if row == 0 and column < len(column_titles):
+                axis.set_title(column_titles[column], fontsize=8)
+        axes[row, 0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    bar = 5.0 / pixel_um
+    axes[0, 0].plot([1, 1 + bar], [height - 2] * 2, color="white", linewidth=2)
+    axes[0, 0].text(1, height - 3.5, "5 µm", color="white", fontsize=6)
+    figure.suptitle(title, fontsize=10)
+    _legend(figure)
+    figure.tight_layout(rect=(0, 0.04, 1, 0.97))
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=dpi)
+    plt.close(figure)
+
+
+def plot_generated_cells(prior: np.ndarray, real: np.ndarray, output: str | Path, *, pixel_um: float,
+                         columns: int = 8, dpi: int = 150) -> None:
+    """Fig 4A: cells drawn from the reference prior beside real test cells (xy over xz maximum projections).
+
+    Parameters
+    ----------
+    prior : ndarray
+        ``(N, 2, Z, Y, X)`` generated membrane and DNA.
+    real : ndarray
+        ``(M, C, Z, Y, X)`` real test cells (the first two channels are shown).
+    output : path
+        PNG to write.
+    pixel_um : float
+        Voxel edge in µm (scale bar).
+    columns : int
+        Cells per row; two rows of each.
+    dpi : int
+        PNG resolution.
+    """
+    count = min(columns, len(prior), len(real))
+    rows = [(f"{name}\n{part + 1}", [views(image[:2]) for image in images[part * count:(part + 1) * count]])
+            for name, images in (("real", real), ("generated\n(prior)", prior)) for part in range(2)
+            if len(images) >= (part + 1) * count]
+    _grid(rows, output, title="Real test cells and cells drawn from the reference model's prior "
+          "(max projections: xy above, xz below)", column_titles=[], pixel_um=pixel_um, dpi=dpi)
+
+
+def plot_structures_in_one_cell(in_one_cell: np.ndarray, examples: np.ndarray, structures: list[str],
+                                output: str | Path, *, pixel_um: float, dpi: int = 150) -> None:
+    """Fig 4B / S5: every structure generated several times inside one real cell, beside a real example.
+
+    Parameters
+    ----------
+    in_one_cell : ndarray
+        ``(S, K, 3, Z, Y, X)``: the host cell's membrane and DNA with a generated structure.
+    examples : ndarray
+        ``(S, E, 3, Z, Y, X)`` real cells per structure; the first is shown.
+    structures : list of str
+        The S structure names.
+    output : path
+        PNG to write.
+    pixel_um : float
+        Voxel edge in µm.
+    dpi : int
+        PNG resolution.
+    """
+    per_structure = in_one_cell.shape[1]
+    rows = [(structure.replace("_", " "), [views(image) for image in generated] + [views(example[0])])
+            for structure, generated, example in zip(structures, in_one_cell, examples)]
+    _grid(rows, output, title="Each structure generated inside one real test cell (xy above, xz below)",
+          column_titles=[f"generated {k + 1}" for k in range(per_structure)] + ["real example"],
+          pixel_um=pixel_um, dpi=dpi)
+
+
+def plot_structure_examples(examples: np.ndarray, counts: np.ndarray, structures: list[str], output: str | Path, *,
+                            pixel_um: float, dpi: int = 150) -> None:
+    """S4: real example cells of every structure, ``examples`` ``(S, E, 3, Z, Y, X)`` with ``counts[s]`` present per
+    row (the rest of a row stays empty); the other parameters as in :func:`plot_structures_in_one_cell`."""
+    rows = [(structure.replace("_", " "), [views(image) for image in images[:count]])
+            for structure, images, count in zip(structures, examples, counts)]
+    _grid(rows, output, title="Real cells of every structure (xy above, xz below)",
+          column_titles=[f"example {k + 1}" for k in range(examples.shape[1])], pixel_um=pixel_um, dpi=dpi)

@@ -1,0 +1,136 @@
+"""Generated cells and the feature comparison, on the tiny trained models (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from statcell.analysis import generation
+from statcell.analysis.features import FEATURE_NAMES, feature_table, measure_features
+from statcell.train import load_model
+
+
+def _generate(models: dict, *, seed: int = 0, **overrides) -> generation.Generation:
+    reference, _ = load_model(models["reference"])
+    target, hparams = load_model(models["target"])
+    settings = {"generated_cells": 5, "per_structure": 2, "examples": 3, "elbo_samples": 2, "batch_size": 4,
+                "seed": seed, **overrides}
+    return generation.generate_cells(models["store"], pd.read_parquet(models["cells"]), reference_model=reference,
+                                     target_model=target, structures=list(hparams["structures"]), **settings)
+
+
+@pytest.fixture(scope="module")
+def generated(tiny_models) -> generation.Generation:
+    return _generate(tiny_models)
+
+
+def test_shapes_and_manifest(generated, tiny_models):
+    cells = pd.read_parquet(tiny_models["cells"])
+    test = cells[cells["split"] == "test"]
+    shape = generated.test_cells["real"].shape[2:]
+    assert generated.prior.shape == (5, 2, *shape)
+    for key in ("real", "reconstruction", "sample"):
+        assert generated.test_cells[key].shape == (len(test), 3, *shape)
+    structures = generated.structures_in_one_cell["structures"].tolist()
+    assert generated.structures_in_one_cell["images"].shape == (len(structures), 2, 3, *shape)
+    assert generated.structure_examples["images"].shape == (len(structures), 3, 3, *shape)
+    counts = generated.manifest.groupby(["array", "source"]).size()
+    assert counts[("prior", "prior")] == 5 and counts[("test_cells", "real")] == len(test)
+    assert counts[("structures_in_one_cell", "generated")] == 2 * len(structures)
+    for images in (generated.prior, generated.test_cells["reconstruction"], generated.structures_in_one_cell["images"]):
+        assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+
+
+def test_real_images_come_from_the_store_and_generation_keeps_the_real_reference(generated, tiny_models):
+    manifest = generated.manifest
+    stored = generation.read_cells(tiny_models["store"], generated.test_cells["store_index"])
+    np.testing.assert_array_equal(generated.test_cells["real"], stored)
+    np.testing.assert_array_equal(generated.test_cells["sample"][:, :2], stored[:, :2])
+    host = generated.structures_in_one_cell["host"]
+    assert int(generated.structures_in_one_cell["host_store_index"]) in set(generated.test_cells["store_index"])
+    np.testing.assert_array_equal(generated.structures_in_one_cell["images"][:, :, :2],
+                                  np.broadcast_to(host[:2], generated.structures_in_one_cell["images"][:, :, :2].shape))
+    # generated structures differ between draws and between labels
+    structure = generated.structures_in_one_cell["images"][:, :, 2]
+    assert not np.allclose(structure[0, 0], structure[0, 1])
+    assert not np.allclose(structure[0, 0], structure[1, 0])
+    # real examples are cells of the structure of their row
+    cells = pd.read_parquet(tiny_models["cells"]).set_index("store_index")
+    examples = manifest[manifest["array"] == "structure_examples"]
+    for row, name in enumerate(generated.structure_examples["structures"]):
+        picked = examples[examples["structure"] == name]
+        assert (cells.loc[picked["store_index"], "structure"] == name).all()
+        np.testing.assert_array_equal(generated.structure_examples["images"][row, :len(picked)],
+                                      generation.read_cells(tiny_models["store"], picked["store_index"].to_numpy()))
+
+
+def test_deterministic_from_the_seed_and_independent_of_batching(generated, tiny_models):
+    again = _generate(tiny_models, batch_size=3)
+    np.testing.assert_allclose(again.prior, generated.prior, atol=1e-5)
+    np.testing.assert_allclose(again.structures_in_one_cell["images"], generated.structures_in_one_cell["images"],
+                               atol=1e-5)
+    pd.testing.assert_frame_equal(again.manifest, generated.manifest)
+    other = _generate(tiny_models, seed=1)
+    assert not np.allclose(other.prior, generated.prior)
+
+
+def test_feature_table_of_real_and_generated_cells(generated, tiny_models):
+    ids = [f"cell/{k}" for k in range(len(generated.test_cells["real"]))]
+    table = measure_features(generated.test_cells["real"], generated.test_cells["reconstruction"], generated.prior,
+                             cell_ids=ids, spacing=(1.0, 1.0, 1.0))
+    assert list(table.columns) == ["cell_id", "source", *FEATURE_NAMES]
+    assert table["source"].value_counts().to_dict() == {"real": len(ids), "reconstruction": len(ids), "prior": 5}
+    real = table[table["source"] == "real"].reset_index(drop=True)
+    direct = feature_table(generated.test_cells["real"][:, :2], spacing=(1.0, 1.0, 1.0))
+    pd.testing.assert_frame_equal(real[list(FEATURE_NAMES)], direct)
+    # the constructed cells' nuclei are found: volumes within the cell's
+    assert (real["nucleus_volume"] < real["cell_volume"]).all()
+    with pytest.raises(ValueError):
+        measure_features(generated.test_cells["real"], generated.test_cells["reconstruction"][:1], generated.prior,
+                         cell_ids=ids, spacing=(1.0, 1.0, 1.0))
+
+
+def test_commands_write_images_tables_and_figures(tiny_models, tmp_path):
+    from statcell.cli import main
+
+    settings = ('{"generated_cells": 4, "generated_per_structure": 2, "examples_per_structure": 2, '
+                '"elbo_samples": 2, "batch_size": 8, "seed": 0}')
+    outdir = tmp_path / "generation"
+    assert main(["generate-cells", "--settings", settings, "--reference", str(tiny_models["reference"]),
+                 "--target", str(tiny_models["target"]), "--store", str(tiny_models["store"]),
+                 "--cells", str(tiny_models["cells"]), "--outdir", str(outdir)]) == 0
+    with np.load(outdir / "prior.npz") as prior:
+        assert prior["images"].shape[0] == 4
+    features = tmp_path / "features.parquet"
+    assert main(["measure-features", "--test-cells", str(outdir / "test_cells.npz"), "--prior",
+                 str(outdir / "prior.npz"), "--manifest", str(outdir / "manifest.parquet"), "--store",
+                 str(tiny_models["store"]), "--output", str(features)]) == 0
+    table = pd.read_parquet(features)
+    assert set(table["source"]) == {"real", "reconstruction", "prior"}
+    assert table.loc[table["source"] == "real", "cell_id"].str.startswith("main/").all()
+    store = ["--store", str(tiny_models["store"])]
+    commands = {
+        "plot-generated-cells": ["--prior", str(outdir / "prior.npz"), "--test-cells", str(outdir / "test_cells.npz"),
+                                 *store],
+        "plot-structures-in-one-cell": ["--in-one-cell", str(outdir / "structures_in_one_cell.npz"), "--examples",
+                                        str(outdir / "structure_examples.npz"), *store],
+        "plot-structure-examples": ["--examples", str(outdir / "structure_examples.npz"), *store],
+        "plot-feature-violins": ["--features", str(features)],
+    }
+    for command, arguments in commands.items():
+        output = tmp_path / f"{command}.png"
+        assert main([command, "--settings", '{"dpi": 60}', *arguments, "--output", str(output)]) == 0
+        assert output.stat().st_size > 5_000
+    assert (tmp_path / "plot-feature-violins.svg").exists()
+
+
+def test_views_stack_xy_over_xz_in_channel_colours():
+    image = np.zeros((3, 4, 5, 6), np.float32)
+    image[0, 1, 2, 3] = 1.0  # membrane voxel
+    image[2, 3, 0, 0] = 1.0  # structure voxel
+    panel = generation.views(image)
+    assert panel.shape == (5 + 1 + 4, 6, 3)
+    np.testing.assert_allclose(panel[2, 3], [1.0, 0.2, 1.0])  # xy: magenta at (y 2, x 3)
+    np.testing.assert_allclose(panel[0, 0], [1.0, 0.9, 0.0])  # xy: yellow at (y 0, x 0)
+    np.testing.assert_allclose(panel[6 + (3 - 1), 3], [1.0, 0.2, 1.0])  # xz, z upwards: z 1 of 4 is row 2
