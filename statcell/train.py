@@ -4,6 +4,8 @@ The reference model reads the membrane and DNA channels; the target model reads 
 reference channels it is conditioned on, and the structure label. Adam (lr 2e-4, betas 0.9/0.999), batch 32, the
 validation ELBO every epoch, and the checkpoint with the best validation ELBO kept (paper section 4.4). Checkpoints
 live in a work folder that Snakemake does not delete when a job fails, so a rerun resumes from the last epoch.
+With ``training.ndim: 2`` the same models are 2D networks trained on maximum-intensity projections along z (the
+paper's 2D models, section 2.3).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 ModelKind = Literal["reference", "target"]
 REFERENCE_CHANNELS = (0, 1)  # membrane, DNA in cells.zarr
 STRUCTURE_CHANNEL = 2
+_CACHE_BLOCK = 256  # cells read per block when caching a dataset
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class TrainSettings:
 
     widths: tuple[int, ...]
     latent_dim: int
+    ndim: int
     beta: float
     epochs: int
     batch_size: int
@@ -63,8 +67,32 @@ class TrainSettings:
         return hashlib.sha256(json.dumps([kind, values], sort_keys=True).encode()).hexdigest()[:10]
 
 
+def max_projection(cells: np.ndarray) -> np.ndarray:
+    """Maximum-intensity projection along z of channel-first cells.
+
+    Parameters
+    ----------
+    cells : ndarray
+        One cell ``(C, Z, Y, X)`` or a batch ``(N, C, Z, Y, X)``.
+
+    Returns
+    -------
+    ndarray
+        ``(C, Y, X)`` or ``(N, C, Y, X)``, same dtype.
+
+    Examples
+    --------
+    >>> max_projection(np.arange(8.0).reshape(1, 2, 2, 2))[0]
+    array([[4., 5.],
+           [6., 7.]])
+    """
+    return np.max(cells, axis=-3)
+
+
 class CellDataset(Dataset):
     """Cells of the store as tensors: ``(image,)`` for the reference model, ``(target, reference, label)`` else.
+
+    Images are ``(C, Z, Y, X)``, or ``(C, Y, X)`` maximum-intensity projections along z with ``project=True``.
 
     Parameters
     ----------
@@ -77,23 +105,30 @@ class CellDataset(Dataset):
     labels : sequence of int, optional
         Structure class of each served cell (required for the target model).
     cache_in_memory : bool
-        Read the served cells once into memory; otherwise each item is read from the store when needed (the
-        store is opened lazily in each loader worker).
+        Read the served cells once into memory (projected, with ``project``); otherwise each item is read from the
+        store when needed (the store is opened lazily in each loader worker).
+    project : bool
+        Serve maximum-intensity projections along z (for 2D models) instead of the 3D cells.
     """
 
     def __init__(self, store: str | Path, indices: np.ndarray, *, kind: ModelKind, labels: np.ndarray | None = None,
-                 cache_in_memory: bool = False) -> None:
+                 cache_in_memory: bool = False, project: bool = False) -> None:
         if kind == "target" and labels is None:
             raise ValueError("the target model's dataset needs structure labels")
         self.store, self.indices, self.kind = str(store), np.asarray(indices, dtype=np.int64), kind
         self.labels = None if labels is None else torch.tensor(np.asarray(labels), dtype=torch.long)
         self._channels = list(REFERENCE_CHANNELS) + ([STRUCTURE_CHANNEL] if kind == "target" else [])
+        self.project = project
         self._array = None
         self._cache = None
         if cache_in_memory and len(self.indices):
             order = np.argsort(self.indices)
-            cache = np.empty((len(self.indices), len(self._channels), *self._open().shape[2:]), dtype=np.float32)
-            cache[order] = self._open().get_orthogonal_selection((self.indices[order], self._channels))
+            spatial = self.crop_shape[1:] if project else self.crop_shape
+            cache = np.empty((len(self.indices), len(self._channels), *spatial), dtype=np.float32)
+            for start in range(0, len(order), _CACHE_BLOCK):  # bounded memory while projecting
+                block = order[start:start + _CACHE_BLOCK]
+                cells = self._open().get_orthogonal_selection((self.indices[block], self._channels))
+                cache[block] = max_projection(cells) if project else cells
             self._cache = torch.from_numpy(cache)
 
     def _open(self):
@@ -102,6 +137,11 @@ class CellDataset(Dataset):
 
             self._array = zarr.open_array(Path(self.store) / "0", mode="r")
         return self._array
+
+    @property
+    def crop_shape(self) -> tuple[int, ...]:
+        """``(Z, Y, X)`` of the store's cells (before any projection)."""
+        return tuple(int(s) for s in self._open().shape[2:])
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -113,7 +153,8 @@ class CellDataset(Dataset):
         if self._cache is not None:
             cell = self._cache[item]
         else:
-            cell = torch.from_numpy(np.array(self._open()[int(self.indices[item])][self._channels], np.float32))
+            cell = np.array(self._open()[int(self.indices[item])][self._channels], np.float32)
+            cell = torch.from_numpy(max_projection(cell) if self.project else cell)
         if self.kind == "reference":
             return (cell,)
         return cell[2:3], cell[:2], self.labels[item]
@@ -124,8 +165,28 @@ def structure_classes(cells: pd.DataFrame) -> list[str]:
     return sorted(cells["structure"].unique())
 
 
-def model_config(kind: ModelKind, settings: TrainSettings, image_shape: tuple[int, ...], n_classes: int) -> VAEConfig:
-    """The network shape of one model for the crops of a store."""
+def model_config(kind: ModelKind, settings: TrainSettings, crop_shape: tuple[int, ...], n_classes: int) -> VAEConfig:
+    """The network shape of one model for the crops of a store.
+
+    Parameters
+    ----------
+    kind : {"reference", "target"}
+        Which model.
+    settings : TrainSettings
+        Widths, latent size and ``ndim`` (2: a 2D network on maximum projections along z).
+    crop_shape : tuple of int
+        ``(Z, Y, X)`` voxels of the store's cells.
+    n_classes : int
+        Structure classes the target model is conditioned on.
+
+    Returns
+    -------
+    VAEConfig
+        3D on ``(Z, Y, X)`` or 2D on ``(Y, X)``.
+    """
+    if len(crop_shape) != 3:
+        raise ValueError(f"crop_shape must be (Z, Y, X), got {crop_shape}")
+    image_shape = tuple(crop_shape) if settings.ndim == 3 else tuple(crop_shape[1:])
     if kind == "reference":
         return VAEConfig(image_shape=image_shape, channels=len(REFERENCE_CHANNELS), widths=settings.widths,
                          latent_dim=settings.latent_dim)
@@ -214,13 +275,12 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
             raise ValueError(f"{cells}: the {split} split holds {len(rows)} cell(s); at least 2 are needed")
         labels = rows["structure"].map(label_of).to_numpy()
         dataset = CellDataset(store, rows["store_index"].to_numpy(), kind=kind, labels=labels,
-                              cache_in_memory=settings.cache_in_memory)
+                              cache_in_memory=settings.cache_in_memory, project=settings.ndim == 2)
         generator = torch.Generator().manual_seed(settings.seed)
         loaders[split] = DataLoader(dataset, batch_size=min(settings.batch_size, len(dataset)),
                                     shuffle=split == "train", drop_last=split == "train", generator=generator,
                                     num_workers=settings.num_workers, persistent_workers=settings.num_workers > 0)
-    image_shape = tuple(int(s) for s in loaders["train"].dataset[0][0].shape[1:])
-    config = model_config(kind, settings, image_shape, len(structures))
+    config = model_config(kind, settings, loaders["train"].dataset.crop_shape, len(structures))
 
     L.seed_everything(settings.seed, workers=True, verbose=False)
     module = _lightning_module()(kind, asdict(config), structures, settings.beta, settings.learning_rate,

@@ -77,6 +77,47 @@ def test_training_writes_best_checkpoint_and_metrics_deterministically(tmp_path,
     torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
 
 
+def test_dataset_serves_max_projections_cached_or_streamed(tiny_store):
+    cells = zarr.open_array(tiny_store / "cells.zarr" / "0", mode="r")[:]
+    indices, labels = np.array([5, 2, 9]), np.array([1, 0, 1])
+    streamed, cached = (train.CellDataset(tiny_store / "cells.zarr", indices, kind="target", labels=labels,
+                                          cache_in_memory=cache, project=True) for cache in (False, True))
+    assert streamed.crop_shape == cached.crop_shape == (8, 8, 16)
+    for item, index in enumerate(indices):
+        target, reference, label = streamed[item]
+        assert target.shape == (1, 8, 16) and reference.shape == (2, 8, 16) and label == labels[item]
+        np.testing.assert_array_equal(target[0].numpy(), cells[index, 2].max(axis=0))
+        np.testing.assert_array_equal(reference.numpy(), cells[index, :2].max(axis=1))
+        for streamed_part, cached_part in zip(streamed[item], cached[item], strict=True):
+            torch.testing.assert_close(streamed_part, cached_part, rtol=0, atol=0)
+
+
+def test_model_config_projects_the_crop_for_2d_models():
+    flat = dataclasses.replace(TINY, ndim=2)
+    assert train.model_config("reference", flat, (8, 8, 16), 2).image_shape == (8, 16)
+    assert train.model_config("target", TINY, (8, 8, 16), 2).image_shape == (8, 8, 16)
+    with pytest.raises(ValueError, match="Z, Y, X"):
+        train.model_config("reference", flat, (8, 16), 2)
+    assert flat.fingerprint("reference") != TINY.fingerprint("reference")
+
+
+@pytest.mark.parametrize("kind", ["reference", "target"])
+def test_2d_models_train_on_max_projections_and_reload(tmp_path, tiny_store, kind):
+    settings = dataclasses.replace(TINY, ndim=2, epochs=1, cache_in_memory=True)
+    history = train.train_model(kind, store=tiny_store / "cells.zarr", cells=tiny_store / "cells.parquet",
+                                settings=settings, checkpoint=tmp_path / "best.ckpt", metrics=tmp_path / "metrics.csv",
+                                workdir=tmp_path / "work")
+    assert list(history["epoch"]) == [0] and np.isfinite(history["val_elbo"]).all()
+    model, hparams = train.load_model(tmp_path / "best.ckpt")
+    assert model.config.ndim == 2 and tuple(hparams["config"]["image_shape"]) == (8, 16)
+    cells = train.CellDataset(tiny_store / "cells.zarr", np.arange(20, 24), kind=kind, labels=np.array([0, 1] * 2),
+                              project=True)
+    batch = [torch.stack(parts) for parts in zip(*(cells[i] for i in range(len(cells))), strict=True)]
+    with torch.no_grad():
+        output = model(*batch)
+    assert output.reconstruction.shape == batch[0].shape == (4, 1 if kind == "target" else 2, 8, 16)
+
+
 def test_a_killed_training_run_resumes_from_its_last_epoch(tmp_path, tiny_store):
     settings = dataclasses.asdict(dataclasses.replace(TINY, epochs=40))
     command = [sys.executable, "-m", "statcell", "train-reference", "--settings",
