@@ -76,6 +76,21 @@ def test_paper_parameter_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _n_parameters(reference_2d) == 22_279_054
 
 
+def test_paper2d_preset_builds_the_paper_2d_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """config/paper2d.yaml's crops and training section give the 2D reference model the paper counts (22,279,054)."""
+    from statcell.config import DEFAULT_CONFIG_PATH, load_config
+    from statcell.train import TrainSettings, model_config
+
+    monkeypatch.setattr(parametrizations._SpectralNorm, "_power_method", lambda *args: None, raising=False)
+    config = load_config(DEFAULT_CONFIG_PATH.parent / "paper2d.yaml")
+    settings = TrainSettings.from_config(config["training"])
+    crop_shape = tuple(config["crop"]["shape"][axis] for axis in "zyx")
+    with torch.device("meta"):
+        reference = ReferenceVAE(model_config("reference", settings, crop_shape, 24))
+    assert reference.config.image_shape == (96, 160) and reference.config.channels == 2
+    assert _n_parameters(reference) == 22_279_054
+
+
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_reference_shapes(ndim: int) -> None:
     config = _tiny_config(ndim, "reference")
