@@ -9,6 +9,69 @@
 # --- end generation and features ---
 
 # --- beta sweep ---
+from statcell.analysis import beta_sweep
+
+BETA_SWEEP_DIR = "results/analysis/beta_sweep"
+
+
+def beta_sweep_training_json(wildcards):
+    """Settings of sweep model `index`: the `training` section with ndim 2, β = index / (count - 1) and the sweep's
+    epochs, as JSON for the rule's params."""
+    section = beta_sweep.training_section(config["training"], sweep=config["beta_sweep"], index=int(wildcards.index))
+    return json.dumps(section, sort_keys=True)
+
+
+def beta_sweep_checkpoints(wildcards=None):
+    return expand(rules.train_beta_sweep.output.checkpoint, index=range(config["beta_sweep"]["count"]))
+
+
+use rule train_reference as train_beta_sweep with:
+    output:
+        checkpoint="results/beta_sweep/beta_{index}.ckpt",
+        metrics="results/beta_sweep/beta_{index}_metrics.csv",
+    params:
+        command="train-reference",
+        settings=beta_sweep_training_json,
+        workdir="results/beta_sweep/training",
+    wildcard_constraints:
+        index=r"\d+",
+    log:
+        "logs/train_beta_sweep/{index}.log",
+    benchmark:
+        "benchmarks/train_beta_sweep/{index}.tsv"
+
+
+rule analyze_beta_sweep:
+    input:
+        checkpoints=beta_sweep_checkpoints,
+        store=rules.train_reference.input.store,
+        cells=rules.train_reference.input.cells,
+    output:
+        rate_distortion=f"{BETA_SWEEP_DIR}/rate_distortion.csv",
+        kl=f"{BETA_SWEEP_DIR}/kl_per_dimension.csv",
+        regression=f"{BETA_SWEEP_DIR}/regression.csv",
+        feature_pcs=f"{BETA_SWEEP_DIR}/feature_pcs.csv",
+        features=f"{BETA_SWEEP_DIR}/features.parquet",
+        generated=f"{BETA_SWEEP_DIR}/generated.npz",
+    params:
+        settings=analysis_json(),
+        sweep=section_json("beta_sweep"),
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "logs/analyze_beta_sweep.log",
+    benchmark:
+        "benchmarks/analyze_beta_sweep.tsv"
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        f"{STATCELL} analyze-beta-sweep --settings {{params.settings:q}} --sweep-settings {{params.sweep:q}} "
+        "--checkpoints {input.checkpoints} --store {input.store} --cells {input.cells} "
+        "--rate-distortion {output.rate_distortion} --kl {output.kl} --regression {output.regression} "
+        "--feature-pcs {output.feature_pcs} --features {output.features} --generated {output.generated} "
+        "> {log} 2>&1"
 # --- end beta sweep ---
 
 # --- coupling ---

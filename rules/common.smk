@@ -137,5 +137,7 @@ def final_targets():
                 rules.measure_coupling.output.mitosis]
     targets += [rules.plot_generated_cells.output[0], rules.plot_structures_in_one_cell.output[0],
                 rules.plot_structure_examples.output[0], rules.plot_feature_violins.output.figure]
+    targets += [rules.plot_beta_rate_distortion.output.figure, rules.plot_beta_generated.output.figure,
+                rules.plot_beta_kl.output.figure, rules.plot_beta_regression.output.figure]
     # --- end analysis targets ---
     return targets

@@ -47,6 +47,111 @@ rule plot_colony_overview:
 # --- end generation and features figures ---
 
 # --- beta sweep figures ---
+rule plot_beta_rate_distortion:
+    input:
+        rate_distortion=rules.analyze_beta_sweep.output.rate_distortion,
+    output:
+        figure=report(
+            "results/figures/beta_rate_distortion.png",
+            caption="../workflow/report/beta_rate_distortion.rst",
+            category="β sweep",
+        ),
+        svg="results/figures/beta_rate_distortion.svg",
+    params:
+        settings=figure_settings("beta_rate_distortion"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_beta_rate_distortion.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-beta-rate-distortion --settings {{params.settings:q}} "
+        "--rate-distortion {input.rate_distortion} --output {output.figure} > {log} 2>&1"
+
+
+rule plot_beta_generated:
+    input:
+        generated=rules.analyze_beta_sweep.output.generated,
+        rate_distortion=rules.analyze_beta_sweep.output.rate_distortion,
+        store=rules.analyze_beta_sweep.input.store,
+        cells=rules.analyze_beta_sweep.input.cells,
+    output:
+        figure=report(
+            "results/figures/beta_generated.png",
+            caption="../workflow/report/beta_generated.rst",
+            category="β sweep",
+        ),
+    params:
+        settings=figure_settings("beta_generated"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/plot_beta_generated.log",
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        f"{STATCELL} plot-beta-generated --settings {{params.settings:q}} --generated {{input.generated}} "
+        "--rate-distortion {input.rate_distortion} --store {input.store} --cells {input.cells} "
+        "--output {output.figure} > {log} 2>&1"
+
+
+rule plot_beta_kl:
+    input:
+        kl=rules.analyze_beta_sweep.output.kl,
+    output:
+        figure=report(
+            "results/figures/beta_kl.png",
+            caption="../workflow/report/beta_kl.rst",
+            category="β sweep",
+        ),
+        svg="results/figures/beta_kl.svg",
+    params:
+        settings=figure_settings("beta_kl"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_beta_kl.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-beta-kl --settings {{params.settings:q}} --kl {{input.kl}} --output {{output.figure}} "
+        "> {log} 2>&1"
+
+
+rule plot_beta_regression:
+    input:
+        kl=rules.analyze_beta_sweep.output.kl,
+        regression=rules.analyze_beta_sweep.output.regression,
+        feature_pcs=rules.analyze_beta_sweep.output.feature_pcs,
+    output:
+        figure=report(
+            "results/figures/beta_regression.png",
+            caption="../workflow/report/beta_regression.rst",
+            category="β sweep",
+        ),
+        svg="results/figures/beta_regression.svg",
+    params:
+        settings=figure_settings("beta_regression"),
+        sweep=section_json("beta_sweep"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_beta_regression.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-beta-regression --settings {{params.settings:q}} --sweep-settings {{params.sweep:q}} "
+        "--kl {input.kl} --regression {input.regression} --feature-pcs {input.feature_pcs} "
+        "--output {output.figure} > {log} 2>&1"
 # --- end beta sweep figures ---
 
 # --- coupling figures ---

@@ -191,6 +191,79 @@ def _add_fov_options(parser: argparse.ArgumentParser) -> None:
 # --- end generation and features ---
 
 # --- analysis handlers: beta sweep ---
+def _sweep_settings(args: argparse.Namespace):
+    from statcell.analysis import beta_sweep
+
+    return beta_sweep.BetaSweepSettings.from_config(
+        section_settings("beta_sweep", config_path=args.config, inline_json=args.sweep_settings))
+
+
+def _figure_dpi(args: argparse.Namespace) -> int:
+    return int(section_settings("figures", config_path=args.config, inline_json=args.settings)["dpi"])
+
+
+def _analyze_beta_sweep(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell import io
+    from statcell.analysis import beta_sweep
+
+    analysis = section_settings("analysis", config_path=args.config, inline_json=args.settings)
+    result = beta_sweep.analyze_beta_sweep(
+        args.checkpoints, store=args.store, cells=pd.read_parquet(args.cells), settings=_sweep_settings(args),
+        samples=analysis["elbo_samples"], batch_size=analysis["batch_size"], generated=analysis["generated_cells"],
+        seed=analysis["seed"])
+    for table, path in ((result.rate_distortion, args.rate_distortion), (result.kl_per_dimension, args.kl),
+                        (result.regression, args.regression), (result.feature_pcs, args.feature_pcs),
+                        (result.features, args.features)):
+        io.write_table(table, path)
+    io.write_crops(args.generated, result.generated)
+    totals = result.regression[result.regression["pc"] == 0].set_index("beta")
+    for row in result.rate_distortion.itertuples():
+        log.info("β %.2f: rate %.1f nats, distortion %.1f, %d important dimensions, total R² %.3f", row.beta,
+                 row.rate, row.distortion, row.important_dims, totals.loc[row.beta, "r2"])
+
+
+def _plot_beta_rate_distortion(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell.analysis import beta_sweep
+
+    beta_sweep.plot_rate_distortion(pd.read_csv(args.rate_distortion), args.output, dpi=_figure_dpi(args))
+
+
+def _plot_beta_generated(args: argparse.Namespace) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from statcell.analysis import beta_sweep
+
+    with np.load(args.generated) as archive:
+        generated = archive["crops"]
+    cells = pd.read_parquet(args.cells)
+    test = cells[cells["split"] == beta_sweep.EVAL_SPLIT].sort_values("store_index").head(args.columns)
+    observed = beta_sweep.reference_images(args.store, test["store_index"].to_numpy(), ndim=generated.ndim - 3)
+    beta_sweep.plot_generated(generated, pd.read_csv(args.rate_distortion)["beta"].tolist(), args.output,
+                              observed=observed.numpy(), dpi=_figure_dpi(args), columns=args.columns,
+                              pixel_um=beta_sweep.store_spacing(args.store)[-1])
+
+
+def _plot_beta_kl(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell.analysis import beta_sweep
+
+    beta_sweep.plot_kl(pd.read_csv(args.kl), args.output, dpi=_figure_dpi(args))
+
+
+def _plot_beta_regression(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell.analysis import beta_sweep
+
+    beta_sweep.plot_regression(pd.read_csv(args.kl), pd.read_csv(args.regression), pd.read_csv(args.feature_pcs),
+                               args.output, threshold=_sweep_settings(args).important_kl_nats,
+                               dpi=_figure_dpi(args))
 # --- end beta sweep ---
 
 # --- analysis handlers: coupling ---
@@ -423,6 +496,45 @@ def _plot_feature_violins(args: argparse.Namespace) -> None:
     # --- end generation and features ---
 
     # --- analysis commands: beta sweep ---
+    sweep = commands.add_parser(
+        "analyze-beta-sweep", help="rate, distortion, KL per dimension and feature regression of the β sweep",
+        description="Evaluate the 2D reference models of a β sweep on the test cells' projections (rate, K-sample "
+        "distortion, ranked KL per dimension, prior samples) and regress the top PCs of the 14 features on the "
+        "important dimensions (--settings: the analysis section; fitted on training cells, R² on test cells).")
+    _add_settings_options(sweep)
+    sweep.add_argument("--sweep-settings", metavar="JSON", help="the beta_sweep config section as JSON")
+    sweep.add_argument("--checkpoints", nargs="+", required=True, help="the sweep's model checkpoints")
+    sweep.add_argument("--store", required=True, help="cells.zarr the models were trained on")
+    sweep.add_argument("--cells", required=True, help="cells.parquet beside it")
+    sweep.add_argument("--rate-distortion", required=True, help="per-model rate and distortion to write (.csv)")
+    sweep.add_argument("--kl", required=True, help="ranked KL per dimension to write (.csv)")
+    sweep.add_argument("--regression", required=True, help="R² per model and PC to write (.csv)")
+    sweep.add_argument("--feature-pcs", required=True, help="PCA loadings of the features to write (.csv)")
+    sweep.add_argument("--features", required=True, help="features and PC scores per cell to write (.parquet)")
+    sweep.add_argument("--generated", required=True, help="prior samples (models, n, 2, Y, X) to write (.npz)")
+    sweep.set_defaults(handler=_analyze_beta_sweep)
+
+    sweep_plots = {
+        "plot-beta-rate-distortion": ("rate and distortion against β (Fig 3A)", _plot_beta_rate_distortion,
+                                      ("rate_distortion",)),
+        "plot-beta-generated": ("cells generated at each β (Fig 3B/C)", _plot_beta_generated,
+                                ("generated", "rate_distortion", "store", "cells")),
+        "plot-beta-kl": ("mean KL per latent dimension across β (S6a/b)", _plot_beta_kl, ("kl",)),
+        "plot-beta-regression": ("important dimensions, feature PCA and R² per PC across β (S8)",
+                                 _plot_beta_regression, ("kl", "regression", "feature_pcs")),
+    }
+    for name, (summary, handler, inputs) in sweep_plots.items():
+        plot = commands.add_parser(name, help=summary, description=f"Draw {summary} from the analyze-beta-sweep "
+                                   "outputs (--settings: the figure's settings, e.g. dpi).")
+        _add_settings_options(plot)
+        for option in inputs:
+            plot.add_argument(f"--{option.replace('_', '-')}", required=True, help=f"the sweep's {option} file")
+        if name == "plot-beta-regression":
+            plot.add_argument("--sweep-settings", metavar="JSON", help="the beta_sweep config section as JSON")
+        if name == "plot-beta-generated":
+            plot.add_argument("--columns", type=int, default=8, help="cells shown per row (default 8)")
+        plot.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
+        plot.set_defaults(handler=handler)
     # --- end beta sweep ---
 
     # --- analysis commands: coupling ---

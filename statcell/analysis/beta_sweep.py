@@ -1,0 +1,640 @@
+"""The β sweep: 2D reference models on maximum projections, trained at β evenly spaced in [0, 1] (paper Fig 3, S6, S8).
+
+For each model, on the test cells (projected along z as in training):
+
+- rate and distortion, the two terms of the ELBO (paper Fig 3A): the mean KL of ``q(z | x)`` from the prior, and the
+  mean sum of squared reconstruction errors averaged over K latent draws (``analysis.elbo_samples``);
+- the mean KL of every latent dimension, ranked (S6, S8a); dimensions above ``beta_sweep.important_kl_nats`` (0.6
+  nats in the paper) are *important*;
+- cells generated from the prior (Fig 3C), the same latent draws for every β.
+
+Then the feature regression (S8b–d): the 14 features of the real cells' projections are z-scored and reduced by PCA,
+and a linear regression from the important dimensions' latent means predicts each of the top
+``beta_sweep.feature_pcs`` PCs. Unlike the original code, which fitted on every row (test cells included), the
+z-scoring, the PCA, the choice of important dimensions and the regression are all fitted on the training cells
+alone; R² is measured on the test cells only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the workflow's rule files load fast
+    import torch
+
+#: Splits the analysis reads: the regression is fitted on ``train`` and scored on ``test``.
+FIT_SPLIT, EVAL_SPLIT = "train", "test"
+
+
+@dataclass(frozen=True)
+class BetaSweepSettings:
+    """The ``beta_sweep`` section of the configuration (see the schema for each field)."""
+
+    count: int
+    epochs: int
+    important_kl_nats: float
+    feature_pcs: int
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> BetaSweepSettings:
+        """Build settings from the validated ``beta_sweep`` config section."""
+        return cls(**{name: section[name] for name in cls.__dataclass_fields__})
+
+
+def beta_values(count: int) -> np.ndarray:
+    """The sweep's β values, ``index / (count - 1)`` for ``index = 0 .. count - 1``.
+
+    Examples
+    --------
+    >>> beta_values(5).tolist()
+    [0.0, 0.25, 0.5, 0.75, 1.0]
+    """
+    if count < 2:
+        raise ValueError(f"a β sweep needs at least 2 values, got {count}")
+    return np.arange(count) / (count - 1)
+
+
+def training_section(training: Mapping, *, sweep: Mapping, index: int) -> dict:
+    """The ``training`` config section of sweep model ``index``: 2D, its β, and the sweep's epoch count.
+
+    Parameters
+    ----------
+    training : mapping
+        The validated ``training`` section; every other setting (widths, latent size, optimizer, seed) is kept.
+    sweep : mapping
+        The validated ``beta_sweep`` section.
+    index : int
+        Position of the model on the β grid, ``0 .. count - 1``.
+
+    Returns
+    -------
+    dict
+        A new ``training`` section.
+
+    Examples
+    --------
+    >>> section = training_section({"ndim": 3, "beta": 0.5, "epochs": 10, "latent_dim": 32},
+    ...                            sweep={"count": 5, "epochs": 20}, index=1)
+    >>> section["ndim"], section["beta"], section["epochs"], section["latent_dim"]
+    (2, 0.25, 20, 32)
+    """
+    betas = beta_values(sweep["count"])
+    if not 0 <= index < len(betas):
+        raise ValueError(f"sweep index {index} is outside 0 .. {len(betas) - 1}")
+    return {**training, "ndim": 2, "beta": float(betas[index]), "epochs": sweep["epochs"]}
+
+
+class Evaluation(NamedTuple):
+    """One model on a set of cells: latent means ``(N, D)``, KL per cell and dimension ``(N, D)``, and the K-draw
+    mean sum of squared errors per cell ``(N,)``."""
+
+    mean: np.ndarray
+    kl: np.ndarray
+    distortion: np.ndarray
+
+
+def evaluate(model: torch.nn.Module, images: torch.Tensor, *, samples: int, batch_size: int,
+             generator: torch.Generator | None = None) -> Evaluation:
+    """Encode images with a reference model and measure its rate and distortion per cell.
+
+    Parameters
+    ----------
+    model : ReferenceVAE
+        A trained model in eval mode.
+    images : Tensor
+        ``(N, C, Y, X)`` (or 3D) images as the model was trained on.
+    samples : int
+        Latent draws K averaged in the distortion.
+    batch_size : int
+        Cells per forward pass (memory only).
+    generator : torch.Generator, optional
+        Source of the latent draws.
+
+    Returns
+    -------
+    Evaluation
+    """
+    import torch
+
+    from statcell.models.loss import elbo_estimate, kl_per_dimension
+
+    means, kls, errors = [], [], []
+    with torch.no_grad():
+        for batch in torch.split(images, batch_size):
+            code = model.encode(batch)
+            _, error, _ = elbo_estimate(lambda code=code: code, model.decode, batch, samples=samples,
+                                        generator=generator)
+            means.append(code.mean)
+            kls.append(kl_per_dimension(code.mean, code.log_var))
+            errors.append(error)
+    return Evaluation(torch.cat(means).numpy(), torch.cat(kls).numpy(), torch.cat(errors).numpy())
+
+
+def ranked_kl(kl: np.ndarray) -> pd.DataFrame:
+    """Mean KL of each latent dimension over cells, ranked from the largest.
+
+    Parameters
+    ----------
+    kl : ndarray
+        KL per cell and dimension, ``(N, D)``.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``rank`` (0 = largest), ``dimension`` (index in the latent vector) and ``kl`` (nats).
+
+    Examples
+    --------
+    >>> ranked_kl(np.array([[0.1, 2.0, 0.5], [0.3, 1.0, 0.5]])).to_dict("list")
+    {'rank': [0, 1, 2], 'dimension': [1, 2, 0], 'kl': [1.5, 0.5, 0.2]}
+    """
+    mean = kl.mean(axis=0)
+    order = np.argsort(-mean, kind="stable")
+    return pd.DataFrame({"rank": np.arange(len(order)), "dimension": order, "kl": mean[order]})
+
+
+def important_dimensions(kl: np.ndarray, *, threshold: float) -> np.ndarray:
+    """Latent dimensions whose mean KL over cells exceeds ``threshold`` nats, from the largest mean KL down.
+
+    Examples
+    --------
+    >>> important_dimensions(np.array([[0.1, 2.0, 0.7], [0.3, 1.0, 0.7]]), threshold=0.6).tolist()
+    [1, 2]
+    """
+    ranking = ranked_kl(kl)
+    return ranking.loc[ranking["kl"] > threshold, "dimension"].to_numpy()
+
+
+class FeaturePCA(NamedTuple):
+    """Z-scoring and PCA of the features, fitted on the training cells.
+
+    ``center`` and ``scale`` ``(F,)`` z-score the features; ``components`` ``(P, F)`` are the loadings of the top P
+    PCs and ``explained_variance_ratio`` ``(P,)`` their share of the training cells' variance.
+    """
+
+    center: np.ndarray
+    scale: np.ndarray
+    components: np.ndarray
+    explained_variance_ratio: np.ndarray
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """PC scores ``(N, P)`` of features ``(N, F)``."""
+        return ((features - self.center) / self.scale) @ self.components.T
+
+
+def fit_feature_pca(features: np.ndarray, *, components: int) -> FeaturePCA:
+    """Z-score features and fit their PCA.
+
+    Parameters
+    ----------
+    features : ndarray
+        ``(N, F)`` features of the fitting cells (no NaN).
+    components : int
+        PCs kept (at most ``min(N, F)``).
+
+    Returns
+    -------
+    FeaturePCA
+        Constant features are centred but not scaled.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(features)
+    pca = PCA(n_components=min(components, *features.shape)).fit(scaler.transform(features))
+    return FeaturePCA(scaler.mean_, scaler.scale_, pca.components_, pca.explained_variance_ratio_)
+
+
+class Regression(NamedTuple):
+    """Linear maps from latent means to PC scores, fitted on one set of cells and scored on another.
+
+    ``coefficients`` ``(P, D)`` and ``intercepts`` ``(P,)``, one regression per PC; ``r2`` ``(P,)`` the coefficient
+    of determination of each PC on the scoring cells.
+    """
+
+    coefficients: np.ndarray
+    intercepts: np.ndarray
+    r2: np.ndarray
+
+
+def fit_regression(latent_fit: np.ndarray, scores_fit: np.ndarray, latent_eval: np.ndarray,
+                   scores_eval: np.ndarray) -> Regression:
+    """Least-squares regression of each PC on the latent dimensions, fitted on one set of cells, scored on another.
+
+    Parameters
+    ----------
+    latent_fit, scores_fit : ndarray
+        ``(N, D)`` latent means and ``(N, P)`` PC scores of the fitting cells. ``D`` may be 0 (no important
+        dimension): each PC is then predicted by its mean over the fitting cells.
+    latent_eval, scores_eval : ndarray
+        The same for the scoring cells, which never enter the fit.
+
+    Returns
+    -------
+    Regression
+        R² is ``1 - SS_res / SS_tot`` on the scoring cells (negative when worse than their own mean).
+
+    Examples
+    --------
+    >>> z = np.arange(6.0)[:, None]
+    >>> fit = fit_regression(z[:4], 2 * z[:4] + 1, z[4:], 2 * z[4:] + 1)
+    >>> np.round(fit.coefficients, 6).tolist(), np.round(fit.r2, 6).tolist()
+    ([[2.0]], [1.0])
+    """
+    from sklearn.metrics import r2_score
+
+    design = np.column_stack([np.ones(len(latent_fit)), latent_fit])
+    solution, *_ = np.linalg.lstsq(design, scores_fit, rcond=None)
+    predicted = np.column_stack([np.ones(len(latent_eval)), latent_eval]) @ solution
+    r2 = np.atleast_1d(r2_score(scores_eval, predicted, multioutput="raw_values"))
+    return Regression(coefficients=solution[1:].T, intercepts=solution[0], r2=r2)
+
+
+def store_spacing(store: str | Path) -> tuple[float, float, float]:
+    """Voxel size ``(z, y, x)`` in µm of a ``cells.zarr`` store, from its OME-NGFF scale."""
+    import zarr
+
+    multiscale = zarr.open_group(store, mode="r").attrs["ome"]["multiscales"][0]
+    scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
+    return tuple(float(value) for value in scale[-3:])
+
+
+def reference_images(store: str | Path, indices: np.ndarray, *, ndim: int) -> torch.Tensor:
+    """Membrane and DNA images of cells of a store, as a model of ``ndim`` spatial dimensions was trained on.
+
+    Parameters
+    ----------
+    store : path
+        ``cells.zarr``.
+    indices : ndarray of int
+        Store indices.
+    ndim : {2, 3}
+        3: the stored ``(N, 2, Z, Y, X)`` volumes; 2: their maximum projections along z, ``(N, 2, Y, X)``.
+
+    Returns
+    -------
+    Tensor
+        float32 images, in the order of ``indices``.
+    """
+    import torch
+
+    from statcell.train import CellDataset
+
+    dataset = CellDataset(store, indices, kind="reference", cache_in_memory=True, project=ndim == 2)
+    if not len(dataset):
+        return torch.empty(0)
+    return torch.stack([dataset[item][0] for item in range(len(dataset))])
+
+
+class SweepResult(NamedTuple):
+    """The tables and generated cells of a β sweep (see :func:`analyze_beta_sweep`)."""
+
+    rate_distortion: pd.DataFrame
+    kl_per_dimension: pd.DataFrame
+    regression: pd.DataFrame
+    feature_pcs: pd.DataFrame
+    features: pd.DataFrame
+    generated: np.ndarray
+
+
+def _cell_features(store: str | Path, cells: pd.DataFrame, images: torch.Tensor, *, pca_components: int
+                   ) -> tuple[pd.DataFrame, FeaturePCA]:
+    """Features and PC scores of the real cells' projections, with the PCA fitted on the training cells."""
+    from statcell.analysis.features import FEATURE_NAMES, feature_table
+
+    spacing = store_spacing(store)[-(images.ndim - 2):]
+    features = feature_table(images.numpy(), spacing=spacing)
+    names = list(FEATURE_NAMES)
+    complete = features[names].notna().all(axis=1).to_numpy()
+    fit_rows = complete & (cells["split"].to_numpy() == FIT_SPLIT)
+    pca = fit_feature_pca(features.loc[fit_rows, names].to_numpy(), components=pca_components)
+    scores = np.full((len(features), len(pca.components)), np.nan)
+    scores[complete] = pca.transform(features.loc[complete, names].to_numpy())
+    table = pd.concat([cells[["cell_id", "split"]].reset_index(drop=True), features,
+                       pd.DataFrame(scores, columns=[f"pc_{k + 1}" for k in range(scores.shape[1])])], axis=1)
+    return table, pca
+
+
+def analyze_beta_sweep(checkpoints: Sequence[str | Path], *, store: str | Path, cells: pd.DataFrame,
+                       settings: BetaSweepSettings, samples: int, batch_size: int, generated: int,
+                       seed: int) -> SweepResult:
+    """Rate, distortion, KL per dimension, generated cells and feature regression of every model of a β sweep.
+
+    Parameters
+    ----------
+    checkpoints : sequence of path
+        The sweep's trained 2D reference models (any order; tables are sorted by β).
+    store : path
+        ``cells.zarr`` the models were trained on.
+    cells : DataFrame
+        ``cells.parquet`` beside it; its ``train`` cells fit the feature PCA and the regressions, its ``test``
+        cells give rate, distortion, KL and R².
+    settings : BetaSweepSettings
+        Threshold of important dimensions and number of feature PCs.
+    samples : int
+        Latent draws K of the distortion estimate.
+    batch_size : int
+        Cells per forward pass (memory only).
+    generated : int
+        Cells drawn from each model's prior; every model decodes the same latent draws when the latent sizes agree.
+    seed : int
+        Seed of the latent draws.
+
+    Returns
+    -------
+    SweepResult
+        ``rate_distortion``: one row per model (``beta, rate, distortion, elbo, important_dims, latent_dim``), rate
+        and distortion in nats and squared intensity units, means over test cells; ``kl_per_dimension``: ranked
+        mean KL per dimension of each model on the train and test cells (``beta, split, rank, dimension, kl``);
+        ``regression``: one row per model and PC (``beta, pc, r2, explained_variance_ratio, dimensions,
+        fit_cells, scored_cells``), R² on the test cells, and a ``pc = 0`` row per model whose ``r2`` is the
+        variance-weighted total ``sum_k r2_k * ratio_k`` (the paper's black dotted line, S8d);
+        ``feature_pcs``: loadings (``pc, feature, loading, explained_variance_ratio``); ``features``: the 14
+        features and PC scores of every train and test cell; ``generated``: ``(models, generated, 2, Y, X)``.
+    """
+    import torch
+
+    from statcell.analysis.features import FEATURE_NAMES
+    from statcell.train import load_model
+
+    chosen = cells[cells["split"].isin([FIT_SPLIT, EVAL_SPLIT])].reset_index(drop=True)
+    splits = chosen["split"].to_numpy()
+    models = sorted((load_model(path) for path in checkpoints), key=lambda loaded: loaded[1]["beta"])
+    ndims = {len(hparams["config"]["image_shape"]) for _, hparams in models}
+    if len(ndims) != 1:
+        raise ValueError(f"the sweep's models mix {sorted(ndims)}-dimensional inputs")
+    images = reference_images(store, chosen["store_index"].to_numpy(), ndim=ndims.pop())
+    features, pca = _cell_features(store, chosen, images, pca_components=settings.feature_pcs)
+    scores = features[[f"pc_{k + 1}" for k in range(len(pca.components))]].to_numpy()
+    scored = ~np.isnan(scores).any(axis=1)
+    fit_rows, eval_rows = scored & (splits == FIT_SPLIT), scored & (splits == EVAL_SPLIT)
+
+    test, threshold = splits == EVAL_SPLIT, settings.important_kl_nats
+    summary, kl_tables, regressions, samples_out = [], [], [], []
+    for model, hparams in models:
+        beta = float(hparams["beta"])
+        result = evaluate(model, images, samples=samples, batch_size=batch_size,
+                          generator=torch.Generator().manual_seed(seed))
+        for split in (FIT_SPLIT, EVAL_SPLIT):
+            kl_tables.append(ranked_kl(result.kl[splits == split]).assign(beta=beta, split=split))
+        rate, distortion = float(result.kl[test].sum(axis=1).mean()), float(result.distortion[test].mean())
+        summary.append({"beta": beta, "rate": rate, "distortion": distortion, "elbo": -(rate + distortion),
+                        "important_dims": len(important_dimensions(result.kl[test], threshold=threshold)),
+                        "latent_dim": result.kl.shape[1], "test_cells": int(test.sum())})
+        dims = important_dimensions(result.kl[splits == FIT_SPLIT], threshold=threshold)
+        fit = fit_regression(result.mean[fit_rows][:, dims], scores[fit_rows], result.mean[eval_rows][:, dims],
+                             scores[eval_rows])
+        ratio = pca.explained_variance_ratio
+        regressions.append(pd.DataFrame({
+            "beta": beta, "pc": np.arange(len(fit.r2) + 1), "r2": [float(fit.r2 @ ratio), *fit.r2],
+            "explained_variance_ratio": [float(ratio.sum()), *ratio], "dimensions": len(dims),
+            "fit_cells": int(fit_rows.sum()), "scored_cells": int(eval_rows.sum())}))
+        with torch.no_grad():
+            samples_out.append(model.sample(generated, generator=torch.Generator().manual_seed(seed)).numpy())
+
+    loadings = pd.DataFrame([{"pc": k + 1, "feature": name, "loading": float(pca.components[k, f]),
+                              "explained_variance_ratio": float(pca.explained_variance_ratio[k])}
+                             for k in range(len(pca.components)) for f, name in enumerate(FEATURE_NAMES)])
+    kl_table = pd.concat(kl_tables, ignore_index=True)[["beta", "split", "rank", "dimension", "kl"]]
+    return SweepResult(pd.DataFrame(summary), kl_table, pd.concat(regressions, ignore_index=True), loadings,
+                       features, np.stack(samples_out))
+
+
+#: Colour map of β in every sweep figure (β = 0 dark blue, β = 1 yellow, as in the paper).
+BETA_COLORMAP = "viridis"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _beta_colours(betas: np.ndarray):
+    """A scalar mappable of β on [0, 1] (for colour bars) and the colour of each β."""
+    from matplotlib import cm, colors
+
+    mappable = cm.ScalarMappable(norm=colors.Normalize(0.0, 1.0), cmap=BETA_COLORMAP)
+    return mappable, [mappable.to_rgba(beta) for beta in betas]
+
+
+def _save(figure, output: str | Path, *, dpi: int, vector: bool = True) -> None:
+    """Write a figure as PNG and, for plots (``vector``), as SVG beside it."""
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=dpi)
+    if vector:
+        figure.savefig(Path(output).with_suffix(".svg"))
+    _pyplot().close(figure)
+
+
+def plot_rate_distortion(rate_distortion: pd.DataFrame, output: str | Path, *, dpi: int) -> None:
+    """Rate and distortion on the test cells against β, and rate against distortion (paper Fig 3A).
+
+    Parameters
+    ----------
+    rate_distortion : DataFrame
+        The ``rate_distortion`` table of :func:`analyze_beta_sweep`.
+    output : path
+        PNG to write; an SVG is written beside it.
+    dpi : int
+        Resolution of the PNG.
+    """
+    plt = _pyplot()
+    table = rate_distortion.sort_values("beta")
+    mappable, colours = _beta_colours(table["beta"].to_numpy())
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4.0), constrained_layout=True)
+    for axis, column, label in ((axes[0], "rate", "rate: mean KL(q(z|x) ‖ p(z)) (nats)"),
+                                (axes[1], "distortion", "distortion: mean SSE (intensity²)")):
+        axis.plot(table["beta"], table[column], color="0.6", zorder=1)
+        axis.scatter(table["beta"], table[column], c=colours, s=40, zorder=2, edgecolors="k", linewidths=0.5)
+        axis.set_xlabel("β")
+        axis.set_ylabel(label)
+        axis.set_title(f"{column.capitalize()} against β")
+    axis = axes[2]
+    axis.plot(table["distortion"], table["rate"], color="0.6", zorder=1)
+    axis.scatter(table["distortion"], table["rate"], c=colours, s=40, zorder=2, edgecolors="k", linewidths=0.5)
+    best = table.loc[table["elbo"].idxmax()]
+    total = best["rate"] + best["distortion"]
+    span = np.linspace(0, total, 50)
+    axis.plot(span, total - span, ":", color="0.5", label=f"rate + distortion of the best ELBO (β = {best['beta']:g})")
+    axis.set_xlim(0, table["distortion"].max() * 1.08)
+    axis.set_ylim(0, table["rate"].max() * 1.08)
+    axis.set_xlabel("distortion: mean SSE (intensity²)")
+    axis.set_ylabel("rate: mean KL (nats)")
+    axis.set_title("Rate against distortion")
+    axis.legend(fontsize=8, loc="upper right")
+    figure.colorbar(mappable, ax=axis, label="β")
+    figure.suptitle(f"β sweep of 2D reference models: the two ELBO terms on {int(table['test_cells'].iloc[0])} "
+                    "test cells")
+    _save(figure, output, dpi=dpi)
+
+
+def _projection_rgb(image: np.ndarray) -> np.ndarray:
+    """Membrane and DNA of a 2D ``(2, Y, X)`` image (or a 3D one, max-projected) as an RGB composite, clipped to
+    [0, 1] without rescaling so intensities compare across panels."""
+    from statcell.figures import composite
+
+    planes = np.clip(image if image.ndim == 3 else image.max(axis=1), 0.0, 1.0)
+    return composite({"membrane": planes[0], "dna": planes[1]})
+
+
+def plot_generated(generated: np.ndarray, betas: Sequence[float], output: str | Path, *, observed: np.ndarray,
+                   dpi: int, columns: int = 8, pixel_um: float | None = None) -> None:
+    """Observed cells, then cells generated from the prior of each model, one row per β (paper Fig 3B, 3C).
+
+    Parameters
+    ----------
+    generated : ndarray
+        ``(models, n, 2, Y, X)`` generated membrane and DNA images, rows in the order of ``betas``.
+    betas : sequence of float
+        β of each row.
+    output : path
+        PNG to write.
+    observed : ndarray
+        ``(m, 2, Y, X)`` real cells shown in the first row.
+    dpi : int
+        Resolution of the PNG.
+    columns : int
+        Cells shown per row.
+    pixel_um : float, optional
+        Pixel size, for a scale bar.
+    """
+    if len(generated) != len(betas):
+        raise ValueError(f"{len(generated)} rows of generated cells but {len(betas)} β values")
+    plt = _pyplot()
+    columns = min(columns, generated.shape[1])
+    rows = [("observed\n(test cells)", observed[:columns])]
+    rows += [(f"β = {beta:.2f}", images[:columns]) for beta, images in zip(betas, generated)]
+    height, width = generated.shape[-2:]
+    figure, axes = plt.subplots(len(rows), columns, squeeze=False,
+                                figsize=(1.2 + 1.3 * columns * width / height, 1.3 * len(rows) + 0.8))
+    for row, (label, images) in zip(axes, rows):
+        for column, axis in enumerate(row):
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column < len(images):
+                axis.imshow(_projection_rgb(images[column]))
+            else:
+                axis.set_axis_off()
+        row[0].set_ylabel(label, fontsize=9)
+    if pixel_um:
+        axis = axes[0, 0]
+        length = 5.0
+        axis.plot([1, 1 + length / pixel_um], [height - 2] * 2, color="white", linewidth=2)
+        axis.text(1, height - 3, f"{length:g} µm", color="white", fontsize=6)
+    figure.suptitle("Cells generated from the prior of each 2D reference model (same latent draws in every row)\n"
+                    "maximum projections: membrane (magenta), DNA (blue)", fontsize=10)
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.7 / figure.get_figheight()))
+    _save(figure, output, dpi=dpi, vector=False)
+
+
+def _plot_ranked_kl(axis, kl_per_dimension: pd.DataFrame, *, threshold: float | None) -> None:
+    """Mean KL of each test-cell latent dimension against its rank, one line per β."""
+    table = kl_per_dimension[kl_per_dimension["split"] == EVAL_SPLIT]
+    betas = np.sort(table["beta"].unique())
+    mappable, colours = _beta_colours(betas)
+    for beta, colour in zip(betas, colours):
+        rows = table[table["beta"] == beta].sort_values("rank")
+        axis.plot(rows["rank"] + 1, rows["kl"].clip(lower=1e-4), color=colour, marker=".", markersize=3)
+    if threshold is not None:
+        axis.axhline(threshold, color="k", linestyle="--", linewidth=1, label=f"{threshold:g} nats: important")
+        axis.legend(fontsize=8, loc="upper right")
+    axis.set_yscale("log")
+    axis.set_xlabel("latent dimension rank (by mean KL)")
+    axis.set_ylabel("mean KL on test cells (nats)")
+    axis.figure.colorbar(mappable, ax=axis, label="β")
+
+
+def plot_kl(kl_per_dimension: pd.DataFrame, output: str | Path, *, dpi: int) -> None:
+    """Mean KL per latent dimension against β, and ranked per β (paper S6a, S6b).
+
+    Parameters
+    ----------
+    kl_per_dimension : DataFrame
+        The ``kl_per_dimension`` table of :func:`analyze_beta_sweep` (test cells are shown).
+    output : path
+        PNG to write; an SVG is written beside it.
+    dpi : int
+        Resolution of the PNG.
+    """
+    plt = _pyplot()
+    test = kl_per_dimension[kl_per_dimension["split"] == EVAL_SPLIT]
+    average = test.groupby("beta")["kl"].mean()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.0), constrained_layout=True)
+    axes[0].plot(average.index, average.to_numpy(), "o-", color="0.2")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("β")
+    axes[0].set_ylabel("mean KL per dimension (nats)")
+    axes[0].set_title("a) KL per latent dimension, averaged over dimensions")
+    _plot_ranked_kl(axes[1], kl_per_dimension, threshold=None)
+    axes[1].set_title("b) KL per latent dimension, ranked")
+    figure.suptitle("Sparsity of the 2D reference latent space across β (test cells)")
+    _save(figure, output, dpi=dpi)
+
+
+def plot_regression(kl_per_dimension: pd.DataFrame, regression: pd.DataFrame, feature_pcs: pd.DataFrame,
+                    output: str | Path, *, threshold: float, dpi: int) -> None:
+    """Important dimensions, the feature PCA and the R² of predicting each PC from them, across β (paper S8).
+
+    Parameters
+    ----------
+    kl_per_dimension, regression, feature_pcs : DataFrame
+        Tables of :func:`analyze_beta_sweep`.
+    output : path
+        PNG to write; an SVG is written beside it.
+    threshold : float
+        KL (nats) above which a dimension is important.
+    dpi : int
+        Resolution of the PNG.
+    """
+    plt = _pyplot()
+    figure, axes = plt.subplots(2, 2, figsize=(12, 8.5), constrained_layout=True)
+    _plot_ranked_kl(axes[0, 0], kl_per_dimension, threshold=threshold)
+    axes[0, 0].set_title("a) Ranked mean KL per latent dimension")
+
+    ratios = feature_pcs.groupby("pc")["explained_variance_ratio"].first()
+    axis = axes[0, 1]
+    axis.bar(ratios.index, ratios.to_numpy(), color="0.4", label="each PC")
+    axis.plot(ratios.index, ratios.cumsum().to_numpy(), "o-", color="C3", label="cumulative")
+    axis.set_xticks(ratios.index)
+    axis.set_xlabel("principal component of the 14 z-scored features")
+    axis.set_ylabel("explained variance ratio (training cells)")
+    axis.set_ylim(0, 1)
+    axis.legend(fontsize=8)
+    axis.set_title("b) Feature PCA, fitted on training cells")
+
+    loadings = feature_pcs.pivot(index="feature", columns="pc", values="loading")
+    loadings = loadings.loc[feature_pcs["feature"].drop_duplicates()]
+    axis = axes[1, 0]
+    limit = float(np.abs(loadings.to_numpy()).max())
+    image = axis.imshow(loadings.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    axis.set_xticks(range(loadings.shape[1]), [f"PC {pc}" for pc in loadings.columns])
+    axis.set_yticks(range(loadings.shape[0]), loadings.index, fontsize=8)
+    figure.colorbar(image, ax=axis, label="loading")
+    axis.set_title("c) Feature loadings of the top PCs")
+
+    axis = axes[1, 1]
+    per_pc = regression[regression["pc"] > 0]
+    for pc, rows in per_pc.groupby("pc"):
+        axis.plot(rows["beta"], rows["r2"], "o-", color=f"C{(pc - 1) % 10}", label=f"PC {pc}")
+    total = regression[regression["pc"] == 0].sort_values("beta")
+    axis.plot(total["beta"], total["r2"], "k:", marker="s", label="total: Σ R²·variance ratio")
+    axis.axhline(float(total["explained_variance_ratio"].iloc[0]), color="0.6", linewidth=0.8,
+                 label="maximum (variance of the PCs)")
+    axis.set_xlabel("β")
+    axis.set_ylabel("R² on test cells")
+    axis.legend(fontsize=8, ncol=2)
+    counts = total[["beta", "dimensions"]].to_numpy()
+    axis.set_title("d) Linear regression from the important dimensions to each PC\n"
+                   + ", ".join(f"β {beta:.2f}: {int(dims)} dims" for beta, dims in counts), fontsize=10)
+    figure.suptitle("Important latent dimensions of the 2D reference models and the features they predict")
+    _save(figure, output, dpi=dpi)
