@@ -259,7 +259,7 @@ def _grid(rows: list[tuple[str, list[np.ndarray]]], output: str | Path, *, title
     columns = max(len(panels) for _, panels in rows)
     height, width = rows[0][1][0].shape[:2]
     figure, axes = plt.subplots(len(rows), columns, squeeze=False,
-                                figsize=(1.0 + 1.1 * columns * width / height, 0.6 + 1.1 * len(rows)))
+                                figsize=(max(7.0, 1.8 + 1.5 * columns * width / height), 0.8 + 1.5 * len(rows)))
     for row, (label, panels) in enumerate(rows):
         for column in range(columns):
             axis = axes[row, column]
@@ -270,7 +270,7 @@ def _grid(rows: list[tuple[str, list[np.ndarray]]], output: str | Path, *, title
             else:
                 axis.set_axis_off()
             if row == 0 and column < len(column_titles):
-                axis.set_title(column_titles[column], fontsize=8)
+                axis.set_title(column_titles[column], fontsize=7)
         axes[row, 0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
     bar = 5.0 / pixel_um
     axes[0, 0].plot([1, 1 + bar], [height - 2] * 2, color="white", linewidth=2)
