@@ -106,6 +106,70 @@ rule measure_coupling:
 # --- end coupling ---
 
 # --- perturbation ---
+PERTURBATION_DIR = "results/analysis/perturbation"
+
+
+def drug_embeddings(model):
+    """The drug set's embeddings under a trained model (written by embed_cells)."""
+    return f"results/{synth.DRUG_DATASET}/embeddings/{model}.parquet"
+
+
+def model_dimensions(model):
+    """A model's latent dimensions ranked on the training dataset's test cells (written by embed_cells)."""
+    return f"results/{synth.MAIN_DATASET}/embeddings/{model}_dimensions.csv"
+
+
+rule drug_shifts:
+    input:
+        target=drug_embeddings("target"),
+        reference=drug_embeddings("reference"),
+        target_dimensions=model_dimensions("target"),
+        reference_dimensions=model_dimensions("reference"),
+        cells=f"results/{synth.DRUG_DATASET}/cells.parquet",
+    output:
+        f"{PERTURBATION_DIR}/shifts.csv",
+    params:
+        settings=analysis_json(),
+        min_kl=config["beta_sweep"]["important_kl_nats"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    log:
+        "logs/drug_shifts.log",
+    benchmark:
+        "benchmarks/drug_shifts.tsv"
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        f"{STATCELL} drug-shifts --settings {{params.settings:q}} --min-kl {{params.min_kl}} "
+        "--target-embeddings {input.target} --reference-embeddings {input.reference} "
+        "--target-dimensions {input.target_dimensions} --reference-dimensions {input.reference_dimensions} "
+        "--cells {input.cells} --output {output} > {log} 2>&1"
+
+
+rule drug_trajectory:
+    input:
+        embeddings=rules.drug_shifts.input.target,
+        dimensions=rules.drug_shifts.input.target_dimensions,
+        cells=rules.drug_shifts.input.cells,
+    output:
+        f"{PERTURBATION_DIR}/trajectory.csv",
+    params:
+        settings=analysis_json(),
+        min_kl=config["beta_sweep"]["important_kl_nats"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/drug_trajectory.log",
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        f"{STATCELL} drug-trajectory --settings {{params.settings:q}} --min-kl {{params.min_kl}} "
+        "--embeddings {input.embeddings} --dimensions {input.dimensions} --cells {input.cells} "
+        "--output {output} > {log} 2>&1"
 # --- end perturbation ---
 GENERATION_DIR = "results/analysis/generation"
 

@@ -199,6 +199,89 @@ use rule plot_coupling_cells as plot_coupling_structures with:
 # --- end coupling figures ---
 
 # --- perturbation figures ---
+rule plot_drug_reference_latents:
+    input:
+        embeddings=rules.drug_shifts.input.reference,
+        dimensions=rules.drug_shifts.input.reference_dimensions,
+        cells=rules.drug_shifts.input.cells,
+        shifts=rules.drug_shifts.output[0],
+    output:
+        figure=report(
+            "results/figures/drug_reference_latents.png",
+            caption="../workflow/report/drug_reference_latents.rst",
+            category="Drug perturbations",
+        ),
+        vector="results/figures/drug_reference_latents.svg",
+    params:
+        settings=figure_settings("drug_reference_latents"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_drug_reference_latents.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-drug-reference-latents --settings {{params.settings:q}} --embeddings {{input.embeddings}} "
+        "--dimensions {input.dimensions} --cells {input.cells} --shifts {input.shifts} --output {output.figure} "
+        "> {log} 2>&1"
+
+
+rule plot_drug_target_latents:
+    input:
+        embeddings=rules.drug_shifts.input.target,
+        dimensions=rules.drug_shifts.input.target_dimensions,
+        cells=rules.drug_shifts.input.cells,
+        shifts=rules.drug_shifts.output[0],
+    output:
+        figure=report(
+            "results/figures/drug_target_latents.png",
+            caption="../workflow/report/drug_target_latents.rst",
+            category="Drug perturbations",
+        ),
+        vector="results/figures/drug_target_latents.svg",
+    params:
+        settings=figure_settings("drug_target_latents"),
+        min_kl=config["beta_sweep"]["important_kl_nats"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_drug_target_latents.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-drug-target-latents --settings {{params.settings:q}} --min-kl {{params.min_kl}} "
+        "--embeddings {input.embeddings} --dimensions {input.dimensions} --cells {input.cells} "
+        "--shifts {input.shifts} --output {output.figure} > {log} 2>&1"
+
+
+rule plot_drug_trajectory:
+    input:
+        trajectory=rules.drug_trajectory.output[0],
+        shifts=rules.drug_shifts.output[0],
+        store=f"results/{synth.DRUG_DATASET}/cells.zarr",
+    output:
+        report(
+            "results/figures/drug_trajectory.png",
+            caption="../workflow/report/drug_trajectory.rst",
+            category="Drug perturbations",
+        ),
+    params:
+        settings=figure_settings("drug_trajectory"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_drug_trajectory.log",
+    conda:
+        "../envs/torch.yaml"  # reads the Zarr store
+    shell:
+        f"{STATCELL} plot-drug-trajectory --settings {{params.settings:q}} --trajectory {{input.trajectory}} "
+        "--store {input.store} --shifts {input.shifts} --output {output} > {log} 2>&1"
 # --- end perturbation figures ---
 rule plot_generated_cells:
     input:

@@ -303,6 +303,70 @@ def _plot_coupling(args: argparse.Namespace) -> None:
 # --- end coupling ---
 
 # --- analysis handlers: perturbation ---
+def _figure_dpi(args: argparse.Namespace) -> int:
+    """``figures.dpi`` from the rule's figure settings JSON (``--settings``) or a config file."""
+    settings = {} if args.settings is None else json.loads(args.settings)
+    return int(settings["dpi"]) if "dpi" in settings else section_settings("figures", config_path=args.config)["dpi"]
+
+
+def _drug_shifts(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell import io
+    from statcell.analysis import perturbation
+
+    settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
+    embeddings = {"target": pd.read_parquet(args.target_embeddings),
+                  "reference": pd.read_parquet(args.reference_embeddings)}
+    dimensions = {"target": pd.read_csv(args.target_dimensions), "reference": pd.read_csv(args.reference_dimensions)}
+    shifts = perturbation.drug_shifts(embeddings, pd.read_parquet(args.cells), dimensions, min_kl=args.min_kl,
+                                      permutations=settings["permutations"], seed=settings["seed"],
+                                      significance=settings["significance"], control=args.control)
+    io.write_table(shifts, args.output)
+    for row in shifts.itertuples():
+        log.info("%s space, %s under %s (%d vs %d cells, %d dims): distance %.3f (shuffled mean %.3f), p %.2g, "
+                 "corrected %.2g%s", row.space, row.structure, row.drug, row.n_treated, row.n_control, row.dimensions,
+                 row.distance, row.null_mean, row.p_value, row.p_bonferroni, " *" if row.significant else "")
+
+
+def _drug_trajectory(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell import io
+    from statcell.analysis import perturbation
+
+    settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
+    trajectory = perturbation.drug_trajectory(pd.read_parquet(args.embeddings), pd.read_parquet(args.cells),
+                                              pd.read_csv(args.dimensions), steps=settings["trajectory_steps"],
+                                              min_kl=args.min_kl, control=args.control)
+    io.write_table(trajectory, args.output)
+    for (structure, drug), rows in trajectory.groupby(["structure", "drug"]):
+        log.info("%s, %s: treatments along the line %s", structure, drug, rows["cell_drug"].tolist())
+
+
+def _plot_drug_latents(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell.analysis import perturbation
+
+    tables = (pd.read_parquet(args.embeddings), pd.read_parquet(args.cells), pd.read_csv(args.dimensions),
+              pd.read_csv(args.shifts))
+    if args.space == "reference":
+        shown = perturbation.plot_drug_reference_latents(*tables, args.output, dpi=_figure_dpi(args),
+                                                         control=args.control)
+    else:
+        shown = perturbation.plot_drug_target_latents(*tables, args.output, min_kl=args.min_kl,
+                                                      dpi=_figure_dpi(args), control=args.control)
+    log.info("%s latent dimensions shown: %s", args.space, shown)
+
+
+def _plot_drug_trajectory(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell.analysis import perturbation
+
+    perturbation.plot_drug_trajectory(pd.read_csv(args.trajectory), args.store, pd.read_csv(args.shifts),
+                                      args.output, dpi=_figure_dpi(args))
 # --- end perturbation ---
 
 
@@ -566,6 +630,64 @@ def _plot_feature_violins(args: argparse.Namespace) -> None:
     # --- end coupling ---
 
     # --- analysis commands: perturbation ---
+    def drug_inputs(command: argparse.ArgumentParser, *, kl: bool = True) -> None:
+        command.add_argument("--cells", required=True, help="cells.parquet of the drug set")
+        command.add_argument("--control", default="vehicle", help="treatment the drugs are compared with "
+                             "(default: vehicle)")
+        if kl:
+            command.add_argument("--min-kl", type=float, required=True, help="mean KL (nats) above which a latent "
+                                 "dimension is active (the rules pass beta_sweep.important_kl_nats)")
+
+    drug_shifts = commands.add_parser(
+        "drug-shifts", help="permutation tests of the drug-induced centroid shifts in both latent spaces",
+        description="For every structure and drug of the drug set, the distance between the treated and control "
+        "centroids in the active latent dimensions, its permutation p-value (analysis.permutations label "
+        "shuffles) and the Bonferroni-corrected p-value over all tests.")
+    _add_settings_options(drug_shifts)
+    drug_inputs(drug_shifts)
+    for model in ("target", "reference"):
+        drug_shifts.add_argument(f"--{model}-embeddings", required=True,
+                                 help=f"drug-set embeddings of the {model} model (.parquet)")
+        drug_shifts.add_argument(f"--{model}-dimensions", required=True,
+                                 help=f"the {model} model's dimension table on the training dataset (.csv)")
+    drug_shifts.add_argument("--output", required=True, help="shift table to write (.csv)")
+    drug_shifts.set_defaults(handler=_drug_shifts)
+
+    drug_trajectory = commands.add_parser(
+        "drug-trajectory", help="real cells at even steps from the untreated to the treated centroid",
+        description="For every structure and drug, the cells whose projection on the line from the control to the "
+        "treated centroid (target latent space) is nearest to analysis.trajectory_steps even steps.")
+    _add_settings_options(drug_trajectory)
+    drug_inputs(drug_trajectory)
+    drug_trajectory.add_argument("--embeddings", required=True, help="drug-set embeddings of the target model")
+    drug_trajectory.add_argument("--dimensions", required=True, help="the target model's dimension table (.csv)")
+    drug_trajectory.add_argument("--output", required=True, help="trajectory table to write (.csv)")
+    drug_trajectory.set_defaults(handler=_drug_trajectory)
+
+    for space, what in (("reference", "the top two reference dimensions (MAD rank), coloured by treatment"),
+                        ("target", "per structure, two target dimensions with control-to-treated arrows")):
+        plot = commands.add_parser(
+            f"plot-drug-{space}-latents", help=f"drug-set cells in {what}",
+            description=f"Scatter plot of the drug-set cells in {what}; p-values from the shift table. Writes a PNG "
+            "and an SVG beside it.")
+        _add_settings_options(plot)
+        drug_inputs(plot, kl=space == "target")
+        plot.add_argument("--embeddings", required=True, help=f"drug-set embeddings of the {space} model")
+        plot.add_argument("--dimensions", required=True, help=f"the {space} model's dimension table (.csv)")
+        plot.add_argument("--shifts", required=True, help="shift table of drug-shifts (.csv)")
+        plot.add_argument("--output", required=True, help="PNG to write")
+        plot.set_defaults(handler=_plot_drug_latents, space=space)
+
+    trajectory_plot = commands.add_parser(
+        "plot-drug-trajectory", help="the trajectory's cells as xy and yz max projections",
+        description="Draw the cells of the drug-trajectory table: xy (max along z) and yz (max along x) projections "
+        "in composite colours, one row pair per structure and drug.")
+    _add_settings_options(trajectory_plot)
+    trajectory_plot.add_argument("--trajectory", required=True, help="trajectory table of drug-trajectory (.csv)")
+    trajectory_plot.add_argument("--store", required=True, help="cells.zarr of the drug set")
+    trajectory_plot.add_argument("--shifts", required=True, help="shift table of drug-shifts (.csv)")
+    trajectory_plot.add_argument("--output", required=True, help="PNG to write")
+    trajectory_plot.set_defaults(handler=_plot_drug_trajectory)
     # --- end perturbation ---
     return parser
 

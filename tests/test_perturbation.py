@@ -1,0 +1,182 @@
+"""Drug perturbation analysis: permutation tests, Bonferroni, trajectories, on constructed embedding tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from statcell.analysis import perturbation
+
+LATENT_DIM = 4
+
+
+def _tables(shifts: dict[tuple[str, str], np.ndarray], *, n: int = 20, seed: int = 0,
+            noise_dims: tuple[int, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Embedding and cell tables of a constructed drug set.
+
+    Each (structure, drug) group holds ``n`` cells drawn from N(shift, 1) in the first ``LATENT_DIM`` dimensions;
+    ``noise_dims`` get large unit-free noise in every group alike.
+    """
+    rng = np.random.default_rng(seed)
+    embeddings, cells = [], []
+    for (structure, drug), shift in shifts.items():
+        means = rng.normal(0.0, 1.0, (n, LATENT_DIM)) + shift
+        for dim in noise_dims:
+            means[:, dim] = rng.normal(0.0, 50.0, n)
+        for i in range(n):
+            cell_id = f"drugs/{drug}_{structure}/{i}"
+            embeddings.append({"cell_id": cell_id, "split": "test", "structure": structure,
+                               **{f"mu_{d}": means[i, d] for d in range(LATENT_DIM)},
+                               **{f"log_var_{d}": 0.0 for d in range(LATENT_DIM)}})
+            cells.append({"cell_id": cell_id, "structure": structure, "drug": drug, "store_index": len(cells)})
+    return pd.DataFrame(embeddings), pd.DataFrame(cells)
+
+
+def _dimensions(kl: tuple[float, ...] = (2.0, 1.5, 1.0, 0.8)) -> pd.DataFrame:
+    return pd.DataFrame({"dimension": np.arange(LATENT_DIM), "kl": kl, "mad": kl, "rank": np.arange(1, LATENT_DIM + 1)})
+
+
+ZERO = np.zeros(LATENT_DIM)
+FAR = np.array([8.0, 0.0, 0.0, 0.0])
+
+
+def test_identical_groups_give_a_large_p_value():
+    rng = np.random.default_rng(3)
+    latents = rng.normal(size=(60, 5))
+    treated = np.arange(60) % 2 == 0
+    result = perturbation.centroid_shift_test(latents, treated, permutations=2000, rng=np.random.default_rng(0))
+    assert result.p_value > 0.05
+    # the same cells in both groups: the observed distance is zero and every shuffle ties or exceeds it
+    twice = np.vstack([latents, latents])
+    same = perturbation.centroid_shift_test(twice, np.repeat([False, True], 60), permutations=500,
+                                            rng=np.random.default_rng(0))
+    assert same.distance == pytest.approx(0.0, abs=1e-12)
+    assert same.p_value == 1.0
+
+
+def test_well_separated_groups_give_the_smallest_possible_p_value():
+    rng = np.random.default_rng(4)
+    latents = np.vstack([rng.normal(0, 1, (25, 3)), rng.normal(0, 1, (25, 3)) + [10.0, 0, 0]])
+    treated = np.repeat([False, True], 25)
+    result = perturbation.centroid_shift_test(latents, treated, permutations=999, rng=np.random.default_rng(1))
+    assert result.p_value == 1 / 1000
+    assert result.distance == pytest.approx(np.linalg.norm(latents[25:].mean(0) - latents[:25].mean(0)))
+    assert result.null_mean < result.distance / 3
+
+
+def test_p_values_are_calibrated_under_the_null():
+    """Under exchangeable labels the p-value is uniform: about 5% of tests fall at or below 0.05."""
+    rng = np.random.default_rng(5)
+    p = [perturbation.centroid_shift_test(rng.normal(size=(20, 3)), np.arange(20) < 10, permutations=199,
+                                          rng=rng).p_value for _ in range(200)]
+    assert 0.01 <= np.mean(np.asarray(p) <= 0.05) <= 0.11
+
+
+def test_a_group_must_not_be_empty():
+    with pytest.raises(ValueError, match="both groups"):
+        perturbation.centroid_shift_test(np.zeros((4, 2)), np.ones(4, bool), permutations=10,
+                                         rng=np.random.default_rng(0))
+
+
+def test_bonferroni_multiplies_by_the_number_of_tests_and_caps_at_one():
+    assert perturbation.bonferroni([0.01, 0.2, 0.0001, 0.5]).tolist() == pytest.approx([0.04, 0.8, 0.0004, 1.0])
+    assert perturbation.bonferroni([]).shape == (0,)
+
+
+def test_active_dimensions_drop_dimensions_without_kl():
+    table = _dimensions(kl=(2.0, 0.01, 0.7, 0.5))
+    assert perturbation.active_dimensions(table, min_kl=0.6) == [0, 2]
+    with pytest.raises(ValueError, match="no latent dimension"):
+        perturbation.active_dimensions(table, min_kl=5.0)
+
+
+def test_drug_shifts_finds_the_shifted_structure_only():
+    groups = {("microtubules", "vehicle"): ZERO, ("microtubules", "paclitaxel"): FAR,
+              ("tight_junctions", "vehicle"): ZERO, ("tight_junctions", "paclitaxel"): ZERO}
+    embeddings, cells = _tables(groups)
+    shifts = perturbation.drug_shifts({"target": embeddings, "reference": embeddings}, cells,
+                                      {"target": _dimensions(), "reference": _dimensions()}, min_kl=0.6,
+                                      permutations=999, seed=0, significance=0.01)
+    assert len(shifts) == 4 and set(shifts["space"]) == {"target", "reference"}
+    assert (shifts[["n_control", "n_treated"]] == 20).all().all()
+    moved = shifts[shifts["structure"] == "microtubules"]
+    still = shifts[shifts["structure"] == "tight_junctions"]
+    assert (moved["p_value"] == 1 / 1000).all() and moved["significant"].all()
+    assert moved["p_bonferroni"].tolist() == pytest.approx([4 / 1000] * 2)
+    assert not still["significant"].any() and (still["p_value"] > 0.01).all()
+    assert moved["distance"].iloc[0] == pytest.approx(8.0, abs=1.5)
+
+
+def test_inactive_noisy_dimensions_are_left_out_of_the_distance():
+    """A dimension without KL holds big noise: with it the shift drowns, without it the shift is found."""
+    groups = {("golgi", "vehicle"): ZERO, ("golgi", "brefeldin_a"): np.array([1.5, 0.0, 0.0, 0.0])}
+    embeddings, cells = _tables(groups, n=30, noise_dims=(3,))
+    active = perturbation.drug_shifts({"target": embeddings}, cells, {"target": _dimensions((2.0, 1.5, 1.0, 0.0))},
+                                      min_kl=0.6, permutations=999, seed=0, significance=0.01)
+    every = perturbation.drug_shifts({"target": embeddings}, cells, {"target": _dimensions((2.0, 1.5, 1.0, 0.0))},
+                                     min_kl=-1.0, permutations=999, seed=0, significance=0.01)
+    assert active["dimensions"].item() == 3 and every["dimensions"].item() == 4
+    assert active["p_value"].item() < 0.01 < every["p_value"].item()
+
+
+def test_drug_shifts_are_deterministic_and_independent_of_row_order():
+    groups = {("golgi", "vehicle"): ZERO, ("golgi", "brefeldin_a"): np.array([0.6, 0.0, 0.0, 0.0]),
+              ("golgi", "paclitaxel"): ZERO}
+    embeddings, cells = _tables(groups)
+    arguments = dict(min_kl=0.6, permutations=500, significance=0.01)
+    first = perturbation.drug_shifts({"target": embeddings}, cells, {"target": _dimensions()}, seed=3, **arguments)
+    again = perturbation.drug_shifts({"target": embeddings.sample(frac=1, random_state=1)},
+                                     cells.sample(frac=1, random_state=2), {"target": _dimensions()}, seed=3,
+                                     **arguments)
+    pd.testing.assert_frame_equal(first, again)
+    other = perturbation.drug_shifts({"target": embeddings}, cells, {"target": _dimensions()}, seed=4, **arguments)
+    assert not np.array_equal(first["p_value"], other["p_value"])
+    assert first["drug"].tolist() == ["brefeldin_a", "paclitaxel"]
+
+
+def test_structures_without_controls_are_not_tested():
+    groups = {("golgi", "vehicle"): ZERO, ("golgi", "paclitaxel"): ZERO, ("actin", "paclitaxel"): ZERO}
+    embeddings, cells = _tables(groups)
+    shifts = perturbation.drug_shifts({"target": embeddings}, cells, {"target": _dimensions()}, min_kl=0.6,
+                                      permutations=100, seed=0, significance=0.01)
+    assert shifts["structure"].tolist() == ["golgi"]
+
+
+def test_unknown_cells_are_reported():
+    embeddings, cells = _tables({("golgi", "vehicle"): ZERO, ("golgi", "paclitaxel"): ZERO})
+    with pytest.raises(ValueError, match="not in the cell table"):
+        perturbation.treatments(embeddings, cells.iloc[1:])
+
+
+def test_trajectory_walks_from_the_control_to_the_treated_centroid():
+    groups = {("microtubules", "vehicle"): ZERO, ("microtubules", "paclitaxel"): np.array([2.5, 0.0, 0.0, 0.0])}
+    embeddings, cells = _tables(groups, n=40)  # overlapping groups: cells all along the line
+    steps = 5
+    trajectory = perturbation.drug_trajectory(embeddings, cells, _dimensions(), steps=steps, min_kl=0.6)
+    assert len(trajectory) == steps
+    assert trajectory["position"].tolist() == pytest.approx(np.linspace(0, 1, steps))
+    assert trajectory["projection"].is_monotonic_increasing
+    assert (np.abs(trajectory["projection"] - trajectory["position"]) < 0.1).all()
+    assert trajectory["cell_id"].is_unique
+    # every chosen cell is the one whose projection is nearest its step
+    table = perturbation.treatments(embeddings, cells)
+    x = perturbation.latent_means(table, dimensions=[0, 1, 2, 3])
+    treated = (table["drug"] == "paclitaxel").to_numpy()
+    start, end = x[~treated].mean(0), x[treated].mean(0)
+    projection = (x - start) @ (end - start) / np.sum((end - start) ** 2)
+    for row in trajectory.itertuples():
+        assert table["cell_id"].iloc[np.argmin(np.abs(projection - row.position))] == row.cell_id
+        assert cells.set_index("cell_id").loc[row.cell_id, "store_index"] == row.store_index
+
+
+def test_trajectory_is_deterministic():
+    groups = {("golgi", "vehicle"): ZERO, ("golgi", "brefeldin_a"): FAR, ("golgi", "paclitaxel"): ZERO}
+    embeddings, cells = _tables(groups)
+    first = perturbation.drug_trajectory(embeddings, cells, _dimensions(), steps=4, min_kl=0.6)
+    again = perturbation.drug_trajectory(embeddings.iloc[::-1], cells, _dimensions(), steps=4, min_kl=0.6)
+    pd.testing.assert_frame_equal(first, again)
+    assert first.groupby("drug").size().to_dict() == {"brefeldin_a": 4, "paclitaxel": 4}
+    separated = first[first["drug"] == "brefeldin_a"]  # 8 SD apart: the ends are a control and a treated cell
+    assert separated["cell_drug"].tolist()[::3] == ["vehicle", "brefeldin_a"]
+
