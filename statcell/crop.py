@@ -337,7 +337,7 @@ def crop_cells(channels: np.ndarray, cell_labels: np.ndarray, nucleus_labels: np
             values[f"{name}_height_um"] = _height(mask, spacing[0])
         extra.append({"crop_index": len(crops) - 1, **info, **values})
     table = pd.concat([table, pd.DataFrame(extra, index=table.index)], axis=1)
-    if "crop_index" not in table:  # a FOV without cells
-        table["crop_index"] = pd.Series(dtype=int)
+    if table.empty:  # a FOV without cells stays on record as a reject, never silently dropped
+        table = pd.DataFrame([{"label": 0, "nucleus_label": 0, "reject_reason": "no_cells_found", "crop_index": -1}])
     stack = np.stack(crops) if crops else np.zeros((0, len(CROP_CHANNELS), *settings.shape), dtype=np.uint16)
     return stack, table

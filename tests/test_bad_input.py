@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+import zarr
 
-from statcell import io
+from statcell import io, synth
 from statcell.cli import main
+from tests.conftest import TINY_SYNTHETIC
+from tests.test_workflow import copy_workflow
 
 
 def _record(path, channels=(0, 1, 2)) -> dict:
@@ -54,31 +60,85 @@ def _missing(tmp_path, rng):
     return tmp_path / "nowhere.ome.tiff", "image file not found"
 
 
+def _segment_and_crop(record: dict, folder) -> tuple[str, str]:
+    """Run ``segment-fov`` and ``crop-cells`` on one FOV; return its crop archive and table."""
+    labels, crops, table = (str(folder / f"{record['fov_id']}{suffix}") for suffix in (".labels.tiff", ".npz",
+                                                                                        ".parquet"))
+    assert main(["segment-fov", "--fov-record", json.dumps(record), "--output", labels]) == 0
+    assert main(["crop-cells", "--fov-record", json.dumps(record), "--labels", labels, "--crops", crops,
+                 "--table", table]) == 0
+    return crops, table
+
+
 @pytest.mark.parametrize("make", [_truncated, _two_channels, _with_nan, _all_zero, _missing])
 def test_bad_fov_is_rejected_with_a_message_naming_the_file(tmp_path, caplog, make):
     path, message = make(tmp_path, np.random.default_rng(0))
-    record = json.dumps(_record(path))
-    labels = tmp_path / "labels.ome.tiff"
-    assert main(["segment-fov", "--fov-record", record, "--output", str(labels)]) == 0
-    assert main(["crop-cells", "--fov-record", record, "--labels", str(labels), "--crops", str(tmp_path / "c.npz"),
-                 "--table", str(tmp_path / "c.parquet")]) == 0
+    crops, table = _segment_and_crop(_record(path), tmp_path)
     assert str(path) in caplog.text and message in caplog.text
-    table = pd.read_parquet(tmp_path / "c.parquet")
+    table = pd.read_parquet(table)
     assert len(table) == 1 and table.loc[0, "reject_reason"].startswith("unusable_fov")
     assert message in table.loc[0, "reject_reason"] and str(path) in table.loc[0, "reject_reason"]
-    with np.load(tmp_path / "c.npz") as archive:
+    with np.load(crops) as archive:
         assert archive["crops"].shape[0] == 0
 
 
-def test_fov_with_no_cells_gives_an_empty_table(tmp_path):
-    rng = np.random.default_rng(0)
+def _flat(tmp_path, rng):
     path = tmp_path / "flat.ome.tiff"
     io.write_ome_tiff(path, rng.normal(100, 2, (3, 6, 20, 20)).clip(0).astype(np.uint16),
                       channel_names=["m", "d", "s"], spacing=(0.29, 0.216, 0.216))
-    record = json.dumps(_record(path))
-    labels = tmp_path / "labels.ome.tiff"
-    assert main(["segment-fov", "--fov-record", record, "--output", str(labels)]) == 0
-    assert main(["crop-cells", "--fov-record", record, "--labels", str(labels), "--crops", str(tmp_path / "c.npz"),
-                 "--table", str(tmp_path / "c.parquet")]) == 0
-    table = pd.read_parquet(tmp_path / "c.parquet")
-    assert (table["crop_index"] == -1).all()
+    return path, "no_cells_found"
+
+
+def test_fov_with_no_cells_gives_a_reject_row(tmp_path, caplog):
+    caplog.set_level("INFO")
+    path, reason = _flat(tmp_path, np.random.default_rng(0))
+    _, table = _segment_and_crop(_record(path), tmp_path)
+    rows = pd.read_parquet(table)
+    assert list(rows["reject_reason"]) == [reason] and list(rows["crop_index"]) == [-1]
+    assert f"bad_fov: 1 {reason}" in caplog.text
+
+
+def test_bad_fovs_become_rejects_while_a_good_fov_reaches_the_store(tmp_path, caplog):
+    """Every bad FOV of the corpus beside one good FOV, through segmentation, cropping and normalization."""
+    caplog.set_level("INFO")
+    settings = {**TINY_SYNTHETIC, "structures": ["golgi"], "drug_treatments": []}
+    assert main(["synthesize", "--settings", json.dumps(settings), "--outdir", str(tmp_path / "synthetic")]) == 0
+    good = io.read_manifest(synth.manifest_path(tmp_path / "synthetic", "main")).iloc[0].to_dict()
+    outputs = [_segment_and_crop(good, tmp_path)]
+    bad = {}
+    for make in (_truncated, _two_channels, _with_nan, _all_zero, _missing, _flat):
+        folder = tmp_path / make.__name__.strip("_")
+        folder.mkdir()
+        path, message = make(folder, np.random.default_rng(1))
+        outputs.append(_segment_and_crop({**_record(path), "fov_id": folder.name}, folder))
+        # A bad file is named in its reject reason and the log; a FOV without cells by its id in the log.
+        bad[folder.name] = (message, f"{folder.name}: 1 {message}" if make is _flat else str(path))
+    crops, tables = zip(*outputs)
+    store = tmp_path / "cells.zarr"
+    assert main(["normalize-cells", "--crops", *crops, "--tables", *tables, "--dataset", "main", "--voxel-um", "0.8",
+                 "--store", str(store), "--cells", str(tmp_path / "cells.parquet"),
+                 "--rejects", str(tmp_path / "rejects.parquet")]) == 0
+    cells = pd.read_parquet(tmp_path / "cells.parquet")
+    accepted = pd.read_parquet(tables[0])
+    accepted = accepted[accepted["reject_reason"] == ""]
+    assert set(cells["fov_id"]) == {good["fov_id"]} and len(cells) == len(accepted) > 0
+    assert zarr.open_array(store / "0", mode="r").shape[0] == len(cells)
+    rejects = pd.read_parquet(tmp_path / "rejects.parquet")
+    for fov, (message, named) in bad.items():
+        reasons = list(rejects.loc[rejects["fov_id"] == fov, "reject_reason"])
+        assert len(reasons) == 1 and message in reasons[0], (fov, reasons)
+        assert named in caplog.text and (named in reasons[0] or reasons[0] == "no_cells_found")
+
+
+@pytest.mark.slow
+def test_a_manifest_with_a_repeated_fov_id_stops_the_workflow_naming_file_and_id(tmp_path):
+    work = copy_workflow(tmp_path / "workflow")
+    manifest = tmp_path / "manifest.csv"
+    rows = [{**_record(tmp_path / f"{name}.ome.tiff"), "fov_id": "plate1_A01"} for name in ("a", "b")]
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    (work / "user.yaml").write_text(yaml.safe_dump({"data": {"source": "manifest", "manifest": str(manifest)}}))
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", "user.yaml"],
+                         cwd=work, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert f"manifest {manifest}: fov_id 'plate1_A01' appears more than once" in run.stdout + run.stderr
+    assert "rule segment_fov" not in run.stdout

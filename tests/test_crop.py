@@ -105,8 +105,10 @@ def test_crops_of_synthetic_cells_measure_their_true_sizes(tiny_fovs, tiny_setti
     assert (cells["fraction_outside_crop"] < 0.05).mean() > 0.9
 
 
-def test_empty_fov_gives_no_crops():
+def test_empty_fov_gives_no_crops_and_one_reject_row():
     shape = (10, 20, 20)
     crops, table = crop.crop_cells(np.ones((3, *shape), np.float32), np.zeros(shape, np.int32),
                                    np.zeros(shape, np.int32), spacing=SPACING, settings=DEFAULT_CROP)
-    assert crops.shape[0] == 0 and table.empty
+    assert crops.shape[0] == 0
+    assert table[["label", "reject_reason", "crop_index"]].to_dict("records") == [
+        {"label": 0, "reject_reason": "no_cells_found", "crop_index": -1}]
