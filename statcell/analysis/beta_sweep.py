@@ -515,8 +515,14 @@ def plot_generated(generated: np.ndarray, betas: Sequence[float], output: str | 
     rows = [("observed\n(test cells)", observed[:columns])]
     rows += [(f"β = {beta:.2f}", images[:columns]) for beta, images in zip(betas, generated)]
     height, width = generated.shape[-2:]
-    figure, axes = plt.subplots(len(rows), columns, squeeze=False,
-                                figsize=(1.2 + 1.3 * columns * width / height, 1.3 * len(rows) + 0.8))
+    panel = 1.1  # inches per panel row
+    margins = {"left": 0.9, "right": 0.1, "top": 0.75, "bottom": 0.1}  # inches
+    size = (margins["left"] + margins["right"] + columns * panel * width / height * 1.05,
+            margins["top"] + margins["bottom"] + len(rows) * panel * 1.08)
+    figure, axes = plt.subplots(len(rows), columns, squeeze=False, figsize=size)
+    figure.subplots_adjust(left=margins["left"] / size[0], right=1 - margins["right"] / size[0],
+                           top=1 - margins["top"] / size[1], bottom=margins["bottom"] / size[1], wspace=0.05,
+                           hspace=0.08)
     for row, (label, images) in zip(axes, rows):
         for column, axis in enumerate(row):
             axis.set_xticks([])
@@ -531,9 +537,8 @@ def plot_generated(generated: np.ndarray, betas: Sequence[float], output: str | 
         length = 5.0
         axis.plot([1, 1 + length / pixel_um], [height - 2] * 2, color="white", linewidth=2)
         axis.text(1, height - 3, f"{length:g} µm", color="white", fontsize=6)
-    figure.suptitle("Cells generated from the prior of each 2D reference model (same latent draws in every row)\n"
-                    "maximum projections: membrane (magenta), DNA (blue)", fontsize=10)
-    figure.tight_layout(rect=(0, 0, 1, 1 - 0.7 / figure.get_figheight()))
+    figure.suptitle("Cells generated from the prior of each 2D reference model\n(same latent draws in every row; "
+                    "maximum projections: membrane magenta, DNA blue)", fontsize=10)
     _save(figure, output, dpi=dpi, vector=False)
 
 
