@@ -356,7 +356,7 @@ def _plot_drug_latents(args: argparse.Namespace) -> None:
                                                          control=args.control)
     else:
         shown = perturbation.plot_drug_target_latents(*tables, args.output, min_kl=args.min_kl,
-                                                      dpi=_figure_dpi(args), control=args.control)
+                                                      dpi=_figure_dpi(args), control=args.control).to_dict("records")
     log.info("%s latent dimensions shown: %s", args.space, shown)
 
 
