@@ -3,6 +3,88 @@
 # Each analysis keeps to its own block below.
 
 # --- embed and latent space ---
+LATENT_DIR = "results/analysis/latent_space"
+
+
+rule embed_cells:
+    input:
+        checkpoint="results/models/{model}.ckpt",
+        store="results/{dataset}/cells.zarr",
+        cells="results/{dataset}/cells.parquet",
+    output:
+        embeddings="results/{dataset}/embeddings/{model}.parquet",
+        dimensions="results/{dataset}/embeddings/{model}_dimensions.csv",
+    wildcard_constraints:
+        model="reference|target",
+    params:
+        settings=analysis_json(),
+        # the training dataset's dimensions are ranked on its held-out cells; other datasets on all their cells
+        rank_on=lambda wildcards: "test" if wildcards.dataset == synth.MAIN_DATASET else "all",
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    log:
+        "logs/embed_cells/{dataset}_{model}.log",
+    benchmark:
+        "benchmarks/embed_cells/{dataset}_{model}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        f"{STATCELL} embed-cells --settings {{params.settings:q}} --checkpoint {{input.checkpoint}} "
+        "--store {input.store} --cells {input.cells} --rank-on {params.rank_on} "
+        "--embeddings {output.embeddings} --dimensions {output.dimensions} > {log} 2>&1"
+
+
+rule correlate_latent_space:
+    input:
+        reference=f"results/{synth.MAIN_DATASET}/embeddings/reference.parquet",
+        target=f"results/{synth.MAIN_DATASET}/embeddings/target.parquet",
+        dimensions=f"results/{synth.MAIN_DATASET}/embeddings/reference_dimensions.csv",
+        cells=f"results/{synth.MAIN_DATASET}/cells.parquet",
+    output:
+        correlations=f"{LATENT_DIR}/feature_correlations.csv",
+        recovery=f"{LATENT_DIR}/measurement_recovery.csv",
+        pca=f"{LATENT_DIR}/feature_pca.csv",
+        dimension_correlations=f"{LATENT_DIR}/dimension_correlations.csv",
+        kl=f"{LATENT_DIR}/kl_ranked.csv",
+    params:
+        settings=analysis_json(),
+        outdir=LATENT_DIR,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/correlate_latent_space.log",
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        f"{STATCELL} correlate-latent-space --settings {{params.settings:q}} --reference {{input.reference}} "
+        "--target {input.target} --dimensions {input.dimensions} --cells {input.cells} --outdir {params.outdir} "
+        "> {log} 2>&1"
+
+
+rule walk_latent_space:
+    input:
+        checkpoint=rules.train_reference.output.checkpoint,
+        embeddings=f"results/{synth.MAIN_DATASET}/embeddings/reference.parquet",
+        dimensions=f"results/{synth.MAIN_DATASET}/embeddings/reference_dimensions.csv",
+    output:
+        f"{LATENT_DIR}/walks.npz",
+    params:
+        settings=analysis_json(),
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/walk_latent_space.log",
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        f"{STATCELL} walk-latent-space --settings {{params.settings:q}} --checkpoint {{input.checkpoint}} "
+        "--embeddings {input.embeddings} --dimensions {input.dimensions} --output {output} > {log} 2>&1"
 # --- end embed and latent space ---
 
 # --- generation and features ---

@@ -133,6 +133,10 @@ def final_targets():
     targets += expand(rules.normalize_cells.output.cells, dataset=datasets())
     targets += [rules.plot_model_check.output.figure]
     # --- analysis targets (each analysis adds its figures and tables here) ---
+    targets += expand(rules.embed_cells.output.dimensions, dataset=datasets(), model=["reference", "target"])
+    targets += [rules.plot_latent_scatter.output[0], rules.plot_latent_pairs.output[0],
+                rules.plot_latent_walks.output[0], rules.plot_latent_correlations.output[0],
+                rules.plot_kl_per_dimension.output[0], rules.correlate_latent_space.output.recovery]
     targets += [rules.plot_coupling_cells.output.figure, rules.plot_coupling_structures.output.figure,
                 rules.measure_coupling.output.mitosis]
     targets += [rules.plot_generated_cells.output[0], rules.plot_structures_in_one_cell.output[0],

@@ -41,6 +41,117 @@ rule plot_colony_overview:
 
 
 # --- embed and latent space figures ---
+rule plot_latent_scatter:
+    input:
+        embeddings=rules.correlate_latent_space.input.reference,
+        dimensions=rules.correlate_latent_space.input.dimensions,
+        cells=rules.correlate_latent_space.input.cells,
+    output:
+        report("results/figures/latent_scatter.png", caption="../workflow/report/latent_scatter.rst",
+               category="Latent space"),
+    params:
+        settings=figure_settings("latent_space"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_latent_scatter.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-latent-scatter --settings {{params.settings:q}} --embeddings {{input.embeddings}} "
+        "--dimensions {input.dimensions} --cells {input.cells} --output {output} > {log} 2>&1"
+
+
+rule plot_latent_pairs:
+    input:
+        embeddings=rules.correlate_latent_space.input.reference,
+        dimensions=rules.correlate_latent_space.input.dimensions,
+    output:
+        report("results/figures/latent_pairs.png", caption="../workflow/report/latent_pairs.rst",
+               category="Latent space"),
+    params:
+        settings=figure_settings("latent_space"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_latent_pairs.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-latent-pairs --settings {{params.settings:q}} --embeddings {{input.embeddings}} "
+        "--dimensions {input.dimensions} --output {output} > {log} 2>&1"
+
+
+rule plot_latent_walks:
+    input:
+        walks=rules.walk_latent_space.output[0],
+        correlations=rules.correlate_latent_space.output.correlations,
+    output:
+        report("results/figures/latent_walks.png", caption="../workflow/report/latent_walks.rst",
+               category="Latent space"),
+    params:
+        settings=figure_settings("latent_walks"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_latent_walks.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-latent-walks --settings {{params.settings:q}} --walks {{input.walks}} "
+        "--correlations {input.correlations} --output {output} > {log} 2>&1"
+
+
+rule plot_latent_correlations:
+    input:
+        correlations=rules.correlate_latent_space.output.correlations,
+        dimensions=rules.correlate_latent_space.input.dimensions,
+        pca=rules.correlate_latent_space.output.pca,
+        dimension_correlations=rules.correlate_latent_space.output.dimension_correlations,
+    output:
+        report("results/figures/latent_correlations.png", caption="../workflow/report/latent_correlations.rst",
+               category="Latent space"),
+    params:
+        settings=figure_settings("latent_correlations"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_latent_correlations.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-latent-correlations --settings {{params.settings:q}} "
+        "--correlations {input.correlations} --dimensions {input.dimensions} --pca {input.pca} "
+        "--dimension-correlations {input.dimension_correlations} --output {output} > {log} 2>&1"
+
+
+rule plot_kl_per_dimension:
+    input:
+        kl=rules.correlate_latent_space.output.kl,
+    output:
+        report("results/figures/kl_per_dimension.png", caption="../workflow/report/kl_per_dimension.rst",
+               category="Latent space"),
+    params:
+        settings=figure_settings("kl_per_dimension"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_kl_per_dimension.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-kl-per-dimension --settings {{params.settings:q}} --kl {{input.kl}} --output {{output}} "
+        "> {log} 2>&1"
 # --- end embed and latent space figures ---
 
 # --- generation and features figures ---

@@ -185,6 +185,105 @@ def _add_fov_options(parser: argparse.ArgumentParser) -> None:
 
 
 # --- analysis handlers: embed and latent space ---
+def _latent_figure_settings(args: argparse.Namespace, name: str) -> dict:
+    """``figures.dpi`` and the ``figures.<name>`` entry, from the rule's JSON (``--settings``) or a config file."""
+    if args.settings is None:
+        figures = section_settings("figures", config_path=args.config)
+    else:
+        entry = json.loads(args.settings)
+        section = {"dpi": entry.pop("dpi")} if "dpi" in entry else {}
+        figures = section_settings("figures", inline_json=json.dumps({**section, **({name: entry} if entry else {})}))
+    return {"dpi": figures["dpi"], **figures.get(name, {})}
+
+
+def _embed_cells(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell import io
+    from statcell.analysis import embed
+    from statcell.train import load_model
+
+    settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
+    model, hparams = load_model(args.checkpoint)
+    cells = pd.read_parquet(args.cells)
+    embeddings = embed.embed_cells(args.store, cells, model=model, hparams=hparams,
+                                   samples=settings["elbo_samples"], batch_size=settings["batch_size"],
+                                   seed=settings["seed"])
+    ranked = embed.rank_dimensions(embed.ranking_cells(embeddings, split=None if args.rank_on == "all" else "test"))
+    io.write_table(embeddings, args.embeddings)
+    io.write_table(ranked, args.dimensions)
+    log.info("%s model: %d cells, mean ELBO %.1f; top dimensions by MAD on %s cells: %s", hparams["kind"],
+             len(embeddings), embeddings["elbo"].mean(), args.rank_on, ranked["dimension"].head(4).tolist())
+
+
+def _correlate_latent_space(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from statcell import io
+    from statcell.analysis import latent_space
+
+    settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
+    tables = latent_space.correlate_latent_space(
+        pd.read_parquet(args.reference), pd.read_parquet(args.target), pd.read_parquet(args.cells),
+        dimensions=pd.read_csv(args.dimensions), count=settings["top_dimensions"])
+    for name, table in tables.items():
+        io.write_table(table, Path(args.outdir) / f"{name}.csv")
+    for row in tables["measurement_recovery"].itertuples():
+        log.info("%s: best top dimension μ%d (rank %d), Spearman %.3f on %d test cells", row.measurement,
+                 row.dimension, row.rank, row.spearman, row.n_cells)
+
+
+def _walk_latent_space(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from statcell.analysis import latent_space
+    from statcell.train import load_model
+
+    settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
+    model, _ = load_model(args.checkpoint)
+    embeddings = pd.read_parquet(args.embeddings)
+    walks = latent_space.walk_latent_space(model, embeddings[embeddings["split"] == "test"],
+                                           dimensions=pd.read_csv(args.dimensions),
+                                           count=settings["walk_dimensions"], steps=settings["walk_steps"],
+                                           range_sd=settings["walk_range_sd"])
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.output, **walks)
+    log.info("decoded %d walks of %d steps along dimensions %s", *walks["images"].shape[:2],
+             walks["dimension"].tolist())
+
+
+def _plot_latent_space(args: argparse.Namespace) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from statcell.analysis import latent_space
+
+    settings = _latent_figure_settings(args, args.settings_entry)
+    dpi = settings["dpi"]
+    if args.figure == "scatter":
+        latent_space.plot_latent_scatter(pd.read_parquet(args.embeddings), pd.read_parquet(args.cells), args.output,
+                                         dimensions=pd.read_csv(args.dimensions), point_size=settings["point_size"],
+                                         colormap=settings["colormap"], dpi=dpi)
+    elif args.figure == "pairs":
+        embeddings = pd.read_parquet(args.embeddings)
+        latent_space.plot_latent_pairs(embeddings[embeddings["split"] == "test"], args.output,
+                                       dimensions=pd.read_csv(args.dimensions), point_size=settings["point_size"],
+                                       dpi=dpi)
+    elif args.figure == "walks":
+        with np.load(args.walks) as walks:
+            latent_space.plot_latent_walks(dict(walks), pd.read_csv(args.correlations), args.output, dpi=dpi)
+    elif args.figure == "correlations":
+        latent_space.plot_latent_correlations(pd.read_csv(args.correlations), pd.read_csv(args.dimensions),
+                                              pd.read_csv(args.pca), pd.read_csv(args.dimension_correlations),
+                                              args.output, dpi=dpi)
+    else:
+        latent_space.plot_kl_per_dimension(pd.read_csv(args.kl), args.output, dpi=dpi)
+    log.info("drew %s", args.output)
 # --- end embed and latent space ---
 
 # --- analysis handlers: generation and features ---
@@ -554,6 +653,63 @@ def _plot_feature_violins(args: argparse.Namespace) -> None:
     model_check.set_defaults(handler=_plot_model_check)
 
     # --- analysis commands: embed and latent space ---
+    embed_cells = commands.add_parser(
+        "embed-cells", help="latent means, log-variances and K-sample ELBO of every cell under one model",
+        description="Embed every cell of a dataset with a trained model (reference or target, from the checkpoint) "
+        "and rank the latent dimensions by mean absolute deviation (with their mean KL).")
+    _add_settings_options(embed_cells)
+    embed_cells.add_argument("--checkpoint", required=True, help="trained model (.ckpt)")
+    embed_cells.add_argument("--store", required=True, help="cells.zarr of the dataset")
+    embed_cells.add_argument("--cells", required=True, help="cells.parquet beside it")
+    embed_cells.add_argument("--rank-on", choices=("test", "all"), default="test",
+                             help="cells the dimensions are ranked on: the test split (default) or all cells")
+    embed_cells.add_argument("--embeddings", required=True, help="per-cell table to write (.parquet)")
+    embed_cells.add_argument("--dimensions", required=True, help="ranked dimensions to write (.csv)")
+    embed_cells.set_defaults(handler=_embed_cells)
+
+    correlate = commands.add_parser(
+        "correlate-latent-space", help="tables of the latent-space figures (correlations, PCA, KL per dimension)",
+        description="On the test cells: Spearman of the top reference dimensions with every cell measurement, the "
+        "best dimension for cell height and volume, PCA of the measurements, correlation among the top "
+        "dimensions and the ranked KL per dimension of both models; one CSV each under OUTDIR.")
+    _add_settings_options(correlate)
+    correlate.add_argument("--reference", required=True, help="reference embeddings (.parquet)")
+    correlate.add_argument("--target", required=True, help="target embeddings (.parquet)")
+    correlate.add_argument("--dimensions", required=True, help="reference ranked dimensions (.csv)")
+    correlate.add_argument("--cells", required=True, help="cells.parquet of the dataset")
+    correlate.add_argument("--outdir", required=True, help="folder of the tables")
+    correlate.set_defaults(handler=_correlate_latent_space)
+
+    walk = commands.add_parser(
+        "walk-latent-space", help="reference images decoded along the top latent dimensions",
+        description="Decode reference images along each top dimension from -k to +k standard deviations (test "
+        "cells), all other dimensions at 0; writes an .npz (images, dimension, rank, sd, sd_offsets).")
+    _add_settings_options(walk)
+    walk.add_argument("--checkpoint", required=True, help="reference model (.ckpt)")
+    walk.add_argument("--embeddings", required=True, help="reference embeddings (.parquet)")
+    walk.add_argument("--dimensions", required=True, help="reference ranked dimensions (.csv)")
+    walk.add_argument("--output", required=True, help=".npz to write")
+    walk.set_defaults(handler=_walk_latent_space)
+
+    latent_figures = {
+        "scatter": ("latent_space", "top two reference dimensions by mitotic stage and cell height (Fig 2A/C)",
+                    ("embeddings", "dimensions", "cells")),
+        "pairs": ("latent_space", "pairwise plots of the top four reference dimensions (S1 Fig)",
+                  ("embeddings", "dimensions")),
+        "walks": ("latent_walks", "latent walks of the reference model (Fig 2E/F, S2 Fig)",
+                  ("walks", "correlations")),
+        "correlations": ("latent_correlations", "latent dimensions against cell measurements (S3 Fig)",
+                         ("correlations", "dimensions", "pca", "dimension-correlations")),
+        "kl": ("kl_per_dimension", "ranked KL per latent dimension of both models (S6 Fig)", ("kl",)),
+    }
+    for figure, (entry, about, inputs) in latent_figures.items():
+        name = "kl-per-dimension" if figure == "kl" else f"latent-{figure}"
+        plotter = commands.add_parser(f"plot-{name}", help=about, description=f"Draw the {about} from its tables.")
+        _add_settings_options(plotter)
+        for option in inputs:
+            plotter.add_argument(f"--{option}", required=True, help=f"{option.replace('-', ' ')} table or file")
+        plotter.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
+        plotter.set_defaults(handler=_plot_latent_space, figure=figure, settings_entry=entry)
     # --- end embed and latent space ---
 
     # --- analysis commands: generation and features ---
