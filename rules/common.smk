@@ -143,5 +143,8 @@ def final_targets():
                 rules.plot_structure_examples.output[0], rules.plot_feature_violins.output.figure]
     targets += [rules.plot_beta_rate_distortion.output.figure, rules.plot_beta_generated.output.figure,
                 rules.plot_beta_kl.output.figure, rules.plot_beta_regression.output.figure]
+    if synth.DRUG_DATASET in datasets():  # drug perturbations, when there is a drug set
+        targets += [rules.plot_drug_reference_latents.output.figure, rules.plot_drug_target_latents.output.figure,
+                    rules.plot_drug_trajectory.output[0]]
     # --- end analysis targets ---
     return targets

@@ -180,3 +180,55 @@ def test_trajectory_is_deterministic():
     separated = first[first["drug"] == "brefeldin_a"]  # 8 SD apart: the ends are a control and a treated cell
     assert separated["cell_drug"].tolist()[::3] == ["vehicle", "brefeldin_a"]
 
+
+def test_commands_on_the_tiny_drug_set(tiny_models, tmp_path):
+    """drug-shifts, drug-trajectory and the three figures run end to end on tiny trained models."""
+    from statcell import cli
+    from statcell.analysis import embed
+    from statcell.train import load_model
+
+    paths = {}
+    for kind in ("reference", "target"):
+        model, hparams = load_model(tiny_models[kind])
+        main = pd.read_parquet(tiny_models["cells"])
+        ranked = embed.rank_dimensions(embed.embed_cells(tiny_models["store"], main[main["split"] == "test"],
+                                                         model=model, hparams=hparams, samples=1, batch_size=16,
+                                                         seed=0))
+        drugs = embed.embed_cells(tiny_models["drug_store"], pd.read_parquet(tiny_models["drug_cells"]), model=model,
+                                  hparams=hparams, samples=1, batch_size=16, seed=0)
+        paths[kind] = tmp_path / f"{kind}.parquet"
+        paths[f"{kind}_dimensions"] = tmp_path / f"{kind}_dimensions.csv"
+        drugs.to_parquet(paths[kind])
+        ranked.to_csv(paths[f"{kind}_dimensions"], index=False)
+    settings = '{"permutations": 199, "trajectory_steps": 3, "seed": 1}'
+    common = ["--cells", str(tiny_models["drug_cells"]), "--control", "vehicle"]
+    assert cli.main(["drug-shifts", "--settings", settings, "--min-kl", "0", *common,
+                     "--target-embeddings", str(paths["target"]), "--reference-embeddings", str(paths["reference"]),
+                     "--target-dimensions", str(paths["target_dimensions"]),
+                     "--reference-dimensions", str(paths["reference_dimensions"]),
+                     "--output", str(tmp_path / "shifts.csv")]) == 0
+    shifts = pd.read_csv(tmp_path / "shifts.csv")
+    assert shifts[["space", "structure", "drug"]].values.tolist() == [["target", "nucleoli", "drug_a"],
+                                                                     ["reference", "nucleoli", "drug_a"]]
+    assert (shifts[["n_control", "n_treated"]] == 12).all().all()
+    assert shifts["p_value"].between(1 / 200, 1).all()
+    assert shifts["p_bonferroni"].tolist() == pytest.approx(np.minimum(1, 2 * shifts["p_value"]).tolist())
+    assert cli.main(["drug-trajectory", "--settings", settings, "--min-kl", "0", *common, "--embeddings",
+                     str(paths["target"]), "--dimensions", str(paths["target_dimensions"]),
+                     "--output", str(tmp_path / "trajectory.csv")]) == 0
+    trajectory = pd.read_csv(tmp_path / "trajectory.csv")
+    assert trajectory["step"].tolist() == [0, 1, 2] and trajectory["projection"].is_monotonic_increasing
+    figure_settings = '{"dpi": 60}'
+    for space in ("reference", "target"):
+        extra = ["--min-kl", "0"] if space == "target" else []
+        assert cli.main([f"plot-drug-{space}-latents", "--settings", figure_settings, *common, *extra,
+                         "--embeddings", str(paths[space]), "--dimensions", str(paths[f"{space}_dimensions"]),
+                         "--shifts", str(tmp_path / "shifts.csv"), "--output", str(tmp_path / f"{space}.png")]) == 0
+        assert (tmp_path / f"{space}.png").stat().st_size > 10_000 and (tmp_path / f"{space}.svg").exists()
+    assert cli.main(["plot-drug-trajectory", "--settings", figure_settings, "--trajectory",
+                     str(tmp_path / "trajectory.csv"), "--store", str(tiny_models["drug_store"]), "--shifts",
+                     str(tmp_path / "shifts.csv"), "--output", str(tmp_path / "trajectory.png")]) == 0
+    from matplotlib.image import imread
+
+    image = imread(tmp_path / "trajectory.png")[..., :3]
+    assert (image.max(axis=-1) - image.min(axis=-1) > 0.3).mean() > 0.01  # the cells are drawn in colour
