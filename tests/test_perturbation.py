@@ -87,8 +87,8 @@ def test_bonferroni_multiplies_by_the_number_of_tests_and_caps_at_one():
 def test_active_dimensions_drop_dimensions_without_kl():
     table = _dimensions(kl=(2.0, 0.01, 0.7, 0.5))
     assert perturbation.active_dimensions(table, min_kl=0.6) == [0, 2]
-    with pytest.raises(ValueError, match="no latent dimension"):
-        perturbation.active_dimensions(table, min_kl=5.0)
+    with pytest.warns(UserWarning, match="no latent dimension"):
+        assert perturbation.active_dimensions(table, min_kl=5.0) == [0, 1, 2, 3]
 
 
 def test_drug_shifts_finds_the_shifted_structure_only():
@@ -232,3 +232,19 @@ def test_commands_on_the_tiny_drug_set(tiny_models, tmp_path):
 
     image = imread(tmp_path / "trajectory.png")[..., :3]
     assert (image.max(axis=-1) - image.min(axis=-1) > 0.3).mean() > 0.01  # the cells are drawn in colour
+
+
+def test_target_plot_shows_the_dimensions_of_largest_spread(tmp_path):
+    """Dimension 2 holds the drug shift and the most variance; with one active dimension a second is still shown."""
+    groups = {("golgi", "vehicle"): ZERO, ("golgi", "brefeldin_a"): np.array([0.0, 0.0, 6.0, 0.0])}
+    embeddings, cells = _tables(groups)
+    dimensions = _dimensions()
+    shifts = perturbation.drug_shifts({"target": embeddings}, cells, {"target": dimensions}, min_kl=0.6,
+                                      permutations=100, seed=0, significance=0.01)
+    shown = perturbation.plot_drug_target_latents(embeddings, cells, dimensions, shifts, tmp_path / "t.png",
+                                                  min_kl=0.6, dpi=40)
+    assert shown[["structure", "x_dimension"]].values.tolist() == [["golgi", 2]]
+    assert (tmp_path / "t.png").exists() and (tmp_path / "t.svg").exists()
+    single = perturbation.plot_drug_target_latents(embeddings, cells, _dimensions((2.0, 0.1, 0.1, 0.1)), shifts,
+                                                   tmp_path / "one.png", min_kl=0.6, dpi=40)
+    assert single["x_dimension"].item() == 2 and single["y_dimension"].item() in {0, 1, 3}

@@ -28,6 +28,7 @@ are the full shift projected onto the two plotted dimensions; the test itself us
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -71,12 +72,8 @@ def active_dimensions(dimensions: pd.DataFrame, *, min_kl: float) -> list[int]:
     Returns
     -------
     list of int
-        Dimension indices, best rank first.
-
-    Raises
-    ------
-    ValueError
-        If no dimension exceeds the threshold.
+        Dimension indices, best rank first. When no dimension exceeds the threshold (a model trained too briefly),
+        every dimension, with a warning: the analyses still run, on a latent space that is mostly noise.
 
     Examples
     --------
@@ -87,8 +84,9 @@ def active_dimensions(dimensions: pd.DataFrame, *, min_kl: float) -> list[int]:
     ordered = dimensions.sort_values("rank")
     chosen = ordered.loc[ordered["kl"] > min_kl, "dimension"].astype(int).tolist()
     if not chosen:
-        raise ValueError(f"no latent dimension has a mean KL above {min_kl} nats (largest: "
-                         f"{dimensions['kl'].max():.3g}); lower the threshold or train the model longer")
+        warnings.warn(f"no latent dimension has a mean KL above {min_kl} nats (largest: {dimensions['kl'].max():.3g});"
+                      " using all of them", stacklevel=2)
+        return ordered["dimension"].astype(int).tolist()
     return chosen
 
 
@@ -429,14 +427,16 @@ def plot_drug_target_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, dime
     plt = _pyplot()
     table = treatments(embeddings, cells)
     active = active_dimensions(dimensions, min_kl=min_kl)
-    latents = latent_means(table, dimensions=active)
+    # a scatter plot needs two dimensions: with one active dimension, the others compete for the second axis
+    candidates = active if len(active) >= 2 else dimensions.sort_values("rank")["dimension"].astype(int).tolist()
+    latents = latent_means(table, dimensions=candidates)
     structures = sorted(table["structure"].unique())
     figure, axes = plt.subplots(1, len(structures), figsize=(5.2 * len(structures), 5.8), squeeze=False,
                                 layout="constrained")
     shown = []
     for axis, structure in zip(axes[0], structures):
         chosen = (table["structure"] == structure).to_numpy()
-        pair = _spread_dimensions(latents[chosen], active)
+        pair = _spread_dimensions(latents[chosen], candidates)
         xy = latent_means(table[chosen], dimensions=pair)
         cell_rows = table[chosen].reset_index(drop=True)
         _scatter_treatments(axis, cell_rows, xy, control=control, point_size=point_size)
