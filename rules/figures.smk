@@ -14,6 +14,10 @@ rule plot_model_check:
             category="Models",
         ),
         kl="results/models/kl_per_dimension.csv",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
     log:
         "logs/plot_model_check.log",
     conda:
@@ -32,6 +36,10 @@ rule plot_colony_overview:
             caption="../workflow/report/colony_overview.rst",
             category="Input data",
         ),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
     log:
         "logs/plot_colony_overview.log",
     conda:

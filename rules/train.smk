@@ -16,7 +16,7 @@ rule train_reference:
     resources:
         mem_mb=6000,
         runtime=600,
-        gpu=1,
+        gpu=0 if config["training"]["accelerator"] == "cpu" else config["training"]["devices"],
     log:
         "logs/train_reference.log",
     benchmark:

@@ -1,0 +1,163 @@
+"""The SLURM profile against a real single-node SLURM on localhost (tests/slurm/cluster.py).
+
+The tiny workflow's default target runs to the end with every job submitted through ``sbatch`` and asking for the
+threads, memory and GPUs its rule declares; a job that fails is reported as failed. Skipped, with the reason,
+where SLURM cannot be installed or started (not root, no apt, daemons that do not come up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.slurm.cluster import LocalSlurm, NodeSize, SlurmUnavailable, local_slurm
+from tests.test_workflow import TINY as TINY_COLONY
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = "workflow/profiles/slurm"
+# test_workflow's tiny colony with bigger FOVs, so that both datasets have train, validation and test cells, and with
+# the drug set's structure among those the target model learns.
+TINY = {
+    "synthetic": {**TINY_COLONY["synthetic"], "structures": ["microtubules", "nucleoli"],
+                  "fov_size_um": {"z": 14.0, "y": 48.0, "x": 48.0}, "mitotic_fraction": 0.3},
+    "training": {"epochs": 1, "widths": [4, 8], "latent_dim": 4, "batch_size": 4},
+    "analysis": {"elbo_samples": 2, "batch_size": 16, "top_dimensions": 2, "walk_steps": 3, "walk_dimensions": 1,
+                 "generated_per_structure": 1, "examples_per_structure": 1, "generated_cells": 4,
+                 "coupling_copies": 2, "resampling_iterations": 100, "permutations": 100, "trajectory_steps": 2},
+    "beta_sweep": {"count": 2, "epochs": 1},
+    "figures": {"dpi": 50},
+}
+# Status checks every 2 s through squeue (the cluster has no slurmdbd for sacct; MinJobAge keeps finished jobs in
+# squeue for an hour).
+FAST_STATUS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
+               "--seconds-between-status-checks", "2")
+RUN_TIMEOUT_S = 1200
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> LocalSlurm:
+    """A running single-node cluster, stopped after the module.
+
+    It declares 8 CPUs, 16 GB and 2 GPUs (more than a CI machine has): every rule's request fits, and jobs that
+    mostly wait (on imports, on status checks) overlap.
+    """
+    node = NodeSize(cpus=max(os.cpu_count() or 1, 8), memory_mb=16000, gpus=2)
+    with contextlib.ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(local_slurm(tmp_path_factory.mktemp("slurm"), node=node))
+        except SlurmUnavailable as error:
+            pytest.skip(f"SLURM cannot start here: {error}")
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A copy of the workflow with the tiny config beside it."""
+    root = tmp_path_factory.mktemp("slurm_workflow")
+    for name in ("Snakefile", "rules", "config", "workflow", "envs"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    return root
+
+
+def _snakemake(cluster: LocalSlurm, workdir: Path, *targets: str) -> subprocess.CompletedProcess:
+    """Run the real snakemake with the SLURM profile; killed, with everything it started, after RUN_TIMEOUT_S."""
+    # Targets come first: everything after --configfile is read as a config file.
+    command = [sys.executable, "-m", "snakemake", *targets, "--workflow-profile", PROFILE, *FAST_STATUS,
+               "--configfile", "tiny.yaml"]
+    process = subprocess.Popen(command, cwd=workdir, env=cluster.env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"snakemake on SLURM ran past {RUN_TIMEOUT_S} s and was killed:\n{output[-6000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, output, "")
+
+
+def _submitted(output: str) -> dict[str, dict]:
+    """SLURM job id -> the Snakemake job it ran (rule, threads, resources), from snakemake's log."""
+    jobs: dict[str, dict] = {}
+    for block in re.split(r"\n(?=\[\w{3} \w{3} )", output):
+        rule = re.search(r"^(local)?rule (\w+):", block, re.MULTILINE)
+        submitted = re.search(r"Job \d+ has been submitted with SLURM jobid (\d+)", block)
+        if rule and submitted:
+            resources = re.search(r"^\s+resources: (.*)$", block, re.MULTILINE)
+            threads = re.search(r"^\s+threads: (\d+)$", block, re.MULTILINE)
+            jobs[submitted.group(1)] = {
+                "rule": rule.group(2),
+                "threads": int(threads.group(1)) if threads else 1,
+                "resources": dict(re.findall(r"(\w+)=([^,\s]+)", resources.group(1))) if resources else {},
+            }
+    return jobs
+
+
+def _megabytes(size: str) -> float:
+    """A SLURM memory size (``6000M``, ``2G``) in megabytes."""
+    return float(size[:-1]) * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2}[size[-1]]
+
+
+def _run_id(output: str) -> str:
+    return re.search(r"SLURM run ID: (\S+)", output).group(1)
+
+
+@pytest.mark.slow
+def test_tiny_workflow_runs_to_the_end_with_every_job_through_slurm(cluster, workdir):
+    run = _snakemake(cluster, workdir)
+    assert run.returncode == 0, run.stdout[-6000:]
+    total = int(re.search(r"^total\s+(\d+)$", run.stdout, re.MULTILINE).group(1))
+    local = re.findall(r"^localrule (\w+):", run.stdout, re.MULTILINE)
+    assert local == ["all"], f"jobs run outside SLURM: {local}"
+
+    submitted = _submitted(run.stdout)
+    ran = {slurm_id: job for slurm_id, job in cluster.jobs().items() if job["JobName"] == _run_id(run.stdout)}
+    assert len(submitted) == total - len(local) > 10
+    assert set(submitted) == set(ran), "every submitted job, and nothing else, ran on the cluster"
+    for slurm_id, job in submitted.items():
+        record = ran[slurm_id]
+        assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", (job, record)
+        assert re.fullmatch(rf"rule_{job['rule']}(_wildcards_.+)?", record["Comment"]), (job, record)
+        assert record["NodeList"] == "localhost"
+        # The rule's portable resources reached SLURM: --mem, --cpus-per-task (or per GPU), --gpus.
+        assert _megabytes(record["MinMemoryNode"]) == int(job["resources"]["mem_mb"]), (job, record)
+        assert int(record["NumCPUs"]) == job["threads"], (job, record)
+        gpus = int(job["resources"].get("gpu", 0))
+        assert record.get("TresPerJob", "") == (f"gres:gpu:{gpus}" if gpus else ""), (job, record)
+    assert any("TresPerJob" in record for record in ran.values()), "training asks for a GPU"
+
+    nothing = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "tiny.yaml"], cwd=workdir,
+                             capture_output=True, text=True, timeout=300)
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr
+    assert (workdir / "results" / "figures" / "model_check.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_reported_as_failed(cluster, workdir):
+    """A corrupt manifest makes the colony overview fail on the cluster: SLURM records FAILED, snakemake exits 1."""
+    manifest = workdir / "results" / "synthetic" / "main_manifest.csv"
+    figure = workdir / "results" / "figures" / "colony_overview.png"
+    if not manifest.exists():  # this test alone: make the manifest first, on the cluster too
+        made = _snakemake(cluster, workdir, str(manifest.relative_to(workdir)))
+        assert made.returncode == 0, made.stdout[-6000:]
+    manifest.write_text("fov_id,path\nnot,a manifest\n")
+
+    run = _snakemake(cluster, workdir, str(figure.relative_to(workdir)), "--force")
+    assert run.returncode != 0
+    failed = [job for job in cluster.jobs().values() if job["JobName"] == _run_id(run.stdout)]
+    retries = yaml.safe_load((workdir / PROFILE / "config.yaml").read_text()).get("retries", 0)
+    assert len(failed) == 1 + retries, "the profile's retries resubmit the job"
+    for record in failed:
+        assert record["JobState"] == "FAILED" and record["ExitCode"] != "0:0", record
+        assert f"SLURM-job '{record['JobId']}' failed, SLURM status is: 'FAILED'" in run.stdout
+    assert "Error in rule" in run.stdout
