@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from statcell.models import ReferenceVAE, TargetVAE, VAEConfig
 from statcell.models.loss import beta_elbo
@@ -160,6 +160,83 @@ class CellDataset(Dataset):
         return cell[2:3], cell[:2], self.labels[item]
 
 
+class EpochShuffle(Sampler[int]):
+    """Every index once per epoch, in an order that is a pure function of ``(seed, epoch)``.
+
+    The trainer sets the epoch (``set_epoch``) before each epoch, also after resuming from a checkpoint, so a resumed
+    run visits the cells in the same order as an uninterrupted one.
+
+    Parameters
+    ----------
+    size : int
+        Number of items.
+    seed : int
+        Seed of the permutations.
+
+    Examples
+    --------
+    >>> sampler = EpochShuffle(5, seed=0)
+    >>> sampler.set_epoch(3)
+    >>> order = list(sampler)
+    >>> sorted(order), order == list(sampler)
+    ([0, 1, 2, 3, 4], True)
+    """
+
+    def __init__(self, size: int, *, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose permutation the next iteration yields."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+def _rng_states() -> dict[str, torch.Tensor | list[torch.Tensor]]:
+    """The torch random states of this process (CPU, and every CUDA device once CUDA is in use)."""
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, torch.Tensor | list[torch.Tensor]]) -> None:
+    torch.set_rng_state(states["cpu"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def memory_format(ndim: int) -> torch.memory_format:
+    """The channels-last memory format of ``ndim``-D images: ``channels_last_3d`` (3D) or ``channels_last`` (2D)."""
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+    return torch.channels_last_3d if ndim == 3 else torch.channels_last
+
+
+def to_channels_last(batch: tuple[torch.Tensor, ...], *, ndim: int) -> tuple[torch.Tensor, ...]:
+    """A batch with its images ``(N, C, *spatial)`` in channels-last memory (faster convolutions on GPUs).
+
+    Parameters
+    ----------
+    batch : tuple of torch.Tensor
+        Images of ``ndim`` spatial dimensions, and possibly other tensors (labels), left as they are.
+    ndim : {2, 3}
+        Spatial dimensions of the images.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        Same values and shapes.
+    """
+    layout = memory_format(ndim)
+    return tuple(t.contiguous(memory_format=layout) if t.dim() == ndim + 2 else t for t in batch)
+
+
 def structure_classes(cells: pd.DataFrame) -> list[str]:
     """The structure classes of a training table, in the order that defines the target model's label indices."""
     return sorted(cells["structure"].unique())
@@ -206,6 +283,33 @@ def _lightning_module():
             self.save_hyperparameters()
             vae_config = VAEConfig(**config)
             self.model = ReferenceVAE(vae_config) if kind == "reference" else TargetVAE(vae_config)
+            self._resumed_rng_states = None
+            self._channels_last = False
+
+        def on_save_checkpoint(self, checkpoint: dict) -> None:
+            # the latent noise draws from the global generator: a resumed run continues its stream
+            checkpoint["rng_states"] = _rng_states()
+
+        def on_load_checkpoint(self, checkpoint: dict) -> None:
+            self._resumed_rng_states = checkpoint.get("rng_states")
+
+        def setup(self, stage: str) -> None:
+            # channels-last convolutions are faster on GPUs (tensor cores), slower on the CPU; converted before the
+            # strategy moves the model to its device (which keeps the layout) and wraps it for DDP
+            self._channels_last = self.trainer.strategy.root_device.type == "cuda"
+            if self._channels_last:
+                self.model.to(memory_format=memory_format(self.model.config.ndim))
+
+        def on_after_batch_transfer(self, batch: tuple[torch.Tensor, ...], dataloader_idx: int):
+            if self._channels_last:
+                return to_channels_last(tuple(batch), ndim=self.model.config.ndim)
+            return batch
+
+        def on_train_start(self) -> None:
+            # restored here, after everything else is loaded, right where the saved run went on
+            if self._resumed_rng_states is not None:
+                _set_rng_states(self._resumed_rng_states)
+                self._resumed_rng_states = None
 
         def forward(self, *batch: torch.Tensor):
             return self.model(*batch)
@@ -276,9 +380,11 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
         labels = rows["structure"].map(label_of).to_numpy()
         dataset = CellDataset(store, rows["store_index"].to_numpy(), kind=kind, labels=labels,
                               cache_in_memory=settings.cache_in_memory, project=settings.ndim == 2)
-        generator = torch.Generator().manual_seed(settings.seed)
-        loaders[split] = DataLoader(dataset, batch_size=min(settings.batch_size, len(dataset)),
-                                    shuffle=split == "train", drop_last=split == "train", generator=generator,
+        sampler = EpochShuffle(len(dataset), seed=settings.seed) if split == "train" else None
+        # a loader draws a seed for its workers at every epoch, from its generator or else from the global stream,
+        # which the latent noise uses and checkpoints restore: keep it off that stream so resumption replays it
+        loaders[split] = DataLoader(dataset, batch_size=min(settings.batch_size, len(dataset)), sampler=sampler,
+                                    drop_last=split == "train", generator=torch.Generator().manual_seed(settings.seed),
                                     num_workers=settings.num_workers, persistent_workers=settings.num_workers > 0)
     config = model_config(kind, settings, loaders["train"].dataset.crop_shape, len(structures))
 

@@ -118,27 +118,99 @@ def test_2d_models_train_on_max_projections_and_reload(tmp_path, tiny_store, kin
     assert output.reconstruction.shape == batch[0].shape == (4, 1 if kind == "target" else 2, 8, 16)
 
 
-def test_a_killed_training_run_resumes_from_its_last_epoch(tmp_path, tiny_store):
-    settings = dataclasses.asdict(dataclasses.replace(TINY, epochs=40))
+def test_epoch_shuffle_is_a_pure_function_of_seed_and_epoch():
+    orders = {}
+    for seed, epoch in ((0, 0), (0, 1), (1, 0), (0, 0)):
+        sampler = train.EpochShuffle(50, seed=seed)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert sorted(order) == list(range(50)) and len(sampler) == 50
+        assert orders.setdefault((seed, epoch), order) == order
+    assert len({tuple(order) for order in orders.values()}) == 3
+
+
+def _final_weights(workdir) -> dict[str, torch.Tensor]:
+    return torch.load(next(workdir.glob("*/checkpoints/last.ckpt")), weights_only=False)["state_dict"]
+
+
+def test_a_killed_training_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, tiny_store, caplog):
+    """SIGKILL a training process mid-run; rerunning resumes and ends at the uninterrupted run's weights, exactly.
+
+    The reruns happen in this process (each new Python process costs ~9 s of CPU importing torch and Lightning).
+    """
+    settings = dataclasses.replace(TINY, epochs=5)
+    paths = {run: {"checkpoint": tmp_path / run / "best.ckpt", "metrics": tmp_path / run / "metrics.csv",
+                   "workdir": tmp_path / run / "work"} for run in ("killed", "whole")}
     command = [sys.executable, "-m", "statcell", "train-reference", "--settings",
-               pd.Series(settings).to_json(), "--store", str(tiny_store / "cells.zarr"), "--cells",
-               str(tiny_store / "cells.parquet"), "--checkpoint", str(tmp_path / "best.ckpt"), "--metrics",
-               str(tmp_path / "metrics.csv"), "--workdir", str(tmp_path / "work")]
+               pd.Series(dataclasses.asdict(settings)).to_json(), "--store", str(tiny_store / "cells.zarr"),
+               "--cells", str(tiny_store / "cells.parquet"),
+               *(f"--{name}={path}" for name, path in paths["killed"].items())]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
-    while not list((tmp_path / "work").glob("*/checkpoints/last.ckpt")) and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
+    while not list(paths["killed"]["workdir"].glob("*/checkpoints/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert not (tmp_path / "best.ckpt").exists(), "the run finished before it could be killed"
-    epoch_at_kill = torch.load(next((tmp_path / "work").glob("*/checkpoints/last.ckpt")), weights_only=False)["epoch"]
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "resuming reference training" in rerun.stderr
-    history = pd.read_csv(tmp_path / "metrics.csv")
-    assert list(history["epoch"]) == list(range(40))  # the epochs before the kill are kept, none run twice
-    assert history["val_elbo"].notna().all() and epoch_at_kill < 39
+    assert not paths["killed"]["checkpoint"].exists(), "the run finished before it could be killed"
+    epoch_at_kill = torch.load(next(paths["killed"]["workdir"].glob("*/checkpoints/last.ckpt")),
+                               weights_only=False)["epoch"]  # epochs completed before the kill
+    assert epoch_at_kill < settings.epochs - 1
+
+    histories = {}
+    for run in ("killed", "whole"):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="statcell.train"):
+            histories[run] = train.train_model("reference", store=tiny_store / "cells.zarr",
+                                               cells=tiny_store / "cells.parquet", settings=settings, **paths[run])
+        assert ("resuming reference training" in caplog.text) == (run == "killed")
+    history = pd.read_csv(paths["killed"]["metrics"])
+    assert list(history["epoch"]) == list(range(settings.epochs))  # the epochs before the kill kept, none run twice
+    assert history["val_elbo"].notna().all()
+    pd.testing.assert_frame_equal(history, pd.read_csv(paths["whole"]["metrics"]), check_exact=True,
+                                  check_like=True)
+    resumed, whole = (_final_weights(paths[run]["workdir"]) for run in ("killed", "whole"))
+    assert resumed.keys() == whole.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("kind", ["reference", "target"])
+def test_channels_last_models_compute_what_contiguous_ones_do(kind, ndim):
+    """The GPU path's memory-format conversion (model and batch), run on the CPU: same outputs and gradients."""
+    import copy
+
+    from statcell.models import ReferenceVAE, TargetVAE
+
+    config = train.model_config(kind, dataclasses.replace(TINY, ndim=ndim), (8, 8, 16), 3)
+    torch.manual_seed(0)
+    model = ReferenceVAE(config) if kind == "reference" else TargetVAE(config)
+    converted = copy.deepcopy(model).to(memory_format=train.memory_format(ndim))
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(4, 3, *config.image_shape, generator=generator)
+    batch = (images[:, :2],) if kind == "reference" else (images[:, 2:], images[:, :2], torch.tensor([0, 1, 2, 1]))
+    moved = train.to_channels_last(batch, ndim=ndim)
+    layout = train.memory_format(ndim)
+    membrane_dna = moved[0] if kind == "reference" else moved[1]
+    assert membrane_dna.is_contiguous(memory_format=layout) and not membrane_dna.is_contiguous()
+    assert all(torch.equal(a, b) for a, b in zip(moved, batch, strict=True))
+    weight = converted.encoder.blocks[1].residual[0].parametrizations.weight.original
+    assert weight.is_contiguous(memory_format=layout) and not weight.is_contiguous()
+
+    outputs = []
+    for network, inputs in ((model, batch), (converted, moved)):
+        output = network(*inputs, generator=torch.Generator().manual_seed(2))
+        output.reconstruction.square().mean().backward()
+        gradient = network.encoder.blocks[1].residual[0].parametrizations.weight.original.grad
+        outputs.append((output.reconstruction.detach(), output.mean.detach(), gradient.contiguous()))
+    for expected, actual in zip(*outputs, strict=True):
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_memory_format_is_for_2d_or_3d_images():
+    assert train.memory_format(3) is torch.channels_last_3d and train.memory_format(2) is torch.channels_last
+    with pytest.raises(ValueError, match="2 or 3"):
+        train.memory_format(1)
 
 
 def test_model_check_figure_and_kl_table(tmp_path, tiny_store):
