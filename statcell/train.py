@@ -321,7 +321,7 @@ def _lightning_module():
             size = batch[0].shape[0]
             for name in ("loss", "elbo", "reconstruction", "kl"):
                 self.log(f"{stage}_{name}", getattr(parts, name), prog_bar=name in ("loss", "elbo"),
-                         on_epoch=True, on_step=False, batch_size=size)
+                         on_epoch=True, on_step=False, batch_size=size, sync_dist=True)  # averaged over DDP ranks
             return parts.loss
 
         def training_step(self, batch: tuple[torch.Tensor, ...], batch_index: int) -> torch.Tensor:
@@ -363,7 +363,12 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     Returns
     -------
     DataFrame
-        Per-epoch metrics.
+        Per-epoch metrics; empty in the other processes of a DDP run (``devices`` > 1), where only the first
+        process writes files.
+
+    Notes
+    -----
+    With DDP every process takes ``batch_size`` cells per step, so a step sees ``devices * batch_size`` cells.
     """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -409,6 +414,8 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
         log.info("resuming %s training from %s", kind, last)
         earlier = pd.read_csv(log_file) if log_file.exists() else earlier  # the logger starts a new file
     trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=str(last) if last.exists() else None)
+    if not trainer.is_global_zero:
+        return pd.DataFrame()
 
     history = pd.concat([earlier, pd.read_csv(log_file)], ignore_index=True)
     history.to_csv(log_file, index=False)  # the next resumption finds every epoch so far

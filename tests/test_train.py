@@ -174,6 +174,25 @@ def test_a_killed_training_run_resumes_to_the_weights_of_an_uninterrupted_run(tm
         torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0, msg=name)
 
 
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_writes_the_best_checkpoint_and_metrics(tmp_path, tiny_store):
+    """``devices: 2`` on the CPU: two gloo DDP processes (Lightning relaunches the CLI), each on half the cells."""
+    settings = dataclasses.replace(TINY, epochs=1, devices=2, accelerator="cpu")
+    command = [sys.executable, "-m", "statcell", "train-target", "--settings",
+               pd.Series(dataclasses.asdict(settings)).to_json(), "--store", str(tiny_store / "cells.zarr"),
+               "--cells", str(tiny_store / "cells.parquet"), "--checkpoint", str(tmp_path / "best.ckpt"),
+               "--metrics", str(tmp_path / "metrics.csv"), "--workdir", str(tmp_path / "work")]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr
+    assert "MEMBER: 2/2" in run.stderr  # Lightning's "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2"
+    history = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(history["epoch"]) == [0] and np.isfinite(history[["train_loss", "val_elbo"]]).all(axis=None)
+    checkpoint = torch.load(tmp_path / "best.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 16 // (2 * TINY.batch_size)  # 16 training cells split over 2 processes
+    model, hparams = train.load_model(tmp_path / "best.ckpt")
+    assert hparams["kind"] == "target" and model.config.n_classes == 2
+
+
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("kind", ["reference", "target"])
 def test_channels_last_models_compute_what_contiguous_ones_do(kind, ndim):
