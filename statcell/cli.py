@@ -682,8 +682,9 @@ def _plot_feature_violins(args: argparse.Namespace) -> None:
 
     walk = commands.add_parser(
         "walk-latent-space", help="reference images decoded along the top latent dimensions",
-        description="Decode reference images along each top dimension from -k to +k standard deviations (test "
-        "cells), all other dimensions at 0; writes an .npz (images, dimension, rank, sd, sd_offsets).")
+        description="Decode reference images along each top dimension from -k to +k standard deviations of its "
+        "aggregate posterior on the test cells, all other dimensions at 0; writes an .npz (images, dimension, "
+        "rank, sd, sd_offsets).")
     _add_settings_options(walk)
     walk.add_argument("--checkpoint", required=True, help="reference model (.ckpt)")
     walk.add_argument("--embeddings", required=True, help="reference embeddings (.parquet)")

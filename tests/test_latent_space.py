@@ -85,12 +85,13 @@ def test_walks_move_one_dimension_from_minus_to_plus_k_sd(tiny_models):
     rng = np.random.default_rng(1)
     embeddings = pd.DataFrame(rng.normal(size=(40, latent_dim)) * np.arange(1, latent_dim + 1),
                               columns=embed.mean_columns(latent_dim))
-    dimensions = embed.rank_dimensions(embeddings.assign(**{f"log_var_{i}": 0.0 for i in range(latent_dim)}))
+    embeddings = embeddings.assign(**{f"log_var_{i}": np.log(0.25) for i in range(latent_dim)})
+    dimensions = embed.rank_dimensions(embeddings)
     walks = latent_space.walk_latent_space(model, embeddings, dimensions=dimensions, count=2, steps=5, range_sd=2.0)
     assert walks["images"].shape == (2, 5, 2, *model.config.image_shape)
     assert walks["dimension"].tolist() == dimensions["dimension"].head(2).tolist()
     np.testing.assert_allclose(walks["sd_offsets"], [-2, -1, 0, 1, 2])
-    sd = embeddings[f"mu_{walks['dimension'][0]}"].std(ddof=0)
+    sd = np.sqrt(embeddings[f"mu_{walks['dimension'][0]}"].var(ddof=0) + 0.25)  # aggregate posterior
     np.testing.assert_allclose(walks["latent_values"][0], sd * walks["sd_offsets"], rtol=1e-6)
     import torch
 

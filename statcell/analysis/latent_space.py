@@ -9,7 +9,7 @@ Tables (paper Fig 2, S1–S3, S6), computed on the held-out cells of the trainin
 - :func:`dimension_correlations`: Pearson correlation among the top dimensions;
 - :func:`ranked_kl`: mean KL per dimension, ranked, per model and (for the target model) per structure;
 - :func:`walk_latent_space`: images decoded along the top dimensions, from −k to +k standard deviations of each
-  dimension, all other dimensions at 0.
+  dimension's aggregate posterior over the test cells, all other dimensions at 0.
 
 The ``plot_*`` functions draw the figures from those tables alone.
 """
@@ -248,7 +248,8 @@ def walk_latent_space(model: torch.nn.Module, embeddings: pd.DataFrame, *, dimen
     model : ReferenceVAE
         Trained reference model.
     embeddings : DataFrame
-        Embedding rows whose spread sets each dimension's standard deviation (e.g. the test split).
+        Embedding rows (``mu_*``, ``log_var_*``) whose aggregate posterior sets each dimension's standard
+        deviation (e.g. the test split).
     dimensions : DataFrame
         Ranked dimensions; the walks follow ranks 1 to ``count``.
     count : int
@@ -256,7 +257,9 @@ def walk_latent_space(model: torch.nn.Module, embeddings: pd.DataFrame, *, dimen
     steps : int
         Images per walk, evenly spaced from ``-range_sd`` to ``+range_sd`` standard deviations.
     range_sd : float
-        Extent of each walk, in standard deviations of the dimension's posterior means.
+        Extent of each walk, in standard deviations of the dimension's aggregate posterior (the mixture of the
+        cells' posteriors, whose variance is the variance of the means plus the mean posterior variance; about 1
+        for a model whose aggregate posterior matches its prior).
 
     Returns
     -------
@@ -267,7 +270,8 @@ def walk_latent_space(model: torch.nn.Module, embeddings: pd.DataFrame, *, dimen
     import torch
 
     chosen = top_dimensions(dimensions, count)
-    sd = embeddings[[f"mu_{d}" for d in chosen]].std(ddof=0).to_numpy(dtype=np.float64)
+    sd = np.sqrt(embeddings[[f"mu_{d}" for d in chosen]].var(ddof=0).to_numpy(dtype=np.float64)
+                 + np.exp(embeddings[[f"log_var_{d}" for d in chosen]].to_numpy(dtype=np.float64)).mean(axis=0))
     offsets = np.linspace(-range_sd, range_sd, steps)
     values = sd[:, None] * offsets[None, :]
     z = np.zeros((len(chosen), steps, latent_dim_of(embeddings)), dtype=np.float32)
@@ -339,7 +343,7 @@ def plot_latent_scatter(embeddings: pd.DataFrame, cells: pd.DataFrame, output: s
         stage_axis.scatter(x[chosen], y[chosen], s=point_size * (1 if stage == "interphase" else 2.5),
                            color=colours[stage], edgecolors="none" if stage == "interphase" else "black",
                            linewidths=0.4, label=f"{stage.replace('_', ' / ')} ({int(chosen.sum())})")
-    stage_axis.legend(title="mitotic stage (cells)", fontsize=8, title_fontsize=8, loc="best")
+    stage_axis.legend(title="mitotic stage (cells)", fontsize=8, title_fontsize=8, loc="best", framealpha=0.7)
     stage_axis.set_title("A  coloured by mitotic stage", loc="left", fontsize=10)
     order = np.argsort(joined["cell_height_um"].to_numpy())
     points = height_axis.scatter(x.iloc[order], y.iloc[order], c=joined["cell_height_um"].iloc[order], s=point_size,
@@ -383,9 +387,9 @@ def plot_latent_pairs(embeddings: pd.DataFrame, output: str | Path, *, dimension
             axis = axes[i, j]
             if i == j:
                 axis.hist(values[:, i], bins=20, range=(-limit, limit), density=True, color="0.4")
-                spread = values[:, i].std()
-                axis.plot(grid, np.exp(-0.5 * (grid / spread) ** 2) / (spread * np.sqrt(2 * np.pi)), color="C3",
-                          linewidth=1, label="normal, same SD")
+                centre, spread = values[:, i].mean(), values[:, i].std()
+                axis.plot(grid, np.exp(-0.5 * ((grid - centre) / spread) ** 2) / (spread * np.sqrt(2 * np.pi)),
+                          color="C3", linewidth=1, label="normal, same mean and SD")
                 axis.set_ylabel("density" if j == 0 else "")
                 if i == 0:
                     axis.legend(fontsize=6, loc="upper left")
@@ -517,6 +521,7 @@ def plot_latent_correlations(correlations: pd.DataFrame, dimensions: pd.DataFram
     axis.bar(pca["component"], pca["explained_variance_ratio"], color="0.35", label="per component")
     axis.plot(pca["component"], pca["cumulative"], color="C3", marker="o", markersize=3, label="cumulative")
     axis.set_ylim(0, 1.02)
+    axis.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     axis.set_xlabel("principal component")
     axis.set_ylabel("explained variance ratio")
     axis.legend(fontsize=7, loc="center right")
