@@ -1,11 +1,19 @@
-"""The real Snakemake workflow on a tiny configuration: dry run, lint, a real run, reruns and config errors."""
+"""The real Snakemake workflow on a tiny configuration: dry run, lint, a full run, stale-only reruns, determinism and
+config errors.
+
+One tiny full run (synthesis to the last figure) is made once per test session (:func:`tiny_full_run`) and shared
+with ``tests/test_faults.py``; tests that change anything work on a copy of it.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -15,100 +23,242 @@ import yaml
 from statcell import io
 
 ROOT = Path(__file__).resolve().parents[1]
+# Three structures (one FOV each; the drug set's among them, so the target model embeds the drug set) and a
+# two-condition drug set: ~45 training-set cells, at least 5 in validation; tiny networks trained for 3 epochs (so a
+# killed training has a checkpoint to resume from).
 TINY = {
     "synthetic": {
         "seed": 3,
-        "structures": ["nucleoli", "control_membrane"],
+        "structures": ["nucleoli", "control_membrane", "microtubules"],
         "fovs_per_structure": 1,
         "drug_structures": ["microtubules"],
         "drug_treatments": ["vehicle", "paclitaxel"],
         "drug_fovs_per_condition": 1,
-        "fov_size_um": {"z": 14.0, "y": 30.0, "x": 30.0},
-    }
+        "fov_size_um": {"z": 14.0, "y": 48.0, "x": 48.0},
+    },
+    "training": {"epochs": 3, "widths": [4, 8], "latent_dim": 4, "batch_size": 4},
+    "analysis": {"elbo_samples": 2, "top_dimensions": 2, "walk_steps": 3, "walk_dimensions": 1,
+                 "generated_per_structure": 1, "examples_per_structure": 1, "generated_cells": 4, "coupling_copies": 2,
+                 "resampling_iterations": 100, "permutations": 100, "trajectory_steps": 2},
+    "beta_sweep": {"count": 2, "epochs": 1},
 }
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "workflow", "envs")
+PREPROCESSING = {"synthesize", "segment_fov", "crop_cells", "normalize_cells", "plot_colony_overview"}
 
 
-def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 2400) -> subprocess.CompletedProcess:
+    """Run ``snakemake *args --cores 2`` in a workflow copy, with ``tiny.yaml`` unless other config files are given."""
     # Targets come first: everything after --configfile is read as a config file.
     configfiles = () if "--configfile" in args else ("--configfile", "tiny.yaml")
     command = [sys.executable, "-m", "snakemake", *args, "--cores", "2", *configfiles]
-    run = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout)
     if check and run.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{run.stdout}\n{run.stderr}")
     return run
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """A copy of the workflow with a tiny config beside it."""
-    root = tmp_path_factory.mktemp("workflow")
-    for name in ("Snakefile", "rules", "config", "workflow", "envs"):
+def copy_workflow(folder: Path) -> Path:
+    """A fresh copy of the workflow with ``tiny.yaml`` beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
         source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    return root
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, folder / name)
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    return folder
+
+
+def tiny_full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny workflow run to completion (default target), made once per test session; do not modify it."""
+    base = tmp_path_factory.getbasetemp()
+    folder, done, failed = base / "tiny_full_run", base / "tiny_full_run.done", base / "tiny_full_run.failed"
+    if failed.exists():  # tried once this session: report that failure again rather than run again
+        raise AssertionError(failed.read_text())
+    if not done.exists():
+        try:
+            snakemake(copy_workflow(folder))
+        except (AssertionError, subprocess.TimeoutExpired) as error:
+            failed.write_text(str(error))
+            raise
+        done.touch()
+    return folder
+
+
+def copy_run(source: Path, folder: Path) -> Path:
+    """A copy of a workflow folder, outputs, modification times and Snakemake's records included."""
+    shutil.copytree(source, folder, symlinks=True)
+    return folder
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of a dry run."""
+
+    rule: str
+    wildcards: str
+    reason: str
+
+
+def scheduled_jobs(dry_run: str) -> set[Job]:
+    """The jobs a ``snakemake -n`` output lists (the aggregating ``all`` job left out)."""
+    jobs = set()
+    for block in re.split(r"^(?=(?:local)?rule \w+:$)", dry_run, flags=re.MULTILINE)[1:]:
+        rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
+        fields = dict(re.findall(r"^\s+(\w+): (.*)$", block, flags=re.MULTILINE))
+        if rule != "all":
+            jobs.add(Job(rule, fields.get("wildcards", ""), fields.get("reason", "")))
+    return jobs
+
+
+def result_files(folder: Path, *, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """Files under ``results/`` ending in one of ``suffixes``, by path relative to ``folder``; Zarr stores are
+    listed file by file."""
+    return {str(path.relative_to(folder)): path for path in sorted((folder / "results").rglob("*"))
+            if path.is_file() and (path.name.endswith(suffixes) or ".zarr/" in str(path))}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> Path:
+    return tiny_full_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory) -> Path:
+    """A copy of the workflow, nothing run."""
+    return copy_workflow(tmp_path_factory.mktemp("fresh"))
 
 
 @pytest.mark.slow
-def test_dry_run_and_lint_are_clean(workdir):
-    dry = _snakemake(workdir, "-n")
+def test_dry_run_and_lint_are_clean(fresh):
+    dry = snakemake(fresh, "-n")
     for rule in ("synthesize", "segment_fov", "crop_cells", "normalize_cells", "train_reference", "train_target"):
         assert rule in dry.stdout
-    lint = _snakemake(workdir, "--lint")
+    lint = snakemake(fresh, "--lint")
     assert "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr
 
 
-# The tiny colony is too small for a validation split, so the real run stops before training; tests/test_train.py
-# trains (and kills and resumes) through the same CLI on a store of its own.
-BEFORE_TRAINING = ("results/main/cells.parquet", "results/drugs/cells.parquet", "results/figures/colony_overview.png")
-
-
 @pytest.mark.slow
-def test_real_run_builds_the_synthetic_colony_and_reruns_only_what_changed(workdir):
-    _snakemake(workdir, *BEFORE_TRAINING)
-    outdir = workdir / "results" / "synthetic"
+def test_full_run_builds_the_colony_the_stores_and_the_models(full_run, tmp_path):
+    outdir = full_run / "results" / "synthetic"
     manifest = io.read_manifest(outdir / "main_manifest.csv")
     drugs = io.read_manifest(outdir / "drugs_manifest.csv")
-    assert list(manifest["fov_id"]) == ["nucleoli_00", "control_membrane_00"]
+    assert list(manifest["fov_id"]) == ["nucleoli_00", "control_membrane_00", "microtubules_00"]
     assert list(drugs["fov_id"]) == ["vehicle_microtubules_00", "paclitaxel_microtubules_00"]
     image = io.read_image(manifest.loc[0, "path"])
-    assert image.data.shape == (3, 48, 139, 139)
+    assert image.data.shape == (3, 48, 222, 222)
     assert image.channel_names == ("membrane", "dna", "nucleoli")
     truth = pd.read_parquet(outdir / "ground_truth" / "cells.parquet")
     assert set(truth["fov_id"]) == set(manifest["fov_id"]) | set(drugs["fov_id"])
-    assert (workdir / "logs" / "synthesize.log").read_text().count("synthesized FOV") == 4
-    assert (workdir / "benchmarks" / "synthesize.tsv").is_file()
-    figure = workdir / "results" / "figures" / "colony_overview.png"
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    _snakemake(workdir, *BEFORE_TRAINING, "--report", "report.html")
-    assert "colony_overview.png" in (workdir / "report.html").read_text(errors="ignore")
+    assert (full_run / "logs" / "synthesize.log").read_text().count("synthesized FOV") == 5
+    assert (full_run / "benchmarks" / "synthesize.tsv").is_file()
+    for figure in ("colony_overview.png", "model_check.png"):
+        assert (full_run / "results" / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The single-cell dataset: a store and a table that agree, annotations joined from the ground truth.
     import zarr
 
     for dataset in ("main", "drugs"):
-        cells = pd.read_parquet(workdir / "results" / dataset / "cells.parquet")
-        store = zarr.open_array(workdir / "results" / dataset / "cells.zarr" / "0", mode="r")
+        cells = pd.read_parquet(full_run / "results" / dataset / "cells.parquet")
+        store = zarr.open_array(full_run / "results" / dataset / "cells.zarr" / "0", mode="r")
         assert len(cells) > 0 and store.shape == (len(cells), 5, 16, 16, 24)
         assert list(cells["store_index"]) == list(range(len(cells)))
         assert cells["mitotic_stage"].notna().all() and (cells["truth_iou"] > 0.7).all()
         first = store[0]
         assert 0 <= first[:3].min() and first[:3].max() <= 1 and first[3].sum() > 0
-        rejects = pd.read_parquet(workdir / "results" / dataset / "rejects.parquet")
+        rejects = pd.read_parquet(full_run / "results" / dataset / "rejects.parquet")
         assert "touches_fov_border" in set(rejects["reject_reason"])
-    drugs = pd.read_parquet(workdir / "results" / "drugs" / "cells.parquet")
+    drugs = pd.read_parquet(full_run / "results" / "drugs" / "cells.parquet")
     assert set(drugs["drug"]) == {"vehicle", "paclitaxel"}
 
-    assert "Nothing to be done" in _snakemake(workdir, "-n", *BEFORE_TRAINING).stdout
-    # Touching one FOV reruns that FOV's segmentation and cropping, and its dataset's normalization, only.
-    (workdir / "results" / "synthetic" / "raw" / "nucleoli_00.ome.tiff").touch()
-    stale = _snakemake(workdir, "-n", *BEFORE_TRAINING).stdout
-    assert re.search(r"segment_fov\s+1\b", stale) and re.search(r"crop_cells\s+1\b", stale)
-    assert re.search(r"normalize_cells\s+1\b", stale) and "synthesize" not in stale
-    _snakemake(workdir, "--touch", *BEFORE_TRAINING)
-    (workdir / "reseed.yaml").write_text(yaml.safe_dump({"synthetic": {**TINY["synthetic"], "seed": 4}}))
-    changed = _snakemake(workdir, "-n", *BEFORE_TRAINING, "--configfile", "tiny.yaml", "reseed.yaml")
-    assert "synthesize" in changed.stdout and "params" in changed.stdout.lower()
+    from statcell import train
+
+    for kind in ("reference", "target"):
+        _, hparams = train.load_model(full_run / "results" / "models" / f"{kind}.ckpt")
+        assert hparams["kind"] == kind and hparams["config"]["latent_dim"] == TINY["training"]["latent_dim"]
+        metrics = pd.read_csv(full_run / "results" / "models" / f"{kind}_metrics.csv")
+        assert list(metrics["epoch"]) == list(range(TINY["training"]["epochs"]))
+
+    report = copy_run(full_run, tmp_path / "run")  # the report is written into the folder: use a copy
+    snakemake(report, "--report", "report.html")
+    assert "colony_overview.png" in (report / "report.html").read_text(errors="ignore")
+
+
+@pytest.mark.slow
+def test_a_rerun_after_a_full_run_does_nothing(full_run, tmp_path):
+    assert "Nothing to be done" in snakemake(full_run, "-n").stdout
+    work = copy_run(full_run, tmp_path / "run")
+    before = {path: os.stat(path).st_mtime_ns for path in result_files(work, suffixes=("",)).values()}
+    start = time.monotonic()
+    run = snakemake(work)
+    elapsed = time.monotonic() - start
+    assert "Nothing to be done" in run.stdout + run.stderr
+    assert {path: os.stat(path).st_mtime_ns for path in before} == before
+    assert elapsed < 120, f"a no-op rerun took {elapsed:.0f} s"
+
+
+@pytest.mark.slow
+def test_touching_one_fov_reruns_only_that_fov_and_what_depends_on_it(full_run, tmp_path):
+    work = copy_run(full_run, tmp_path / "run")
+    # What depends on one FOV's segmentation: that job and everything downstream of it, as Snakemake sees it.
+    downstream = scheduled_jobs(snakemake(work, "-n", "--forcerun",
+                                          "results/main/segmentation/nucleoli_00.ome.tiff").stdout)
+    (work / "results" / "synthetic" / "raw" / "nucleoli_00.ome.tiff").touch()
+    stale = scheduled_jobs(snakemake(work, "-n").stdout)
+    assert {(job.rule, job.wildcards) for job in stale} == {(job.rule, job.wildcards) for job in downstream}
+    per_fov = {(job.rule, job.wildcards) for job in stale if job.rule in ("segment_fov", "crop_cells")}
+    assert per_fov == {(rule, "dataset=main, fov=nucleoli_00") for rule in ("segment_fov", "crop_cells")}
+    assert {job.wildcards for job in stale if job.rule == "normalize_cells"} == {"dataset=main"}
+    assert {"train_reference", "train_target", "plot_model_check"} <= {job.rule for job in stale}
+    assert not {"synthesize", "plot_colony_overview"} & {job.rule for job in stale}
+
+
+@pytest.mark.slow
+def test_changing_beta_reruns_training_and_analyses_but_not_preprocessing(full_run, tmp_path):
+    (tmp_path / "beta.yaml").write_text(yaml.safe_dump({"training": {**TINY["training"], "beta": 0.25}}))
+    beta = str(tmp_path / "beta.yaml")
+    changed = scheduled_jobs(snakemake(full_run, "-n", "--configfile", "tiny.yaml", beta).stdout)
+    retrained = scheduled_jobs(snakemake(full_run, "-n", "--forcerun", "train_reference", "train_target").stdout)
+    assert {"train_reference", "train_target", "plot_model_check"} <= {job.rule for job in changed}
+    # Everything downstream of the models reruns, and nothing upstream of them.
+    assert {job.rule for job in retrained} <= {job.rule for job in changed}
+    assert not PREPROCESSING & {job.rule for job in changed}
+
+
+def _rules_reading(entry: str) -> set[str]:
+    """Rules whose params read ``figure_settings(entry)``, found in the rule files."""
+    rules = set()
+    for path in (ROOT / "rules").glob("*.smk"):
+        for block in re.split(r"^(?=rule \w+)", path.read_text(), flags=re.MULTILINE):
+            if f'figure_settings("{entry}")' in block:
+                rules.add(re.match(r"rule (\w+)", block).group(1))
+    return rules
+
+
+@pytest.mark.slow
+def test_changing_a_plot_parameter_redraws_only_the_figures_reading_it(full_run, tmp_path):
+    figures = {**yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["figures"]}
+    figures["latent_space"] = {**figures["latent_space"], "point_size": figures["latent_space"]["point_size"] + 5}
+    (tmp_path / "point_size.yaml").write_text(yaml.safe_dump({"figures": figures}))
+    point_size = str(tmp_path / "point_size.yaml")
+    changed = scheduled_jobs(snakemake(full_run, "-n", "--configfile", "tiny.yaml", point_size).stdout)
+    assert {job.rule for job in changed} == _rules_reading("latent_space")
+    for job in changed:  # each redrawn because its own settings changed, and nothing after it
+        assert job.rule.startswith("plot_") and "Params have changed" in job.reason, job
+
+
+@pytest.mark.slow
+def test_two_runs_with_the_same_seed_give_identical_tables(full_run, tmp_path):
+    second = copy_workflow(tmp_path / "second")
+    snakemake(second)
+    tables = result_files(full_run, suffixes=(".parquet", ".csv"))
+    assert result_files(second, suffixes=(".parquet", ".csv")).keys() == tables.keys()
+    assert sum(".zarr/" in name for name in tables) > 2 and sum(name.endswith(".parquet") for name in tables) > 10
+    for name, path in tables.items():
+        if path.suffix == ".parquet":
+            pd.testing.assert_frame_equal(pd.read_parquet(second / name), pd.read_parquet(path), check_exact=True)
+        elif path.suffix == ".csv":
+            pd.testing.assert_frame_equal(pd.read_csv(second / name), pd.read_csv(path), check_exact=True)
+        else:  # Zarr store files
+            assert (second / name).read_bytes() == path.read_bytes(), name
 
 
 @pytest.mark.slow
@@ -116,9 +266,9 @@ def test_real_run_builds_the_synthetic_colony_and_reruns_only_what_changed(workd
     ({"synthetic": {"fovs_per_structure": "two"}}, "synthetic.fovs_per_structure"),
     ({"synthetic": {"seeed": 1}}, "synthetic.seeed"),
 ])
-def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, workdir, bad, key):
-    (workdir / "bad.yaml").write_text(yaml.safe_dump(bad))
-    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "bad.yaml"], cwd=workdir,
+def test_bad_config_fails_before_any_job_naming_the_key(fresh, bad, key):
+    (fresh / "bad.yaml").write_text(yaml.safe_dump(bad))
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "bad.yaml"], cwd=fresh,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     assert key in run.stdout + run.stderr
