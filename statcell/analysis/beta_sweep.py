@@ -635,11 +635,11 @@ def plot_regression(kl_per_dimension: pd.DataFrame, regression: pd.DataFrame, fe
     axis.plot(total["beta"], total["r2"], "k:", marker="s", label="total: Σ R²·variance ratio")
     axis.axhline(float(total["explained_variance_ratio"].iloc[0]), color="0.6", linewidth=0.8,
                  label="maximum (variance of the PCs)")
-    axis.set_xlabel("β")
+    axis.set_xticks(total["beta"], [f"{beta:.2f}\n({int(dims)})" for beta, dims in
+                                    total[["beta", "dimensions"]].to_numpy()], fontsize=8)
+    axis.set_xlabel("β (important dimensions on training cells)")
     axis.set_ylabel("R² on test cells")
     axis.legend(fontsize=8, ncol=2)
-    counts = total[["beta", "dimensions"]].to_numpy()
-    axis.set_title("d) Linear regression from the important dimensions to each PC\n"
-                   + ", ".join(f"β {beta:.2f}: {int(dims)} dims" for beta, dims in counts), fontsize=10)
+    axis.set_title("d) R² of linear regressions: important dimensions → PC")
     figure.suptitle("Important latent dimensions of the 2D reference models and the features they predict")
     _save(figure, output, dpi=dpi)
