@@ -893,6 +893,8 @@ def synthesize_fov(plan: FovPlan, settings: SynthSettings) -> SyntheticFov:
     copied = {"control_membrane": 0, "control_dna": 1}.get(plan.structure)
     if copied is not None:  # an exact copy of the reference channel's image, noise included
         image[2], clean[2] = image[copied], clean[copied]
+    if plan.structure == "control_blank":  # an artificial empty channel, like the copies: no photons, no noise
+        image[2] = np.uint16(round(settings.offset_adu))
 
     cells3d, nuclei3d = colony.cells3d[crop], colony.nuclei3d[crop]
     visible_sizes = np.bincount(cells3d.ravel(), minlength=int(colony.labels2d.max()) + 1)

@@ -53,10 +53,10 @@ def test_generator_is_deterministic(tiny_settings, tiny_fovs):
 
 
 def test_image_shape_type_and_camera_background(tiny_settings, tiny_fovs):
-    fov = fov_of(tiny_fovs, "control_blank")
+    fov = fov_of(tiny_fovs, "nucleoli")
     assert fov.image.dtype == np.uint16
     assert fov.image.shape == (3, *tiny_settings.fov_shape)
-    background = fov.image[2].astype(float)
+    background = fov.image[2][fov.clean[2] == 0].astype(float)
     expected = tiny_settings.offset_adu + tiny_settings.background_photons
     assert abs(np.median(background) - expected) < 2
     assert background.std() > 1  # camera noise is there
@@ -231,6 +231,7 @@ def test_copy_controls_duplicate_a_reference_channel(tiny_fovs, structure, chann
 def test_blank_and_noise_controls(tiny_fovs):
     blank = fov_of(tiny_fovs, "control_blank")
     assert blank.clean[2].max() == 0
+    assert np.unique(blank.image[2]).tolist() == [100]  # the camera offset only: no signal, no noise to normalize
     noise = fov_of(tiny_fovs, "control_noise")
     inside = noise.cell_labels > 0
     assert noise.clean[2][~inside].max() == 0
