@@ -4,6 +4,7 @@ For each configuration, in a fresh subprocess (so peak memory is its own), time 
 β-ELBO, backward, Adam) of the reference model and of the target model on random data, after one warm-up step::
 
     python bench/bench_train.py                       # default preset (batch 32) and paper 3D preset (batch 2), CPU
+    python bench/bench_train.py --ndim 2              # the same, 2D: default networks on max projections, paper2d
     python bench/bench_train.py --device cuda --paper-batch 32 --precision bf16   # where a GPU is available
 
 It prints images per second and the peak resident memory (CPU) or peak allocated GPU memory of each run.
@@ -22,8 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(preset: str, kind: str, batch: int, steps: int, device: str, precision: str) -> dict:
+def measure(preset: str, kind: str, batch: int, steps: int, device: str, precision: str, ndim: int) -> dict:
     """Time ``steps`` optimizer steps of one model (run in the subprocess)."""
+    import dataclasses
+
     import torch
 
     from statcell.config import load_config, validate_config
@@ -31,10 +34,11 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     from statcell.models.vae import ReferenceVAE, TargetVAE
     from statcell.train import TrainSettings, model_config
 
-    config = load_config(ROOT / "config" / "paper3d.yaml") if preset == "paper3d" else validate_config({})
-    settings = TrainSettings.from_config(config["training"])
-    shape = tuple(config["crop"]["shape"][axis] for axis in "zyx")
-    model_shape = model_config(kind, settings, shape, 24)
+    config = load_config(ROOT / "config" / f"{preset}.yaml") if preset != "default" else validate_config({})
+    settings = dataclasses.replace(TrainSettings.from_config(config["training"]), ndim=ndim)
+    crop_shape = tuple(config["crop"]["shape"][axis] for axis in "zyx")
+    model_shape = model_config(kind, settings, crop_shape, 24)
+    shape = model_shape.image_shape
     model = (ReferenceVAE if kind == "reference" else TargetVAE)(model_shape).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, betas=settings.adam_betas)
     generator = torch.Generator().manual_seed(0)
@@ -63,7 +67,7 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     seconds = time.perf_counter() - start
     memory = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"preset": preset, "model": kind, "batch": batch, "parameters": sum(p.numel() for p in model.parameters()),
+    return {"preset": preset, "ndim": ndim, "model": kind, "batch": batch, "parameters": sum(p.numel() for p in model.parameters()),
             "images_per_s": batch * steps / seconds, "seconds_per_step": seconds / steps, "peak_mib": memory}
 
 
@@ -74,20 +78,23 @@ def main() -> None:
     parser.add_argument("--default-batch", type=int, default=32)
     parser.add_argument("--paper-batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run (default 3)")
+    parser.add_argument("--ndim", type=int, choices=[2, 3], default=3,
+                        help="3: 3D networks (default, paper3d); 2: 2D networks on max projections (paper2d)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
     args = parser.parse_args()
     if args.run:
         preset, kind, batch = args.run.split(",")
-        print(json.dumps(measure(preset, kind, int(batch), args.steps, args.device, args.precision)))
+        print(json.dumps(measure(preset, kind, int(batch), args.steps, args.device, args.precision, args.ndim)))
         return
-    print(f"{'preset':8} {'model':9} {'batch':>5} {'parameters':>11} {'images/s':>9} {'s/step':>7} {'peak MiB':>9}")
-    for preset, batch in (("default", args.default_batch), ("paper3d", args.paper_batch)):
+    print(f"{'preset':8} {'ndim':>4} {'model':9} {'batch':>5} {'parameters':>11} {'images/s':>9} {'s/step':>7} "
+          f"{'peak MiB':>9}")
+    for preset, batch in (("default", args.default_batch), (f"paper{args.ndim}d", args.paper_batch)):
         for kind in ("reference", "target"):
             run = subprocess.run([sys.executable, __file__, "--run", f"{preset},{kind},{batch}", "--steps",
-                                  str(args.steps), "--device", args.device, "--precision", args.precision],
-                                 capture_output=True, text=True, check=True, cwd=ROOT)
+                                  str(args.steps), "--device", args.device, "--precision", args.precision,
+                                  "--ndim", str(args.ndim)], capture_output=True, text=True, check=True, cwd=ROOT)
             row = json.loads(run.stdout.strip().splitlines()[-1])
-            print(f"{row['preset']:8} {row['model']:9} {row['batch']:5d} {row['parameters']:11,d} "
+            print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['batch']:5d} {row['parameters']:11,d} "
                   f"{row['images_per_s']:9.2f} {row['seconds_per_step']:7.2f} {row['peak_mib']:9.0f}")
 
 
