@@ -134,6 +134,9 @@ def test_evaluate_matches_the_loss_helpers(sweep_models):
     assert np.all(result.distortion > 0)
     # with the posterior's spread the mean error over draws stays near the error of the mean (β = 0 model)
     assert np.median(result.distortion / decoded) < 3
+    encoded = beta_sweep.evaluate(model, images, samples=0, batch_size=3)  # encoding only
+    np.testing.assert_allclose(encoded.kl, result.kl, rtol=1e-5, atol=1e-6)
+    assert np.isnan(encoded.distortion).all() and encoded.distortion.shape == (10,)
 
 
 def _analyze(sweep_models, cells):

@@ -110,7 +110,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, *, samples: int, batc
     images : Tensor
         ``(N, C, Y, X)`` (or 3D) images as the model was trained on.
     samples : int
-        Latent draws K averaged in the distortion.
+        Latent draws K averaged in the distortion; 0 encodes only (the distortion is then NaN).
     batch_size : int
         Cells per forward pass (memory only).
     generator : torch.Generator, optional
@@ -128,12 +128,14 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, *, samples: int, batc
     with torch.no_grad():
         for batch in torch.split(images, batch_size):
             code = model.encode(batch)
-            _, error, _ = elbo_estimate(lambda code=code: code, model.decode, batch, samples=samples,
-                                        generator=generator)
             means.append(code.mean)
             kls.append(kl_per_dimension(code.mean, code.log_var))
-            errors.append(error)
-    return Evaluation(torch.cat(means).numpy(), torch.cat(kls).numpy(), torch.cat(errors).numpy())
+            if samples:
+                _, error, _ = elbo_estimate(lambda code=code: code, model.decode, batch, samples=samples,
+                                            generator=generator)
+                errors.append(error)
+    distortion = torch.cat(errors).numpy() if samples else np.full(len(images), np.nan, dtype=np.float32)
+    return Evaluation(torch.cat(means).numpy(), torch.cat(kls).numpy(), distortion)
 
 
 def ranked_kl(kl: np.ndarray) -> pd.DataFrame:
@@ -372,29 +374,32 @@ def analyze_beta_sweep(checkpoints: Sequence[str | Path], *, store: str | Path, 
     images = reference_images(store, chosen["store_index"].to_numpy(), ndim=ndims.pop())
     features, pca = _cell_features(store, chosen, images, pca_components=settings.feature_pcs)
     scores = features[[f"pc_{k + 1}" for k in range(len(pca.components))]].to_numpy()
-    scored = ~np.isnan(scores).any(axis=1)
-    fit_rows, eval_rows = scored & (splits == FIT_SPLIT), scored & (splits == EVAL_SPLIT)
+    rows = {split: np.flatnonzero(splits == split) for split in (FIT_SPLIT, EVAL_SPLIT)}
+    scored = {split: ~np.isnan(scores[index]).any(axis=1) for split, index in rows.items()}
+    threshold = settings.important_kl_nats
 
-    test, threshold = splits == EVAL_SPLIT, settings.important_kl_nats
     summary, kl_tables, regressions, samples_out = [], [], [], []
     for model, hparams in models:
         beta = float(hparams["beta"])
-        result = evaluate(model, images, samples=samples, batch_size=batch_size,
-                          generator=torch.Generator().manual_seed(seed))
-        for split in (FIT_SPLIT, EVAL_SPLIT):
-            kl_tables.append(ranked_kl(result.kl[splits == split]).assign(beta=beta, split=split))
-        rate, distortion = float(result.kl[test].sum(axis=1).mean()), float(result.distortion[test].mean())
+        result = {split: evaluate(model, images[index], samples=samples if split == EVAL_SPLIT else 0,
+                                  batch_size=batch_size, generator=torch.Generator().manual_seed(seed))
+                  for split, index in rows.items()}  # the distortion is needed on the test cells only
+        for split, values in result.items():
+            kl_tables.append(ranked_kl(values.kl).assign(beta=beta, split=split))
+        test = result[EVAL_SPLIT]
+        rate, distortion = float(test.kl.sum(axis=1).mean()), float(test.distortion.mean())
         summary.append({"beta": beta, "rate": rate, "distortion": distortion, "elbo": -(rate + distortion),
-                        "important_dims": len(important_dimensions(result.kl[test], threshold=threshold)),
-                        "latent_dim": result.kl.shape[1], "test_cells": int(test.sum())})
-        dims = important_dimensions(result.kl[splits == FIT_SPLIT], threshold=threshold)
-        fit = fit_regression(result.mean[fit_rows][:, dims], scores[fit_rows], result.mean[eval_rows][:, dims],
-                             scores[eval_rows])
+                        "important_dims": len(important_dimensions(test.kl, threshold=threshold)),
+                        "latent_dim": test.kl.shape[1], "test_cells": len(rows[EVAL_SPLIT])})
+        dims = important_dimensions(result[FIT_SPLIT].kl, threshold=threshold)
+        fit_eval = [(result[split].mean[scored[split]][:, dims], scores[rows[split]][scored[split]])
+                    for split in (FIT_SPLIT, EVAL_SPLIT)]
+        fit = fit_regression(*fit_eval[0], *fit_eval[1])
         ratio = pca.explained_variance_ratio
         regressions.append(pd.DataFrame({
             "beta": beta, "pc": np.arange(len(fit.r2) + 1), "r2": [float(fit.r2 @ ratio), *fit.r2],
             "explained_variance_ratio": [float(ratio.sum()), *ratio], "dimensions": len(dims),
-            "fit_cells": int(fit_rows.sum()), "scored_cells": int(eval_rows.sum())}))
+            "fit_cells": int(scored[FIT_SPLIT].sum()), "scored_cells": int(scored[EVAL_SPLIT].sum())}))
         with torch.no_grad():
             samples_out.append(model.sample(generated, generator=torch.Generator().manual_seed(seed)).numpy())
 
