@@ -24,10 +24,10 @@ from tests.test_workflow import TINY as TINY_COLONY
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = "workflow/profiles/slurm"
-# test_workflow's tiny colony with bigger FOVs, so that both datasets have train, validation and test cells, and with
-# the drug set's structure among those the target model learns.
+# test_workflow's tiny colony with more and bigger FOVs (~60 training-set cells, so that the analyses find at least 3
+# test cells), and with the drug set's structure among those the target model learns.
 TINY = {
-    "synthetic": {**TINY_COLONY["synthetic"], "structures": ["microtubules", "nucleoli"],
+    "synthetic": {**TINY_COLONY["synthetic"], "structures": ["microtubules", "nucleoli"], "fovs_per_structure": 2,
                   "fov_size_um": {"z": 14.0, "y": 48.0, "x": 48.0}, "mitotic_fraction": 0.3},
     "training": {"epochs": 1, "widths": [4, 8], "latent_dim": 4, "batch_size": 4},
     "analysis": {"elbo_samples": 2, "batch_size": 16, "top_dimensions": 2, "walk_steps": 3, "walk_dimensions": 1,
@@ -47,10 +47,11 @@ RUN_TIMEOUT_S = 1200
 def cluster(tmp_path_factory) -> LocalSlurm:
     """A running single-node cluster, stopped after the module.
 
-    It declares 8 CPUs, 16 GB and 2 GPUs (more than a CI machine has): every rule's request fits, and jobs that
-    mostly wait (on imports, on status checks) overlap.
+    It declares 8 CPUs, 32 GB and 4 GPUs (more than a CI machine has): every rule's request fits, the tiny
+    trainings (~0.6 GB each, 6 GB asked) run side by side, and jobs that mostly wait (on imports, on status checks)
+    overlap.
     """
-    node = NodeSize(cpus=max(os.cpu_count() or 1, 8), memory_mb=16000, gpus=2)
+    node = NodeSize(cpus=max(os.cpu_count() or 1, 8), memory_mb=32000, gpus=4)
     with contextlib.ExitStack() as stack:
         try:
             cluster = stack.enter_context(local_slurm(tmp_path_factory.mktemp("slurm"), node=node))
