@@ -33,7 +33,8 @@ def full_run(tmp_path_factory) -> Path:
 
 
 def _kill_when(workdir: Path, target: str, ready: Callable[[], bool], sig: signal.Signals) -> None:
-    """Start ``snakemake target`` and send ``sig`` to its process group as soon as ``ready()`` holds."""
+    """Start ``snakemake target``, send ``sig`` to its process group as soon as ``ready()`` holds, and after a
+    SIGKILL remove the lock the killed Snakemake left (``snakemake --unlock``)."""
     with (workdir / "killed_run.log").open("w") as log:
         process = subprocess.Popen([sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile",
                                     "tiny.yaml"], cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
@@ -48,6 +49,8 @@ def _kill_when(workdir: Path, target: str, ready: Callable[[], bool], sig: signa
             time.sleep(0.005)
         os.killpg(process.pid, sig)
         assert process.wait(timeout=120) != 0
+    if sig == signal.SIGKILL:  # a killed Snakemake cannot release its lock on the outputs: the user unlocks
+        snakemake(workdir, "--unlock", target)
 
 
 @pytest.mark.slow
