@@ -88,6 +88,60 @@ rule walk_latent_space:
 # --- end embed and latent space ---
 
 # --- generation and features ---
+GENERATION_DIR = "results/analysis/generation"
+
+
+rule generate_cells:
+    input:
+        reference=rules.train_reference.output.checkpoint,
+        target=rules.train_target.output.checkpoint,
+        store=rules.train_reference.input.store,
+        cells=rules.train_reference.input.cells,
+    output:
+        prior=f"{GENERATION_DIR}/prior.npz",
+        test_cells=f"{GENERATION_DIR}/test_cells.npz",
+        in_one_cell=f"{GENERATION_DIR}/structures_in_one_cell.npz",
+        examples=f"{GENERATION_DIR}/structure_examples.npz",
+        manifest=f"{GENERATION_DIR}/manifest.parquet",
+    params:
+        settings=analysis_json(),
+        outdir=GENERATION_DIR,
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "logs/generate_cells.log",
+    benchmark:
+        "benchmarks/generate_cells.tsv"
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        f"{STATCELL} generate-cells --settings {{params.settings:q}} --reference {{input.reference}} "
+        "--target {input.target} --store {input.store} --cells {input.cells} --outdir {params.outdir} > {log} 2>&1"
+
+
+rule measure_features:
+    input:
+        test_cells=rules.generate_cells.output.test_cells,
+        prior=rules.generate_cells.output.prior,
+        manifest=rules.generate_cells.output.manifest,
+        store=rules.generate_cells.input.store,
+    output:
+        "results/analysis/features/features.parquet",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        "logs/measure_features.log",
+    benchmark:
+        "benchmarks/measure_features.tsv"
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        f"{STATCELL} measure-features --test-cells {{input.test_cells}} --prior {{input.prior}} "
+        "--manifest {input.manifest} --store {input.store} --output {output} > {log} 2>&1"
 # --- end generation and features ---
 
 # --- beta sweep ---
@@ -253,57 +307,30 @@ rule drug_trajectory:
         "--embeddings {input.embeddings} --dimensions {input.dimensions} --cells {input.cells} "
         "--output {output} > {log} 2>&1"
 # --- end perturbation ---
-GENERATION_DIR = "results/analysis/generation"
 
 
-rule generate_cells:
+def drug_shift_table(wildcards):
+    """The drug-shift tests, when the run has a drug set."""
+    return rules.drug_shifts.output[0] if synth.DRUG_DATASET in datasets() else []
+
+
+rule check_ground_truth:
     input:
-        reference=rules.train_reference.output.checkpoint,
-        target=rules.train_target.output.checkpoint,
-        store=rules.train_reference.input.store,
-        cells=rules.train_reference.input.cells,
+        coupling=rules.measure_coupling.output.structures,
+        measurements=rules.correlate_latent_space.output.recovery,
+        shifts=drug_shift_table,
     output:
-        prior=f"{GENERATION_DIR}/prior.npz",
-        test_cells=f"{GENERATION_DIR}/test_cells.npz",
-        in_one_cell=f"{GENERATION_DIR}/structures_in_one_cell.npz",
-        examples=f"{GENERATION_DIR}/structure_examples.npz",
-        manifest=f"{GENERATION_DIR}/manifest.parquet",
+        report(
+            "results/analysis/ground_truth_recovery.csv",
+            caption="../workflow/report/ground_truth_recovery.rst",
+            category="Ground truth",
+        ),
     params:
         settings=analysis_json(),
-        outdir=GENERATION_DIR,
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
     log:
-        "logs/generate_cells.log",
-    benchmark:
-        "benchmarks/generate_cells.tsv"
+        "logs/check_ground_truth.log",
     conda:
-        "../envs/torch.yaml"
+        "../envs/plots.yaml"
     shell:
-        f"{STATCELL} generate-cells --settings {{params.settings:q}} --reference {{input.reference}} "
-        "--target {input.target} --store {input.store} --cells {input.cells} --outdir {params.outdir} > {log} 2>&1"
-
-
-rule measure_features:
-    input:
-        test_cells=rules.generate_cells.output.test_cells,
-        prior=rules.generate_cells.output.prior,
-        manifest=rules.generate_cells.output.manifest,
-        store=rules.generate_cells.input.store,
-    output:
-        "results/analysis/features/features.parquet",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    log:
-        "logs/measure_features.log",
-    benchmark:
-        "benchmarks/measure_features.tsv"
-    conda:
-        "../envs/torch.yaml"
-    shell:
-        f"{STATCELL} measure-features --test-cells {{input.test_cells}} --prior {{input.prior}} "
-        "--manifest {input.manifest} --store {input.store} --output {output} > {log} 2>&1"
+        f"{STATCELL} check-ground-truth --settings {{params.settings:q}} --coupling {{input.coupling}} "
+        "--measurements {input.measurements} --shifts {input.shifts} --output {output} > {log} 2>&1"

@@ -146,5 +146,7 @@ def final_targets():
     if synth.DRUG_DATASET in datasets():  # drug perturbations, when there is a drug set
         targets += [rules.plot_drug_reference_latents.output.figure, rules.plot_drug_target_latents.output.figure,
                     rules.plot_drug_trajectory.output[0]]
+    if config["data"]["source"] == "synthetic":  # the answers the synthetic colony was built to contain
+        targets += [rules.check_ground_truth.output[0]]
     # --- end analysis targets ---
     return targets

@@ -163,6 +163,106 @@ rule plot_kl_per_dimension:
 # --- end embed and latent space figures ---
 
 # --- generation and features figures ---
+rule plot_generated_cells:
+    input:
+        prior=rules.generate_cells.output.prior,
+        test_cells=rules.generate_cells.output.test_cells,
+        store=rules.generate_cells.input.store,
+    output:
+        report(
+            "results/figures/generated_cells.png",
+            caption="../workflow/report/generated_cells.rst",
+            category="Generation",
+        ),
+    params:
+        settings=figure_settings("generated_cells"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/plot_generated_cells.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-generated-cells --settings {{params.settings:q}} --prior {{input.prior}} "
+        "--test-cells {input.test_cells} --store {input.store} --output {output} > {log} 2>&1"
+
+
+rule plot_structures_in_one_cell:
+    input:
+        in_one_cell=rules.generate_cells.output.in_one_cell,
+        examples=rules.generate_cells.output.examples,
+        store=rules.generate_cells.input.store,
+    output:
+        report(
+            "results/figures/structures_in_one_cell.png",
+            caption="../workflow/report/structures_in_one_cell.rst",
+            category="Generation",
+        ),
+    params:
+        settings=figure_settings("structures_in_one_cell"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/plot_structures_in_one_cell.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-structures-in-one-cell --settings {{params.settings:q}} --in-one-cell {{input.in_one_cell}} "
+        "--examples {input.examples} --store {input.store} --output {output} > {log} 2>&1"
+
+
+rule plot_structure_examples:
+    input:
+        examples=rules.generate_cells.output.examples,
+        store=rules.generate_cells.input.store,
+    output:
+        report(
+            "results/figures/structure_examples.png",
+            caption="../workflow/report/structure_examples.rst",
+            category="Generation",
+        ),
+    params:
+        settings=figure_settings("structure_examples"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/plot_structure_examples.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-structure-examples --settings {{params.settings:q}} --examples {{input.examples}} "
+        "--store {input.store} --output {output} > {log} 2>&1"
+
+
+rule plot_feature_violins:
+    input:
+        features=rules.measure_features.output[0],
+    output:
+        figure=report(
+            "results/figures/feature_violins.png",
+            caption="../workflow/report/feature_violins.rst",
+            category="Generation",
+        ),
+        svg="results/figures/feature_violins.svg",
+    params:
+        settings=figure_settings("feature_violins"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/plot_feature_violins.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-feature-violins --settings {{params.settings:q}} --features {{input.features}} "
+        "--output {output.figure} > {log} 2>&1"
 # --- end generation and features figures ---
 
 # --- beta sweep figures ---
@@ -402,103 +502,3 @@ rule plot_drug_trajectory:
         f"{STATCELL} plot-drug-trajectory --settings {{params.settings:q}} --trajectory {{input.trajectory}} "
         "--store {input.store} --shifts {input.shifts} --output {output} > {log} 2>&1"
 # --- end perturbation figures ---
-rule plot_generated_cells:
-    input:
-        prior=rules.generate_cells.output.prior,
-        test_cells=rules.generate_cells.output.test_cells,
-        store=rules.generate_cells.input.store,
-    output:
-        report(
-            "results/figures/generated_cells.png",
-            caption="../workflow/report/generated_cells.rst",
-            category="Generation",
-        ),
-    params:
-        settings=figure_settings("generated_cells"),
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    log:
-        "logs/plot_generated_cells.log",
-    conda:
-        "../envs/plots.yaml"
-    shell:
-        f"{STATCELL} plot-generated-cells --settings {{params.settings:q}} --prior {{input.prior}} "
-        "--test-cells {input.test_cells} --store {input.store} --output {output} > {log} 2>&1"
-
-
-rule plot_structures_in_one_cell:
-    input:
-        in_one_cell=rules.generate_cells.output.in_one_cell,
-        examples=rules.generate_cells.output.examples,
-        store=rules.generate_cells.input.store,
-    output:
-        report(
-            "results/figures/structures_in_one_cell.png",
-            caption="../workflow/report/structures_in_one_cell.rst",
-            category="Generation",
-        ),
-    params:
-        settings=figure_settings("structures_in_one_cell"),
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    log:
-        "logs/plot_structures_in_one_cell.log",
-    conda:
-        "../envs/plots.yaml"
-    shell:
-        f"{STATCELL} plot-structures-in-one-cell --settings {{params.settings:q}} --in-one-cell {{input.in_one_cell}} "
-        "--examples {input.examples} --store {input.store} --output {output} > {log} 2>&1"
-
-
-rule plot_structure_examples:
-    input:
-        examples=rules.generate_cells.output.examples,
-        store=rules.generate_cells.input.store,
-    output:
-        report(
-            "results/figures/structure_examples.png",
-            caption="../workflow/report/structure_examples.rst",
-            category="Generation",
-        ),
-    params:
-        settings=figure_settings("structure_examples"),
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    log:
-        "logs/plot_structure_examples.log",
-    conda:
-        "../envs/plots.yaml"
-    shell:
-        f"{STATCELL} plot-structure-examples --settings {{params.settings:q}} --examples {{input.examples}} "
-        "--store {input.store} --output {output} > {log} 2>&1"
-
-
-rule plot_feature_violins:
-    input:
-        features=rules.measure_features.output[0],
-    output:
-        figure=report(
-            "results/figures/feature_violins.png",
-            caption="../workflow/report/feature_violins.rst",
-            category="Generation",
-        ),
-        svg="results/figures/feature_violins.svg",
-    params:
-        settings=figure_settings("feature_violins"),
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    log:
-        "logs/plot_feature_violins.log",
-    conda:
-        "../envs/plots.yaml"
-    shell:
-        f"{STATCELL} plot-feature-violins --settings {{params.settings:q}} --features {{input.features}} "
-        "--output {output.figure} > {log} 2>&1"

@@ -287,6 +287,88 @@ def _plot_latent_space(args: argparse.Namespace) -> None:
 # --- end embed and latent space ---
 
 # --- analysis handlers: generation and features ---
+_GENERATION_ARRAYS = ("test_cells", "structures_in_one_cell", "structure_examples")
+
+
+def _generate_cells(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from statcell import io
+    from statcell.analysis import generation
+    from statcell.train import load_model
+
+    settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
+    reference, _ = load_model(args.reference)
+    target, target_hparams = load_model(args.target)
+    result = generation.generate_cells(
+        args.store, pd.read_parquet(args.cells), reference_model=reference, target_model=target,
+        structures=list(target_hparams["structures"]), generated_cells=settings["generated_cells"],
+        per_structure=settings["generated_per_structure"], examples=settings["examples_per_structure"],
+        elbo_samples=settings["elbo_samples"], batch_size=settings["batch_size"], seed=settings["seed"])
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(outdir / "prior.npz", images=result.prior)
+    for name in _GENERATION_ARRAYS:
+        np.savez_compressed(outdir / f"{name}.npz", **getattr(result, name))
+    io.write_table(result.manifest, outdir / "manifest.parquet")
+    host = result.manifest[result.manifest["array"] == "structures_in_one_cell"]["cell_id"].iloc[0]
+    log.info("%d prior cells, %d test cells with reconstructions and samples, %d structures x %d inside %s",
+             len(result.prior), len(result.test_cells["real"]), *result.structures_in_one_cell["images"].shape[:2],
+             host)
+
+
+def _measure_features(args: argparse.Namespace) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from statcell import io
+    from statcell.analysis import features
+    from statcell.analysis.beta_sweep import store_spacing
+
+    with np.load(args.test_cells) as test, np.load(args.prior) as prior:
+        manifest = pd.read_parquet(args.manifest)
+        real = manifest[(manifest["array"] == "test_cells") & (manifest["source"] == "real")].sort_values("position")
+        table = features.measure_features(test["real"], test["reconstruction"], prior["images"],
+                                          cell_ids=real["cell_id"].tolist(), spacing=store_spacing(args.store))
+    io.write_table(table, args.output)
+    medians = table.groupby("source")[list(features.FEATURE_NAMES)].median()
+    for name in features.FEATURE_NAMES:
+        log.info("median %s: %s", name, ", ".join(f"{source} {value:.4g}" for source, value in medians[name].items()))
+
+
+def _plot_generation(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from statcell.analysis import generation
+    from statcell.analysis.beta_sweep import store_spacing
+
+    dpi, pixel_um = _figure_dpi(args), store_spacing(args.store)[-1]
+    if args.figure == "generated_cells":
+        with np.load(args.prior) as prior, np.load(args.test_cells) as test:
+            generation.plot_generated_cells(prior["images"], test["real"], args.output, pixel_um=pixel_um, dpi=dpi)
+    else:
+        with np.load(args.examples) as examples:
+            structures = examples["structures"].tolist()
+            if args.figure == "structures_in_one_cell":
+                with np.load(args.in_one_cell) as in_one_cell:
+                    generation.plot_structures_in_one_cell(in_one_cell["images"], examples["images"], structures,
+                                                           args.output, pixel_um=pixel_um, dpi=dpi)
+            else:
+                generation.plot_structure_examples(examples["images"], examples["counts"], structures, args.output,
+                                                   pixel_um=pixel_um, dpi=dpi)
+    log.info("drew %s", args.output)
+
+
+def _plot_feature_violins(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell.analysis import features
+
+    features.plot_feature_violins(pd.read_parquet(args.features), args.output, dpi=_figure_dpi(args))
+    log.info("drew %s", args.output)
 # --- end generation and features ---
 
 # --- analysis handlers: beta sweep ---
@@ -469,6 +551,20 @@ def _plot_drug_trajectory(args: argparse.Namespace) -> None:
 # --- end perturbation ---
 
 
+def _check_ground_truth(args: argparse.Namespace) -> None:
+    from statcell import io
+    from statcell.analysis import recovery
+
+    settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
+    checks = recovery.check_ground_truth(coupling=args.coupling, shifts=args.shifts or None,
+                                         measurements=args.measurements, significance=settings["significance"])
+    io.write_table(checks, args.output)
+    for row in checks.itertuples():
+        log.info("%s %s: expected %s, observed %s", "PASS" if row.passed else "FAIL", row.check, row.expected,
+                 row.observed)
+    log.info("%d of %d ground-truth checks pass", int(checks["passed"].sum()), len(checks))
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="statcell",
@@ -523,88 +619,6 @@ def _build_parser() -> argparse.ArgumentParser:
     normalize_cells = commands.add_parser(
         "normalize-cells", help="normalize all crops of a dataset into cells.zarr and cells.parquet",
         description="Normalize every crop (background subtracted, [0, 1]) into one chunked Zarr store with Dask, "
-_GENERATION_ARRAYS = ("test_cells", "structures_in_one_cell", "structure_examples")
-
-
-def _generate_cells(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    import numpy as np
-    import pandas as pd
-
-    from statcell import io
-    from statcell.analysis import generation
-    from statcell.train import load_model
-
-    settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
-    reference, _ = load_model(args.reference)
-    target, target_hparams = load_model(args.target)
-    result = generation.generate_cells(
-        args.store, pd.read_parquet(args.cells), reference_model=reference, target_model=target,
-        structures=list(target_hparams["structures"]), generated_cells=settings["generated_cells"],
-        per_structure=settings["generated_per_structure"], examples=settings["examples_per_structure"],
-        elbo_samples=settings["elbo_samples"], batch_size=settings["batch_size"], seed=settings["seed"])
-    outdir = Path(args.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(outdir / "prior.npz", images=result.prior)
-    for name in _GENERATION_ARRAYS:
-        np.savez_compressed(outdir / f"{name}.npz", **getattr(result, name))
-    io.write_table(result.manifest, outdir / "manifest.parquet")
-    host = result.manifest[result.manifest["array"] == "structures_in_one_cell"]["cell_id"].iloc[0]
-    log.info("%d prior cells, %d test cells with reconstructions and samples, %d structures x %d inside %s",
-             len(result.prior), len(result.test_cells["real"]), *result.structures_in_one_cell["images"].shape[:2],
-             host)
-
-
-def _measure_features(args: argparse.Namespace) -> None:
-    import numpy as np
-    import pandas as pd
-
-    from statcell import io
-    from statcell.analysis import features
-    from statcell.analysis.beta_sweep import store_spacing
-
-    with np.load(args.test_cells) as test, np.load(args.prior) as prior:
-        manifest = pd.read_parquet(args.manifest)
-        real = manifest[(manifest["array"] == "test_cells") & (manifest["source"] == "real")].sort_values("position")
-        table = features.measure_features(test["real"], test["reconstruction"], prior["images"],
-                                          cell_ids=real["cell_id"].tolist(), spacing=store_spacing(args.store))
-    io.write_table(table, args.output)
-    medians = table.groupby("source")[list(features.FEATURE_NAMES)].median()
-    for name in features.FEATURE_NAMES:
-        log.info("median %s: %s", name, ", ".join(f"{source} {value:.4g}" for source, value in medians[name].items()))
-
-
-def _plot_generation(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from statcell.analysis import generation
-    from statcell.analysis.beta_sweep import store_spacing
-
-    dpi, pixel_um = _figure_dpi(args), store_spacing(args.store)[-1]
-    if args.figure == "generated_cells":
-        with np.load(args.prior) as prior, np.load(args.test_cells) as test:
-            generation.plot_generated_cells(prior["images"], test["real"], args.output, pixel_um=pixel_um, dpi=dpi)
-    else:
-        with np.load(args.examples) as examples:
-            structures = examples["structures"].tolist()
-            if args.figure == "structures_in_one_cell":
-                with np.load(args.in_one_cell) as in_one_cell:
-                    generation.plot_structures_in_one_cell(in_one_cell["images"], examples["images"], structures,
-                                                           args.output, pixel_um=pixel_um, dpi=dpi)
-            else:
-                generation.plot_structure_examples(examples["images"], examples["counts"], structures, args.output,
-                                                   pixel_um=pixel_um, dpi=dpi)
-    log.info("drew %s", args.output)
-
-
-def _plot_feature_violins(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from statcell.analysis import features
-
-    features.plot_feature_violins(pd.read_parquet(args.features), args.output, dpi=_figure_dpi(args))
-    log.info("drew %s", args.output)
         "and write the per-cell table (ids, splits, store indices) and the rejects.")
     _add_settings_options(normalize_cells)
     normalize_cells.add_argument("--crops", nargs="+", required=True, help="per-FOV crop archives (.npz)")
@@ -651,6 +665,17 @@ def _plot_feature_violins(args: argparse.Namespace) -> None:
     model_check.add_argument("--output", required=True, help="PNG to write")
     model_check.add_argument("--kl", required=True, help="KL-per-dimension table to write (.csv)")
     model_check.set_defaults(handler=_plot_model_check)
+
+    ground_truth = commands.add_parser(
+        "check-ground-truth", help="check the analyses against the synthetic colony's planted answers",
+        description="One row per planted answer (coupling partners, drug shifts, latent dimensions following height "
+        "and volume), with what was observed and whether it passed.")
+    _add_settings_options(ground_truth)
+    ground_truth.add_argument("--coupling", required=True, help="coupling/structures.csv")
+    ground_truth.add_argument("--measurements", required=True, help="latent_space/measurement_recovery.csv")
+    ground_truth.add_argument("--shifts", nargs="?", default="", help="perturbation/shifts.csv (if a drug set)")
+    ground_truth.add_argument("--output", required=True, help="table to write (.csv)")
+    ground_truth.set_defaults(handler=_check_ground_truth)
 
     # --- analysis commands: embed and latent space ---
     embed_cells = commands.add_parser(
@@ -714,6 +739,53 @@ def _plot_feature_violins(args: argparse.Namespace) -> None:
     # --- end embed and latent space ---
 
     # --- analysis commands: generation and features ---
+    generate = commands.add_parser(
+        "generate-cells", help="generated cells: reference prior, test-cell counterparts, structures in one cell",
+        description="Decode cells from the reference prior, the test cells' reconstructions and structure samples, "
+        "every structure generated in one real test cell (median reference ELBO) and real examples per structure "
+        "(--settings: the analysis section); writes prior.npz, test_cells.npz, structures_in_one_cell.npz, "
+        "structure_examples.npz and manifest.parquet under OUTDIR.")
+    _add_settings_options(generate)
+    generate.add_argument("--reference", required=True, help="reference model (.ckpt)")
+    generate.add_argument("--target", required=True, help="target model (.ckpt)")
+    generate.add_argument("--store", required=True, help="cells.zarr the models were trained on")
+    generate.add_argument("--cells", required=True, help="cells.parquet of the store")
+    generate.add_argument("--outdir", required=True, help="folder to write, e.g. results/analysis/generation")
+    generate.set_defaults(handler=_generate_cells)
+
+    measure = commands.add_parser(
+        "measure-features", help="the 14 features of real test cells and generated cells",
+        description="Segment cell (membrane) and nucleus (DNA) in real test cells, their reconstructions and prior "
+        "cells, and measure 3 shape and 4 intensity features of each; writes one row per image and source.")
+    measure.add_argument("--test-cells", required=True, help="test_cells.npz from generate-cells")
+    measure.add_argument("--prior", required=True, help="prior.npz from generate-cells")
+    measure.add_argument("--manifest", required=True, help="manifest.parquet from generate-cells")
+    measure.add_argument("--store", required=True, help="cells.zarr (its voxel size)")
+    measure.add_argument("--output", required=True, help="features table to write (.parquet)")
+    measure.set_defaults(handler=_measure_features)
+
+    generation_figures = {
+        "generated_cells": ("real test cells beside cells from the reference prior (Fig 4A)", ("prior", "test-cells")),
+        "structures_in_one_cell": ("every structure generated inside one real cell (Fig 4B, S5)",
+                                   ("in-one-cell", "examples")),
+        "structure_examples": ("real example cells of every structure (S4)", ("examples",)),
+    }
+    for figure, (about, inputs) in generation_figures.items():
+        plotter = commands.add_parser(f"plot-{figure.replace('_', '-')}", help=about,
+                                      description=f"Draw the {about} from generate-cells' images.")
+        _add_settings_options(plotter)
+        for option in (*inputs, "store"):
+            plotter.add_argument(f"--{option}", required=True, help=f"{option.replace('-', ' ')} (.npz or store)")
+        plotter.add_argument("--output", required=True, help="PNG to write")
+        plotter.set_defaults(handler=_plot_generation, figure=figure)
+
+    violins = commands.add_parser(
+        "plot-feature-violins", help="violin plots of the 14 features, real against generated (Fig 3D, S7)",
+        description="Draw the 14 features of real test cells (red) and generated cells from measure-features.")
+    _add_settings_options(violins)
+    violins.add_argument("--features", required=True, help="features.parquet from measure-features")
+    violins.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
+    violins.set_defaults(handler=_plot_feature_violins)
     # --- end generation and features ---
 
     # --- analysis commands: beta sweep ---
@@ -882,50 +954,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-    generate = commands.add_parser(
-        "generate-cells", help="generated cells: reference prior, test-cell counterparts, structures in one cell",
-        description="Decode cells from the reference prior, the test cells' reconstructions and structure samples, "
-        "every structure generated in one real test cell (median reference ELBO) and real examples per structure "
-        "(--settings: the analysis section); writes prior.npz, test_cells.npz, structures_in_one_cell.npz, "
-        "structure_examples.npz and manifest.parquet under OUTDIR.")
-    _add_settings_options(generate)
-    generate.add_argument("--reference", required=True, help="reference model (.ckpt)")
-    generate.add_argument("--target", required=True, help="target model (.ckpt)")
-    generate.add_argument("--store", required=True, help="cells.zarr the models were trained on")
-    generate.add_argument("--cells", required=True, help="cells.parquet of the store")
-    generate.add_argument("--outdir", required=True, help="folder to write, e.g. results/analysis/generation")
-    generate.set_defaults(handler=_generate_cells)
-
-    measure = commands.add_parser(
-        "measure-features", help="the 14 features of real test cells and generated cells",
-        description="Segment cell (membrane) and nucleus (DNA) in real test cells, their reconstructions and prior "
-        "cells, and measure 3 shape and 4 intensity features of each; writes one row per image and source.")
-    measure.add_argument("--test-cells", required=True, help="test_cells.npz from generate-cells")
-    measure.add_argument("--prior", required=True, help="prior.npz from generate-cells")
-    measure.add_argument("--manifest", required=True, help="manifest.parquet from generate-cells")
-    measure.add_argument("--store", required=True, help="cells.zarr (its voxel size)")
-    measure.add_argument("--output", required=True, help="features table to write (.parquet)")
-    measure.set_defaults(handler=_measure_features)
-
-    generation_figures = {
-        "generated_cells": ("real test cells beside cells from the reference prior (Fig 4A)", ("prior", "test-cells")),
-        "structures_in_one_cell": ("every structure generated inside one real cell (Fig 4B, S5)",
-                                   ("in-one-cell", "examples")),
-        "structure_examples": ("real example cells of every structure (S4)", ("examples",)),
-    }
-    for figure, (about, inputs) in generation_figures.items():
-        plotter = commands.add_parser(f"plot-{figure.replace('_', '-')}", help=about,
-                                      description=f"Draw the {about} from generate-cells' images.")
-        _add_settings_options(plotter)
-        for option in (*inputs, "store"):
-            plotter.add_argument(f"--{option}", required=True, help=f"{option.replace('-', ' ')} (.npz or store)")
-        plotter.add_argument("--output", required=True, help="PNG to write")
-        plotter.set_defaults(handler=_plot_generation, figure=figure)
-
-    violins = commands.add_parser(
-        "plot-feature-violins", help="violin plots of the 14 features, real against generated (Fig 3D, S7)",
-        description="Draw the 14 features of real test cells (red) and generated cells from measure-features.")
-    _add_settings_options(violins)
-    violins.add_argument("--features", required=True, help="features.parquet from measure-features")
-    violins.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
-    violins.set_defaults(handler=_plot_feature_violins)

@@ -417,11 +417,13 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     if not trainer.is_global_zero:
         return pd.DataFrame()
 
-    history = pd.concat([earlier, pd.read_csv(log_file)], ignore_index=True)
+    # a rerun of a finished run trains no epoch, and the logger leaves no new file
+    latest = pd.read_csv(log_file) if log_file.exists() else pd.DataFrame()
+    history = pd.concat([earlier, latest], ignore_index=True)
     history.to_csv(log_file, index=False)  # the next resumption finds every epoch so far
     history = history.groupby("epoch", as_index=False).last()
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(saver.best_model_path, checkpoint)
+    shutil.copyfile(saver.best_model_path or workdir / "checkpoints" / "best.ckpt", checkpoint)
     history.to_csv(metrics, index=False)
     best = history["val_elbo"].max()
     log.info("%s model: best validation ELBO %.1f at epoch %d of %d", kind, best,

@@ -246,3 +246,12 @@ def test_model_check_figure_and_kl_table(tmp_path, tiny_store):
     assert (kl["kl"] >= 0).all()
     for _, values in kl.groupby("model")["kl"]:
         assert list(values) == sorted(values, reverse=True)
+
+
+def test_rerunning_a_finished_run_trains_nothing_and_keeps_its_history(tmp_path, tiny_store):
+    arguments = {"store": tiny_store / "cells.zarr", "cells": tiny_store / "cells.parquet", "settings": TINY,
+                 "workdir": tmp_path / "work"}
+    first = train.train_model("reference", checkpoint=tmp_path / "a.ckpt", metrics=tmp_path / "a.csv", **arguments)
+    again = train.train_model("reference", checkpoint=tmp_path / "b.ckpt", metrics=tmp_path / "b.csv", **arguments)
+    pd.testing.assert_frame_equal(first, again)
+    assert (tmp_path / "a.ckpt").read_bytes() == (tmp_path / "b.ckpt").read_bytes()

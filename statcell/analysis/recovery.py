@@ -1,0 +1,162 @@
+"""Ground-truth recovery: does the pipeline find what the synthetic colony was built to contain?
+
+The synthetic colony plants known answers (``statcell.synth``): controls that copy a reference channel, structures
+whose localization follows the membrane or the nucleus, a blank channel, drugs that bundle microtubules (paclitaxel)
+or disperse the Golgi (brefeldin A) and leave tight junctions alone, and cells of varying height and volume. This
+module turns the analyses' tables into one pass/fail row per expectation (issue #5, item 8):
+
+- coupling (``coupling/structures.csv``, interphase cells): ``control_membrane`` and ``plasma_membrane`` couple to
+  the membrane; ``control_dna``, ``nuclear_envelope`` and ``nucleoli`` to the nucleus; ``control_blank`` to neither;
+- drug shifts (``perturbation/shifts.csv``, target latent space): microtubules under paclitaxel and the Golgi under
+  brefeldin A shift significantly (Bonferroni-corrected p below the bar); tight junctions shift under no drug;
+- latent space (``latent_space/measurement_recovery.csv``): some top reference dimension correlates with cell
+  height and some with cell volume, |Spearman| ≥ 0.6.
+
+Expectations whose structure, drug or measurement is absent from the run are left out (a smaller colony may not hold
+them all), never counted as passed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+COUPLING_EXPECTATIONS: dict[str, str] = {
+    "control_membrane": "membrane",
+    "plasma_membrane": "membrane",
+    "control_dna": "nucleus",
+    "nuclear_envelope": "nucleus",
+    "nucleoli": "nucleus",
+    "control_blank": "neither",
+}
+SHIFT_EXPECTATIONS: tuple[tuple[str, str, bool], ...] = (
+    ("microtubules", "paclitaxel", True),
+    ("golgi", "brefeldin_a", True),
+    ("tight_junctions", "paclitaxel", False),
+    ("tight_junctions", "brefeldin_a", False),
+)
+MEASUREMENT_EXPECTATIONS: tuple[str, ...] = ("cell_height_um", "cell_volume_um3")
+MIN_ABS_SPEARMAN = 0.6
+COLUMNS = ["analysis", "check", "expected", "observed", "passed"]
+
+
+def coupling_checks(structures: pd.DataFrame, *, phase: str = "interphase") -> pd.DataFrame:
+    """Coupling calls of the planted structures against their expected partner channel.
+
+    Parameters
+    ----------
+    structures : DataFrame
+        ``coupling/structures.csv``: ``structure``, ``phase``, ``couples_to``, ``membrane_coupling``,
+        ``nucleus_coupling``, ``membrane_p_adjusted``, ``nucleus_p_adjusted``.
+    phase : str
+        Cell-cycle phase whose calls are checked (interphase holds most cells).
+
+    Returns
+    -------
+    DataFrame
+        One row per expectation whose structure was measured, columns :data:`COLUMNS`.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"structure": ["control_dna"], "phase": ["interphase"], "couples_to": ["nucleus"],
+    ...                       "membrane_coupling": [0.01], "nucleus_coupling": [0.4],
+    ...                       "membrane_p_adjusted": [1.0], "nucleus_p_adjusted": [1e-4]})
+    >>> coupling_checks(table)[["check", "passed"]].values.tolist()
+    [['control_dna couples to', True]]
+    """
+    rows = []
+    calls = structures[structures["phase"] == phase].set_index("structure")
+    for structure, expected in COUPLING_EXPECTATIONS.items():
+        if structure not in calls.index:
+            continue
+        row = calls.loc[structure]
+        observed = (f"{row['couples_to']} (membrane {row['membrane_coupling']:.3f}, p_adj "
+                    f"{row['membrane_p_adjusted']:.2g}; nucleus {row['nucleus_coupling']:.3f}, p_adj "
+                    f"{row['nucleus_p_adjusted']:.2g})")
+        rows.append({"analysis": "coupling", "check": f"{structure} couples to", "expected": expected,
+                     "observed": observed, "passed": row["couples_to"] == expected})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def shift_checks(shifts: pd.DataFrame, *, significance: float, space: str = "target") -> pd.DataFrame:
+    """Drug shifts of the planted responders (significant) and non-responders (not significant).
+
+    Parameters
+    ----------
+    shifts : DataFrame
+        ``perturbation/shifts.csv``: ``space``, ``structure``, ``drug``, ``p_bonferroni``.
+    significance : float
+        The corrected p-value below which a shift counts as significant.
+    space : str
+        Latent space whose tests are checked.
+
+    Returns
+    -------
+    DataFrame
+        One row per expectation whose structure and drug were tested, columns :data:`COLUMNS`.
+    """
+    rows = []
+    tests = shifts[shifts["space"] == space].set_index(["structure", "drug"])
+    for structure, drug, shifts_expected in SHIFT_EXPECTATIONS:
+        if (structure, drug) not in tests.index:
+            continue
+        p_corrected = float(tests.loc[(structure, drug), "p_bonferroni"])
+        significant = p_corrected < significance
+        rows.append({"analysis": "drug shift", "check": f"{structure} under {drug}",
+                     "expected": f"corrected p {'<' if shifts_expected else '≥'} {significance:g}",
+                     "observed": f"corrected p {p_corrected:.2g}", "passed": significant == shifts_expected})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def measurement_checks(recovery: pd.DataFrame, *, min_abs_spearman: float = MIN_ABS_SPEARMAN) -> pd.DataFrame:
+    """Top reference dimensions that follow the planted cell height and volume.
+
+    Parameters
+    ----------
+    recovery : DataFrame
+        ``latent_space/measurement_recovery.csv``: ``measurement``, ``dimension``, ``rank``, ``spearman``.
+    min_abs_spearman : float
+        The bar on the best absolute Spearman correlation.
+
+    Returns
+    -------
+    DataFrame
+        One row per measurement that was correlated, columns :data:`COLUMNS`.
+    """
+    rows = []
+    best = recovery.set_index("measurement")
+    for measurement in MEASUREMENT_EXPECTATIONS:
+        if measurement not in best.index:
+            continue
+        row = best.loc[measurement]
+        rows.append({"analysis": "latent space", "check": f"a top reference dimension follows {measurement}",
+                     "expected": f"|Spearman| ≥ {min_abs_spearman:g}",
+                     "observed": f"dimension {int(row['dimension'])} (rank {int(row['rank'])}): "
+                                 f"Spearman {row['spearman']:.2f}",
+                     "passed": abs(float(row["spearman"])) >= min_abs_spearman})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def check_ground_truth(*, coupling: str | Path, shifts: str | Path | None, measurements: str | Path,
+                       significance: float) -> pd.DataFrame:
+    """Every ground-truth expectation of the synthetic colony, checked against the analyses' tables.
+
+    Parameters
+    ----------
+    coupling, shifts, measurements : path
+        ``coupling/structures.csv``, ``perturbation/shifts.csv`` (None when the run has no drug set) and
+        ``latent_space/measurement_recovery.csv``.
+    significance : float
+        ``analysis.significance``: the bar on corrected p-values.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`COLUMNS`, one row per checked expectation.
+    """
+    tables = [coupling_checks(pd.read_csv(coupling))]
+    if shifts is not None:
+        tables.append(shift_checks(pd.read_csv(shifts), significance=significance))
+    tables.append(measurement_checks(pd.read_csv(measurements)))
+    return pd.concat([table for table in tables if len(table)], ignore_index=True)

@@ -1,0 +1,60 @@
+"""Ground-truth checks: each planted answer passes or fails on constructed analysis tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from statcell.analysis import recovery
+from statcell.cli import main
+
+
+def _coupling(calls: dict[str, str]) -> pd.DataFrame:
+    rows = [{"structure": structure, "phase": phase, "couples_to": call, "membrane_coupling": 0.1,
+             "nucleus_coupling": 0.2, "membrane_p_adjusted": 0.5, "nucleus_p_adjusted": 0.001}
+            for structure, call in calls.items() for phase in ("interphase", "mitosis")]
+    table = pd.DataFrame(rows)
+    table.loc[table["phase"] == "mitosis", "couples_to"] = "undetermined"  # only interphase is checked
+    return table
+
+
+def test_coupling_checks_compare_each_planted_partner():
+    calls = dict(recovery.COUPLING_EXPECTATIONS, nucleoli="membrane")
+    checks = recovery.coupling_checks(_coupling(calls)).set_index("check")
+    assert len(checks) == len(recovery.COUPLING_EXPECTATIONS)
+    assert not checks.loc["nucleoli couples to", "passed"]
+    assert checks.drop("nucleoli couples to")["passed"].all()
+
+
+def test_absent_structures_are_left_out_not_passed():
+    checks = recovery.coupling_checks(_coupling({"control_dna": "nucleus", "golgi": "neither"}))
+    assert checks["check"].tolist() == ["control_dna couples to"]
+
+
+def test_shift_checks_need_responders_significant_and_tight_junctions_not():
+    shifts = pd.DataFrame({"space": ["target"] * 4 + ["reference"],
+                           "structure": ["microtubules", "golgi", "tight_junctions", "tight_junctions", "golgi"],
+                           "drug": ["paclitaxel", "brefeldin_a", "paclitaxel", "brefeldin_a", "brefeldin_a"],
+                           "p_bonferroni": [0.001, 0.02, 1.0, 0.004, 0.0001]})
+    checks = recovery.shift_checks(shifts, significance=0.01).set_index("check")
+    assert checks["passed"].to_dict() == {"microtubules under paclitaxel": True, "golgi under brefeldin_a": False,
+                                          "tight_junctions under paclitaxel": True,
+                                          "tight_junctions under brefeldin_a": False}
+
+
+def test_measurement_checks_use_the_absolute_correlation():
+    table = pd.DataFrame({"measurement": ["cell_height_um", "cell_volume_um3"], "dimension": [3, 5],
+                          "rank": [1, 2], "spearman": [-0.75, 0.41]})
+    checks = recovery.measurement_checks(table)
+    assert checks["passed"].tolist() == [True, False]
+
+
+def test_command_writes_the_table(tmp_path):
+    _coupling(recovery.COUPLING_EXPECTATIONS).to_csv(tmp_path / "structures.csv", index=False)
+    pd.DataFrame({"measurement": ["cell_height_um"], "dimension": [0], "rank": [1],
+                  "spearman": [0.9]}).to_csv(tmp_path / "recovery.csv", index=False)
+    status = main(["check-ground-truth", "--settings", "{}", "--coupling", str(tmp_path / "structures.csv"),
+                   "--measurements", str(tmp_path / "recovery.csv"), "--shifts", "--output",
+                   str(tmp_path / "checks.csv")])
+    assert status == 0
+    checks = pd.read_csv(tmp_path / "checks.csv")
+    assert len(checks) == len(recovery.COUPLING_EXPECTATIONS) + 1 and checks["passed"].all()
