@@ -50,7 +50,7 @@ rule correlate_latent_space:
         kl=f"{LATENT_DIR}/kl_ranked.csv",
     params:
         settings=analysis_json(),
-        outdir=LATENT_DIR,
+        outdir=lambda wildcards, output: os.path.dirname(output.correlations),
     threads: 1
     resources:
         mem_mb=1000,
@@ -105,7 +105,7 @@ rule generate_cells:
         manifest=f"{GENERATION_DIR}/manifest.parquet",
     params:
         settings=analysis_json(),
-        outdir=GENERATION_DIR,
+        outdir=lambda wildcards, output: os.path.dirname(output.manifest),
     threads: 2
     resources:
         mem_mb=4000,
@@ -145,20 +145,7 @@ rule measure_features:
 # --- end generation and features ---
 
 # --- beta sweep ---
-from statcell.analysis import beta_sweep
-
 BETA_SWEEP_DIR = "results/analysis/beta_sweep"
-
-
-def beta_sweep_training_json(wildcards):
-    """Settings of sweep model `index`: the `training` section with ndim 2, β = index / (count - 1) and the sweep's
-    epochs, as JSON for the rule's params."""
-    section = beta_sweep.training_section(config["training"], sweep=config["beta_sweep"], index=int(wildcards.index))
-    return json.dumps(section, sort_keys=True)
-
-
-def beta_sweep_checkpoints(wildcards=None):
-    return expand(rules.train_beta_sweep.output.checkpoint, index=range(config["beta_sweep"]["count"]))
 
 
 use rule train_reference as train_beta_sweep with:
@@ -245,16 +232,6 @@ rule measure_coupling:
 PERTURBATION_DIR = "results/analysis/perturbation"
 
 
-def drug_embeddings(model):
-    """The drug set's embeddings under a trained model (written by embed_cells)."""
-    return f"results/{synth.DRUG_DATASET}/embeddings/{model}.parquet"
-
-
-def model_dimensions(model):
-    """A model's latent dimensions ranked on the training dataset's test cells (written by embed_cells)."""
-    return f"results/{synth.MAIN_DATASET}/embeddings/{model}_dimensions.csv"
-
-
 rule drug_shifts:
     input:
         target=drug_embeddings("target"),
@@ -308,10 +285,6 @@ rule drug_trajectory:
         "--output {output} > {log} 2>&1"
 # --- end perturbation ---
 
-
-def drug_shift_table(wildcards):
-    """The drug-shift tests, when the run has a drug set."""
-    return rules.drug_shifts.output[0] if synth.DRUG_DATASET in datasets() else []
 
 
 rule check_ground_truth:

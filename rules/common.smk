@@ -1,12 +1,14 @@
 """Shared wiring: where outputs live, which FOVs exist, and each rule's settings. No science here."""
 
 import json
+import os
 from functools import cache
 from pathlib import Path
 
 import pandas as pd
 
 from statcell import allencell, io, synth
+from statcell.analysis import beta_sweep
 
 SYNTHETIC_DIR = "results/synthetic"
 
@@ -125,6 +127,28 @@ def dataset_tables(wildcards):
     if config["data"]["source"] == "allencell":
         return expand(rules.import_allencell.output.table, dataset=wildcards.dataset, chunk=allencell_chunks())
     return expand(rules.crop_cells.output.table, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
+
+
+def beta_sweep_training_json(wildcards):
+    """Settings of sweep model `index`: the `training` section with ndim 2, β = index / (count - 1) and the sweep's
+    epochs, as JSON for the rule's params."""
+    section = beta_sweep.training_section(config["training"], sweep=config["beta_sweep"], index=int(wildcards.index))
+    return json.dumps(section, sort_keys=True)
+
+def beta_sweep_checkpoints(wildcards=None):
+    return expand(rules.train_beta_sweep.output.checkpoint, index=range(config["beta_sweep"]["count"]))
+
+def drug_embeddings(model):
+    """The drug set's embeddings under a trained model (written by embed_cells)."""
+    return f"results/{synth.DRUG_DATASET}/embeddings/{model}.parquet"
+
+def model_dimensions(model):
+    """A model's latent dimensions ranked on the training dataset's test cells (written by embed_cells)."""
+    return f"results/{synth.MAIN_DATASET}/embeddings/{model}_dimensions.csv"
+
+def drug_shift_table(wildcards):
+    """The drug-shift tests, when the run has a drug set."""
+    return rules.drug_shifts.output[0] if synth.DRUG_DATASET in datasets() else []
 
 
 def final_targets():
