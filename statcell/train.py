@@ -414,12 +414,16 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
         log.info("resuming %s training from %s", kind, last)
         earlier = pd.read_csv(log_file) if log_file.exists() else earlier  # the logger starts a new file
     trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=str(last) if last.exists() else None)
+    if trainer.interrupted:  # Lightning turns Ctrl-C / SIGINT into a graceful stop: write no outputs, fail the job
+        raise KeyboardInterrupt(f"{kind} training stopped at epoch {trainer.current_epoch}; rerun it to resume "
+                                f"from {last}")
     if not trainer.is_global_zero:
         return pd.DataFrame()
 
     # a rerun of a finished run trains no epoch, and the logger leaves no new file
     latest = pd.read_csv(log_file) if log_file.exists() else pd.DataFrame()
     history = pd.concat([earlier, latest], ignore_index=True)
+    history = history[["epoch", "step", *sorted(set(history.columns) - {"epoch", "step"})]]  # same order on resume
     history.to_csv(log_file, index=False)  # the next resumption finds every epoch so far
     history = history.groupby("epoch", as_index=False).last()
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,8 @@ def _kill_when(workdir: Path, target: str, ready: Callable[[], bool], sig: signa
                 pytest.fail(f"the run ended before it could be killed:\n{(workdir / 'killed_run.log').read_text()}")
             time.sleep(0.005)
         os.killpg(process.pid, sig)
-        assert process.wait(timeout=120) != 0
+        code = process.wait(timeout=600)  # on SIGINT Snakemake stops gracefully: running jobs may still finish
+        assert sig != signal.SIGKILL or code != 0
     if sig == signal.SIGKILL:  # a killed Snakemake cannot release its lock on the outputs: the user unlocks
         snakemake(workdir, "--unlock", target)
 
@@ -97,15 +98,22 @@ def test_training_killed_midway_resumes_to_the_same_weights(full_run, tmp_path, 
         return any(running.glob("reference-*/checkpoints/last.ckpt"))
 
     _kill_when(work, "results/models/reference.ckpt", first_epoch_saved, sig)
-    assert not (models / "reference.ckpt").exists()
-    checkpoint = next(running.glob("reference-*/checkpoints/last.ckpt"))
-    assert torch.load(checkpoint, weights_only=False)["epoch"] < TINY["training"]["epochs"] - 1  # epochs left
+    # SIGKILL stops the job mid-training; on SIGINT Snakemake lets a running job finish (a graceful stop)
+    finished = (models / "reference.ckpt").exists()
+    assert not (sig == signal.SIGKILL and finished)
+    if not finished:
+        checkpoint = next(running.glob("reference-*/checkpoints/last.ckpt"))
+        assert torch.load(checkpoint, weights_only=False)["epoch"] < TINY["training"]["epochs"] - 1  # epochs left
 
     snakemake(work, "results/models/reference.ckpt")
-    assert "resuming reference training" in (work / "logs" / "train_reference.log").read_text()
+    if not finished:
+        assert "resuming reference training" in (work / "logs" / "train_reference.log").read_text()
     resumed, uninterrupted = (_weights(folder / "results" / "models" / "reference.ckpt") for folder in (work, full_run))
     assert resumed.keys() == uninterrupted.keys()
     for name, tensor in uninterrupted.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
+    # Validation metrics of every epoch match; the training metrics of the epoch whose checkpoint was the last one
+    # written before the kill may be missing (Lightning logs them after that checkpoint).
     metrics = [pd.read_csv(folder / "results" / "models" / "reference_metrics.csv") for folder in (work, full_run)]
-    pd.testing.assert_frame_equal(*metrics, check_exact=True)
+    validation = [table[["epoch", *sorted(c for c in table.columns if c.startswith("val_"))]] for table in metrics]
+    pd.testing.assert_frame_equal(*validation, check_exact=True)
