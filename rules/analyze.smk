@@ -300,6 +300,10 @@ rule check_ground_truth:
         ),
     params:
         settings=analysis_json(),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         "logs/check_ground_truth.log",
     conda:

@@ -88,20 +88,24 @@ def _snakemake(cluster: LocalSlurm, workdir: Path, *targets: str) -> subprocess.
 
 
 def _submitted(output: str) -> dict[str, dict]:
-    """SLURM job id -> the Snakemake job it ran (rule, threads, resources), from snakemake's log."""
-    jobs: dict[str, dict] = {}
+    """SLURM job id -> the Snakemake job it ran (rule, threads, resources), from snakemake's log.
+
+    Jobs are matched by Snakemake's job id ("jobid: N" in a job's block, "Job N has been submitted with SLURM jobid
+    M" wherever the plugin prints it), since the messages of jobs submitted together may interleave."""
+    blocks: dict[str, dict] = {}
     for block in re.split(r"\n(?=\[\w{3} \w{3} )", output):
         rule = re.search(r"^(local)?rule (\w+):", block, re.MULTILINE)
-        submitted = re.search(r"Job \d+ has been submitted with SLURM jobid (\d+)", block)
-        if rule and submitted:
+        jobid = re.search(r"^\s+jobid: (\d+)$", block, re.MULTILINE)
+        if rule and jobid:
             resources = re.search(r"^\s+resources: (.*)$", block, re.MULTILINE)
             threads = re.search(r"^\s+threads: (\d+)$", block, re.MULTILINE)
-            jobs[submitted.group(1)] = {
+            blocks[jobid.group(1)] = {
                 "rule": rule.group(2),
                 "threads": int(threads.group(1)) if threads else 1,
                 "resources": dict(re.findall(r"(\w+)=([^,\s]+)", resources.group(1))) if resources else {},
             }
-    return jobs
+    return {slurm_id: blocks[jobid]
+            for jobid, slurm_id in re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output)}
 
 
 def _megabytes(size: str) -> float:
