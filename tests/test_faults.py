@@ -65,10 +65,14 @@ def test_a_run_killed_during_normalization_reruns_to_the_same_store(full_run, tm
     partial = dataset / "cells.zarr.partial"
     _kill_when(work, "results/main/cells.parquet", lambda: (partial / "0" / "zarr.json").exists(), sig)
 
-    # The half-written store never passes for the finished one: normalization is scheduled again.
-    assert not (dataset / "cells.zarr").exists()
-    dry = scheduled_jobs(snakemake(work, "-n", "results/main/cells.parquet").stdout)
-    assert {(job.rule, job.wildcards) for job in dry} == {("normalize_cells", "dataset=main")}
+    # SIGKILL leaves a half-written store, which never passes for the finished one: normalization is scheduled
+    # again. On SIGINT Snakemake stops gracefully and may let the running job finish.
+    finished = (dataset / "cells.parquet").exists()
+    assert not (sig == signal.SIGKILL and finished)
+    if not finished:
+        assert not (dataset / "cells.zarr").exists()
+        dry = scheduled_jobs(snakemake(work, "-n", "results/main/cells.parquet").stdout)
+        assert {(job.rule, job.wildcards) for job in dry} == {("normalize_cells", "dataset=main")}
     snakemake(work, "results/main/cells.parquet")
     assert not partial.exists()
     again, uninterrupted = (result_files(folder, suffixes=(".parquet",)) for folder in (work, full_run))
