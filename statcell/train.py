@@ -237,6 +237,11 @@ def to_channels_last(batch: tuple[torch.Tensor, ...], *, ndim: int) -> tuple[tor
     return tuple(t.contiguous(memory_format=layout) if t.dim() == ndim + 2 else t for t in batch)
 
 
+def _read_history(path: Path) -> pd.DataFrame:
+    """Metrics logged so far (empty when a run was killed before its logger wrote a line)."""
+    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+
+
 def structure_classes(cells: pd.DataFrame) -> list[str]:
     """The structure classes of a training table, in the order that defines the target model's label indices."""
     return sorted(cells["structure"].unique())
@@ -405,14 +410,14 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     trainer = L.Trainer(
         max_epochs=settings.epochs, accelerator=settings.accelerator, devices=settings.devices, precision=precision,
         strategy="ddp" if settings.devices > 1 else "auto", deterministic=not on_gpu, callbacks=[saver],
-        logger=CSVLogger(workdir, name="", version="logs"), enable_progress_bar=False, enable_model_summary=False,
+        logger=CSVLogger(workdir, name="", version="logs", flush_logs_every_n_steps=1), enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=1,
     )
     last, log_file = workdir / "checkpoints" / "last.ckpt", workdir / "logs" / "metrics.csv"
     earlier = pd.DataFrame()
     if last.exists():
         log.info("resuming %s training from %s", kind, last)
-        earlier = pd.read_csv(log_file) if log_file.exists() else earlier  # the logger starts a new file
+        earlier = _read_history(log_file)  # the logger starts a new file
     trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=str(last) if last.exists() else None)
     if trainer.interrupted:  # Lightning turns Ctrl-C / SIGINT into a graceful stop: write no outputs, fail the job
         raise KeyboardInterrupt(f"{kind} training stopped at epoch {trainer.current_epoch}; rerun it to resume "
@@ -421,7 +426,7 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
         return pd.DataFrame()
 
     # a rerun of a finished run trains no epoch, and the logger leaves no new file
-    latest = pd.read_csv(log_file) if log_file.exists() else pd.DataFrame()
+    latest = _read_history(log_file)
     history = pd.concat([earlier, latest], ignore_index=True)
     history = history[["epoch", "step", *sorted(set(history.columns) - {"epoch", "step"})]]  # same order on resume
     history.to_csv(log_file, index=False)  # the next resumption finds every epoch so far
