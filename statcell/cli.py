@@ -326,7 +326,7 @@ def _measure_features(args: argparse.Namespace) -> None:
 
     from statcell import io
     from statcell.analysis import features
-    from statcell.analysis.beta_sweep import store_spacing
+    from statcell.io import store_spacing
 
     with np.load(args.test_cells) as test, np.load(args.prior) as prior:
         manifest = pd.read_parquet(args.manifest)
@@ -343,7 +343,7 @@ def _plot_generation(args: argparse.Namespace) -> None:
     import numpy as np
 
     from statcell.analysis import generation
-    from statcell.analysis.beta_sweep import store_spacing
+    from statcell.io import store_spacing
 
     dpi, pixel_um = _figure_dpi(args), store_spacing(args.store)[-1]
     if args.figure == "generated_cells":
@@ -377,10 +377,6 @@ def _sweep_settings(args: argparse.Namespace):
 
     return beta_sweep.BetaSweepSettings.from_config(
         section_settings("beta_sweep", config_path=args.config, inline_json=args.sweep_settings))
-
-
-def _figure_dpi(args: argparse.Namespace) -> int:
-    return int(section_settings("figures", config_path=args.config, inline_json=args.settings)["dpi"])
 
 
 def _analyze_beta_sweep(args: argparse.Namespace) -> None:
@@ -417,6 +413,7 @@ def _plot_beta_generated(args: argparse.Namespace) -> None:
     import numpy as np
     import pandas as pd
 
+    from statcell import io
     from statcell.analysis import beta_sweep
 
     with np.load(args.generated) as archive:
@@ -426,7 +423,7 @@ def _plot_beta_generated(args: argparse.Namespace) -> None:
     observed = beta_sweep.reference_images(args.store, test["store_index"].to_numpy(), ndim=generated.ndim - 3)
     beta_sweep.plot_generated(generated, pd.read_csv(args.rate_distortion)["beta"].tolist(), args.output,
                               observed=observed.numpy(), dpi=_figure_dpi(args), columns=args.columns,
-                              pixel_um=beta_sweep.store_spacing(args.store)[-1])
+                              pixel_um=io.store_spacing(args.store)[-1])
 
 
 def _plot_beta_kl(args: argparse.Namespace) -> None:

@@ -360,3 +360,12 @@ def write_crops(path: str | Path, crops: np.ndarray) -> None:
     partial = path.with_name(path.name + ".partial.npz")
     np.savez_compressed(partial, crops=crops)
     partial.replace(path)
+
+
+def store_spacing(store: str | Path) -> tuple[float, float, float]:
+    """Voxel size ``(z, y, x)`` in µm of a ``cells.zarr`` store, from its OME-NGFF scale."""
+    import zarr
+
+    multiscale = zarr.open_group(store, mode="r").attrs["ome"]["multiscales"][0]
+    scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
+    return tuple(float(value) for value in scale[-3:])

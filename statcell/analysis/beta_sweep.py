@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import pandas as pd
 
+from statcell.io import store_spacing
+
 if TYPE_CHECKING:  # torch is imported where it is used, so the workflow's rule files load fast
     import torch
 
@@ -256,15 +258,6 @@ def fit_regression(latent_fit: np.ndarray, scores_fit: np.ndarray, latent_eval: 
     predicted = np.column_stack([np.ones(len(latent_eval)), latent_eval]) @ solution
     r2 = np.atleast_1d(r2_score(scores_eval, predicted, multioutput="raw_values"))
     return Regression(coefficients=solution[1:].T, intercepts=solution[0], r2=r2)
-
-
-def store_spacing(store: str | Path) -> tuple[float, float, float]:
-    """Voxel size ``(z, y, x)`` in µm of a ``cells.zarr`` store, from its OME-NGFF scale."""
-    import zarr
-
-    multiscale = zarr.open_group(store, mode="r").attrs["ome"]["multiscales"][0]
-    scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
-    return tuple(float(value) for value in scale[-3:])
 
 
 def reference_images(store: str | Path, indices: np.ndarray, *, ndim: int) -> torch.Tensor:

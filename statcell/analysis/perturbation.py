@@ -37,6 +37,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from statcell import io
+
 #: The treatment every drug is compared with.
 CONTROL = "vehicle"
 
@@ -466,14 +468,6 @@ def plot_drug_target_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, dime
     return pd.DataFrame(shown)
 
 
-def _voxel_um(store: str | Path) -> float:
-    """Voxel edge (µm) from the OME-NGFF metadata of a cell store."""
-    import zarr
-
-    multiscale = zarr.open_group(store, mode="r").attrs["ome"]["multiscales"][0]
-    return float(multiscale["datasets"][0]["coordinateTransformations"][0]["scale"][-1])
-
-
 def plot_drug_trajectory(trajectory: pd.DataFrame, store: str | Path, shifts: pd.DataFrame, output: str | Path, *,
                          dpi: int = 150) -> None:
     """Fig 6G: the trajectory's real cells, xy (max along z) and yz (max along x) projections, composite colours.
@@ -497,7 +491,7 @@ def plot_drug_trajectory(trajectory: pd.DataFrame, store: str | Path, shifts: pd
 
     plt = _pyplot()
     array = zarr.open_array(Path(store) / "0", mode="r")
-    voxel = _voxel_um(store)
+    voxel = io.store_spacing(store)[-1]
     pairs = list(trajectory.groupby(["structure", "drug"], sort=True))
     steps = int(trajectory["step"].max()) + 1
     _, _, depth, height, width = array.shape
