@@ -1,8 +1,8 @@
 """Stage 5: analyses of the trained models. Every analysis writes tables; rules/figures.smk draws from them."""
 
-# Each analysis keeps to its own block below.
+# One block per analysis, in the order of the paper.
 
-# --- embed and latent space ---
+# Embed and latent space
 LATENT_DIR = "results/analysis/latent_space"
 
 
@@ -85,9 +85,8 @@ rule walk_latent_space:
     shell:
         f"{STATCELL} walk-latent-space --settings {{params.settings:q}} --checkpoint {{input.checkpoint}} "
         "--embeddings {input.embeddings} --dimensions {input.dimensions} --output {output} > {log} 2>&1"
-# --- end embed and latent space ---
 
-# --- generation and features ---
+# Generation and features
 GENERATION_DIR = "results/analysis/generation"
 
 
@@ -142,9 +141,8 @@ rule measure_features:
     shell:
         f"{STATCELL} measure-features --test-cells {{input.test_cells}} --prior {{input.prior}} "
         "--manifest {input.manifest} --store {input.store} --output {output} > {log} 2>&1"
-# --- end generation and features ---
 
-# --- beta sweep ---
+# Beta sweep
 BETA_SWEEP_DIR = "results/analysis/beta_sweep"
 
 
@@ -195,9 +193,8 @@ rule analyze_beta_sweep:
         "--rate-distortion {output.rate_distortion} --kl {output.kl} --regression {output.regression} "
         "--feature-pcs {output.feature_pcs} --features {output.features} --generated {output.generated} "
         "> {log} 2>&1"
-# --- end beta sweep ---
 
-# --- coupling ---
+# Coupling
 COUPLING_DIR = "results/analysis/coupling"
 
 
@@ -226,9 +223,8 @@ rule measure_coupling:
         f"{STATCELL} measure-coupling --settings {{params.settings:q}} --model {{input.model}} "
         "--store {input.store} --cells {input.cells} --output-cells {output.cells} "
         "--output-structures {output.structures} --output-mitosis {output.mitosis} > {log} 2>&1"
-# --- end coupling ---
 
-# --- perturbation ---
+# Perturbation
 PERTURBATION_DIR = "results/analysis/perturbation"
 
 
@@ -283,8 +279,6 @@ rule drug_trajectory:
         f"{STATCELL} drug-trajectory --settings {{params.settings:q}} --min-kl {{params.min_kl}} "
         "--embeddings {input.embeddings} --dimensions {input.dimensions} --cells {input.cells} "
         "--output {output} > {log} 2>&1"
-# --- end perturbation ---
-
 
 
 rule check_ground_truth:

@@ -156,7 +156,7 @@ def final_targets():
     targets = [rules.plot_colony_overview.output[0]]
     targets += expand(rules.normalize_cells.output.cells, dataset=datasets())
     targets += [rules.plot_model_check.output.figure]
-    # --- analysis targets (each analysis adds its figures and tables here) ---
+    # Analysis tables and figures
     targets += expand(rules.embed_cells.output.dimensions, dataset=datasets(), model=["reference", "target"])
     targets += [rules.plot_latent_scatter.output[0], rules.plot_latent_pairs.output[0],
                 rules.plot_latent_walks.output[0], rules.plot_latent_correlations.output[0],
@@ -172,5 +172,4 @@ def final_targets():
                     rules.plot_drug_trajectory.output[0]]
     if config["data"]["source"] == "synthetic":  # the answers the synthetic colony was built to contain
         targets += [rules.check_ground_truth.output[0]]
-    # --- end analysis targets ---
     return targets

@@ -48,7 +48,7 @@ rule plot_colony_overview:
         f"{STATCELL} plot-colony-overview {{input.manifests}} --output {{output}} > {{log}} 2>&1"
 
 
-# --- embed and latent space figures ---
+# Embed and latent space figures
 rule plot_latent_scatter:
     input:
         embeddings=rules.correlate_latent_space.input.reference,
@@ -160,9 +160,8 @@ rule plot_kl_per_dimension:
     shell:
         f"{STATCELL} plot-kl-per-dimension --settings {{params.settings:q}} --kl {{input.kl}} --output {{output}} "
         "> {log} 2>&1"
-# --- end embed and latent space figures ---
 
-# --- generation and features figures ---
+# Generation and features figures
 rule plot_generated_cells:
     input:
         prior=rules.generate_cells.output.prior,
@@ -263,9 +262,8 @@ rule plot_feature_violins:
     shell:
         f"{STATCELL} plot-feature-violins --settings {{params.settings:q}} --features {{input.features}} "
         "--output {output.figure} > {log} 2>&1"
-# --- end generation and features figures ---
 
-# --- beta sweep figures ---
+# Beta sweep figures
 rule plot_beta_rate_distortion:
     input:
         rate_distortion=rules.analyze_beta_sweep.output.rate_distortion,
@@ -371,9 +369,8 @@ rule plot_beta_regression:
         f"{STATCELL} plot-beta-regression --settings {{params.settings:q}} --sweep-settings {{params.sweep:q}} "
         "--kl {input.kl} --regression {input.regression} --feature-pcs {input.feature_pcs} "
         "--output {output.figure} > {log} 2>&1"
-# --- end beta sweep figures ---
 
-# --- coupling figures ---
+# Coupling figures
 rule plot_coupling_cells:
     input:
         table=rules.measure_coupling.output.cells,
@@ -415,9 +412,8 @@ use rule plot_coupling_cells as plot_coupling_structures with:
         settings=figure_settings("coupling_structures"),
     log:
         "logs/plot_coupling_structures.log",
-# --- end coupling figures ---
 
-# --- perturbation figures ---
+# Perturbation figures
 rule plot_drug_reference_latents:
     input:
         embeddings=rules.drug_shifts.input.reference,
@@ -501,4 +497,3 @@ rule plot_drug_trajectory:
     shell:
         f"{STATCELL} plot-drug-trajectory --settings {{params.settings:q}} --trajectory {{input.trajectory}} "
         "--store {input.store} --shifts {input.shifts} --output {output} > {log} 2>&1"
-# --- end perturbation figures ---

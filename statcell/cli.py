@@ -184,7 +184,7 @@ def _add_fov_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fov", help="FOV id in the manifest")
 
 
-# --- analysis handlers: embed and latent space ---
+# Embed and latent space
 def _latent_figure_settings(args: argparse.Namespace, name: str) -> dict:
     """``figures.dpi`` and the ``figures.<name>`` entry, from the rule's JSON (``--settings``) or a config file."""
     if args.settings is None:
@@ -284,9 +284,8 @@ def _plot_latent_space(args: argparse.Namespace) -> None:
     else:
         latent_space.plot_kl_per_dimension(pd.read_csv(args.kl), args.output, dpi=dpi)
     log.info("drew %s", args.output)
-# --- end embed and latent space ---
 
-# --- analysis handlers: generation and features ---
+# Generation and features
 _GENERATION_ARRAYS = ("test_cells", "structures_in_one_cell", "structure_examples")
 
 
@@ -369,9 +368,8 @@ def _plot_feature_violins(args: argparse.Namespace) -> None:
 
     features.plot_feature_violins(pd.read_parquet(args.features), args.output, dpi=_figure_dpi(args))
     log.info("drew %s", args.output)
-# --- end generation and features ---
 
-# --- analysis handlers: beta sweep ---
+# Beta sweep
 def _sweep_settings(args: argparse.Namespace):
     from statcell.analysis import beta_sweep
 
@@ -442,9 +440,8 @@ def _plot_beta_regression(args: argparse.Namespace) -> None:
     beta_sweep.plot_regression(pd.read_csv(args.kl), pd.read_csv(args.regression), pd.read_csv(args.feature_pcs),
                                args.output, threshold=_sweep_settings(args).important_kl_nats,
                                dpi=_figure_dpi(args))
-# --- end beta sweep ---
 
-# --- analysis handlers: coupling ---
+# Coupling
 def _measure_coupling(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -478,9 +475,8 @@ def _plot_coupling(args: argparse.Namespace) -> None:
     read = pd.read_parquet if str(args.table).endswith(".parquet") else pd.read_csv
     getattr(coupling, args.plot)(read(args.table), args.output, dpi=dpi)
     log.info("drew %s", args.output)
-# --- end coupling ---
 
-# --- analysis handlers: perturbation ---
+# Perturbation
 def _figure_dpi(args: argparse.Namespace) -> int:
     """``figures.dpi`` from the rule's figure settings JSON (``--settings``) or a config file."""
     settings = {} if args.settings is None else json.loads(args.settings)
@@ -545,7 +541,6 @@ def _plot_drug_trajectory(args: argparse.Namespace) -> None:
 
     perturbation.plot_drug_trajectory(pd.read_csv(args.trajectory), args.store, pd.read_csv(args.shifts),
                                       args.output, dpi=_figure_dpi(args))
-# --- end perturbation ---
 
 
 def _check_ground_truth(args: argparse.Namespace) -> None:
@@ -674,7 +669,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ground_truth.add_argument("--output", required=True, help="table to write (.csv)")
     ground_truth.set_defaults(handler=_check_ground_truth)
 
-    # --- analysis commands: embed and latent space ---
+    # Embed and latent space
     embed_cells = commands.add_parser(
         "embed-cells", help="latent means, log-variances and K-sample ELBO of every cell under one model",
         description="Embed every cell of a dataset with a trained model (reference or target, from the checkpoint) "
@@ -733,9 +728,8 @@ def _build_parser() -> argparse.ArgumentParser:
             plotter.add_argument(f"--{option}", required=True, help=f"{option.replace('-', ' ')} table or file")
         plotter.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
         plotter.set_defaults(handler=_plot_latent_space, figure=figure, settings_entry=entry)
-    # --- end embed and latent space ---
 
-    # --- analysis commands: generation and features ---
+    # Generation and features
     generate = commands.add_parser(
         "generate-cells", help="generated cells: reference prior, test-cell counterparts, structures in one cell",
         description="Decode cells from the reference prior, the test cells' reconstructions and structure samples, "
@@ -783,9 +777,8 @@ def _build_parser() -> argparse.ArgumentParser:
     violins.add_argument("--features", required=True, help="features.parquet from measure-features")
     violins.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
     violins.set_defaults(handler=_plot_feature_violins)
-    # --- end generation and features ---
 
-    # --- analysis commands: beta sweep ---
+    # Beta sweep
     sweep = commands.add_parser(
         "analyze-beta-sweep", help="rate, distortion, KL per dimension and feature regression of the β sweep",
         description="Evaluate the 2D reference models of a β sweep on the test cells' projections (rate, K-sample "
@@ -825,9 +818,8 @@ def _build_parser() -> argparse.ArgumentParser:
             plot.add_argument("--columns", type=int, default=8, help="cells shown per row (default 8)")
         plot.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
         plot.set_defaults(handler=handler)
-    # --- end beta sweep ---
 
-    # --- analysis commands: coupling ---
+    # Coupling
     measure_coupling = commands.add_parser(
         "measure-coupling", help="coupling of each structure to the membrane and the nucleus (Fig 5 tables)",
         description="Per measured cell, the target-model ELBO with its own reference and with K copies whose "
@@ -853,9 +845,8 @@ def _build_parser() -> argparse.ArgumentParser:
         plot.add_argument("--table", required=True, help=table)
         plot.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
         plot.set_defaults(handler=_plot_coupling, plot=f"plot_coupling_{name}")
-    # --- end coupling ---
 
-    # --- analysis commands: perturbation ---
+    # Perturbation
     def drug_inputs(command: argparse.ArgumentParser, *, kl: bool = True) -> None:
         command.add_argument("--cells", required=True, help="cells.parquet of the drug set")
         command.add_argument("--control", default="vehicle", help="treatment the drugs are compared with "
@@ -914,7 +905,6 @@ def _build_parser() -> argparse.ArgumentParser:
     trajectory_plot.add_argument("--shifts", required=True, help="shift table of drug-shifts (.csv)")
     trajectory_plot.add_argument("--output", required=True, help="PNG to write")
     trajectory_plot.set_defaults(handler=_plot_drug_trajectory)
-    # --- end perturbation ---
     return parser
 
 

@@ -60,11 +60,24 @@ class TrainSettings:
         values["widths"], values["adam_betas"] = tuple(values["widths"]), tuple(values["adam_betas"])
         return cls(**values)
 
-    def fingerprint(self, kind: ModelKind) -> str:
-        """Short hash of the settings but the epoch count: checkpoints of other settings are never resumed, while
-        raising ``epochs`` continues a finished run."""
+    def fingerprint(self, kind: ModelKind, data: str = "") -> str:
+        """Short hash of the settings but the epoch count, and of the dataset's digest ``data``: checkpoints of other
+        settings or other data are never resumed, while raising ``epochs`` continues a finished run."""
         values = {name: value for name, value in asdict(self).items() if name != "epochs"}
-        return hashlib.sha256(json.dumps([kind, values], sort_keys=True).encode()).hexdigest()[:10]
+        return hashlib.sha256(json.dumps([kind, values, data], sort_keys=True).encode()).hexdigest()[:10]
+
+
+def table_digest(table: pd.DataFrame) -> str:
+    """Content hash of a cell table: it changes whenever the cells, their splits or their measurements change.
+
+    Examples
+    --------
+    >>> cells = pd.DataFrame({"cell_id": ["a", "b"], "split": ["train", "val"]})
+    >>> table_digest(cells) == table_digest(cells.copy()), table_digest(cells) == table_digest(cells.iloc[::-1])
+    (True, False)
+    """
+    rows = pd.util.hash_pandas_object(table, index=False).to_numpy()
+    return hashlib.sha256(rows.tobytes() + ",".join(map(str, table.columns)).encode()).hexdigest()[:16]
 
 
 def max_projection(cells: np.ndarray) -> np.ndarray:
@@ -362,8 +375,8 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     checkpoint, metrics : path
         Where the best checkpoint (by validation ELBO) and the per-epoch metrics CSV are copied at the end.
     workdir : path
-        Folder of the running checkpoints and logs; a rerun with the same settings (but possibly more epochs)
-        resumes from its ``last.ckpt``.
+        Folder of the running checkpoints and logs, one subfolder per model, settings and cell table; a rerun with
+        the same settings (but possibly more epochs) on the same cells resumes from its ``last.ckpt``.
 
     Returns
     -------
@@ -401,7 +414,8 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     L.seed_everything(settings.seed, workers=True, verbose=False)
     module = _lightning_module()(kind, asdict(config), structures, settings.beta, settings.learning_rate,
                                  settings.adam_betas)
-    workdir = Path(workdir) / f"{kind}-{settings.fingerprint(kind)}"
+    # the table changes with the data (its measurements come from the images), so new data never resumes old weights
+    workdir = Path(workdir) / f"{kind}-{settings.fingerprint(kind, table_digest(table))}"
     workdir.mkdir(parents=True, exist_ok=True)
     saver = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="val_elbo", mode="max",
                             save_last=True)

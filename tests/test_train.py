@@ -255,3 +255,17 @@ def test_rerunning_a_finished_run_trains_nothing_and_keeps_its_history(tmp_path,
     again = train.train_model("reference", checkpoint=tmp_path / "b.ckpt", metrics=tmp_path / "b.csv", **arguments)
     pd.testing.assert_frame_equal(first, again)
     assert (tmp_path / "a.ckpt").read_bytes() == (tmp_path / "b.ckpt").read_bytes()
+
+
+def test_new_cells_start_a_fresh_run_instead_of_resuming_the_old_one(tmp_path, tiny_store, caplog):
+    arguments = {"store": tiny_store / "cells.zarr", "settings": TINY, "workdir": tmp_path / "work"}
+    train.train_model("reference", cells=tiny_store / "cells.parquet", checkpoint=tmp_path / "a.ckpt",
+                      metrics=tmp_path / "a.csv", **arguments)
+    remeasured = pd.read_parquet(tiny_store / "cells.parquet")
+    remeasured.loc[0, "split"] = "test" if remeasured.loc[0, "split"] != "test" else "train"  # other cells to train on
+    remeasured.to_parquet(tmp_path / "cells.parquet")
+    with caplog.at_level("INFO", logger="statcell.train"):
+        train.train_model("reference", cells=tmp_path / "cells.parquet", checkpoint=tmp_path / "b.ckpt",
+                          metrics=tmp_path / "b.csv", **arguments)
+    assert "resuming" not in caplog.text
+    assert len(list((tmp_path / "work").glob("reference-*"))) == 2
