@@ -7,6 +7,7 @@ For each configuration, in a fresh subprocess (so peak memory is its own), time 
     python bench/bench_train.py --ndim 2              # the same, 2D: default networks on max projections, paper2d
     python bench/bench_train.py --device cuda --paper-batch 32 --precision bf16   # where a GPU is available
 
+Each model is measured with its weights and images in contiguous and in channels-last memory (``--layouts``).
 It prints images per second and the peak resident memory (CPU) or peak allocated GPU memory of each run.
 """
 
@@ -20,11 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+LAYOUTS = ("contiguous", "channels_last")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(preset: str, kind: str, batch: int, steps: int, device: str, precision: str, ndim: int) -> dict:
-    """Time ``steps`` optimizer steps of one model (run in the subprocess)."""
+def measure(preset: str, kind: str, batch: int, steps: int, device: str, precision: str, ndim: int,
+            layout: str) -> dict:
+    """Time ``steps`` optimizer steps of one model, its weights and images in ``layout`` (run in the subprocess)."""
     import dataclasses
 
     import torch
@@ -32,7 +35,7 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     from statcell.config import load_config, validate_config
     from statcell.models.loss import beta_elbo
     from statcell.models.vae import ReferenceVAE, TargetVAE
-    from statcell.train import TrainSettings, model_config
+    from statcell.train import TrainSettings, memory_format, model_config, to_channels_last
 
     config = load_config(ROOT / "config" / f"{preset}.yaml") if preset != "default" else validate_config({})
     settings = dataclasses.replace(TrainSettings.from_config(config["training"]), ndim=ndim)
@@ -45,6 +48,10 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     x = torch.rand(batch, model_shape.channels, *shape, generator=generator).to(device)
     inputs = (x,) if kind == "reference" else (x, torch.rand(batch, 2, *shape, generator=generator).to(device),
                                                torch.randint(0, 24, (batch,), generator=generator).to(device))
+    if layout == "channels_last":
+        model = model.to(memory_format=memory_format(ndim))
+        x, *rest = to_channels_last(inputs, ndim=ndim)
+        inputs = (x, *rest)
     dtype = torch.bfloat16 if precision == "bf16" else None
 
     def step() -> None:
@@ -67,8 +74,8 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     seconds = time.perf_counter() - start
     memory = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"preset": preset, "ndim": ndim, "model": kind, "batch": batch, "parameters": sum(p.numel() for p in model.parameters()),
-            "images_per_s": batch * steps / seconds, "seconds_per_step": seconds / steps, "peak_mib": memory}
+    return {"preset": preset, "ndim": ndim, "model": kind, "layout": layout, "batch": batch,
+            "parameters": sum(p.numel() for p in model.parameters()), "images_per_s": batch * steps / seconds, "seconds_per_step": seconds / steps, "peak_mib": memory}
 
 
 def main() -> None:
@@ -80,22 +87,31 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run (default 3)")
     parser.add_argument("--ndim", type=int, choices=[2, 3], default=3,
                         help="3: 3D networks (default, paper3d); 2: 2D networks on max projections (paper2d)")
+    parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS),
+                        help="memory layouts of weights and images, each measured (default: both)")
+    parser.add_argument("--presets", nargs="+", choices=["default", "paper"], default=["default", "paper"],
+                        help="the default preset, the paper preset of --ndim, or both (default)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
     args = parser.parse_args()
     if args.run:
-        preset, kind, batch = args.run.split(",")
-        print(json.dumps(measure(preset, kind, int(batch), args.steps, args.device, args.precision, args.ndim)))
+        preset, kind, batch, layout = args.run.split(",")
+        print(json.dumps(measure(preset, kind, int(batch), args.steps, args.device, args.precision, args.ndim,
+                                 layout)))
         return
-    print(f"{'preset':8} {'ndim':>4} {'model':9} {'batch':>5} {'parameters':>11} {'images/s':>9} {'s/step':>7} "
-          f"{'peak MiB':>9}")
-    for preset, batch in (("default", args.default_batch), (f"paper{args.ndim}d", args.paper_batch)):
+    print(f"{'preset':8} {'ndim':>4} {'model':9} {'layout':13} {'batch':>5} {'parameters':>11} {'images/s':>9} "
+          f"{'s/step':>7} {'peak MiB':>9}")
+    presets = {"default": ("default", args.default_batch), "paper": (f"paper{args.ndim}d", args.paper_batch)}
+    for preset, batch in (presets[name] for name in args.presets):
         for kind in ("reference", "target"):
-            run = subprocess.run([sys.executable, __file__, "--run", f"{preset},{kind},{batch}", "--steps",
-                                  str(args.steps), "--device", args.device, "--precision", args.precision,
-                                  "--ndim", str(args.ndim)], capture_output=True, text=True, check=True, cwd=ROOT)
-            row = json.loads(run.stdout.strip().splitlines()[-1])
-            print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['batch']:5d} {row['parameters']:11,d} "
-                  f"{row['images_per_s']:9.2f} {row['seconds_per_step']:7.2f} {row['peak_mib']:9.0f}")
+            for layout in args.layouts:
+                run = subprocess.run([sys.executable, __file__, "--run", f"{preset},{kind},{batch},{layout}",
+                                      "--steps", str(args.steps), "--device", args.device, "--precision",
+                                      args.precision, "--ndim", str(args.ndim)],
+                                     capture_output=True, text=True, check=True, cwd=ROOT)
+                row = json.loads(run.stdout.strip().splitlines()[-1])
+                print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['layout']:13} {row['batch']:5d} "
+                      f"{row['parameters']:11,d} {row['images_per_s']:9.2f} {row['seconds_per_step']:7.2f} "
+                      f"{row['peak_mib']:9.0f}")
 
 
 if __name__ == "__main__":
