@@ -14,11 +14,11 @@ Geometry
 
 Structures
     Each follows its localization rule: plasma membrane (cell surface), nuclear envelope (shell of the nucleus),
-    nucleoli (large bodies inside the nucleus that exclude the DNA dye; gone in mitosis), mitochondria (cytoplasmic
+    nucleoli (blobs inside the nucleus over a dim nucleoplasmic pool, gone in mitosis), mitochondria (cytoplasmic
     tubes, never in the nucleus), microtubules (fibres from the centrosome through the cytoplasm; a spindle in
     mitosis), Golgi (compact, apical to the nucleus), tight junctions (apical ring on the lateral walls), matrix
-    adhesions (basal puncta) and the five controls of the paper. Paclitaxel bundles microtubules into bright cortical
-    rings; brefeldin A disperses the Golgi of most cells; neither changes cell shape or tight junctions.
+    adhesions (basal puncta) and the five controls of the paper. Paclitaxel bundles microtubules into bright
+    cortical rings; brefeldin A disperses the Golgi of most cells; neither changes cell shape or tight junctions.
 
 Optics and camera
     Clean signals are blurred by an anisotropic Gaussian PSF, converted to photons with per-FOV brightness, given
@@ -501,16 +501,16 @@ def _place_nucleus(
     nuclei3d[box][nucleus] = cell.label
     if cell.is_mitotic or not nucleus.any():
         return
-    # Nucleoli: 1-3 bodies of 1.6-2.6 µm diameter (hiPSC nucleoli are large), kept >= 0.5 µm inside the nucleus.
+    # Nucleoli: 2-4 blobs kept >= 0.5 µm inside the nucleus.
     inner = ndimage.find_objects(nucleus.astype(np.int8))[0]
     nucleus_box = tuple(slice(b.start + i.start, b.start + i.stop) for b, i in zip(box, inner))
     depth = ndimage.distance_transform_edt(nucleus[inner], sampling=spacing)
     z, y, x = _box_coordinates(nucleus_box, spacing)
-    candidates = np.argwhere(depth > 1.3)
+    candidates = np.argwhere(depth > 1.1)
     offset = np.array([b.start for b in nucleus_box])
-    for _ in range(int(rng.integers(1, 4)) if len(candidates) else 0):
+    for _ in range(int(rng.integers(2, 5)) if len(candidates) else 0):
         centre = _voxel_centres(candidates[rng.integers(len(candidates))] + offset, spacing)
-        radius = rng.uniform(0.8, 1.3)
+        radius = rng.uniform(0.45, 0.8)
         blob = (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= radius**2
         nucleoli3d[nucleus_box] |= blob & (depth >= 0.5)
 
@@ -561,7 +561,7 @@ def _membrane_signal(colony: _Colony, rng: np.random.Generator, *, vesicles: boo
 
 
 def _dna_signal(colony: _Colony, rng: np.random.Generator) -> np.ndarray:
-    """Chromatin: textured nucleoplasm, nucleoli as dark holes (DNA dyes are excluded), condensed in mitosis."""
+    """Chromatin: textured nucleoplasm, darker nucleoli, condensed and brighter in mitosis."""
     # One field for the whole canvas, as before: drawing it per nucleus would be faster but would change every random
     # draw after it (the structure channels), not only the texture.
     texture = _smooth_noise(colony.cells3d.shape, colony.spacing, 0.45, rng)
@@ -575,7 +575,7 @@ def _dna_signal(colony: _Colony, rng: np.random.Generator) -> np.ndarray:
         contrast = 0.2 if stage == "interphase" else 0.45
         nucleus = colony.nuclei3d[box] == label
         chromatin = np.float32(0.6 * density[label] * condensed) * np.clip(1 + contrast * texture[box], 0.2, None)
-        chromatin[colony.nucleoli3d[box]] *= 0.15
+        chromatin[colony.nucleoli3d[box]] *= 0.35
         signal[box][nucleus] = chromatin[nucleus]
     return signal
 
