@@ -662,9 +662,10 @@ def _nuclear_envelope(colony: _Colony, rng: np.random.Generator, **_: object) ->
 def _nucleoli(colony: _Colony, rng: np.random.Generator, **_: object) -> np.ndarray:
     expression = colony.per_cell(_cell_factors(colony, rng, 0.2), colony.cells3d)
     mitotic = colony.per_cell({label: float(cell.is_mitotic) for label, cell in colony.cells.items()}, colony.cells3d)
-    # nucleolar proteins also keep a nucleoplasmic pool (as fibrillarin does): a dim copy of the nucleus around the
-    # bright nucleoli; in mitosis they spread through the cell
-    signal = colony.nucleoli3d + np.float32(0.2) * (colony.nuclei3d > 0) + 0.05 * mitotic * (colony.cells3d > 0)
+    # nucleolar proteins also keep a nucleoplasmic pool (as fibrillarin does): a dim copy of the interphase nucleus
+    # around the bright nucleoli; in mitosis they spread through the cell
+    pool = np.float32(0.2) * (colony.nuclei3d > 0) * (1 - mitotic)
+    signal = colony.nucleoli3d + pool + 0.05 * mitotic * (colony.cells3d > 0)
     return (signal * expression).astype(np.float32)
 
 
