@@ -319,7 +319,7 @@ def _lightning_module():
             ndim = self.model.config.ndim
             self._channels_last = self.trainer.strategy.root_device.type == "cuda" or ndim == 3
             if self._channels_last:
-                self.model.to(memory_format=memory_format(self.model.config.ndim))
+                self.model.to(memory_format=memory_format(ndim))
 
         def on_after_batch_transfer(self, batch: tuple[torch.Tensor, ...], dataloader_idx: int):
             if self._channels_last:
