@@ -178,6 +178,14 @@ def _plot_model_check(args: argparse.Namespace) -> None:
                  len(values))
 
 
+def _add_trained_models_options(parser: argparse.ArgumentParser) -> None:
+    """Both trained models and the dataset they were trained on."""
+    parser.add_argument("--reference", required=True, help="reference model checkpoint (.ckpt)")
+    parser.add_argument("--target", required=True, help="target model checkpoint (.ckpt)")
+    parser.add_argument("--store", required=True, help="cells.zarr the models were trained on")
+    parser.add_argument("--cells", required=True, help="cells.parquet of the store")
+
+
 def _add_fov_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fov-record", metavar="JSON", help="the FOV's manifest row as JSON (used by the rules)")
     parser.add_argument("--manifest", help="FOV manifest CSV (with --fov, by hand)")
@@ -650,10 +658,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "plot-model-check", help="test cells beside their reconstructions, and the KL per latent dimension",
         description="Draw test cells and their reconstructions by the reference and target models, and each "
         "model's mean KL per latent dimension; write the KL table.")
-    model_check.add_argument("--reference", required=True, help="reference model checkpoint")
-    model_check.add_argument("--target", required=True, help="target model checkpoint")
-    model_check.add_argument("--store", required=True, help="cells.zarr")
-    model_check.add_argument("--cells", required=True, help="cells.parquet")
+    _add_trained_models_options(model_check)
     model_check.add_argument("--output", required=True, help="PNG to write")
     model_check.add_argument("--kl", required=True, help="KL-per-dimension table to write (.csv)")
     model_check.set_defaults(handler=_plot_model_check)
@@ -737,10 +742,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "(--settings: the analysis section); writes prior.npz, test_cells.npz, structures_in_one_cell.npz, "
         "structure_examples.npz and manifest.parquet under OUTDIR.")
     _add_settings_options(generate)
-    generate.add_argument("--reference", required=True, help="reference model (.ckpt)")
-    generate.add_argument("--target", required=True, help="target model (.ckpt)")
-    generate.add_argument("--store", required=True, help="cells.zarr the models were trained on")
-    generate.add_argument("--cells", required=True, help="cells.parquet of the store")
+    _add_trained_models_options(generate)
     generate.add_argument("--outdir", required=True, help="folder to write, e.g. results/analysis/generation")
     generate.set_defaults(handler=_generate_cells)
 
