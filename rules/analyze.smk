@@ -239,7 +239,7 @@ rule drug_shifts:
         f"{PERTURBATION_DIR}/shifts.csv",
     params:
         settings=analysis_json(),
-        min_kl=config["beta_sweep"]["important_kl_nats"],
+        min_kl=config["analysis"]["active_kl_nats"],
     threads: 1
     resources:
         mem_mb=2000,
@@ -266,7 +266,7 @@ rule drug_trajectory:
         f"{PERTURBATION_DIR}/trajectory.csv",
     params:
         settings=analysis_json(),
-        min_kl=config["beta_sweep"]["important_kl_nats"],
+        min_kl=config["analysis"]["active_kl_nats"],
     threads: 1
     resources:
         mem_mb=1000,

@@ -458,7 +458,7 @@ rule plot_drug_target_latents:
         vector="results/figures/drug_target_latents.svg",
     params:
         settings=figure_settings("drug_target_latents"),
-        min_kl=config["beta_sweep"]["important_kl_nats"],
+        min_kl=config["analysis"]["active_kl_nats"],
     threads: 1
     resources:
         mem_mb=1000,

@@ -72,6 +72,8 @@ MITOTIC_STAGES: tuple[str, ...] = (
 _MITOTIC_STAGE_WEIGHTS = {"prophase": 0.3, "early_prometaphase": 0.15, "prometaphase_metaphase": 0.3,
                           "anaphase_telophase": 0.25}
 TREATMENTS: tuple[str, ...] = ("vehicle", "paclitaxel", "brefeldin_a")
+#: Brightness of the nucleolar marker's nucleoplasmic pool, relative to the nucleoli before blurring.
+NUCLEOLAR_POOL = 0.35
 CHANNEL_NAMES: tuple[str, str] = ("membrane", "dna")
 LABEL_CHANNEL_NAMES: tuple[str, str] = ("cell_labels", "nucleus_labels")
 MAIN_DATASET = "main"
@@ -662,9 +664,9 @@ def _nuclear_envelope(colony: _Colony, rng: np.random.Generator, **_: object) ->
 def _nucleoli(colony: _Colony, rng: np.random.Generator, **_: object) -> np.ndarray:
     expression = colony.per_cell(_cell_factors(colony, rng, 0.2), colony.cells3d)
     mitotic = colony.per_cell({label: float(cell.is_mitotic) for label, cell in colony.cells.items()}, colony.cells3d)
-    # nucleolar proteins also keep a nucleoplasmic pool (as fibrillarin does): a dim copy of the interphase nucleus
-    # around the bright nucleoli; in mitosis they spread through the cell
-    pool = np.float32(0.2) * (colony.nuclei3d > 0) * (1 - mitotic)
+    # nucleolar proteins also keep a nucleoplasmic pool (as nucleophosmin, the hiPSC nucleolar marker, does): a dim
+    # copy of the interphase nucleus around the bright nucleoli; in mitosis they spread through the cell
+    pool = np.float32(NUCLEOLAR_POOL) * (colony.nuclei3d > 0) * (1 - mitotic)
     signal = colony.nucleoli3d + pool + 0.05 * mitotic * (colony.cells3d > 0)
     return (signal * expression).astype(np.float32)
 

@@ -137,7 +137,8 @@ def test_real_model_deterministic_and_batch_independent(tiny_models):
                                                           strict=True))
     again = coupling.measure_coupling(model, cells, settings=SETTINGS.__class__(**{**SETTINGS.__dict__,
                                                                                    "batch_size": 5}), **kwargs)
-    np.testing.assert_allclose(again[list(coupling.SCORES)], first[list(coupling.SCORES)], rtol=1e-5, atol=1e-7)
+    # scores are differences of two float32 log-ELBOs, each summed over every voxel: equal to ~1e-5 across batchings
+    np.testing.assert_allclose(again[list(coupling.SCORES)], first[list(coupling.SCORES)], rtol=1e-5, atol=1e-5)
     other = coupling.measure_coupling(model, cells, settings=SETTINGS.__class__(**{**SETTINGS.__dict__, "seed": 4}),
                                       **kwargs)
     assert not np.allclose(other["membrane_coupling"], first["membrane_coupling"])

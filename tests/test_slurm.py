@@ -20,22 +20,10 @@ import pytest
 import yaml
 
 from tests.slurm.cluster import LocalSlurm, NodeSize, SlurmUnavailable, local_slurm
-from tests.test_workflow import TINY as TINY_COLONY
+from tests.test_workflow import TINY, keep_as_second_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = "workflow/profiles/slurm"
-# test_workflow's tiny colony with more and bigger FOVs (~60 training-set cells, so that the analyses find at least 3
-# test cells), and with the drug set's structure among those the target model learns.
-TINY = {
-    "synthetic": {**TINY_COLONY["synthetic"], "structures": ["microtubules", "nucleoli"], "fovs_per_structure": 2,
-                  "fov_size_um": {"z": 14.0, "y": 48.0, "x": 48.0}, "mitotic_fraction": 0.3},
-    "training": {"epochs": 1, "widths": [4, 8], "latent_dim": 4, "batch_size": 4},
-    "analysis": {"elbo_samples": 2, "batch_size": 16, "top_dimensions": 2, "walk_steps": 3, "walk_dimensions": 1,
-                 "generated_per_structure": 1, "examples_per_structure": 1, "generated_cells": 4,
-                 "coupling_copies": 2, "resampling_iterations": 100, "permutations": 100, "trajectory_steps": 2},
-    "beta_sweep": {"count": 2, "epochs": 1},
-    "figures": {"dpi": 50},
-}
 # Status checks every 2 s through squeue (the cluster has no slurmdbd for sacct; MinJobAge keeps finished jobs in
 # squeue for an hour).
 FAST_STATUS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
@@ -118,9 +106,11 @@ def _run_id(output: str) -> str:
 
 
 @pytest.mark.slow
-def test_tiny_workflow_runs_to_the_end_with_every_job_through_slurm(cluster, workdir):
+def test_tiny_workflow_runs_to_the_end_with_every_job_through_slurm(cluster, workdir, tmp_path_factory):
+    """test_workflow's tiny run, through SLURM; its tables are kept for test_workflow's determinism check."""
     run = _snakemake(cluster, workdir)
     assert run.returncode == 0, run.stdout[-6000:]
+    keep_as_second_run(workdir, tmp_path_factory)
     total = int(re.search(r"^total\s+(\d+)$", run.stdout, re.MULTILINE).group(1))
     local = re.findall(r"^localrule (\w+):", run.stdout, re.MULTILINE)
     assert local == ["all"], f"jobs run outside SLURM: {local}"

@@ -116,6 +116,11 @@ def result_files(folder: Path, *, suffixes: tuple[str, ...]) -> dict[str, Path]:
             if path.is_file() and (path.name.endswith(suffixes) or ".zarr/" in str(path))}
 
 
+def keep_as_second_run(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the results of another complete tiny run (e.g. test_slurm's) for the determinism check, sparing it a run."""
+    shutil.copytree(folder / "results", tmp_path_factory.getbasetemp() / "tiny_second_run" / "results")
+
+
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory) -> Path:
     return tiny_full_run(tmp_path_factory)
@@ -246,9 +251,12 @@ def test_changing_a_plot_parameter_redraws_only_the_figures_reading_it(full_run,
 
 
 @pytest.mark.slow
-def test_two_runs_with_the_same_seed_give_identical_tables(full_run, tmp_path):
-    second = copy_workflow(tmp_path / "second")
-    snakemake(second)
+def test_two_runs_with_the_same_seed_give_identical_tables(full_run, tmp_path, tmp_path_factory):
+    """The second run is test_slurm's (every job through SLURM) where this session made one, else a local one."""
+    second = tmp_path_factory.getbasetemp() / "tiny_second_run"
+    if not second.exists():
+        second = copy_workflow(tmp_path / "second")
+        snakemake(second)
     tables = result_files(full_run, suffixes=(".parquet", ".csv"))
     assert result_files(second, suffixes=(".parquet", ".csv")).keys() == tables.keys()
     assert sum(".zarr/" in name for name in tables) > 2 and sum(name.endswith(".parquet") for name in tables) > 10
