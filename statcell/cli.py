@@ -133,7 +133,8 @@ def _normalize_cells(args: argparse.Namespace) -> None:
     annotations = None
     if args.annotations:
         truth = pd.read_parquet(args.annotations).rename(columns={"label": "truth_label"})
-        keep = ["fov_id", "truth_label", "mitotic_stage", "is_mitotic", "drug_responder", "height_um"]
+        keep = ["fov_id", "truth_label", "mitotic_stage", "is_mitotic", "drug_responder", "golgi_unlinked",
+                "height_um"]
         annotations = truth[keep].rename(columns={"height_um": "true_height_um"})
     cells = normalize.normalize_cells(args.crops, args.tables, store=args.store, cells_table=args.cells,
                                       rejects_table=args.rejects, dataset=args.dataset, voxel_um=args.voxel_um,

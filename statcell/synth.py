@@ -16,7 +16,8 @@ Structures
     Each follows its localization rule: plasma membrane (cell surface), nuclear envelope (shell of the nucleus),
     nucleoli (blobs inside the nucleus over a dim nucleoplasmic pool, gone in mitosis), mitochondria (cytoplasmic
     tubes, never in the nucleus), microtubules (fibres from the centrosome through the cytoplasm; a spindle in
-    mitosis), Golgi (compact, apical to the nucleus), tight junctions (apical ring on the lateral walls), matrix
+    mitosis), Golgi (compact, apical to the nucleus; unlinked into scattered stacks in late G2 and in mitosis),
+    tight junctions (apical ring on the lateral walls), matrix
     adhesions (basal puncta) and the five controls of the paper. Paclitaxel bundles microtubules into bright
     cortical rings; brefeldin A disperses the Golgi of most cells; neither changes cell shape or tight junctions.
 
@@ -74,6 +75,9 @@ _MITOTIC_STAGE_WEIGHTS = {"prophase": 0.3, "early_prometaphase": 0.15, "prometap
 TREATMENTS: tuple[str, ...] = ("vehicle", "paclitaxel", "brefeldin_a")
 #: Brightness of the nucleolar marker's nucleoplasmic pool, relative to the nucleoli before blurring.
 NUCLEOLAR_POOL = 0.35
+#: Fraction of interphase cells in late G2, whose Golgi ribbon has unlinked into stacks scattered through the cytoplasm
+#: (the "Golgi mitotic checkpoint"): natural Golgi dispersal that owes nothing to the cell's shape.
+GOLGI_G2_UNLINKED = 0.15
 CHANNEL_NAMES: tuple[str, str] = ("membrane", "dna")
 LABEL_CHANNEL_NAMES: tuple[str, str] = ("cell_labels", "nucleus_labels")
 MAIN_DATASET = "main"
@@ -732,7 +736,7 @@ def _rounded_cells(colony: _Colony) -> np.ndarray:
 
 
 def _golgi(colony: _Colony, rng: np.random.Generator, *, drug: str = "", responders: set[int] | None = None,
-           **_: object) -> np.ndarray:
+           unlinked: set[int] | None = None, **_: object) -> np.ndarray:
     shape, spacing = colony.cells3d.shape, colony.spacing
     cytoplasm = colony.cytoplasm
     starts, ends, haze = [], [], np.zeros(shape, dtype=np.float32)
@@ -741,9 +745,10 @@ def _golgi(colony: _Colony, rng: np.random.Generator, *, drug: str = "", respond
         box, inside = _cell_mask(colony, label)
         offset = np.array([b.start for b in box])
         dispersed = cell.is_mitotic or (drug == "brefeldin_a" and responders is not None and label in responders)
-        if dispersed:  # fragments through the cytoplasm, plus ER-like haze under brefeldin
+        if dispersed or (unlinked is not None and label in unlinked):  # fragments through the cytoplasm
             scattered.append(_random_points(inside & (colony.nuclei3d[box] == 0), 40, rng) + offset)
-            haze[box] += 0.18 * inside
+            if dispersed:  # plus an ER-like haze: in mitosis, and where brefeldin A has merged the Golgi into the ER
+                haze[box] += 0.18 * inside
             continue
         ribbon = np.array([min(_nucleus_top_um(colony, label) + 0.7, colony.base_um + cell.height_um - 0.9),
                            *(cell.nucleus_centre_um[1:] + rng.normal(0.0, 0.8, 2))])
@@ -878,11 +883,16 @@ def synthesize_fov(plan: FovPlan, settings: SynthSettings) -> SyntheticFov:
     responders: set[int] = set()
     if plan.drug == "brefeldin_a":
         responders = {label for label in colony.cells if rng.random() < settings.brefeldin_responder_fraction}
+    unlinked: set[int] = set()
+    if plan.structure == "golgi":  # late-G2 cells, told apart by their Golgi alone
+        unlinked = {label for label, cell in colony.cells.items()
+                    if not cell.is_mitotic and rng.random() < GOLGI_G2_UNLINKED}
     membrane = _membrane_signal(colony, rng, vesicles=True)
     dna = _dna_signal(colony, rng)
     donors: dict[int, tuple] = {}
     if plan.structure in _RENDERERS:
-        structure = _RENDERERS[plan.structure](colony, rng, drug=plan.drug, responders=responders)
+        structure = _RENDERERS[plan.structure](colony, rng, drug=plan.drug, responders=responders,
+                                               unlinked=unlinked)
     elif plan.structure == "control_random_structure":
         structure, donors = _random_structure_control(colony, rng)
     else:  # blank, or a copy of a reference channel (made after the camera so it is an exact copy)
@@ -906,7 +916,7 @@ def synthesize_fov(plan: FovPlan, settings: SynthSettings) -> SyntheticFov:
     visible = np.flatnonzero(visible_sizes[1:]) + 1
     relabel = np.zeros(visible_sizes.size, dtype=np.uint16)
     relabel[visible] = np.arange(1, len(visible) + 1)
-    table = _ground_truth_table(plan, colony, visible_sizes, relabel, crop, pad, responders, donors)
+    table = _ground_truth_table(plan, colony, visible_sizes, relabel, crop, pad, responders, unlinked, donors)
     return SyntheticFov(image, relabel[cells3d], relabel[nuclei3d], clean, table)
 
 
@@ -939,8 +949,8 @@ def _camera(blurred: np.ndarray, settings: SynthSettings, rng: np.random.Generat
 
 
 def _ground_truth_table(plan: FovPlan, colony: _Colony, visible_sizes: np.ndarray, relabel: np.ndarray,
-                        crop: tuple[slice, ...], pad: int, responders: set[int], donors: dict[int, tuple],
-                        ) -> pd.DataFrame:
+                        crop: tuple[slice, ...], pad: int, responders: set[int], unlinked: set[int],
+                        donors: dict[int, tuple]) -> pd.DataFrame:
     """One row per cell visible in the FOV; ``visible_sizes`` counts each label's voxels inside the FOV."""
     spacing = colony.spacing
     voxel_volume = float(np.prod(spacing))
@@ -964,6 +974,7 @@ def _ground_truth_table(plan: FovPlan, colony: _Colony, visible_sizes: np.ndarra
             "drug": plan.drug,
             "concentration_um": plan.concentration_um,
             "drug_responder": int(old) in responders,
+            "golgi_unlinked": int(old) in unlinked,
             "cell_volume_um3": cell_sizes[old] * voxel_volume,
             "nucleus_volume_um3": nucleus_sizes[old] * voxel_volume,
             "visible_fraction": visible_sizes[old] / max(cell_sizes[old], 1),
