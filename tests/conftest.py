@@ -12,6 +12,12 @@ import pytest
 from statcell import synth
 from statcell.config import validate_config
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end (``slow``) tests first, in file order: with two workers the long runs start at once and the fast
+    tests fill the gaps."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 TINY_SYNTHETIC = {
     "seed": 7,
     "fovs_per_structure": 1,

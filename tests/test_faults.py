@@ -25,6 +25,7 @@ from statcell import train
 from tests.test_workflow import TINY, copy_run, result_files, scheduled_jobs, snakemake, tiny_full_run
 
 SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGKILL, id="SIGKILL")]
+pytestmark = pytest.mark.xdist_group("tiny_runs")  # see tests/test_workflow.py
 
 
 @pytest.fixture(scope="module")

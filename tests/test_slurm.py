@@ -29,6 +29,7 @@ PROFILE = "workflow/profiles/slurm"
 FAST_STATUS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
                "--seconds-between-status-checks", "2")
 RUN_TIMEOUT_S = 1200
+pytestmark = pytest.mark.xdist_group("tiny_runs")  # see tests/test_workflow.py
 
 
 @pytest.fixture(scope="module")

@@ -126,6 +126,11 @@ def full_run(tmp_path_factory) -> Path:
     return tiny_full_run(tmp_path_factory)
 
 
+#: With pytest-xdist, the tests that share the tiny run (here, test_faults') or compare with test_slurm's run go to
+#: one worker, in file order, so the run is made once and test_slurm's is there when the determinism test looks.
+on_tiny_runs = pytest.mark.xdist_group("tiny_runs")
+
+
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory) -> Path:
     """A copy of the workflow, nothing run."""
@@ -142,6 +147,7 @@ def test_dry_run_and_lint_are_clean(fresh):
 
 
 @pytest.mark.slow
+@on_tiny_runs
 def test_full_run_builds_the_colony_the_stores_and_the_models(full_run, tmp_path):
     outdir = full_run / "results" / "synthetic"
     manifest = io.read_manifest(outdir / "main_manifest.csv")
@@ -188,6 +194,7 @@ def test_full_run_builds_the_colony_the_stores_and_the_models(full_run, tmp_path
 
 
 @pytest.mark.slow
+@on_tiny_runs
 def test_a_rerun_after_a_full_run_does_nothing(full_run, tmp_path):
     assert "Nothing to be done" in snakemake(full_run, "-n").stdout
     work = copy_run(full_run, tmp_path / "run")
@@ -201,6 +208,7 @@ def test_a_rerun_after_a_full_run_does_nothing(full_run, tmp_path):
 
 
 @pytest.mark.slow
+@on_tiny_runs
 def test_touching_one_fov_reruns_only_that_fov_and_what_depends_on_it(full_run, tmp_path):
     work = copy_run(full_run, tmp_path / "run")
     # What depends on one FOV's segmentation: that job and everything downstream of it, as Snakemake sees it.
@@ -217,6 +225,7 @@ def test_touching_one_fov_reruns_only_that_fov_and_what_depends_on_it(full_run, 
 
 
 @pytest.mark.slow
+@on_tiny_runs
 def test_changing_beta_reruns_training_and_analyses_but_not_preprocessing(full_run, tmp_path):
     (tmp_path / "beta.yaml").write_text(yaml.safe_dump({"training": {**TINY["training"], "beta": 0.25}}))
     beta = str(tmp_path / "beta.yaml")
@@ -239,6 +248,7 @@ def _rules_reading(entry: str) -> set[str]:
 
 
 @pytest.mark.slow
+@on_tiny_runs
 def test_changing_a_plot_parameter_redraws_only_the_figures_reading_it(full_run, tmp_path):
     figures = {**yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["figures"]}
     figures["latent_space"] = {**figures["latent_space"], "point_size": figures["latent_space"]["point_size"] + 5}
@@ -251,6 +261,7 @@ def test_changing_a_plot_parameter_redraws_only_the_figures_reading_it(full_run,
 
 
 @pytest.mark.slow
+@on_tiny_runs
 def test_two_runs_with_the_same_seed_give_identical_tables(full_run, tmp_path, tmp_path_factory):
     """The second run is test_slurm's (every job through SLURM) where this session made one, else a local one."""
     second = tmp_path_factory.getbasetemp() / "tiny_second_run"
