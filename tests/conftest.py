@@ -12,6 +12,7 @@ import pytest
 from statcell import synth
 from statcell.config import validate_config
 
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """End-to-end (``slow``) tests first, in file order: with two workers the long runs start at once and the fast
     tests fill the gaps."""
