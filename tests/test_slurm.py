@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,9 +19,8 @@ import pytest
 import yaml
 
 from tests.slurm.cluster import LocalSlurm, NodeSize, SlurmUnavailable, local_slurm
-from tests.test_workflow import TINY, keep_as_second_run
+from tests.test_workflow import copy_workflow, keep_as_second_run
 
-ROOT = Path(__file__).resolve().parents[1]
 PROFILE = "workflow/profiles/slurm"
 # Status checks every 2 s through squeue (the cluster has no slurmdbd for sacct; MinJobAge keeps finished jobs in
 # squeue for an hour).
@@ -52,12 +50,7 @@ def cluster(tmp_path_factory) -> LocalSlurm:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A copy of the workflow with the tiny config beside it."""
-    root = tmp_path_factory.mktemp("slurm_workflow")
-    for name in ("Snakefile", "rules", "config", "workflow", "envs"):
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    return root
+    return copy_workflow(tmp_path_factory.mktemp("slurm_workflow"))
 
 
 def _snakemake(cluster: LocalSlurm, workdir: Path, *targets: str) -> subprocess.CompletedProcess:
