@@ -38,7 +38,7 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     from statcell.train import TrainSettings, memory_format, model_config, to_channels_last
 
     config = load_config(ROOT / "config" / f"{preset}.yaml") if preset != "default" else validate_config({})
-    settings = dataclasses.replace(TrainSettings.from_config(config["training"]), ndim=ndim)
+    settings = dataclasses.replace(TrainSettings.from_config(config["training"], kind), ndim=ndim)
     crop_shape = tuple(config["crop"]["shape"][axis] for axis in "zyx")
     model_shape = model_config(kind, settings, crop_shape, 24)
     shape = model_shape.image_shape
@@ -75,7 +75,8 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     memory = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"preset": preset, "ndim": ndim, "model": kind, "layout": layout, "batch": batch,
-            "parameters": sum(p.numel() for p in model.parameters()), "images_per_s": batch * steps / seconds, "seconds_per_step": seconds / steps, "peak_mib": memory}
+            "parameters": sum(p.numel() for p in model.parameters()), "images_per_s": batch * steps / seconds,
+            "seconds_per_step": seconds / steps, "peak_mib": memory}
 
 
 def main() -> None:

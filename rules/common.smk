@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from statcell import allencell, io, synth
+from statcell.config import model_training_section
 from statcell.analysis import beta_sweep
 
 SYNTHETIC_DIR = "results/synthetic"
@@ -26,6 +27,12 @@ wildcard_constraints:
 def section_json(section):
     """A config section as JSON for a rule's params: the job reruns when, and only when, these settings change."""
     return json.dumps(config[section], sort_keys=True)
+
+
+def training_json(kind):
+    """The `training` section as model `kind` trains with it (its own β) as JSON: a change to the other model's β
+    does not retrain this one."""
+    return json.dumps(model_training_section(config["training"], kind), sort_keys=True)
 
 
 def figure_settings(name):

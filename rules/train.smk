@@ -10,7 +10,7 @@ rule train_reference:
         metrics="results/models/reference_metrics.csv",
     params:
         command="train-reference",
-        settings=section_json("training"),
+        settings=training_json("reference"),
         workdir="results/models/training",
     threads: 2
     resources:
@@ -35,7 +35,7 @@ use rule train_reference as train_target with:
         metrics="results/models/target_metrics.csv",
     params:
         command="train-target",
-        settings=section_json("training"),
+        settings=training_json("target"),
         workdir="results/models/training",
     log:
         "logs/train_target.log",

@@ -164,7 +164,7 @@ def _train(args: argparse.Namespace) -> None:
     from statcell import train
 
     settings = train.TrainSettings.from_config(
-        section_settings("training", config_path=args.config, inline_json=args.settings))
+        section_settings("training", config_path=args.config, inline_json=args.settings), args.model)
     train.train_model(args.model, store=args.store, cells=args.cells, settings=settings, checkpoint=args.checkpoint,
                       metrics=args.metrics, workdir=args.workdir)
 

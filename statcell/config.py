@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from jsonschema import Draft202012Validator, ValidationError, validators
@@ -77,7 +77,21 @@ def _describe(error: ValidationError) -> str:
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
         return f"config key '{where}': {error.instance!r} is not of type {expected}"
+    if error.validator == "oneOf" and error.context:
+        return _describe_alternatives(error)
     return f"config key '{where}': {error.message}"
+
+
+def _describe_alternatives(error: ValidationError) -> str:
+    """A value that fits none of a ``oneOf``: what is wrong with it under the alternative of its own type."""
+    by_alternative: dict[int, list[ValidationError]] = {}
+    for sub_error in error.context:
+        by_alternative.setdefault(sub_error.schema_path[0], []).append(sub_error)
+    for sub_errors in by_alternative.values():
+        if not any(sub.validator == "type" and not sub.relative_path for sub in sub_errors):
+            return "; ".join(_describe(sub) for sub in sub_errors)
+    kinds = " or ".join(str(alternative.get("type")) for alternative in error.validator_value)
+    return f"config key '{_key_path(error)}': {error.instance!r} is not of type {kinds}"
 
 
 def _iter_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> Iterator[ValidationError]:
@@ -165,3 +179,22 @@ def section_settings(section: str, *, config_path: str | Path | None = None, inl
             raise ConfigError(f"settings for '{section}' are not valid JSON: {error}") from error
         return validate_config({section: value})[section]
     return load_config(config_path if config_path is not None else DEFAULT_CONFIG_PATH)[section]
+
+
+def model_training_section(section: Mapping, kind: Literal["reference", "target"]) -> dict:
+    """The ``training`` section as model ``kind`` trains with it: ``beta`` resolved to that model's number.
+
+    ``training.beta`` is one number for both models, or ``{reference: β, target: β}``. The two models are trained
+    independently, so each may trade reconstruction for sparsity at its own β.
+
+    Examples
+    --------
+    >>> model_training_section({"beta": {"reference": 0.25, "target": 0.1}, "epochs": 5}, "target")
+    {'beta': 0.1, 'epochs': 5}
+    >>> model_training_section({"beta": 0.5}, "reference")
+    {'beta': 0.5}
+    """
+    if kind not in ("reference", "target"):
+        raise ValueError(f"model kind must be 'reference' or 'target', got {kind!r}")
+    beta = section["beta"]
+    return {**section, "beta": float(beta[kind] if isinstance(beta, Mapping) else beta)}

@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from statcell.config import model_training_section
 from statcell.models import ReferenceVAE, TargetVAE, VAEConfig
 from statcell.models.loss import beta_elbo
 
@@ -54,8 +56,14 @@ class TrainSettings:
     precision: str
 
     @classmethod
-    def from_config(cls, section: dict) -> TrainSettings:
-        """Build settings from the validated ``training`` config section."""
+    def from_config(cls, section: Mapping, kind: ModelKind | None = None) -> TrainSettings:
+        """Build settings from the validated ``training`` config section, for the model ``kind`` where ``beta``
+        gives each model its own β (see :func:`model_training_section`)."""
+        if kind is not None:
+            section = model_training_section(section, kind)
+        elif isinstance(section["beta"], Mapping):
+            raise ValueError(f"training.beta is set per model ({dict(section['beta'])}): say which model the settings "
+                             "are for")
         values = {name: section[name] for name in cls.__dataclass_fields__}
         values["widths"], values["adam_betas"] = tuple(values["widths"]), tuple(values["adam_betas"])
         return cls(**values)
@@ -427,7 +435,8 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     trainer = L.Trainer(
         max_epochs=settings.epochs, accelerator=settings.accelerator, devices=settings.devices, precision=precision,
         strategy="ddp" if settings.devices > 1 else "auto", deterministic=not on_gpu, callbacks=[saver],
-        logger=CSVLogger(workdir, name="", version="logs", flush_logs_every_n_steps=1), enable_progress_bar=False, enable_model_summary=False,
+        logger=CSVLogger(workdir, name="", version="logs", flush_logs_every_n_steps=1), enable_progress_bar=False,
+        enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=1,
     )
     last, log_file = workdir / "checkpoints" / "last.ckpt", workdir / "logs" / "metrics.csv"

@@ -121,9 +121,9 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     splits = ["train"] * 12 + ["val"] * 2 + ["test"] * 2
     write_dataset("main", [(structure, "", split) for structure in TINY_STRUCTURES for split in splits])
     write_dataset("drugs", [("nucleoli", drug, "test") for drug in ("vehicle", "drug_a") for _ in range(12)])
-    settings = dataclasses.replace(train.TrainSettings.from_config(validate_config({})["training"]), widths=(8, 16),
-                                   latent_dim=6, batch_size=8, epochs=3)
     for kind in ("reference", "target"):
+        settings = dataclasses.replace(train.TrainSettings.from_config(validate_config({})["training"], kind),
+                                       widths=(8, 16), latent_dim=6, batch_size=8, epochs=3)
         train.train_model(kind, store=folder / "main.zarr", cells=folder / "main.parquet", settings=settings,
                           checkpoint=folder / f"{kind}.ckpt", metrics=folder / f"{kind}_metrics.csv",
                           workdir=folder / "work")

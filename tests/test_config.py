@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from statcell.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, load_schema, section_settings, \
-    validate_config
+from statcell.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, load_schema, model_training_section, \
+    section_settings, validate_config
+from statcell.train import TrainSettings
 
 
 def _walk(schema: dict, path: str = ""):
@@ -18,7 +19,9 @@ def _walk(schema: dict, path: str = ""):
 def test_every_key_has_description_type_and_default():
     for key, sub in _walk(load_schema()):
         assert sub.get("description"), f"{key} has no description"
-        assert "type" in sub, f"{key} has no type"
+        alternatives = sub.get("oneOf", [])
+        assert "type" in sub or (alternatives and all("type" in option for option in alternatives)), \
+            f"{key} has no type"
         assert "default" in sub, f"{key} has no default"
 
 
@@ -38,6 +41,25 @@ def test_defaults_are_filled_without_touching_the_input():
 def test_wrong_type_names_the_key():
     with pytest.raises(ConfigError, match=r"config key 'synthetic\.fovs_per_structure': 'four' is not of type integer"):
         validate_config({"synthetic": {"fovs_per_structure": "four"}})
+
+
+@pytest.mark.parametrize(("beta", "message"), [
+    (2, r"'training\.beta': 2 is greater than the maximum of 1"),
+    ({"reference": 0.3}, r"'training\.beta': 'target' is a required property"),
+    ({"reference": "high", "target": 0.1}, r"'training\.beta\.reference': 'high' is not of type number"),
+    ("high", r"'training\.beta': 'high' is not of type number or object"),
+])
+def test_a_value_of_several_forms_is_described_in_the_form_it_has(beta, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config({"training": {"beta": beta}})
+
+
+def test_beta_is_one_number_or_one_per_model():
+    assert model_training_section(validate_config({"training": {"beta": 0.3}})["training"], "target")["beta"] == 0.3
+    per_model = validate_config({"training": {"beta": {"reference": 0.3, "target": 0.05}}})["training"]
+    assert [model_training_section(per_model, kind)["beta"] for kind in ("reference", "target")] == [0.3, 0.05]
+    with pytest.raises(ValueError, match="per model"):
+        TrainSettings.from_config(per_model)
 
 
 def test_unknown_key_is_named_with_its_path():
@@ -86,7 +108,7 @@ def test_paper3d_preset_builds_the_paper_networks():
 
     from statcell.config import load_config
     from statcell.models import ReferenceVAE, TargetVAE
-    from statcell.train import TrainSettings, model_config
+    from statcell.train import model_config
 
     config = load_config(DEFAULT_CONFIG_PATH.parent / "paper3d.yaml")
     settings = TrainSettings.from_config(config["training"])

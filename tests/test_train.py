@@ -19,7 +19,7 @@ from statcell import io, train
 from statcell.config import validate_config
 from statcell.models.loss import beta_elbo, elbo_estimate, kl_per_dimension
 
-TINY = dataclasses.replace(train.TrainSettings.from_config(validate_config({})["training"]), widths=(4, 8),
+TINY = dataclasses.replace(train.TrainSettings.from_config(validate_config({})["training"], "target"), widths=(4, 8),
                            latent_dim=4, batch_size=4, epochs=2, cache_in_memory=False)
 
 
@@ -58,7 +58,8 @@ def tiny_store(tmp_path_factory):
     cells = rng.random((24, 5, 8, 8, 16), dtype=np.float32)
     zarr.create_array(folder / "cells.zarr" / "0", data=cells, chunks=(1, 5, 8, 8, 16))
     table = pd.DataFrame({"cell_id": [f"t/f/{i}" for i in range(24)], "store_index": range(24),
-                          "structure": ["golgi", "nucleoli"] * 12, "split": ["train"] * 16 + ["val"] * 4 + ["test"] * 4})
+                          "structure": ["golgi", "nucleoli"] * 12,
+                          "split": ["train"] * 16 + ["val"] * 4 + ["test"] * 4})
     io.write_table(table, folder / "cells.parquet")
     return folder
 

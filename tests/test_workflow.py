@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from statcell import io
+from statcell.config import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # Three structures (one FOV each; the drug set's among them, so the target model embeds the drug set) and a
@@ -227,14 +228,22 @@ def test_touching_one_fov_reruns_only_that_fov_and_what_depends_on_it(full_run, 
 @pytest.mark.slow
 @on_tiny_runs
 def test_changing_beta_reruns_training_and_analyses_but_not_preprocessing(full_run, tmp_path):
-    (tmp_path / "beta.yaml").write_text(yaml.safe_dump({"training": {**TINY["training"], "beta": 0.25}}))
-    beta = str(tmp_path / "beta.yaml")
-    changed = scheduled_jobs(snakemake(full_run, "-n", "--configfile", "tiny.yaml", beta).stdout)
+    def changed_by(beta) -> set[str]:
+        path = tmp_path / "beta.yaml"
+        path.write_text(yaml.safe_dump({"training": {**TINY["training"], "beta": beta}}))
+        return {job.rule for job in scheduled_jobs(snakemake(full_run, "-n", "--configfile", "tiny.yaml",
+                                                             str(path)).stdout)}
+
+    both = changed_by(0.5)
+    reference_only = changed_by({**validate_config({})["training"]["beta"], "reference": 0.5})
     retrained = scheduled_jobs(snakemake(full_run, "-n", "--forcerun", "train_reference", "train_target").stdout)
-    assert {"train_reference", "train_target", "plot_model_check"} <= {job.rule for job in changed}
+    assert {"train_reference", "train_target", "plot_model_check"} <= both
     # Everything downstream of the models reruns, and nothing upstream of them.
-    assert {job.rule for job in retrained} <= {job.rule for job in changed}
-    assert not PREPROCESSING & {job.rule for job in changed}
+    assert {job.rule for job in retrained} <= both
+    assert not PREPROCESSING & both
+    # Each model trains at its own β: a change to the reference's leaves the target model as it is.
+    assert "train_reference" in reference_only and "train_target" not in reference_only
+    assert not PREPROCESSING & reference_only
 
 
 def _rules_reading(entry: str) -> set[str]:
