@@ -1,14 +1,16 @@
 """Training throughput and peak memory of the models, per configuration, side by side in one run.
 
 For each configuration, in a fresh subprocess (so peak memory is its own), time full optimizer steps (forward,
-β-ELBO, backward, Adam) of the reference model and of the target model on random data, after one warm-up step::
+β-ELBO, backward, Adam) of the reference model and of the target model, after one warm-up step::
 
     python bench/bench_train.py                       # default preset (batch 32) and paper 3D preset (batch 2), CPU
     python bench/bench_train.py --ndim 2              # the same, 2D: default networks on max projections, paper2d
     python bench/bench_train.py --device cuda --paper-batch 32 --precision bf16   # where a GPU is available
+    python bench/bench_train.py --data store --workers 8   # batches streamed from a Zarr store, time waiting for them
 
 Each model is measured with its weights and images in contiguous and in channels-last memory (``--layouts``).
-It prints images per second and the peak resident memory (CPU) or peak allocated GPU memory of each run.
+It prints images per second, the peak resident memory (CPU) or peak allocated GPU memory of each run and, with
+``--data store``, the fraction of the timed steps spent waiting for the next batch.
 """
 
 from __future__ import annotations
@@ -25,10 +27,54 @@ LAYOUTS = ("contiguous", "channels_last")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def masked_cell(rng, crop_shape: tuple[int, ...]):
+    """One stand-in cell ``(C, Z, Y, X)`` as ``cells.zarr`` stores it: intensities inside an ellipsoidal cell (zero
+    outside, as the pipeline masks them), a cell mask and a smaller nucleus mask, so it compresses like a real one."""
+    import numpy as np
+
+    from statcell.crop import CROP_CHANNELS
+
+    grid = np.meshgrid(*(np.linspace(-1, 1, size) for size in crop_shape), indexing="ij")
+    radii = rng.uniform(0.7, 0.95, size=3)
+    inside = sum((axis / radius) ** 2 for axis, radius in zip(grid, radii)) <= 1
+    nucleus = sum((axis / (0.5 * radius)) ** 2 for axis, radius in zip(grid, radii)) <= 1
+    cell = np.zeros((len(CROP_CHANNELS), *crop_shape), np.float32)
+    cell[:3] = rng.random((3, *crop_shape), dtype=np.float32) * inside
+    cell[3], cell[4] = inside, nucleus
+    return cell
+
+
+def store_loader(folder: Path, kind: str, crop_shape: tuple[int, ...], batch: int, batches: int, ndim: int,
+                 workers: int, pin_memory: bool):
+    """A loader of ``batches`` batches streamed from a ``cells.zarr`` written like the pipeline's (one Zstd chunk per
+    cell), read through the training's dataset class, never cached."""
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from statcell.crop import CROP_CHANNELS
+    from statcell.normalize import create_cell_store
+    from statcell.train import CellDataset
+
+    count = batch * batches
+    array = create_cell_store(folder / "cells.zarr", (count, len(CROP_CHANNELS), *crop_shape), voxel_um=1.0)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        array[index] = masked_cell(rng, crop_shape)
+    dataset = CellDataset(folder / "cells.zarr", np.arange(count), kind=kind, labels=rng.integers(0, 24, count),
+                          cache_in_memory=False, project=ndim == 2)
+    return DataLoader(dataset, batch_size=batch, num_workers=workers, pin_memory=pin_memory, drop_last=True)
+
+
 def measure(preset: str, kind: str, batch: int, steps: int, device: str, precision: str, ndim: int,
-            layout: str) -> dict:
-    """Time ``steps`` optimizer steps of one model, its weights and images in ``layout`` (run in the subprocess)."""
+            layout: str, data: str = "random", workers: int = 0) -> dict:
+    """Time ``steps`` optimizer steps of one model, its weights and images in ``layout`` (run in the subprocess).
+
+    With ``data="random"`` every step reuses one random batch already on the device; with ``data="store"`` every step
+    takes the next batch from a Zarr store through ``workers`` loader processes, and the time spent waiting for it
+    (reading, decompressing, collating, copying to the device) is measured apart.
+    """
     import dataclasses
+    import tempfile
 
     import torch
 
@@ -43,40 +89,56 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     model_shape = model_config(kind, settings, crop_shape, 24)
     shape = model_shape.image_shape
     model = (ReferenceVAE if kind == "reference" else TargetVAE)(model_shape).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, betas=settings.adam_betas)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, model_shape.channels, *shape, generator=generator).to(device)
-    inputs = (x,) if kind == "reference" else (x, torch.rand(batch, 2, *shape, generator=generator).to(device),
-                                               torch.randint(0, 24, (batch,), generator=generator).to(device))
     if layout == "channels_last":
         model = model.to(memory_format=memory_format(ndim))
-        x, *rest = to_channels_last(inputs, ndim=ndim)
-        inputs = (x, *rest)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, betas=settings.adam_betas)
     dtype = torch.bfloat16 if precision == "bf16" else None
+    on_cuda = device.startswith("cuda")
 
-    def step() -> None:
+    def prepared(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        inputs = tuple(tensor.to(device, non_blocking=True) for tensor in inputs)
+        return to_channels_last(inputs, ndim=ndim) if layout == "channels_last" else inputs
+
+    if data == "random":
+        generator = torch.Generator().manual_seed(0)
+        fixed = prepared((torch.rand(batch, model_shape.channels, *shape, generator=generator),) if kind == "reference"
+                         else (torch.rand(batch, 1, *shape, generator=generator),
+                               torch.rand(batch, 2, *shape, generator=generator),
+                               torch.randint(0, 24, (batch,), generator=generator)))
+        batches = iter([fixed] * (steps + 1))
+    else:
+        folder = tempfile.TemporaryDirectory(prefix="bench_train_")  # removed when the subprocess ends
+        loader = store_loader(Path(folder.name), kind, crop_shape, batch, steps + 1, ndim, workers, on_cuda)
+        batches = (prepared(tuple(loaded)) for loaded in loader)
+
+    def step(inputs: tuple[torch.Tensor, ...]) -> None:
         with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
             output = model(*inputs)
-            parts = beta_elbo(x, output.reconstruction, output.mean, output.log_var, beta=settings.beta)
+            parts = beta_elbo(inputs[0], output.reconstruction, output.mean, output.log_var, beta=settings.beta)
         optimizer.zero_grad(set_to_none=True)
         parts.loss.backward()
         optimizer.step()
 
-    step()  # warm-up
-    if device.startswith("cuda"):
+    step(next(batches))  # warm-up (also starts the loader workers)
+    if on_cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    waiting = 0.0
     start = time.perf_counter()
     for _ in range(steps):
-        step()
-    if device.startswith("cuda"):
+        asked = time.perf_counter()
+        inputs = next(batches)
+        waiting += time.perf_counter() - asked
+        step(inputs)
+    if on_cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    memory = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
+    memory = (torch.cuda.max_memory_allocated() / 2**20 if on_cuda
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"preset": preset, "ndim": ndim, "model": kind, "layout": layout, "batch": batch,
             "parameters": sum(p.numel() for p in model.parameters()), "images_per_s": batch * steps / seconds,
-            "seconds_per_step": seconds / steps, "peak_mib": memory}
+            "seconds_per_step": seconds / steps, "peak_mib": memory,
+            "data_wait": waiting / seconds if data == "store" else None}
 
 
 def main() -> None:
@@ -92,27 +154,36 @@ def main() -> None:
                         help="memory layouts of weights and images, each measured (default: both)")
     parser.add_argument("--presets", nargs="+", choices=["default", "paper"], default=["default", "paper"],
                         help="the default preset, the paper preset of --ndim, or both (default)")
+    parser.add_argument("--data", choices=["random", "store"], default="random",
+                        help="random: one random batch on the device (model speed alone, default); store: batches "
+                             "streamed from a Zarr store like cells.zarr, and the fraction of time waiting for them")
+    parser.add_argument("--workers", type=int, default=2, help="loader processes with --data store (default 2)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
     args = parser.parse_args()
     if args.run:
         preset, kind, batch, layout = args.run.split(",")
         print(json.dumps(measure(preset, kind, int(batch), args.steps, args.device, args.precision, args.ndim,
-                                 layout)))
+                                 layout, args.data, args.workers)))
         return
     print(f"{'preset':8} {'ndim':>4} {'model':9} {'layout':13} {'batch':>5} {'parameters':>11} {'images/s':>9} "
-          f"{'s/step':>7} {'peak MiB':>9}")
+          f"{'s/step':>7} {'peak MiB':>9} {'data wait':>9}")
     presets = {"default": ("default", args.default_batch), "paper": (f"paper{args.ndim}d", args.paper_batch)}
     for preset, batch in (presets[name] for name in args.presets):
         for kind in ("reference", "target"):
             for layout in args.layouts:
                 run = subprocess.run([sys.executable, __file__, "--run", f"{preset},{kind},{batch},{layout}",
                                       "--steps", str(args.steps), "--device", args.device, "--precision",
-                                      args.precision, "--ndim", str(args.ndim)],
+                                      args.precision, "--ndim", str(args.ndim), "--data", args.data,
+                                      "--workers", str(args.workers)],
                                      capture_output=True, text=True, check=True, cwd=ROOT)
                 row = json.loads(run.stdout.strip().splitlines()[-1])
                 print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['layout']:13} {row['batch']:5d} "
                       f"{row['parameters']:11,d} {row['images_per_s']:9.2f} {row['seconds_per_step']:7.2f} "
-                      f"{row['peak_mib']:9.0f}")
+                      f"{row['peak_mib']:9.0f} {_share(row['data_wait']):>9}")
+
+
+def _share(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{fraction:.0%}"
 
 
 if __name__ == "__main__":

@@ -150,6 +150,35 @@ def _ngff_attributes(voxel_um: float, shape: tuple[int, ...]) -> dict:
     }}
 
 
+def create_cell_store(path: str | Path, shape: tuple[int, ...], *, voxel_um: float):
+    """Create an empty ``cells.zarr`` (replacing any at ``path``) and return its array ``0``.
+
+    One chunk per cell, Zstd-compressed, with OME-NGFF 0.5 metadata naming the channels (:data:`CROP_CHANNELS`).
+
+    Parameters
+    ----------
+    path : path
+        Folder of the store.
+    shape : tuple of int
+        ``(N, C, Z, Y, X)``: cells, channels (as many as :data:`CROP_CHANNELS`), voxels.
+    voxel_um : float
+        Voxel edge in µm (metadata).
+
+    Returns
+    -------
+    zarr.Array
+        The float32 array ``0``, filled with zeros until written.
+    """
+    import zarr
+
+    if len(shape) != 5 or shape[1] != len(CROP_CHANNELS):
+        raise ValueError(f"a cell store holds (N, {len(CROP_CHANNELS)}, Z, Y, X) cells, got shape {shape}")
+    root = zarr.open_group(path, mode="w", zarr_format=3)
+    root.attrs.update(_ngff_attributes(voxel_um, shape))
+    return root.create_array("0", shape=shape, chunks=(1, *shape[1:]), dtype="float32", fill_value=0.0,
+                             compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=["cell", "c", "z", "y", "x"])
+
+
 def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str | Path], *, store: str | Path,
                     cells_table: str | Path, rejects_table: str | Path, dataset: str, voxel_um: float,
                     settings: NormalizeSettings, threads: int = 1,
@@ -182,7 +211,6 @@ def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str 
     """
     import dask
     import dask.array as da
-    import zarr
 
     tables = [pd.read_parquet(path) for path in table_files]
     cells, rejects = cell_table(tables, dataset=dataset)
@@ -199,10 +227,7 @@ def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str 
     store = Path(store).resolve()
     partial = Path(f"{store}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    root = zarr.open_group(partial, mode="w", zarr_format=3)
-    root.attrs.update(_ngff_attributes(voxel_um, shape))
-    array = root.create_array("0", shape=shape, chunks=(1, *crop_shape), dtype="float32", fill_value=0.0,
-                              compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=["cell", "c", "z", "y", "x"])
+    array = create_cell_store(partial, shape, voxel_um=voxel_um)
     pieces = [da.from_delayed(dask.delayed(_normalized_fov)(str(Path(path).resolve()), settings),
                               shape=(count, *crop_shape),
                               dtype=np.float32) for path, count in zip(crop_files, counts) if count]

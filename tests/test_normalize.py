@@ -83,3 +83,11 @@ def test_normalize_cells_writes_store_table_and_rejects(tmp_path, threads):
     assert [c["label"] for c in attrs["omero"]["channels"]] == ["membrane", "dna", "structure", "cell_mask",
                                                                "nucleus_mask"]
     assert not list(out.glob("*.partial"))
+
+
+def test_cell_store_holds_one_compressed_chunk_per_cell_and_checks_its_shape(tmp_path):
+    array = normalize.create_cell_store(tmp_path / "cells.zarr", (3, 5, 4, 6, 8), voxel_um=0.5)
+    assert array.shape == (3, 5, 4, 6, 8) and array.chunks == (1, 5, 4, 6, 8) and array.dtype == np.float32
+    assert io.store_spacing(tmp_path / "cells.zarr") == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match=r"\(N, 5, Z, Y, X\) cells, got shape \(3, 2, 4, 6, 8\)"):
+        normalize.create_cell_store(tmp_path / "other.zarr", (3, 2, 4, 6, 8), voxel_um=0.5)
