@@ -7,6 +7,7 @@ For each configuration, in a fresh subprocess (so peak memory is its own), time 
     python bench/bench_train.py --ndim 2              # the same, 2D: default networks on max projections, paper2d
     python bench/bench_train.py --device cuda --paper-batch 32 --precision bf16   # where a GPU is available
     python bench/bench_train.py --data store --workers 8   # batches streamed from a Zarr store, time waiting for them
+    python bench/bench_train.py --data random store --presets default   # model speed beside streamed batches
 
 Each model is measured with its weights and images in contiguous and in channels-last memory (``--layouts``).
 It prints images per second, the peak resident memory (CPU) or peak allocated GPU memory of each run and, with
@@ -16,6 +17,7 @@ It prints images per second, the peak resident memory (CPU) or peak allocated GP
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import subprocess
@@ -154,32 +156,32 @@ def main() -> None:
                         help="memory layouts of weights and images, each measured (default: both)")
     parser.add_argument("--presets", nargs="+", choices=["default", "paper"], default=["default", "paper"],
                         help="the default preset, the paper preset of --ndim, or both (default)")
-    parser.add_argument("--data", choices=["random", "store"], default="random",
+    parser.add_argument("--data", nargs="+", choices=["random", "store"], default=["random"],
                         help="random: one random batch on the device (model speed alone, default); store: batches "
-                             "streamed from a Zarr store like cells.zarr, and the fraction of time waiting for them")
+                             "streamed from a Zarr store like cells.zarr, and the fraction of time waiting for them; "
+                             "both: each measured, side by side")
     parser.add_argument("--workers", type=int, default=2, help="loader processes with --data store (default 2)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
     args = parser.parse_args()
     if args.run:
-        preset, kind, batch, layout = args.run.split(",")
+        preset, kind, batch, layout, data = args.run.split(",")
         print(json.dumps(measure(preset, kind, int(batch), args.steps, args.device, args.precision, args.ndim,
-                                 layout, args.data, args.workers)))
+                                 layout, data, args.workers)))
         return
-    print(f"{'preset':8} {'ndim':>4} {'model':9} {'layout':13} {'batch':>5} {'parameters':>11} {'images/s':>9} "
-          f"{'s/step':>7} {'peak MiB':>9} {'data wait':>9}")
+    print(f"{'preset':8} {'ndim':>4} {'model':9} {'layout':13} {'data':6} {'batch':>5} {'parameters':>11} "
+          f"{'images/s':>9} {'s/step':>7} {'peak MiB':>9} {'data wait':>9}")
     presets = {"default": ("default", args.default_batch), "paper": (f"paper{args.ndim}d", args.paper_batch)}
     for preset, batch in (presets[name] for name in args.presets):
         for kind in ("reference", "target"):
-            for layout in args.layouts:
-                run = subprocess.run([sys.executable, __file__, "--run", f"{preset},{kind},{batch},{layout}",
+            for layout, data in itertools.product(args.layouts, args.data):
+                run = subprocess.run([sys.executable, __file__, "--run", f"{preset},{kind},{batch},{layout},{data}",
                                       "--steps", str(args.steps), "--device", args.device, "--precision",
-                                      args.precision, "--ndim", str(args.ndim), "--data", args.data,
-                                      "--workers", str(args.workers)],
+                                      args.precision, "--ndim", str(args.ndim), "--workers", str(args.workers)],
                                      capture_output=True, text=True, check=True, cwd=ROOT)
                 row = json.loads(run.stdout.strip().splitlines()[-1])
-                print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['layout']:13} {row['batch']:5d} "
-                      f"{row['parameters']:11,d} {row['images_per_s']:9.2f} {row['seconds_per_step']:7.2f} "
-                      f"{row['peak_mib']:9.0f} {_share(row['data_wait']):>9}")
+                print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['layout']:13} {data:6} "
+                      f"{row['batch']:5d} {row['parameters']:11,d} {row['images_per_s']:9.2f} "
+                      f"{row['seconds_per_step']:7.2f} {row['peak_mib']:9.0f} {_share(row['data_wait']):>9}")
 
 
 def _share(fraction: float | None) -> str:
