@@ -160,7 +160,7 @@ def model_check(reference_checkpoint: str | Path, target_checkpoint: str | Path,
     with torch.no_grad():
         ref_code = reference.encode(images[:, :2])
         tgt_code = target.encode(images[:, 2:], images[:, :2], labels)
-        shown = test.reset_index(drop=True).groupby("structure").head(1).index[:count].to_numpy()
+        shown = test.reset_index(drop=True).groupby("structure").head(1).index[:count].to_numpy(copy=True)
         ref_recon = reference.decode(ref_code.mean[shown])
         tgt_recon = target.decode(tgt_code.mean[shown], images[shown, :2], labels[shown])
     kl = pd.concat([pd.DataFrame({"model": name, "dimension": np.arange(code.mean.shape[1]),
