@@ -6,9 +6,9 @@ treatment (about 27 cells each: with two, the Golgi shift under brefeldin A was 
 that the run fits a test session, the models take more, smaller steps than the default: batch 16 at a learning rate
 of 6e-4 for 80 epochs (1,680 steps; 50 epochs of batch 32 left the target model ignoring its reference and 5 of the
 6 coupling checks failed), and ELBOs are averaged over 3 latent samples instead of 10. The checks and their bars
-are those of the default run (``statcell.analysis.recovery``), none left out. About 6 minutes on 2 idle cores of
-the machine of 2026-12-01; on one about 3× slower, sharing its cores with the rest of the suite, it had not finished
-after 40 minutes, hence its own timeout of 80 minutes (``RUN_TIMEOUT_S``).
+are those of the default run (``statcell.analysis.recovery``), none left out. 6 to 7.5 minutes alone on 2 idle
+cores of the machines of 2026-12-01 and 2026-12-02 (Intel); on one about 3× slower, sharing its cores with the rest
+of the suite, it had not finished after 40 minutes, hence its own timeout of 80 minutes (``RUN_TIMEOUT_S``).
 """
 
 from __future__ import annotations
