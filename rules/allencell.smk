@@ -1,4 +1,6 @@
-"""Pre-cropped single cells in the Allen Institute's layout (data.source `allencell`): they join at normalization."""
+"""Pre-cropped single cells of the Allen Institute's datasets (data.source `allencell`; allencell.layout `pipeline4` or
+`hipsc_single_cell`, declared in statcell.allencell.LAYOUTS): one job per `allencell.chunk_size` cells of the CSV;
+they join at normalization."""
 
 
 rule import_allencell:

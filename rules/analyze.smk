@@ -8,7 +8,9 @@ LATENT_DIR = "results/analysis/latent_space"
 
 rule embed_cells:
     input:
-        checkpoint="results/models/{model}.ckpt",
+        # the weights-only export and its card (trained, or imported from `models`), checked against the data
+        checkpoint="results/models/{model}.pt",
+        card="results/models/{model}.json",
         store="results/{dataset}/cells.zarr",
         cells="results/{dataset}/cells.parquet",
     output:
@@ -67,7 +69,7 @@ rule correlate_latent_space:
 
 rule walk_latent_space:
     input:
-        checkpoint=rules.train_reference.output.checkpoint,
+        checkpoint=model_file("reference"),
         embeddings=f"results/{synth.MAIN_DATASET}/embeddings/reference.parquet",
         dimensions=f"results/{synth.MAIN_DATASET}/embeddings/reference_dimensions.csv",
     output:
@@ -92,8 +94,8 @@ GENERATION_DIR = "results/analysis/generation"
 
 rule generate_cells:
     input:
-        reference=rules.train_reference.output.checkpoint,
-        target=rules.train_target.output.checkpoint,
+        reference=model_file("reference"),
+        target=model_file("target"),
         store=rules.train_reference.input.store,
         cells=rules.train_reference.input.cells,
     output:
@@ -200,7 +202,7 @@ COUPLING_DIR = "results/analysis/coupling"
 
 rule measure_coupling:
     input:
-        model=rules.train_target.output.checkpoint,
+        model=model_file("target"),
         store=rules.train_target.input.store,
         cells=rules.train_target.input.cells,
     output:
@@ -240,6 +242,7 @@ rule drug_shifts:
     params:
         settings=analysis_json(),
         min_kl=config["analysis"]["active_kl_nats"],
+        control=config["analysis"]["control_treatment"],
     threads: 1
     resources:
         mem_mb=2000,
@@ -252,6 +255,7 @@ rule drug_shifts:
         "../envs/torch.yaml"
     shell:
         f"{STATCELL} drug-shifts --settings {{params.settings:q}} --min-kl {{params.min_kl}} "
+        "--control {params.control:q} "
         "--target-embeddings {input.target} --reference-embeddings {input.reference} "
         "--target-dimensions {input.target_dimensions} --reference-dimensions {input.reference_dimensions} "
         "--cells {input.cells} --output {output} > {log} 2>&1"
@@ -267,6 +271,7 @@ rule drug_trajectory:
     params:
         settings=analysis_json(),
         min_kl=config["analysis"]["active_kl_nats"],
+        control=config["analysis"]["control_treatment"],
     threads: 1
     resources:
         mem_mb=1000,
@@ -277,6 +282,7 @@ rule drug_trajectory:
         "../envs/torch.yaml"
     shell:
         f"{STATCELL} drug-trajectory --settings {{params.settings:q}} --min-kl {{params.min_kl}} "
+        "--control {params.control:q} "
         "--embeddings {input.embeddings} --dimensions {input.dimensions} --cells {input.cells} "
         "--output {output} > {log} 2>&1"
 

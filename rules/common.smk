@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from statcell import allencell, io, synth
-from statcell.config import model_training_section
-from statcell.analysis import beta_sweep
+from statcell.config import ConfigError, model_training_section
+from statcell.analysis import beta_sweep, perturbation
+from snakemake.logging import logger
 
 SYNTHETIC_DIR = "results/synthetic"
 
@@ -17,10 +18,12 @@ SYNTHETIC_DIR = "results/synthetic"
 # finds the library there, so a job works in the project's venv and in a per-rule conda env (--sdm conda) alike.
 STATCELL = "python -m statcell"
 DATASETS = [synth.MAIN_DATASET, synth.DRUG_DATASET]
+# Extra datasets embedded with the trained models (`data.embed`: name -> FOV manifest), preprocessed like the drug set.
+EMBED_DATASETS = list(config["data"]["embed"])
 
 
 wildcard_constraints:
-    dataset="|".join(DATASETS),
+    dataset="|".join(DATASETS + EMBED_DATASETS),
     fov=r"[A-Za-z0-9_\-]+",
 
 
@@ -63,6 +66,8 @@ def input_manifests(wildcards=None):
 @cache
 def fov_table(dataset):
     """The manifest rows of a dataset: from the user's manifest, or planned for the synthetic colony."""
+    if dataset in EMBED_DATASETS:
+        return io.read_manifest(config["data"]["embed"][dataset])
     if config["data"]["source"] == "synthetic":
         settings = synth.SynthSettings.from_config(config["synthetic"])
         plans = [plan for plan in synth.plan_fovs(settings) if plan.dataset == dataset]
@@ -85,12 +90,29 @@ def allencell_chunks():
 
 
 def datasets():
-    """The datasets of the run: the training colony, and the drug set if there is one."""
+    """The datasets of the run: the training colony, the drug set if there is one, and the `data.embed` datasets."""
     if config["data"]["source"] == "synthetic":
-        return [dataset for dataset in DATASETS if len(fov_table(dataset))]
+        return [dataset for dataset in DATASETS if len(fov_table(dataset))] + EMBED_DATASETS
     if config["data"]["source"] == "allencell":
-        return [synth.MAIN_DATASET]
-    return DATASETS if config["data"]["drug_manifest"] else [synth.MAIN_DATASET]
+        return [synth.MAIN_DATASET] + EMBED_DATASETS
+    return (DATASETS if config["data"]["drug_manifest"] else [synth.MAIN_DATASET]) + EMBED_DATASETS
+
+
+def from_synthetic_colony(dataset):
+    """Whether a dataset's FOVs are the synthetic colony's (a `data.embed` dataset's never are)."""
+    return config["data"]["source"] == "synthetic" and dataset not in EMBED_DATASETS
+
+
+def given_models():
+    """The models named in `models` (imported, not trained)."""
+    return [kind for kind in ("reference", "target") if config["models"][kind]]
+
+
+def model_file(kind):
+    """The weights-only model every analysis loads (`results/models/{kind}.pt`, card `.json` beside it), written by
+    its training rule or, when `models.<kind>` names one, by import_model. A plain path, not
+    `rules.train_<kind>.output`, which would tie it to the training rule."""
+    return f"results/models/{kind}.pt"
 
 
 def fov_ids(dataset):
@@ -110,28 +132,35 @@ def fov_record_json(wildcards):
 def raw_image(wildcards):
     """The FOV's image as a job input; a missing real file is left out so the job records it as rejected."""
     path = fov_row(wildcards)["path"]
-    return path if config["data"]["source"] == "synthetic" or Path(path).exists() else []
+    return path if from_synthetic_colony(wildcards.dataset) or Path(path).exists() else []
 
 
 def truth_labels(wildcards):
     """Ground-truth labels of a synthetic FOV (to match segmented cells to true cells), else nothing."""
-    if config["data"]["source"] != "synthetic":
+    if not from_synthetic_colony(wildcards.dataset):
         return []
     return str(synth.label_image_path(SYNTHETIC_DIR, wildcards.fov))
 
 
 def ground_truth_table(wildcards):
-    return rules.synthesize.output.ground_truth if config["data"]["source"] == "synthetic" else []
+    return rules.synthesize.output.ground_truth if from_synthetic_colony(wildcards.dataset) else []
+
+
+def cell_annotations(wildcards):
+    """The training manifest's per-cell annotations (`data.cell_annotations`), when given."""
+    path = config["data"]["cell_annotations"]
+    is_training_manifest = config["data"]["source"] == "manifest" and wildcards.dataset == synth.MAIN_DATASET
+    return path if path and is_training_manifest else []
 
 
 def dataset_crops(wildcards):
-    if config["data"]["source"] == "allencell":
+    if config["data"]["source"] == "allencell" and wildcards.dataset not in EMBED_DATASETS:
         return expand(rules.import_allencell.output.crops, dataset=wildcards.dataset, chunk=allencell_chunks())
     return expand(rules.crop_cells.output.crops, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
 
 
 def dataset_tables(wildcards):
-    if config["data"]["source"] == "allencell":
+    if config["data"]["source"] == "allencell" and wildcards.dataset not in EMBED_DATASETS:
         return expand(rules.import_allencell.output.table, dataset=wildcards.dataset, chunk=allencell_chunks())
     return expand(rules.crop_cells.output.table, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
 
@@ -153,14 +182,39 @@ def model_dimensions(model):
     """A model's latent dimensions ranked on the training dataset's test cells (written by embed_cells)."""
     return f"results/{synth.MAIN_DATASET}/embeddings/{model}_dimensions.csv"
 
+@cache
+def drug_control():
+    """The drug set's control treatment (`analysis.control_treatment` resolved on its FOVs' treatments, "" for the
+    untreated cells), or None when there is nothing to compare: the reason is logged once and the drug analyses are
+    left out of the run. A named control the drug set lacks stops the run here, before any job."""
+    if synth.DRUG_DATASET not in datasets():
+        logger.warning("statcell: no drug set (data.drug_manifest is not set, or the synthetic colony has no drug "
+                       "FOVs): skipping the drug analyses (drug_shifts, drug_trajectory and their figures)")
+        return None
+    requested = config["analysis"]["control_treatment"]
+    try:
+        return perturbation.resolve_control(fov_table(synth.DRUG_DATASET)["drug"], requested)
+    except perturbation.NoControlError as error:
+        if requested != perturbation.AUTO_CONTROL:
+            raise ConfigError(f"invalid configuration: {error}") from None
+        logger.warning(f"statcell: {error}: skipping the drug analyses (drug_shifts, drug_trajectory and their "
+                       "figures)")
+        return None
+
+
 def drug_shift_table(wildcards):
-    """The drug-shift tests, when the run has a drug set."""
-    return rules.drug_shifts.output[0] if synth.DRUG_DATASET in datasets() else []
+    """The drug-shift tests, when the run has a drug set with a control."""
+    return rules.drug_shifts.output[0] if drug_control() is not None else []
 
 
 def final_targets():
     """What `snakemake` builds by default; each stage adds its own."""
-    targets = [rules.plot_colony_overview.output[0]]
+    targets = []
+    if config["data"]["source"] == "allencell":  # pre-cropped cells: no FOVs to show
+        logger.warning("statcell: data.source is allencell (pre-cropped single cells, no fields of view): skipping "
+                       "plot_colony_overview")
+    else:
+        targets += [rules.plot_colony_overview.output[0]]
     targets += expand(rules.normalize_cells.output.cells, dataset=datasets())
     targets += [rules.plot_model_check.output.figure]
     # Analysis tables and figures
@@ -174,7 +228,7 @@ def final_targets():
                 rules.plot_structure_examples.output[0], rules.plot_feature_violins.output.figure]
     targets += [rules.plot_beta_rate_distortion.output.figure, rules.plot_beta_generated.output.figure,
                 rules.plot_beta_kl.output.figure, rules.plot_beta_regression.output.figure]
-    if synth.DRUG_DATASET in datasets():  # drug perturbations, when there is a drug set
+    if drug_control() is not None:  # drug perturbations, when there is a drug set with a control
         targets += [rules.plot_drug_reference_latents.output.figure, rules.plot_drug_target_latents.output.figure,
                     rules.plot_drug_trajectory.output[0]]
     if config["data"]["source"] == "synthetic":  # the answers the synthetic colony was built to contain

@@ -3,8 +3,8 @@
 
 rule plot_model_check:
     input:
-        reference=rules.train_reference.output.checkpoint,
-        target=rules.train_target.output.checkpoint,
+        reference=model_file("reference"),
+        target=model_file("target"),
         store=rules.train_reference.input.store,
         cells=rules.train_reference.input.cells,
     output:
@@ -429,6 +429,7 @@ rule plot_drug_reference_latents:
         vector="results/figures/drug_reference_latents.svg",
     params:
         settings=figure_settings("drug_reference_latents"),
+        control=config["analysis"]["control_treatment"],
     threads: 1
     resources:
         mem_mb=1000,
@@ -438,7 +439,8 @@ rule plot_drug_reference_latents:
     conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-drug-reference-latents --settings {{params.settings:q}} --embeddings {{input.embeddings}} "
+        f"{STATCELL} plot-drug-reference-latents --settings {{params.settings:q}} --control {{params.control:q}} "
+        "--embeddings {input.embeddings} "
         "--dimensions {input.dimensions} --cells {input.cells} --shifts {input.shifts} --output {output.figure} "
         "> {log} 2>&1"
 
@@ -459,6 +461,7 @@ rule plot_drug_target_latents:
     params:
         settings=figure_settings("drug_target_latents"),
         min_kl=config["analysis"]["active_kl_nats"],
+        control=config["analysis"]["control_treatment"],
     threads: 1
     resources:
         mem_mb=1000,
@@ -469,6 +472,7 @@ rule plot_drug_target_latents:
         "../envs/plots.yaml"
     shell:
         f"{STATCELL} plot-drug-target-latents --settings {{params.settings:q}} --min-kl {{params.min_kl}} "
+        "--control {params.control:q} "
         "--embeddings {input.embeddings} --dimensions {input.dimensions} --cells {input.cells} "
         "--shifts {input.shifts} --output {output.figure} > {log} 2>&1"
 

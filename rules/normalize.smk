@@ -6,6 +6,7 @@ rule normalize_cells:
         crops=dataset_crops,
         tables=dataset_tables,
         annotations=ground_truth_table,
+        cell_annotations=cell_annotations,
     output:
         store=directory("results/{dataset}/cells.zarr"),
         cells="results/{dataset}/cells.parquet",
@@ -14,6 +15,10 @@ rule normalize_cells:
         settings=section_json("normalize"),
         voxel_um=config["crop"]["voxel_size_um"],
         annotations=lambda wildcards, input: f"--annotations {input.annotations}" if input.annotations else "",
+        cell_annotations=lambda wildcards, input: (f"--cell-annotations {input.cell_annotations}"
+                                                   if input.cell_annotations else ""),
+        # the control classes calibrate the coupling analysis, which runs on the training dataset
+        controls=lambda wildcards: "--build-controls" if wildcards.dataset == synth.MAIN_DATASET else "",
     threads: 2
     resources:
         mem_mb=lambda wildcards, threads: 1000 + 500 * threads,
@@ -26,5 +31,7 @@ rule normalize_cells:
         "../envs/imaging.yaml"
     shell:
         f"{STATCELL} normalize-cells --crops {{input.crops}} --tables {{input.tables}} --dataset {{wildcards.dataset}} "
-        "--voxel-um {params.voxel_um} {params.annotations} --settings {params.settings:q} --store {output.store} "
+        "--voxel-um {params.voxel_um} {params.annotations} {params.cell_annotations} {params.controls} "
+        "--settings {params.settings:q} "
+        "--store {output.store} "
         "--cells {output.cells} --rejects {output.rejects} --threads {threads} > {log} 2>&1"

@@ -1,4 +1,12 @@
-"""Stage 4: the reference and target β-VAEs, trained independently (so both may run at once)."""
+"""Stage 4: the reference and target β-VAEs, trained independently (so both may run at once), or imported.
+
+Each trained model is written three ways: `{model}.ckpt` (Lightning, for resuming and Lightning tools), and the
+weights-only export every analysis loads, `{model}.pt` (tensors only) with its card `{model}.json`. A model named in
+`models.<kind>` is imported instead (checked, loaded without executing pickles, copied as tensors): its training rule
+is then never scheduled.
+"""
+
+from statcell import train
 
 
 rule train_reference:
@@ -6,7 +14,9 @@ rule train_reference:
         store=f"results/{synth.MAIN_DATASET}/cells.zarr",
         cells=f"results/{synth.MAIN_DATASET}/cells.parquet",
     output:
-        checkpoint="results/models/reference.ckpt",
+        checkpoint="results/models/reference.pt",
+        card="results/models/reference.json",
+        lightning="results/models/reference.ckpt",
         metrics="results/models/reference_metrics.csv",
     params:
         command="train-reference",
@@ -31,7 +41,9 @@ rule train_reference:
 
 use rule train_reference as train_target with:
     output:
-        checkpoint="results/models/target.ckpt",
+        checkpoint="results/models/target.pt",
+        card="results/models/target.json",
+        lightning="results/models/target.ckpt",
         metrics="results/models/target_metrics.csv",
     params:
         command="train-target",
@@ -41,3 +53,36 @@ use rule train_reference as train_target with:
         "logs/train_target.log",
     benchmark:
         "benchmarks/train_target.tsv"
+
+
+if given_models():
+    # a model that cannot serve this run's crops stops it here, before any job, naming the key and what differs
+    for _kind in given_models():
+        train.check_given_model(config["models"][_kind], kind=_kind, crop=config["crop"])
+
+    rule import_model:
+        input:
+            weights=lambda wildcards: config["models"][wildcards.model],
+            card=lambda wildcards: str(Path(config["models"][wildcards.model]).with_suffix(".json")),
+            store=rules.train_reference.input.store,
+            cells=rules.train_reference.input.cells,
+        output:
+            checkpoint="results/models/{model}.pt",
+            card="results/models/{model}.json",
+        wildcard_constraints:
+            model="|".join(given_models()),
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=10,
+        log:
+            "logs/import_model/{model}.log",
+        conda:
+            "../envs/torch.yaml"
+        shell:
+            f"{STATCELL} import-model --kind {{wildcards.model}} --weights {{input.weights}} --store {{input.store}} "
+            "--cells {input.cells} --output {output.checkpoint} > {log} 2>&1"
+
+    # A given model takes the place of training: results/models/{model}.pt is import_model's, not the training rule's.
+    ruleorder: import_model > train_reference
+    ruleorder: import_model > train_target

@@ -136,9 +136,12 @@ def _normalize_cells(args: argparse.Namespace) -> None:
         keep = ["fov_id", "truth_label", "mitotic_stage", "is_mitotic", "drug_responder", "golgi_unlinked",
                 "height_um"]
         annotations = truth[keep].rename(columns={"height_um": "true_height_um"})
+    elif args.cell_annotations:
+        annotations = normalize.read_cell_annotations(args.cell_annotations)
     cells = normalize.normalize_cells(args.crops, args.tables, store=args.store, cells_table=args.cells,
                                       rejects_table=args.rejects, dataset=args.dataset, voxel_um=args.voxel_um,
-                                      settings=settings, threads=args.threads, annotations=annotations)
+                                      settings=settings, threads=args.threads, annotations=annotations,
+                                      build_controls=args.build_controls)
     log.info("wrote %d cells to %s (%s)", len(cells), args.store,
              ", ".join(f"{n} {split}" for split, n in cells["split"].value_counts().items()))
 
@@ -163,10 +166,32 @@ def _import_allencell(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from statcell import train
 
+    from pathlib import Path
+
     settings = train.TrainSettings.from_config(
         section_settings("training", config_path=args.config, inline_json=args.settings), args.model)
-    train.train_model(args.model, store=args.store, cells=args.cells, settings=settings, checkpoint=args.checkpoint,
-                      metrics=args.metrics, workdir=args.workdir)
+    train.train_model(args.model, store=args.store, cells=args.cells, settings=settings,
+                      checkpoint=Path(args.checkpoint).with_suffix(".ckpt"), metrics=args.metrics,
+                      workdir=args.workdir)
+
+
+def _import_model(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+    from pathlib import Path
+
+    import pandas as pd
+
+    from statcell.analysis import embed
+    from statcell.models import export
+
+    network, card = export.load_model(args.weights)  # weights only: nothing in the file is executed
+    if card.kind != args.kind:
+        raise ConfigError(f"models.{args.kind}: {args.weights} holds a {card.kind} model, not a {args.kind} model")
+    embed.check_model_fits_data(card.to_dict(), args.store, pd.read_parquet(args.cells), model_name=args.weights)
+    card = export.save_model(network, replace(card, imported_from=str(Path(args.weights).resolve())), args.output)
+    log.info("imported the %s model %s (trained on %s, %d cells, statcell %s): %d structures, latent size %d",
+             card.kind, args.weights, card.dataset.get("name", "?"), card.dataset.get("n_cells", 0),
+             card.statcell_version or "?", len(card.structures), card.config["latent_dim"])
 
 
 def _plot_model_check(args: argparse.Namespace) -> None:
@@ -181,8 +206,8 @@ def _plot_model_check(args: argparse.Namespace) -> None:
 
 def _add_trained_models_options(parser: argparse.ArgumentParser) -> None:
     """Both trained models and the dataset they were trained on."""
-    parser.add_argument("--reference", required=True, help="reference model checkpoint (.ckpt)")
-    parser.add_argument("--target", required=True, help="target model checkpoint (.ckpt)")
+    parser.add_argument("--reference", required=True, help="reference model: NAME.pt with NAME.json (or a .ckpt)")
+    parser.add_argument("--target", required=True, help="target model: NAME.pt with NAME.json (or a .ckpt)")
     parser.add_argument("--store", required=True, help="cells.zarr the models were trained on")
     parser.add_argument("--cells", required=True, help="cells.parquet of the store")
 
@@ -215,6 +240,7 @@ def _embed_cells(args: argparse.Namespace) -> None:
     settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
     model, hparams = load_model(args.checkpoint)
     cells = pd.read_parquet(args.cells)
+    embed.check_model_fits_data(hparams, args.store, cells, model_name=args.checkpoint)
     embeddings = embed.embed_cells(args.store, cells, model=model, hparams=hparams,
                                    samples=settings["elbo_samples"], batch_size=settings["batch_size"],
                                    seed=settings["seed"])
@@ -275,9 +301,12 @@ def _plot_latent_space(args: argparse.Namespace) -> None:
     settings = _latent_figure_settings(args, args.settings_entry)
     dpi = settings["dpi"]
     if args.figure == "scatter":
-        latent_space.plot_latent_scatter(pd.read_parquet(args.embeddings), pd.read_parquet(args.cells), args.output,
-                                         dimensions=pd.read_csv(args.dimensions), point_size=settings["point_size"],
-                                         colormap=settings["colormap"], dpi=dpi)
+        coloured_by = latent_space.plot_latent_scatter(
+            pd.read_parquet(args.embeddings), pd.read_parquet(args.cells), args.output,
+            dimensions=pd.read_csv(args.dimensions), point_size=settings["point_size"], colormap=settings["colormap"],
+            dpi=dpi)
+        if coloured_by != "mitotic_stage":
+            log.info("the cells carry no mitotic annotation: the first panel is coloured by %s", coloured_by)
     elif args.figure == "pairs":
         embeddings = pd.read_parquet(args.embeddings)
         latent_space.plot_latent_pairs(embeddings[embeddings["split"] == "test"], args.output,
@@ -473,6 +502,10 @@ def _measure_coupling(args: argparse.Namespace) -> None:
         log.info("%s, %s (%d cells): membrane %.4f, nucleus %.4f, normalized difference %+.3f -> %s", row.structure,
                  row.phase, row.n_cells, row.membrane_coupling, row.nucleus_coupling, row.normalized_difference,
                  row.couples_to)
+    calibration = sorted(set(coupling.CALIBRATION_CONTROLS) - set(summary["structure"]))
+    if calibration:
+        log.warning("no measured cells of %s: the coupling scores lack these controls' calibration (the synthetic "
+                    "colony images them; normalize.controls builds them from real cells)", ", ".join(calibration))
 
 
 def _plot_coupling(args: argparse.Namespace) -> None:
@@ -507,9 +540,15 @@ def _drug_shifts(args: argparse.Namespace) -> None:
                                       significance=settings["significance"], control=args.control)
     io.write_table(shifts, args.output)
     for row in shifts.itertuples():
-        log.info("%s space, %s under %s (%d vs %d cells, %d dims): distance %.3f (shuffled mean %.3f), p %.2g, "
-                 "corrected %.2g%s", row.space, row.structure, row.drug, row.n_treated, row.n_control, row.dimensions,
-                 row.distance, row.null_mean, row.p_value, row.p_bonferroni, " *" if row.significant else "")
+        if row.note:
+            log.warning("%s space, %s under %s: %s", row.space, row.structure, row.drug, row.note)
+            continue
+        log.info("%s space, %s under %s vs %s (%d vs %d cells, %d dims): distance %.3f (shuffled mean %.3f), p %.2g, "
+                 "corrected %.2g%s", row.space, row.structure, row.drug, row.control, row.n_treated, row.n_control,
+                 row.dimensions, row.distance, row.null_mean, row.p_value, row.p_bonferroni,
+                 " *" if row.significant else "")
+    if not (shifts["note"] == "").any():
+        log.warning("no structure of the drug set has both control and treated cells: no test made")
 
 
 def _drug_trajectory(args: argparse.Namespace) -> None:
@@ -608,8 +647,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     import_allencell = commands.add_parser(
         "import-allencell", help="turn one chunk of a pre-cropped Allen single-cell dataset into crops",
-        description="Read the cells of one chunk of the CSV named by allencell.csv (registered 3D TIFFs) and write "
-        "them as crops and a table in the format of crop-cells.")
+        description="Read the cells of one chunk of the CSV named by allencell.csv, in the layout allencell.layout "
+        "(pipeline4: registered TIFFs; hipsc_single_cell: raw and mask OME-TIFFs) and write them as crops and a "
+        "table in the format of crop-cells.")
     _add_settings_options(import_allencell)
     import_allencell.add_argument("--crop-settings", metavar="JSON", help="the crop config section as JSON")
     import_allencell.add_argument("--chunk", required=True, help="chunk name, e.g. allencell_00000")
@@ -631,6 +671,11 @@ def _build_parser() -> argparse.ArgumentParser:
     normalize_cells.add_argument("--cells", required=True, help="cells.parquet to write")
     normalize_cells.add_argument("--rejects", required=True, help="rejects.parquet to write")
     normalize_cells.add_argument("--threads", type=int, default=1, help="local Dask threads (default 1)")
+    normalize_cells.add_argument("--cell-annotations", metavar="CSV", help="per-cell annotations (fov_id, label, "
+                                 "mitotic_stage) to join on the cells (data.cell_annotations)")
+    normalize_cells.add_argument("--build-controls", action="store_true", help="add the five control classes built "
+                                 "from the dataset's cells (the rules pass it for the training dataset; "
+                                 "normalize.controls: false turns it off)")
     normalize_cells.set_defaults(handler=_normalize_cells)
 
     for model in ("reference", "target"):
@@ -641,10 +686,24 @@ def _build_parser() -> argparse.ArgumentParser:
         _add_settings_options(trainer)
         trainer.add_argument("--store", required=True, help="cells.zarr of the training dataset")
         trainer.add_argument("--cells", required=True, help="cells.parquet beside it")
-        trainer.add_argument("--checkpoint", required=True, help="best checkpoint to write (.ckpt)")
+        trainer.add_argument("--checkpoint", required=True,
+                             help="model to write, NAME.pt or NAME.ckpt: the best Lightning checkpoint NAME.ckpt, "
+                             "its weights-only export NAME.pt and its card NAME.json")
         trainer.add_argument("--metrics", required=True, help="per-epoch metrics to write (.csv)")
         trainer.add_argument("--workdir", required=True, help="folder of the running checkpoints (kept on failure)")
         trainer.set_defaults(handler=_train, model=model)
+
+    import_model = commands.add_parser(
+        "import-model", help="check a trained model from elsewhere and copy it into the run",
+        description="Load a weights-only model (NAME.pt with its card NAME.json) without executing pickled objects, "
+        "check that it is a model of KIND and fits the training dataset (crop shape, voxel size, channels, "
+        "structures; a message names every difference), and write it, re-saved as tensors only, to OUTPUT.")
+    import_model.add_argument("--kind", choices=("reference", "target"), required=True, help="which model it must be")
+    import_model.add_argument("--weights", required=True, help="the exported model NAME.pt (NAME.json beside it)")
+    import_model.add_argument("--store", required=True, help="cells.zarr of the run's training dataset")
+    import_model.add_argument("--cells", required=True, help="cells.parquet beside it")
+    import_model.add_argument("--output", required=True, help="NAME.pt to write (its card NAME.json beside it)")
+    import_model.set_defaults(handler=_import_model)
 
     overview = commands.add_parser(
         "plot-colony-overview",
@@ -681,7 +740,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Embed every cell of a dataset with a trained model (reference or target, from the checkpoint) "
         "and rank the latent dimensions by mean absolute deviation (with their mean KL).")
     _add_settings_options(embed_cells)
-    embed_cells.add_argument("--checkpoint", required=True, help="trained model (.ckpt)")
+    embed_cells.add_argument("--checkpoint", required=True,
+                             help="trained model: weights-only NAME.pt with NAME.json beside it (or a .ckpt)")
     embed_cells.add_argument("--store", required=True, help="cells.zarr of the dataset")
     embed_cells.add_argument("--cells", required=True, help="cells.parquet beside it")
     embed_cells.add_argument("--rank-on", choices=("test", "all"), default="test",
@@ -709,7 +769,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "aggregate posterior on the test cells, all other dimensions at 0; writes an .npz (images, dimension, "
         "rank, sd, sd_offsets).")
     _add_settings_options(walk)
-    walk.add_argument("--checkpoint", required=True, help="reference model (.ckpt)")
+    walk.add_argument("--checkpoint", required=True, help="reference model: NAME.pt with NAME.json (or a .ckpt)")
     walk.add_argument("--embeddings", required=True, help="reference embeddings (.parquet)")
     walk.add_argument("--dimensions", required=True, help="reference ranked dimensions (.csv)")
     walk.add_argument("--output", required=True, help=".npz to write")
@@ -852,8 +912,9 @@ def _build_parser() -> argparse.ArgumentParser:
     # Perturbation
     def drug_inputs(command: argparse.ArgumentParser, *, kl: bool = True) -> None:
         command.add_argument("--cells", required=True, help="cells.parquet of the drug set")
-        command.add_argument("--control", default="vehicle", help="treatment the drugs are compared with "
-                             "(default: vehicle)")
+        command.add_argument("--control", default="auto", help="treatment the drugs are compared with "
+                             "(analysis.control_treatment; '' for the untreated cells; default auto: vehicle if "
+                             "present, else the untreated cells)")
         if kl:
             command.add_argument("--min-kl", type=float, required=True, help="mean KL (nats) above which a latent "
                                  "dimension is active (the rules pass beta_sweep.important_kl_nats)")

@@ -98,6 +98,31 @@ def _iter_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> Iterat
     return iter(sorted(_DefaultFillingValidator(schema).iter_errors(config), key=lambda e: list(e.absolute_path)))
 
 
+#: The input file each data source cannot run without: ``data.source`` value -> (section, key).
+SOURCE_INPUTS: dict[str, tuple[str, str]] = {
+    "manifest": ("data", "manifest"),
+    "allencell": ("allencell", "csv"),
+}
+
+
+def _missing_source_inputs(config: Mapping[str, Any]) -> list[str]:
+    """Problems of a schema-valid configuration whose data source lacks its input file (one line each).
+
+    Examples
+    --------
+    >>> _missing_source_inputs({"data": {"source": "manifest", "manifest": None}})
+    ["config key 'data.manifest': required when data.source is 'manifest' (the path of the FOV manifest CSV)"]
+    """
+    source = config.get("data", {}).get("source")
+    if source not in SOURCE_INPUTS:
+        return []
+    section, key = SOURCE_INPUTS[source]
+    if config.get(section, {}).get(key):
+        return []
+    what = {"manifest": "the path of the FOV manifest CSV", "allencell": "the path of the single-cell CSV"}[source]
+    return [f"config key '{section}.{key}': required when data.source is '{source}' ({what})"]
+
+
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a configuration against the schema and fill in the defaults.
 
@@ -114,10 +139,14 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     Raises
     ------
     ConfigError
-        If a key is unknown or a value has the wrong type or range; the message names every offending key.
+        If a key is unknown or a value has the wrong type or range, or the data source lacks its input file
+        (``data.manifest`` for ``manifest``, ``allencell.csv`` for ``allencell``); the message names every offending
+        key.
     """
     completed = json.loads(json.dumps(dict(config)))  # a deep, plain copy (also turns tuples into lists)
     problems = [_describe(error) for error in _iter_errors(completed, load_schema())]
+    if not problems:  # keys that depend on each other, once every key has a valid type
+        problems = _missing_source_inputs(completed)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return completed

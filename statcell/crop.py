@@ -1,8 +1,9 @@
 """Single-cell crops: quality control, isotropic rescaling, alignment, centring, flipping, measurements.
 
 Each accepted cell of a field of view becomes a ``(5, Z, Y, X)`` crop of isotropic voxels (membrane, DNA, structure,
-cell mask, nucleus mask), every channel masked to the cell, the cell's major axis (of its xy footprint) along x, its
-nucleus' centre of mass at the crop's centre and its shape skewed towards +x and +y. Every dropped cell is a row with
+cell mask, nucleus mask), masked as in the paper (DNA by the nucleus, membrane and structure by the cell; see
+:func:`mask_channels`), the cell's major axis (of its xy footprint) along x, its nucleus' centre of mass at the
+crop's centre and its shape skewed towards +x and +y. Every dropped cell is a row with
 its reason, never a silent loss.
 """
 
@@ -200,6 +201,41 @@ def resample(intensities: np.ndarray, masks: np.ndarray, *, zoom: float | list[f
     return rescaled, binary
 
 
+def mask_channels(intensities: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.ndarray) -> np.ndarray:
+    """Mask membrane, DNA and structure as the paper does: DNA by the nucleus, membrane and structure by the cell.
+
+    The DNA's background (its most populous intensity inside the cell) is subtracted before the DNA is cut to the
+    nucleus, so the nucleus does not stand on a pedestal of camera offset: the result is what normalizing the
+    cell (:func:`statcell.normalize.normalize_crop` subtracts each channel's most populous intensity inside the cell)
+    and then masking it gives, the paper's order. Membrane and structure keep their raw intensities inside the cell.
+
+    Parameters
+    ----------
+    intensities : ndarray
+        ``(3, Z, Y, X)`` membrane, DNA, structure.
+    cell_mask, nucleus_mask : ndarray
+        bool ``(Z, Y, X)``.
+
+    Returns
+    -------
+    ndarray
+        float32 ``(3, Z, Y, X)``; zero outside the cell, and the DNA zero outside the nucleus.
+
+    Examples
+    --------
+    >>> cell = np.zeros((1, 1, 4), bool); cell[..., :3] = True
+    >>> nucleus = np.zeros((1, 1, 4), bool); nucleus[..., 0] = True
+    >>> mask_channels(np.full((3, 1, 1, 4), 5.0) + [[[[9, 0, 0, 0]]]], cell, nucleus)[:, 0, 0]
+    array([[14.,  5.,  5.,  0.],
+           [ 9.,  0.,  0.,  0.],
+           [14.,  5.,  5.,  0.]], dtype=float32)
+    """
+    out = intensities.astype(np.float32) * cell_mask
+    background = most_populous_intensity(intensities[1][cell_mask]) if cell_mask.any() else 0.0
+    out[1] = np.clip(intensities[1] - np.float32(background), 0, None) * nucleus_mask
+    return out
+
+
 def align_cell(channels: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.ndarray, *,
                spacing: tuple[float, float, float], settings: CropSettings) -> tuple[np.ndarray, dict]:
     """Turn one cell's box of a FOV into an aligned, centred crop of isotropic voxels.
@@ -218,10 +254,12 @@ def align_cell(channels: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.nda
     Returns
     -------
     crop : ndarray
-        float32 ``(5, Z, Y, X)`` (channels of :data:`CROP_CHANNELS`), intensities masked to the cell.
+        float32 ``(5, Z, Y, X)`` (channels of :data:`CROP_CHANNELS`), masked as the paper does
+        (:func:`mask_channels`: DNA by the nucleus, its background subtracted; membrane and structure by the cell).
     info : dict
         ``angle_deg`` (rotation applied), ``flip_y``, ``flip_x``, ``fraction_outside_crop`` of the cell's voxels, and
-        the aligned full-size arrays ``aligned`` (``(5, ...)``) for measuring.
+        the aligned full-size arrays ``aligned`` (``(5, ...)``) for measuring: there every intensity is masked to
+        the cell and raw, so integrated intensities stay those of the whole cell.
     """
     intensities, masks = resample(channels, np.stack([cell_mask, nucleus_mask]),
                                   zoom=[step / settings.voxel_size_um for step in spacing])
@@ -230,15 +268,16 @@ def align_cell(channels: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.nda
     intensities = ndimage.rotate(intensities, angle, axes=(2, 3), order=1, reshape=True)
     masks = ndimage.rotate(masks.astype(np.float32), angle, axes=(2, 3), order=1, reshape=True) > 0.5
     masks[1] &= masks[0]
-    volume = np.concatenate([intensities * masks[0], masks.astype(np.float32)])
+    measured = np.concatenate([intensities * masks[0], masks.astype(np.float32)])
+    volume = np.concatenate([mask_channels(intensities, masks[0], masks[1]), measured[3:]])
     flips = {"flip_y": _skew(masks[0], 1) < 0, "flip_x": _skew(masks[0], 2) < 0}
     for axis, flip in zip((2, 3), flips.values()):
         if flip:
-            volume = np.flip(volume, axis=axis)
+            volume, measured = np.flip(volume, axis=axis), np.flip(measured, axis=axis)
     centre = np.array(ndimage.center_of_mass(volume[4])) if volume[4].any() else np.array(volume.shape[1:]) / 2
     crop = place_at_centre(volume, centre, settings.shape)
     inside = crop[3].sum() / max(float(volume[3].sum()), 1.0)
-    return crop, {"angle_deg": angle, **flips, "fraction_outside_crop": 1.0 - inside, "aligned": volume}
+    return crop, {"angle_deg": angle, **flips, "fraction_outside_crop": 1.0 - inside, "aligned": measured}
 
 
 def _surface_area(mask: np.ndarray, voxel_um: float) -> float:
@@ -246,6 +285,8 @@ def _surface_area(mask: np.ndarray, voxel_um: float) -> float:
     if mask.sum() < 2:
         return 0.0
     smooth = ndimage.gaussian_filter(np.pad(mask, 2).astype(np.float32), 1.0)
+    if smooth.max() <= 0.5:  # a mask thinner than the smoothing (a few voxels): the raw voxel surface
+        smooth = np.pad(mask, 2).astype(np.float32)
     vertices, faces, _, _ = marching_cubes(smooth, 0.5, spacing=(voxel_um,) * 3)
     return float(mesh_surface_area(vertices, faces))
 

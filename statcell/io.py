@@ -369,3 +369,51 @@ def store_spacing(store: str | Path) -> tuple[float, float, float]:
     multiscale = zarr.open_group(store, mode="r").attrs["ome"]["multiscales"][0]
     scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
     return tuple(float(value) for value in scale[-3:])
+
+
+def read_stack(path: str | Path, *, axes: str) -> np.ndarray:
+    """Read a single-cell TIFF or OME-TIFF as ``(C, Z, Y, X)``, its axis order declared by its data layout.
+
+    A file that states its axes (OME-TIFF, ImageJ hyperstack) is read by them; a plain TIFF, which states only its
+    shape, is taken to be in the declared order (as ``tifffile.imread`` returns it).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    axes : str
+        Axis order of the stored array, a permutation of ``"CZYX"`` (e.g. ``"ZCYX"``).
+
+    Returns
+    -------
+    ndarray
+        The pixels, ``(C, Z, Y, X)``, in the file's dtype.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the array does not have the four declared axes.
+    """
+    import tifffile
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    with tifffile.TiffFile(path) as tiff:
+        if not tiff.series:
+            raise ValueError(f"{path} holds no image (truncated, or not a TIFF)")
+        series = tiff.series[0]
+        data, stated = series.asarray(), series.axes
+        states_axes = bool(tiff.is_ome or tiff.is_imagej) and set(stated) <= set("TCZYX")
+    if states_axes:
+        if "T" in stated:
+            data, stated = np.take(data, 0, axis=stated.index("T")), stated.replace("T", "")
+        for axis in "CZ":
+            if axis not in stated:
+                data, stated = data[np.newaxis], axis + stated
+        return np.moveaxis(data, [stated.index(axis) for axis in "CZYX"], range(4))
+    if data.ndim != len(axes):
+        raise ValueError(f"{path} holds a {data.ndim}-D array of shape {data.shape}; expected axes {axes}")
+    return np.moveaxis(data, [axes.index(axis) for axis in "CZYX"], range(4))

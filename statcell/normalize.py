@@ -6,6 +6,14 @@ channel of each cell has its background (the most populous intensity inside the 
 and is scaled to [0, 1]; the masks stay 0/1. Work is spread over Dask tasks, one per FOV, writing straight into the
 store, so memory stays bounded however many cells there are. The store is written under a temporary name and renamed
 when complete, so a killed job never leaves a store that looks finished.
+
+The training dataset also gets the paper's five control "structures", built from its own cells (:func:`plan_controls`,
+:func:`control_image`): a blank channel, a copy of the DNA channel, a copy of the membrane channel, Gaussian noise
+inside the cell (brighter inside the nucleus), and another cell's structure (of another structure class, in this
+cell: every crop is centred on its nucleus, so the two nuclei coincide). They are extra cells at the end of the
+store, with ids ``dataset/control_<kind>/<source cell>`` and the split of their source cell, so no held-out cell's
+image reaches training through its copy. A control class the dataset already holds (the synthetic colony images
+them) is not built again.
 """
 
 from __future__ import annotations
@@ -26,6 +34,18 @@ from statcell.crop import CROP_CHANNELS, most_populous_intensity
 log = logging.getLogger(__name__)
 
 SPLITS: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.9), ("test", 1.0))
+#: The paper's control classes, in the order they are built (the names of :data:`statcell.synth.CONTROLS`).
+CONTROL_STRUCTURES: tuple[str, ...] = ("control_blank", "control_dna", "control_membrane", "control_noise",
+                                       "control_random_structure")
+#: Columns of ``cells.parquet`` naming a built control's source cell (whose reference channels it has) and, for
+#: ``control_random_structure``, the cell its structure comes from; empty for every imaged cell.
+CONTROL_SOURCE_COLUMN = "control_source_cell_id"
+CONTROL_DONOR_COLUMN = "control_donor_cell_id"
+#: Mean and SD of the noise control inside the cytoplasm and inside the nucleus (as ``statcell.synth`` draws it),
+#: before scaling to [0, 1].
+NOISE_CYTOPLASM = (0.3, 0.1)
+NOISE_NUCLEUS = (0.6, 0.15)
+_CONTROL_BATCH = 32
 _COLOURS = {"membrane": "FF33FF", "dna": "2673FF", "structure": "FFE600", "cell_mask": "FFFFFF",
             "nucleus_mask": "AAAAAA"}
 
@@ -43,17 +63,30 @@ class NormalizeSettings:
         The percentile used by the ``percentile`` method.
     scheduler_address : str or None
         Address of a running Dask scheduler (e.g. ``tcp://10.0.0.5:8786``); ``None`` uses local threads.
+    controls : bool
+        Build the five control classes where :func:`normalize_cells` is asked to (the training dataset).
+    control_cells : int or None
+        Cells per built control class; ``None`` (config ``auto``): as many as the median structure class holds.
     """
 
     method: str = "max"
     percentile: float = 99.9
     scheduler_address: str | None = None
+    controls: bool = True
+    control_cells: int | None = None
 
     @classmethod
     def from_config(cls, section: dict) -> NormalizeSettings:
         """Build settings from the validated ``normalize`` config section."""
+        count = section["control_cells"]
         return cls(method=section["method"], percentile=section["percentile"],
-                   scheduler_address=section["scheduler_address"])
+                   scheduler_address=section["scheduler_address"], controls=section["controls"],
+                   control_cells=None if count == "auto" else int(count))
+
+
+def _hash_fraction(key: str) -> float:
+    """A number in [0, 1) from a stable hash of a string (the same hash as :func:`split_of`)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") / 2.0**64
 
 
 def split_of(cell_id: str) -> str:
@@ -64,7 +97,7 @@ def split_of(cell_id: str) -> str:
     >>> split_of("main/golgi_00/7") in ("train", "val", "test")
     True
     """
-    fraction = int.from_bytes(hashlib.sha256(cell_id.encode()).digest()[:8], "little") / 2.0**64
+    fraction = _hash_fraction(cell_id)
     return next(name for name, upper in SPLITS if fraction < upper)
 
 
@@ -136,6 +169,208 @@ def cell_table(tables: Sequence[pd.DataFrame], *, dataset: str) -> tuple[pd.Data
     return cells.reset_index(drop=True), table[rejected].reset_index(drop=True)
 
 
+def plan_controls(cells: pd.DataFrame, *, dataset: str, cells_per_class: int | None = None) -> pd.DataFrame:
+    """The control cells to build from a dataset's cells: which cell each copies, and its table row.
+
+    Each control class takes its own deterministic sample of the dataset's non-control cells (the first by a hash
+    of the class and the cell id, so a class does not depend on the others, nor on row order). A class the dataset
+    already holds is not built (logged). ``control_random_structure`` takes the structure of another cell of
+    another structure class and the same split (else any split; with a single structure class, another cell of
+    it, logged), chosen by a hash of the control's id.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        The dataset's accepted cells (``cell_id``, ``split``, ``store_index``, ``structure``, ...).
+    dataset : str
+        Dataset name, the first part of every cell id.
+    cells_per_class : int, optional
+        Cells per control class (at most the number of non-control cells); ``None``: the median number of cells of
+        the dataset's structure classes.
+
+    Returns
+    -------
+    DataFrame
+        One row per control cell, ordered by class (:data:`CONTROL_STRUCTURES`) then source store index: the source
+        cell's row with ``cell_id`` ``dataset/<class>/<source id>``, ``structure`` the class, the source's ``split``,
+        :data:`CONTROL_SOURCE_COLUMN`, :data:`CONTROL_DONOR_COLUMN` (``""`` unless a random structure),
+        ``structure_integrated_intensity`` NaN (no raw structure image), and ``source_index`` / ``donor_index``
+        (store indices to build from; ``donor_index`` -1 unless a random structure). No ``store_index``.
+    """
+    present = set(cells["structure"]) if len(cells) else set()
+    for kind in sorted(present & set(CONTROL_STRUCTURES)):
+        log.info("the dataset already holds %d cells of %s: not building it again",
+                 int((cells["structure"] == kind).sum()), kind)
+    kinds = [kind for kind in CONTROL_STRUCTURES if kind not in present]
+    sources = cells[~cells["structure"].isin(CONTROL_STRUCTURES)] if len(cells) else cells
+    if not kinds or sources.empty:
+        if kinds:
+            log.warning("no cells to build the controls %s from", ", ".join(kinds))
+        return pd.DataFrame(columns=[*cells.columns, CONTROL_SOURCE_COLUMN, CONTROL_DONOR_COLUMN, "source_index",
+                                     "donor_index"])
+    if cells_per_class is None:
+        cells_per_class = max(1, int(round(float(cells["structure"].value_counts().median()))))
+    count = min(cells_per_class, len(sources))
+    if sources["structure"].nunique() < 2 and "control_random_structure" in kinds:
+        log.warning("a single structure class (%s): control_random_structure takes another cell's structure of the "
+                    "same class", sources["structure"].iloc[0])
+    plans = []
+    for kind in kinds:
+        ranked = sorted(sources.index, key=lambda index: _hash_fraction(f"{kind}/{sources.at[index, 'cell_id']}"))
+        chosen = sources.loc[ranked[:count]].sort_values("store_index").copy()
+        chosen[CONTROL_SOURCE_COLUMN] = chosen["cell_id"]
+        chosen["cell_id"] = [f"{dataset}/{kind}/{cell_id.removeprefix(f'{dataset}/')}" for cell_id in chosen["cell_id"]]
+        chosen["source_index"] = chosen["store_index"].astype(np.int64)
+        chosen[CONTROL_DONOR_COLUMN] = ""
+        chosen["donor_index"] = np.int64(-1)
+        if kind == "control_random_structure":
+            for index, row in chosen.iterrows():
+                donor = _random_donor(sources, recipient=row, seed_key=row["cell_id"])
+                chosen.at[index, CONTROL_DONOR_COLUMN] = donor["cell_id"]
+                chosen.at[index, "donor_index"] = int(donor["store_index"])
+        chosen["structure"] = kind
+        plans.append(chosen)
+    planned = pd.concat(plans, ignore_index=True).drop(columns="store_index")
+    if "structure_integrated_intensity" in planned:
+        planned["structure_integrated_intensity"] = np.nan
+    log.info("building %d control cells from %d cells: %s", len(planned), len(sources),
+             ", ".join(f"{count} {kind}" for kind in kinds))
+    return planned
+
+
+def _random_donor(sources: pd.DataFrame, *, recipient: pd.Series, seed_key: str) -> pd.Series:
+    """Another cell whose structure a random-structure control takes: of another structure class than the
+    ``recipient`` (a source row, its ``cell_id`` already the control's) and the same split where there is one,
+    else of another class, else another cell of the same split."""
+    source_id = recipient[CONTROL_SOURCE_COLUMN]
+    other_class = sources["structure"] != recipient["structure"]
+    same_split = sources["split"] == recipient["split"]
+    others = sources["cell_id"] != source_id
+    for chosen in (other_class & same_split, other_class, others & same_split, others):
+        if chosen.any():
+            candidates = sources[chosen].sort_values("store_index")
+            rng = np.random.default_rng(int(_hash_fraction(seed_key) * 2**63))
+            return candidates.iloc[int(rng.integers(len(candidates)))]
+    return sources[sources["cell_id"] == source_id].iloc[0]  # a single cell: its own structure
+
+
+def control_image(cell: np.ndarray, kind: str, *, donor: np.ndarray | None = None,
+                  rng: np.random.Generator | None = None) -> np.ndarray:
+    """A control cell built from a normalized cell: its reference channels and masks with a control structure.
+
+    Parameters
+    ----------
+    cell : ndarray
+        Normalized ``(5, Z, Y, X)`` cell (:data:`statcell.crop.CROP_CHANNELS`).
+    kind : str
+        One of :data:`CONTROL_STRUCTURES`: ``control_blank`` (an empty channel), ``control_dna`` /
+        ``control_membrane`` (an exact copy of that channel), ``control_noise`` (Gaussian noise inside the cell,
+        :data:`NOISE_CYTOPLASM` outside the nucleus and the brighter :data:`NOISE_NUCLEUS` inside it, clipped at 0),
+        ``control_random_structure`` (``donor``'s structure channel inside this cell).
+    donor : ndarray, optional
+        Normalized ``(5, Z, Y, X)`` cell whose structure a random-structure control takes.
+    rng : Generator, optional
+        Source of the noise control's noise.
+
+    Returns
+    -------
+    ndarray
+        float32 ``(5, Z, Y, X)``: channels 0, 1, 3, 4 of ``cell``; the structure channel zero outside the cell and
+        scaled to a maximum of 1 inside it (unless empty).
+
+    Examples
+    --------
+    >>> cell = np.zeros((5, 2, 2, 2), np.float32); cell[1] = 0.5; cell[3] = 1
+    >>> control_image(cell, "control_dna")[2].max().item()
+    0.5
+    """
+    out = np.array(cell, dtype=np.float32, copy=True)
+    inside = out[3] > 0
+    if kind == "control_blank":
+        structure = np.zeros_like(out[2])
+    elif kind in ("control_dna", "control_membrane"):
+        return _with_structure(out, out[1 if kind == "control_dna" else 0].copy(), scale=False)
+    elif kind == "control_noise":
+        if rng is None:
+            raise ValueError("the noise control needs a random generator")
+        nucleus = inside & (out[4] > 0)
+        structure = np.where(nucleus, rng.normal(*NOISE_NUCLEUS, out[2].shape),
+                             rng.normal(*NOISE_CYTOPLASM, out[2].shape)).astype(np.float32)
+    elif kind == "control_random_structure":
+        if donor is None:
+            raise ValueError("the random-structure control needs a donor cell")
+        structure = np.asarray(donor[2], dtype=np.float32).copy()
+    else:
+        raise ValueError(f"unknown control {kind!r}; controls are {', '.join(CONTROL_STRUCTURES)}")
+    return _with_structure(out, np.clip(structure, 0, None) * inside, scale=True)
+
+
+def _with_structure(cell: np.ndarray, structure: np.ndarray, *, scale: bool) -> np.ndarray:
+    peak = float(structure.max()) if structure.size else 0.0
+    cell[2] = structure / peak if scale and peak > 0 else structure
+    return cell
+
+
+def _control_batch(store: str, plan: pd.DataFrame) -> np.ndarray:
+    """Control cells of a slice of :func:`plan_controls`' table, built from the cells already in the store."""
+    import zarr
+
+    array = zarr.open_array(Path(store) / "0", mode="r")
+    out = []
+    for row in plan.itertuples():
+        cell = np.asarray(array[int(row.source_index)])
+        donor = np.asarray(array[int(row.donor_index)]) if row.donor_index >= 0 else None
+        rng = np.random.default_rng(int(_hash_fraction(row.cell_id) * 2**63))
+        out.append(control_image(cell, row.structure, donor=donor, rng=rng))
+    return np.stack(out)
+
+
+#: Columns of a per-cell annotation table (``data.cell_annotations``).
+CELL_ANNOTATION_COLUMNS: dict[str, str] = {
+    "fov_id": "the FOV's id in the manifest",
+    "label": "the cell's label in the FOV's cell segmentation",
+    "mitotic_stage": "interphase, a mitotic stage, or empty/unknown",
+}
+
+
+def read_cell_annotations(path: str | Path) -> pd.DataFrame:
+    """Read a per-cell annotation table of a manifest's cells (``data.cell_annotations``).
+
+    Parameters
+    ----------
+    path : path
+        CSV with the columns of :data:`CELL_ANNOTATION_COLUMNS` (others are ignored).
+
+    Returns
+    -------
+    DataFrame
+        ``fov_id`` (str), ``label`` (int), ``mitotic_stage`` (str; ``unknown`` where empty), one row per cell.
+
+    Raises
+    ------
+    ValueError
+        If the file lacks a column, a label is not an integer, or a cell is listed twice; the message names the file
+        and the column or cell.
+    """
+    table = pd.read_csv(path, dtype={"fov_id": str, "mitotic_stage": str}, keep_default_na=False)
+    missing = [column for column in CELL_ANNOTATION_COLUMNS if column not in table.columns]
+    if missing:
+        described = "; ".join(f"{column} ({CELL_ANNOTATION_COLUMNS[column]})" for column in missing)
+        raise ValueError(f"cell annotations {path} lack the column(s): {described}")
+    labels = pd.to_numeric(table["label"], errors="coerce")
+    if labels.isna().any() or (labels != labels.round()).any():
+        row = int(np.flatnonzero((labels.isna() | (labels != labels.round())).to_numpy())[0])
+        raise ValueError(f"cell annotations {path}, row {row + 2}: label {table['label'].iloc[row]!r} is not an "
+                         "integer")
+    annotations = pd.DataFrame({"fov_id": table["fov_id"], "label": labels.astype(np.int64),
+                                "mitotic_stage": table["mitotic_stage"].replace("", "unknown")})
+    repeated = annotations.duplicated(["fov_id", "label"])
+    if repeated.any():
+        first = annotations[repeated].iloc[0]
+        raise ValueError(f"cell annotations {path}: cell {first['label']} of FOV {first['fov_id']!r} is listed twice")
+    return annotations
+
+
 def _ngff_attributes(voxel_um: float, shape: tuple[int, ...]) -> dict:
     axes = [{"name": "cell", "type": "cell"}, {"name": "c", "type": "channel"},
             *({"name": axis, "type": "space", "unit": "micrometer"} for axis in "zyx")]
@@ -179,10 +414,28 @@ def create_cell_store(path: str | Path, shape: tuple[int, ...], *, voxel_um: flo
                              compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=["cell", "c", "z", "y", "x"])
 
 
+def _store(cells, array, *, settings: NormalizeSettings, threads: int, regions: tuple | None = None) -> None:
+    """Compute a Dask array of cells into the store's array: on the Dask cluster of ``settings``, else on local
+    threads."""
+    import dask
+    import dask.array as da
+
+    if settings.scheduler_address:
+        from distributed import Client
+
+        with Client(settings.scheduler_address) as client:
+            log.info("using the Dask scheduler at %s (%d workers)", settings.scheduler_address,
+                     len(client.scheduler_info()["workers"]))
+            da.store(cells, array, lock=False, compute=True, regions=regions)
+    else:
+        with dask.config.set(scheduler="threads", num_workers=threads):
+            da.store(cells, array, lock=False, compute=True, regions=regions)
+
+
 def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str | Path], *, store: str | Path,
                     cells_table: str | Path, rejects_table: str | Path, dataset: str, voxel_um: float,
                     settings: NormalizeSettings, threads: int = 1,
-                    annotations: pd.DataFrame | None = None) -> pd.DataFrame:
+                    annotations: pd.DataFrame | None = None, build_controls: bool = False) -> pd.DataFrame:
     """Normalize every crop of a dataset into ``cells.zarr`` and write ``cells.parquet`` and the rejects beside it.
 
     Parameters
@@ -202,26 +455,40 @@ def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str 
     threads : int
         Local Dask threads when no scheduler address is given.
     annotations : DataFrame, optional
-        Per-cell annotations joined on (``fov_id``, ``truth_label``), e.g. the synthetic ground truth.
+        Per-cell annotations joined on (``fov_id``, ``truth_label``), e.g. the synthetic ground truth, or, without a
+        ``truth_label`` column, on (``fov_id``, ``label``), e.g. :func:`read_cell_annotations`.
+    build_controls : bool
+        Add the control classes built from the dataset's cells (:func:`plan_controls`, ``settings.control_cells``
+        per class) after its cells, when ``settings.controls`` is on too.
 
     Returns
     -------
     DataFrame
-        The accepted cells' table.
+        The accepted cells' table (built controls last).
     """
     import dask
     import dask.array as da
 
     tables = [pd.read_parquet(path) for path in table_files]
     cells, rejects = cell_table(tables, dataset=dataset)
-    if annotations is not None and "truth_label" in cells:
-        cells = cells.merge(annotations, on=["fov_id", "truth_label"], how="left", suffixes=("", "_truth"))
+    if annotations is not None:
+        keys = ["fov_id", "truth_label" if "truth_label" in annotations else "label"]
+        if keys[1] in cells:
+            cells = cells.merge(annotations, on=keys, how="left", suffixes=("", "_truth"))
     counts = [int((table["crop_index"] >= 0).sum()) for table in tables]
     if not crop_files:
         raise ValueError(f"no FOVs to normalize for dataset {dataset}")
     with np.load(crop_files[0]) as first:  # every FOV's archive holds (n, C, Z, Y, X), n possibly 0
         crop_shape = tuple(first["crops"].shape[1:])
-    shape = (int(sum(counts)), *crop_shape)
+    controls = None
+    if build_controls and settings.controls:
+        controls = plan_controls(cells, dataset=dataset, cells_per_class=settings.control_cells)
+    elif build_controls:
+        log.info("normalize.controls is off: no control classes built")
+    n_controls = 0 if controls is None else len(controls)
+    if controls is not None:
+        cells = cells.assign(**{CONTROL_SOURCE_COLUMN: "", CONTROL_DONOR_COLUMN: ""})
+    shape = (int(sum(counts)) + n_controls, *crop_shape)
 
     # Absolute paths: the workers of a Dask cluster may run in another directory, or on another node.
     store = Path(store).resolve()
@@ -233,17 +500,18 @@ def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str 
                               dtype=np.float32) for path, count in zip(crop_files, counts) if count]
     if pieces:
         stacked = da.concatenate(pieces, axis=0)
-        log.info("normalizing %d cells from %d FOVs into %s", shape[0], len(pieces), store)
-        if settings.scheduler_address:
-            from distributed import Client
-
-            with Client(settings.scheduler_address) as client:
-                log.info("using the Dask scheduler at %s (%d workers)", settings.scheduler_address,
-                         len(client.scheduler_info()["workers"]))
-                da.store(stacked, array, lock=False, compute=True)
-        else:
-            with dask.config.set(scheduler="threads", num_workers=threads):
-                da.store(stacked, array, lock=False, compute=True)
+        log.info("normalizing %d cells from %d FOVs into %s", shape[0] - n_controls, len(pieces), store)
+        _store(stacked, array, settings=settings, threads=threads)
+    if n_controls:  # built from the normalized cells, now in the store
+        offset = shape[0] - n_controls
+        batches = [controls.iloc[start:start + _CONTROL_BATCH] for start in range(0, n_controls, _CONTROL_BATCH)]
+        built = da.concatenate([da.from_delayed(dask.delayed(_control_batch)(str(partial), batch),
+                                                shape=(len(batch), *crop_shape), dtype=np.float32)
+                                for batch in batches], axis=0)
+        _store(built, array, settings=settings, threads=threads, regions=(slice(offset, shape[0]),))
+        built_rows = controls.drop(columns=["source_index", "donor_index"]).assign(
+            store_index=np.arange(offset, shape[0]))
+        cells = pd.concat([cells, built_rows[cells.columns]], ignore_index=True)
     shutil.rmtree(store, ignore_errors=True)
     partial.rename(store)
     io.write_table(cells, cells_table)

@@ -3,7 +3,10 @@
 The reference model reads the membrane and DNA channels; the target model reads the structure channel, the two
 reference channels it is conditioned on, and the structure label. Adam (lr 2e-4, betas 0.9/0.999), batch 32, the
 validation ELBO every epoch, and the checkpoint with the best validation ELBO kept (paper section 4.4). Checkpoints
-live in a work folder that Snakemake does not delete when a job fails, so a rerun resumes from the last epoch.
+live in a work folder that Snakemake does not delete when a job fails, so a rerun resumes from the last epoch. Beside
+the best Lightning checkpoint ``<name>.ckpt`` each run writes the weights-only export ``<name>.pt`` and its model card
+``<name>.json`` (:mod:`statcell.models.export`), the files a model is reused from; every model is loaded through
+:func:`load_model`, which never executes pickled objects.
 With ``training.ndim: 2`` the same models are 2D networks trained on maximum-intensity projections along z (the
 paper's 2D models, section 2.3).
 """
@@ -24,8 +27,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+import statcell
 from statcell.config import model_training_section
 from statcell.models import ReferenceVAE, TargetVAE, VAEConfig
+from statcell.models import export
 from statcell.models.loss import beta_elbo
 
 log = logging.getLogger(__name__)
@@ -366,9 +371,120 @@ def _lightning_module():
 
 
 def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict]:
-    """The trained network of a checkpoint (in eval mode, on the CPU) and its hyperparameters."""
-    module = _lightning_module().load_from_checkpoint(checkpoint, map_location="cpu")
-    return module.model.eval(), dict(module.hparams)
+    """The trained network of a model file (in eval mode, on the CPU) and its settings, without executing pickles.
+
+    Parameters
+    ----------
+    checkpoint : path
+        A weights-only export ``<name>.pt`` (with its card ``<name>.json``) or a Lightning checkpoint ``<name>.ckpt``
+        of statcell's training; both are read with ``torch.load(..., weights_only=True)``
+        (:func:`statcell.models.export.load_model`).
+
+    Returns
+    -------
+    tuple
+        The network and its card as a dict: ``kind``, ``config`` (network shape), ``structures`` (label order),
+        ``beta``, and, for an export, ``crop_shape``, ``voxel_size_um``, ``channels``, ``training``, ``dataset``,
+        ``statcell_version``.
+
+    Raises
+    ------
+    statcell.models.export.ModelFileError
+        If the file holds pickled objects other than tensors or does not match its card.
+    """
+    network, card = export.load_model(checkpoint)
+    return network, card.to_dict()
+
+
+def check_given_model(weights: str | Path, *, kind: ModelKind, crop: Mapping) -> None:
+    """Stop a run before any job when a model named in ``models.<kind>`` cannot serve it.
+
+    Reads only the model's card (``<name>.json``): the model must be a ``kind`` model trained on cells of the
+    ``crop`` settings' shape and voxel size. The data's channels and structures are checked later, against the
+    stores (``import-model``, ``embed-cells``).
+
+    Parameters
+    ----------
+    weights : path
+        The exported model ``<name>.pt``.
+    kind : {"reference", "target"}
+        The ``models`` key it is given under.
+    crop : mapping
+        The validated ``crop`` config section (``shape`` {z, y, x}, ``voxel_size_um``).
+
+    Raises
+    ------
+    statcell.config.ConfigError
+        Naming the key ``models.<kind>``, the file and every difference.
+    """
+    from statcell.config import ConfigError
+
+    key = f"models.{kind}"
+    if not Path(weights).is_file():
+        raise ConfigError(f"invalid configuration: {key}: {weights} does not exist")
+    try:
+        card = export.read_card(weights)
+    except export.ModelFileError as error:
+        raise ConfigError(f"invalid configuration: {key}: {error}") from None
+    if card.kind != kind:
+        raise ConfigError(f"invalid configuration: {key}: {weights} holds a {card.kind} model, not a {kind} model")
+    shape = [int(crop["shape"][axis]) for axis in "zyx"]
+    problems = export.mismatches(card, crop_shape=shape, voxel_size_um=[float(crop["voxel_size_um"])] * 3)
+    if problems:
+        raise ConfigError(f"invalid configuration: {key}: the model {weights} does not fit the `crop` settings "
+                          "(set crop.shape and crop.voxel_size_um as the model was trained):\n  - "
+                          + "\n  - ".join(problems))
+
+
+def data_facts(store: str | Path) -> dict:
+    """What a model must agree with about a cell store: ``crop_shape`` ``(Z, Y, X)``, ``voxel_size_um``
+    ``(z, y, x)`` and ``channels`` (names, in order); a value the store's metadata does not state is None."""
+    import zarr
+
+    array = zarr.open_array(Path(store) / "0", mode="r")
+    try:
+        metadata = dict(zarr.open_group(store, mode="r").attrs).get("ome", {})
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):  # a bare array: no metadata
+        metadata = {}
+    try:
+        voxel = [float(value) for value in
+                 metadata["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"][-3:]]
+    except (KeyError, IndexError, TypeError):
+        voxel = None
+    channels = metadata.get("statcell", {}).get("channels")
+    if channels is None and "omero" in metadata:
+        channels = [channel.get("label") for channel in metadata["omero"].get("channels", [])] or None
+    return {"crop_shape": [int(s) for s in array.shape[2:]], "voxel_size_um": voxel,
+            "channels": None if channels is None else [str(name) for name in channels]}
+
+
+def export_trained_model(checkpoint: str | Path, *, store: str | Path, table: pd.DataFrame,
+                         settings: TrainSettings) -> export.ModelCard:
+    """Write the weights-only export of a trained checkpoint: ``<name>.pt`` (tensors) and ``<name>.json`` (card).
+
+    Parameters
+    ----------
+    checkpoint : path
+        The Lightning checkpoint ``<name>.ckpt`` of :func:`train_model`.
+    store : path
+        ``cells.zarr`` the model was trained on (crop shape, voxel size and channel names of the card).
+    table : DataFrame
+        Its ``cells.parquet`` (dataset name, cell count and content digest of the card).
+    settings : TrainSettings
+        The training settings.
+
+    Returns
+    -------
+    ModelCard
+        The card written.
+    """
+    network, card = export.load_model(checkpoint)
+    dataset = {"name": str(table["dataset"].iloc[0]) if "dataset" in table and len(table) else Path(store).parent.name,
+               "n_cells": int(len(table)), "digest": table_digest(table), "store": str(store)}
+    card = export.ModelCard(kind=card.kind, config=card.config, structures=card.structures, beta=card.beta,
+                            training=asdict(settings), dataset=dataset, statcell_version=statcell.__version__,
+                            **data_facts(store))
+    return export.save_model(network, card, Path(checkpoint).with_suffix(".pt"))
 
 
 def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settings: TrainSettings,
@@ -384,7 +500,9 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     settings : TrainSettings
         Network shape, objective and optimizer.
     checkpoint, metrics : path
-        Where the best checkpoint (by validation ELBO) and the per-epoch metrics CSV are copied at the end.
+        Where the best checkpoint (by validation ELBO, a Lightning ``<name>.ckpt``) and the per-epoch metrics CSV
+        are copied at the end; the weights-only export ``<name>.pt`` and its card ``<name>.json`` are written
+        beside the checkpoint (:func:`export_trained_model`).
     workdir : path
         Folder of the running checkpoints and logs, one subfolder per model, settings and cell table; a rerun with
         the same settings (but possibly more epochs) on the same cells resumes from its ``last.ckpt``.
@@ -403,6 +521,8 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    if Path(checkpoint).suffix != ".ckpt":
+        raise ValueError(f"{checkpoint}: the Lightning checkpoint ends in .ckpt (the export is written beside it)")
     table = pd.read_parquet(cells)
     structures = structure_classes(table)
     label_of = {name: index for index, name in enumerate(structures)}
@@ -459,6 +579,7 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     history = history.groupby("epoch", as_index=False).last()
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(saver.best_model_path or workdir / "checkpoints" / "best.ckpt", checkpoint)
+    export_trained_model(checkpoint, store=store, table=table, settings=settings)
     history.to_csv(metrics, index=False)
     best = history["val_elbo"].max()
     log.info("%s model: best validation ELBO %.1f at epoch %d of %d", kind, best,

@@ -1,7 +1,12 @@
-"""Pre-cropped single cells in the Allen Institute's layout: a CSV listing one registered 3D TIFF per cell."""
+"""Pre-cropped single-cell datasets of the Allen Institute: Pipeline 4 (the paper's) and the hiPSC single-cell dataset.
+
+The fixtures (tests/real_layouts.py) are written exactly as the real files are, from synthetic cells, so each
+imported cell can be compared with the same cell cropped directly from its FOV by ``crop.align_cell``.
+"""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -11,92 +16,380 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-import zarr
+from scipy import ndimage
 
-from statcell import allencell, crop, io
+from statcell import allencell, crop, io, normalize
+from statcell.config import validate_config
+from tests import real_layouts
 
 ROOT = Path(__file__).resolve().parents[1]
+STRUCTURES = ("nucleoli", "mitochondria", "nuclear_envelope")
+#: Crop settings of the comparisons: Pipeline 4's own voxel size, so the registration and the direct crop decide
+#: the same orientation; a shape that holds the whole cell.
+COMPARE = real_layouts.crop_settings(0.29, (40, 48, 64))
 
 
-def _cell_image(rng: np.random.Generator, shift: int) -> np.ndarray:
-    """(membrane, structure, DNA, cell seg, nucleus seg) of one registered cell, 0.29 µm voxels."""
-    z, y, x = np.indices((30, 40, 60))
-    cell = ((z - 15) / 12) ** 2 + ((y - 20) / 16) ** 2 + ((x - 30 - shift) / 26) ** 2 <= 1
-    nucleus = ((z - 15) / 7) ** 2 + ((y - 20) / 8) ** 2 + ((x - 30 - shift) / 10) ** 2 <= 1
-    shell = cell & ~np.pad(cell[1:-1, 1:-1, 1:-1] & cell[2:, 1:-1, 1:-1] & cell[:-2, 1:-1, 1:-1], 1)
-    membrane = (200 + 800 * shell + rng.normal(0, 5, cell.shape)) * cell
-    structure = (200 + 300 * (rng.random(cell.shape) < 0.05)) * (cell & ~nucleus)
-    dna = (200 + 600 * nucleus + rng.normal(0, 5, cell.shape)) * cell
-    return np.stack([membrane, structure, dna, cell * 255, nucleus * 255]).clip(0).astype(np.uint16)
+@pytest.fixture(scope="module")
+def colony():
+    settings, fovs = real_layouts.synthetic_colony(STRUCTURES)
+    return settings.pixel_size_um, fovs
 
 
-@pytest.fixture
-def dataset(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "allen"
-    rows = []
-    for index in range(5):
-        relative = f"cell_images_3d/{1000 + index}_reg.ome.tiff"
-        io.write_ome_tiff(folder / relative, _cell_image(rng, shift=index - 2),
-                          channel_names=["memb", "struct", "dna", "seg_cell", "seg_nuc"], spacing=(0.29,) * 3)
-        rows.append({"CellId": 1000 + index, "save_reg_path": relative,
-                     "StructureDisplayName": ["Golgi", "Nucleolus"][index % 2],
-                     "MitoticStateId/Name": ["M0", "M4/M5", "M0", "M6/M7", "M0"][index]})
-    (folder / "cell_images_3d" / "bad_reg.ome.tiff").write_bytes(b"not a tiff at all")
-    rows.append({"CellId": 2000, "save_reg_path": "cell_images_3d/bad_reg.ome.tiff", "StructureDisplayName": "Golgi",
-                 "MitoticStateId/Name": "M0"})
-    pd.DataFrame(rows).to_csv(folder / "data_jobs_out.csv", index=False)
-    return folder / "data_jobs_out.csv"
+@pytest.fixture(scope="module")
+def pipeline4(colony, tmp_path_factory):
+    spacing, fovs = colony
+    folder = tmp_path_factory.mktemp("pipeline4")
+    csv, written = real_layouts.write_pipeline4(folder, fovs, spacing=spacing)
+    return csv, written
 
 
-def test_csv_is_read_with_resolved_paths_and_mitotic_names(dataset):
-    settings = allencell.AllenCellSettings(csv=str(dataset), chunk_size=4)
-    cells = allencell.read_cell_table(settings)
-    assert list(cells["cell_id"][:2]) == ["1000", "1001"]
-    assert Path(cells.loc[0, "path"]).is_file()
-    assert list(cells["mitotic_stage"][:4]) == ["interphase", "prometaphase_metaphase", "interphase",
-                                                "anaphase_telophase"]
-    assert list(cells["chunk"]) == ["allencell_00000"] * 4 + ["allencell_00001"] * 2
+@pytest.fixture(scope="module")
+def hipsc(colony, tmp_path_factory):
+    spacing, fovs = colony
+    folder = tmp_path_factory.mktemp("hipsc")
+    two = dict(list(fovs.items())[:2])
+    csv, written = real_layouts.write_hipsc(folder, two, spacing=spacing)
+    return csv, written
 
 
-def test_missing_column_is_named(dataset):
-    with pytest.raises(io.ManifestError, match="CellId"):
-        allencell.read_cell_table(allencell.AllenCellSettings(csv=str(dataset), cell_id_column="CellId2"))
+def _settings(csv: Path, **section) -> allencell.AllenCellSettings:
+    return allencell.AllenCellSettings.from_config(validate_config({"allencell": {"csv": str(csv), **section}})[
+        "allencell"])
 
 
-def test_import_centres_nuclei_and_rejects_unreadable_files(dataset):
-    settings = allencell.AllenCellSettings(csv=str(dataset))
-    crop_settings = crop.CropSettings(voxel_size_um=0.5, shape=(24, 24, 40), min_cell_volume_um3=0.0,
-                                      max_cell_volume_um3=1e6, min_nucleus_inside=0.9)
-    crops, table = allencell.import_chunk(allencell.read_cell_table(settings), settings=settings,
-                                          crop_settings=crop_settings)
-    assert crops.shape == (5, 5, 24, 24, 40)
-    bad = table[table["source_cell_id"] == "2000"].iloc[0]
-    assert bad["reject_reason"].startswith("unusable_cell_image") and "bad_reg.ome.tiff" in bad["reject_reason"]
-    from scipy import ndimage
+def _normalized(crop_: np.ndarray) -> np.ndarray:
+    """A crop as it enters the store (background subtracted, scaled): what the comparison is about."""
+    return normalize.normalize_crop(crop_, settings=normalize.NormalizeSettings())
 
-    for one in crops:
-        np.testing.assert_allclose(ndimage.center_of_mass(one[4]), np.array(crop_settings.shape) / 2, atol=1.0)
-        assert one[0][one[3] == 0].max() == 0  # intensities stay inside the cell
-    volume = table.loc[table["crop_index"] == 0, "nucleus_volume_um3"].iloc[0]
-    assert volume == pytest.approx(4 / 3 * np.pi * 7 * 8 * 10 * 0.29**3, rel=0.1)
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation after smoothing both by one voxel: two crops of one cell made along different resampling
+    paths may sit a voxel apart, which a thin membrane shell would otherwise make look like disagreement."""
+    a, b = (ndimage.gaussian_filter(np.asarray(x, dtype=float), 1.0) for x in (a, b))
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def _assert_channels_land_in_place(got: np.ndarray, truth: np.ndarray, *, floors: tuple[float, ...], cell: str) -> None:
+    """Each intensity channel correlates with its own true channel above its floor, and better than with any other
+    true channel (a swapped channel cannot pass)."""
+    for channel, floor in enumerate(floors):
+        scores = [_correlation(got[channel], truth[other]) for other in range(3)]
+        assert scores[channel] > floor and scores[channel] == max(scores), (cell, channel, scores)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def _is_round(mask: np.ndarray) -> bool:
+    """Whether a mask's xy footprint is too round to have a major axis (axes within 15%): its orientation is then
+    arbitrary, in the direct crop as in the import."""
+    eigenvalues = np.linalg.eigvalsh(np.cov(np.argwhere(mask.any(axis=0)).T.astype(float)))
+    return bool(eigenvalues[1] < 1.15**2 * eigenvalues[0])
+
+
+def _long_axis_angle(mask: np.ndarray) -> float:
+    """Angle (degrees, 0 = along x) of the major axis of a mask's xy footprint, folded into [0, 90]; 0 for a
+    footprint too round to have one."""
+    if _is_round(mask):
+        return 0.0
+    angle = abs(crop._major_axis_angle(mask.any(axis=0)))
+    return min(angle, 180 - angle)
+
+
+def _imported(csv: Path, settings: allencell.AllenCellSettings) -> tuple[np.ndarray, pd.DataFrame]:
+    return allencell.import_chunk(allencell.read_cell_table(settings), settings=settings, crop_settings=COMPARE)
+
+
+def test_layouts_declare_the_files_channel_order():
+    pipeline4 = allencell.LAYOUTS["pipeline4"]
+    order = {source.index: role for role, source in pipeline4.channels.items()}
+    assert order == {0: "nucleus_segmentation", 1: "cell_segmentation", 2: "dna", 3: "membrane", 4: "structure"}
+    assert pipeline4.axes == "CZYX" and pipeline4.registered and pipeline4.long_axis == "y"
+    hipsc = allencell.LAYOUTS["hipsc_single_cell"]
+    assert hipsc.axes == "ZCYX" and not hipsc.registered
+    assert all(source.name and source.index is None for source in hipsc.channels.values())  # by name only
+
+
+def test_pipeline4_table_rebases_paths_and_reads_per_cell_channels(pipeline4):
+    csv, written = pipeline4
+    cells = allencell.read_cell_table(_settings(csv, image_root=str(csv.parent)))
+    good = cells.merge(written, left_on="cell_id", right_on="CellId", suffixes=("", "_true"))
+    assert len(good) == len(written) and len(cells) == len(written) + 2
+    assert all(Path(path).is_file() and Path(path).parent == csv.parent / "cell_images_3d"
+               for path in good["path_image"])
+    assert list(good["channel_structure"]) == list(good["control_channel"])  # ch_struct 4, or 6-10 for controls
+    assert set(good["channel_membrane"]) == {3} and set(good["channel_nucleus_segmentation"]) == {0}
+    assert list(good["structure"]) == list(good["structure_true"])
+    assert {"control_dna", "control_membrane", "control_blank", "control_noise",
+            "control_random_structure"} <= set(good["structure"])
+    assert list(good["mitotic_stage"]) == list(good["mitotic_stage_true"])
+    assert list(good["is_mitotic"]) == list(good["mitotic_stage_true"] != "interphase")
+    assert not {"FOVId", "inputFilename", "save_reg_path_flat", "CellIndex"} & set(cells.columns)
+    without_root = allencell.read_cell_table(_settings(csv))
+    assert without_root.loc[0, "path_image"].startswith(real_layouts.INSTITUTE_ROOT)
+
+
+def test_pipeline4_cells_match_the_direct_crop_turned_long_axis_on_x(pipeline4, colony):
+    csv, written = pipeline4
+    spacing, fovs = colony
+    crops, table = _imported(csv, _settings(csv, image_root=str(csv.parent)))
+    accepted = table[table["crop_index"] >= 0].merge(written, left_on="source_cell_id", right_on="CellId",
+                                                      suffixes=("_import", ""))
+    assert len(accepted) == len(written)
+    for row in accepted.itertuples():
+        got = _normalized(crops[row.crop_index])
+        truth = _normalized(real_layouts.truth_crop(fovs[row.fov_id], row.label, spacing=spacing, settings=COMPARE)[0])
+        assert _iou(got[3] > 0, truth[3] > 0) > 0.9 and _iou(got[4] > 0, truth[4] > 0) > 0.85, row.CellId
+        kind = row.synthetic_structure
+        floors = (0.9, 0.9) if kind.startswith("control") else (0.9, 0.9, 0.85)  # controls: structure below
+        _assert_channels_land_in_place(got, truth, floors=floors, cell=row.CellId)
+        expected = {"control_dna": truth[1], "control_membrane": truth[0]}.get(kind, truth[2])
+        if kind == "control_dna":  # a copy of the DNA, masked by the cell: compare inside the nucleus
+            got[2] *= got[4] > 0
+        if kind == "control_blank":
+            assert got[2].max() == 0
+        elif kind not in ("control_noise", "control_random_structure"):
+            assert _correlation(got[2], expected) > 0.85, (row.CellId, kind)
+        assert _long_axis_angle(got[3] > 0) < 10
+        assert (got[1][got[4] == 0] == 0).all() and (got[[0, 2]][:, got[3] == 0] == 0).all()
+
+
+def test_pipeline4_without_channel_columns_reads_the_files_order(pipeline4, tmp_path):
+    csv, _ = pipeline4
+    plain = tmp_path / "data_jobs_out.csv"
+    table = pd.read_csv(csv)
+    table[~table["StructureDisplayName"].str.startswith("Control")].drop(
+        columns=["ch_memb", "ch_struct", "ch_dna", "ch_seg_cell", "ch_seg_nuc", "ch_trans"]).to_csv(plain, index=False)
+    cells = allencell.read_cell_table(_settings(plain))
+    assert [int(cells.loc[0, f"channel_{role}"]) for role in allencell.ROLES] == [3, 2, 4, 1, 0]
+    assert not cells["path_image"].str.startswith(str(tmp_path)).any()  # absolute entries kept without image_root
+
+
+def test_pipeline4_unreadable_and_missing_files_are_rejects_naming_them(pipeline4):
+    csv, _ = pipeline4
+    _, table = _imported(csv, _settings(csv, image_root=str(csv.parent)))
+    reasons = table.set_index("source_cell_id")["reject_reason"]
+    assert reasons["9001"].startswith("unusable_cell_image") and "9001_reg.tiff" in reasons["9001"]
+    assert "9002_reg.tiff" in reasons["9002"] and "not found" in reasons["9002"]
+    assert (reasons.drop(["9001", "9002"]) == "").all()
+
+
+def test_hipsc_table_reads_channels_by_name_and_ignores_fov_columns(hipsc):
+    csv, written = hipsc
+    cells = allencell.read_cell_table(_settings(csv, layout="hipsc_single_cell"))
+    good = cells.merge(written, left_on="cell_id", right_on="CellId", suffixes=("", "_true"))
+    assert len(good) == len(written)
+    # name_dict: crop_raw ['dna', 'membrane', 'structure'], crop_seg ['dna_segmentation', 'membrane_segmentation', ...]
+    assert set(good["channel_dna"]) == {0} and set(good["channel_membrane"]) == {1}
+    assert set(good["channel_structure"]) == {2}
+    assert set(good["channel_nucleus_segmentation"]) == {0} and set(good["channel_cell_segmentation"]) == {1}
+    np.testing.assert_allclose(good[["spacing_z_um", "spacing_y_um", "spacing_x_um"]], real_layouts.HIPSC_VOXEL_UM)
+    assert list(good["structure"]) == list(good["structure_true"])
+    assert set(good["source_structure"]) <= set(real_layouts.GENES.values())
+    assert list(good["mitotic_stage"]) == list(good["mitotic_stage_true"])
+    assert all(Path(path).is_file() for path in good["path_image"]) and all(
+        Path(path).is_file() for path in good["path_segmentation"])
+    assert not {"fov_path", "fov_seg_path", "this_cell_index", "FOVId", "PlateId", "roi"} & set(cells.columns)
+
+
+def test_hipsc_cells_are_aligned_masked_and_lose_their_neighbours(hipsc, colony):
+    csv, written = hipsc
+    spacing, fovs = colony
+    assert written["neighbour"].all()  # every raw box shows a neighbour's nucleus
+    crops, table = _imported(csv, _settings(csv, layout="hipsc_single_cell"))
+    accepted = table[table["crop_index"] >= 0].merge(written, left_on="source_cell_id", right_on="CellId",
+                                                      suffixes=("_import", ""))
+    assert len(accepted) == len(written)
+    compared = 0
+    for row in accepted.itertuples():
+        got = _normalized(crops[row.crop_index])
+        truth = _normalized(real_layouts.truth_crop(fovs[row.fov_id], row.label, spacing=spacing, settings=COMPARE)[0])
+        assert _long_axis_angle(got[3] > 0) < 10
+        assert abs(got[3].sum() / truth[3].sum() - 1) < 0.05 and abs(got[4].sum() / truth[4].sum() - 1) < 0.1
+        if _is_round(truth[3] > 0):  # no major axis: the two crops may lie at any angle to each other
+            continue
+        compared += 1
+        assert _iou(got[3] > 0, truth[3] > 0) > 0.85 and _iou(got[4] > 0, truth[4] > 0) > 0.8, row.CellId
+        _assert_channels_land_in_place(got, truth, floors=(0.8, 0.9, 0.85), cell=row.CellId)
+        assert (got[1][got[4] == 0] == 0).all()  # DNA only in this cell's nucleus: the neighbours' are gone
+        assert (got[[0, 2]][:, got[3] == 0] == 0).all()  # membrane and structure only in this cell
+    assert compared >= len(accepted) - 2
+    bad = table.set_index("source_cell_id").at["999", "reject_reason"]
+    assert bad.startswith("unusable_cell_image") and "999_raw.ome.tif" in bad
+
+
+def test_hipsc_measurements_come_from_the_true_cell(hipsc, colony):
+    csv, written = hipsc
+    spacing, fovs = colony
+    _, table = _imported(csv, _settings(csv, layout="hipsc_single_cell"))
+    accepted = table[table["crop_index"] >= 0].merge(written, left_on="source_cell_id", right_on="CellId",
+                                                      suffixes=("_import", ""))
+    for row in accepted.itertuples():
+        true_volume = fovs[row.fov_id].cells.set_index("label").at[row.label, "cell_volume_um3"]
+        assert row.cell_volume_um3 == pytest.approx(true_volume, rel=0.1)
+
+
+def test_missing_column_names_the_file_and_column(hipsc, tmp_path):
+    csv, _ = hipsc
+    broken = tmp_path / "metadata.csv"
+    pd.read_csv(csv).drop(columns=["crop_seg"]).to_csv(broken, index=False)
+    with pytest.raises(io.ManifestError, match=r"metadata\.csv lacks the column\(s\) crop_seg"):
+        allencell.read_cell_table(_settings(broken, layout="hipsc_single_cell"))
+
+
+def test_channel_name_absent_from_name_dict_is_named(hipsc, tmp_path):
+    csv, _ = hipsc
+    table = pd.read_csv(csv)
+    table["name_dict"] = table["name_dict"].str.replace("'membrane',", "'memb',")
+    broken = tmp_path / "metadata.csv"
+    table.to_csv(broken, index=False)
+    with pytest.raises(io.ManifestError, match="channel 'membrane' .*crop_raw"):
+        allencell.read_cell_table(_settings(broken, layout="hipsc_single_cell"))
+    with pytest.raises(io.ManifestError, match="channel 'cytoplasm'"):
+        allencell.read_cell_table(_settings(csv, layout="hipsc_single_cell", channels={"structure": "cytoplasm"}))
+
+
+def test_name_dict_is_parsed_as_a_literal_never_run(hipsc, tmp_path):
+    csv, _ = hipsc
+    table = pd.read_csv(csv)
+    table["name_dict"] = "__import__('os').system('touch pwned')"
+    broken = tmp_path / "metadata.csv"
+    table.to_csv(broken, index=False)
+    with pytest.raises(io.ManifestError, match="not a Python literal"):
+        allencell.read_cell_table(_settings(broken, layout="hipsc_single_cell"))
+    assert not Path("pwned").exists()
+
+
+def test_unknown_gene_symbol_keeps_its_symbol_and_warns(hipsc, tmp_path, caplog):
+    csv, _ = hipsc
+    table = pd.read_csv(csv)
+    table.loc[0, "structure_name"] = "NEWGENE1"
+    table.loc[1, "structure_name"] = "SLC25A17"
+    edited = tmp_path / "metadata.csv"
+    table.to_csv(edited, index=False)
+    with caplog.at_level(logging.WARNING, logger="statcell.allencell"):
+        cells = allencell.read_cell_table(_settings(edited, layout="hipsc_single_cell",
+                                                    structure_names={"SLC25A17": "pex_tagged"}))
+    assert cells.loc[0, "structure"] == "NEWGENE1" and cells.loc[1, "structure"] == "pex_tagged"
+    assert any("NEWGENE1" in record.getMessage() for record in caplog.records)
+    assert not any("SLC25A17" in record.getMessage() for record in caplog.records)
+
+
+def test_config_channel_overrides_must_fit_the_layout(hipsc):
+    csv, _ = hipsc
+    with pytest.raises(ValueError, match="allencell.channels.dna: layout hipsc_single_cell needs a channel name"):
+        _settings(csv, layout="hipsc_single_cell", channels={"dna": 0})
+    with pytest.raises(ValueError, match="allencell.channels.dna: layout pipeline4 needs a channel index"):
+        _settings(csv, channels={"dna": "dna"})
+    settings = _settings(csv, channels={"dna": 5}, voxel_size_um=0.5, columns={"image": "path"})
+    assert settings.layout.channels["dna"].index == 5 and settings.layout.voxel_size_um == 0.5
+    assert settings.layout.files == {"image": "path"}
+
+
+def test_cell_ids_repeated_across_structures_are_told_apart(tmp_path):
+    csv = tmp_path / "data_jobs_out.csv"
+    rows = [("7", "Golgi"), ("7", "Control - DNA"), ("8", "Golgi")]
+    pd.DataFrame([{"CellId": cell_id, "StructureDisplayName": name, "save_reg_path": f"c/{cell_id}.tiff"}
+                  for cell_id, name in rows]).to_csv(csv, index=False)
+    cells = allencell.read_cell_table(_settings(csv))
+    assert list(cells["cell_id"]) == ["7_golgi", "7_control_dna", "8"]
+    assert set(cells["mitotic_stage"]) == {"unknown"} and "is_mitotic" not in cells
+    pd.DataFrame([{"CellId": 7, "StructureDisplayName": "Golgi", "save_reg_path": "c/7.tiff"}] * 2).to_csv(
+        csv, index=False)
+    with pytest.raises(io.ManifestError, match="cell id '7_golgi' appears more than once"):
+        allencell.read_cell_table(_settings(csv))
+
+
+def test_read_stack_trusts_stated_axes_and_else_the_declared_ones(tmp_path):
+    import tifffile
+
+    czyx = np.arange(2 * 3 * 4 * 5, dtype=np.uint16).reshape(2, 3, 4, 5)
+    tifffile.imwrite(tmp_path / "plain.tiff", czyx, photometric="minisblack")  # a plain TIFF states only its shape
+    np.testing.assert_array_equal(io.read_stack(tmp_path / "plain.tiff", axes="CZYX"), czyx)
+    np.testing.assert_array_equal(io.read_stack(tmp_path / "plain.tiff", axes="ZCYX"), czyx.swapaxes(0, 1))
+    tifffile.imwrite(tmp_path / "zcyx.ome.tif", czyx.swapaxes(0, 1), ome=True, photometric="minisblack",
+                     metadata={"axes": "ZCYX"})
+    np.testing.assert_array_equal(io.read_stack(tmp_path / "zcyx.ome.tif", axes="CZYX"), czyx)  # stated: ZCYX
+    with pytest.raises(ValueError, match="3-D array"):
+        tifffile.imwrite(tmp_path / "flat.tiff", czyx[0], photometric="minisblack")
+        io.read_stack(tmp_path / "flat.tiff", axes="CZYX")
+
+
+def test_relative_entries_are_taken_from_image_root(tmp_path):
+    root = tmp_path / "download"
+    assert allencell.resolve_path("crop_raw/1.ome.tif", csv_folder=tmp_path, image_root=str(root), depth=2) == (
+        root / "crop_raw" / "1.ome.tif")
+    assert allencell.resolve_path("/a/b/c/crop_raw/1.ome.tif", csv_folder=tmp_path, image_root=None, depth=2) == (
+        Path("/a/b/c/crop_raw/1.ome.tif"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# End to end: the real snakemake on tiny data
+# ----------------------------------------------------------------------------------------------------------------------
+
+TINY = {
+    "crop": {"voxel_size_um": 0.8, "shape": {"z": 16, "y": 16, "x": 24}},
+    "training": {"epochs": 3, "widths": [4, 8], "latent_dim": 4, "batch_size": 4},
+    "analysis": {"elbo_samples": 2, "top_dimensions": 2, "walk_steps": 3, "walk_dimensions": 1,
+                 "generated_per_structure": 1, "examples_per_structure": 1, "generated_cells": 4, "coupling_copies": 2,
+                 "resampling_iterations": 100, "permutations": 100, "trajectory_steps": 2},
+    "beta_sweep": {"count": 2, "epochs": 1},
+}
+E2E_STRUCTURES = ("nucleoli", "mitochondria", "tight_junctions")
+
+
+def _workflow(folder: Path, allen: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "rules", "config", "workflow", "envs"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, folder / name)
+    (folder / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "data": {"source": "allencell"}, "allencell": allen}))
+    return folder
+
+
+def _snakemake(folder: Path, *targets: str) -> subprocess.CompletedProcess:
+    run = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile", "tiny.yaml"],
+                         cwd=folder, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-6000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def e2e_colony():
+    settings, fovs = real_layouts.synthetic_colony(E2E_STRUCTURES, fov_um=48.0, seed=3)
+    return settings.pixel_size_um, fovs
 
 
 @pytest.mark.slow
-def test_workflow_on_an_allencell_csv_skips_segmentation(tmp_path, dataset):
-    for name in ("Snakefile", "rules", "config", "workflow", "envs"):
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
-    (tmp_path / "allen.yaml").write_text(yaml.safe_dump({
-        "data": {"source": "allencell"}, "allencell": {"csv": str(dataset), "chunk_size": 4},
-        "crop": {"voxel_size_um": 0.5, "shape": {"z": 24, "y": 24, "x": 40}}}))
-    run = subprocess.run([sys.executable, "-m", "snakemake", "results/main/cells.parquet", "--cores", "2",
-                          "--configfile", "allen.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+def test_workflow_from_a_pipeline4_package(tmp_path, e2e_colony):
+    spacing, fovs = e2e_colony
+    csv, written = real_layouts.write_pipeline4(tmp_path / "package", fovs, spacing=spacing)
+    work = _workflow(tmp_path / "work", {"csv": str(csv), "image_root": str(csv.parent), "chunk_size": 40})
+    run = _snakemake(work, "results/main/cells.parquet")
     assert "segment_fov" not in run.stdout + run.stderr
-    cells = pd.read_parquet(tmp_path / "results" / "main" / "cells.parquet")
-    assert sorted(cells["cell_id"]) == [f"main/{1000 + i}" for i in range(5)]
-    assert set(cells["mitotic_stage"]) == {"interphase", "prometaphase_metaphase", "anaphase_telophase"}
-    assert zarr.open_array(tmp_path / "results" / "main" / "cells.zarr" / "0", mode="r").shape == (5, 5, 24, 24, 40)
-    rejects = pd.read_parquet(tmp_path / "results" / "main" / "rejects.parquet")
-    assert list(rejects["source_cell_id"]) == ["2000"]
+    cells = pd.read_parquet(work / "results" / "main" / "cells.parquet")
+    built = cells.get("control_source_cell_id", pd.Series("", index=cells.index)).fillna("") != ""
+    cells = cells[~built]  # controls normalization may build (the package has its own)
+    assert sorted(cells["cell_id"]) == sorted(f"main/{cell_id}" for cell_id in written["CellId"])
+    assert set(cells["structure"]) == set(written["structure"])
+    assert cells["is_mitotic"].dtype == bool and cells["is_mitotic"].any()
+    rejects = pd.read_parquet(work / "results" / "main" / "rejects.parquet")
+    assert sorted(rejects["source_cell_id"]) == ["9001", "9002"]
+
+
+@pytest.mark.slow
+def test_workflow_from_the_hipsc_dataset_to_every_supported_figure(tmp_path, e2e_colony):
+    spacing, fovs = e2e_colony
+    csv, written = real_layouts.write_hipsc(tmp_path / "dataset", fovs, spacing=spacing, voxel_um=0.3)
+    work = _workflow(tmp_path / "work", {"layout": "hipsc_single_cell", "csv": str(csv), "chunk_size": 40})
+    _snakemake(work, "results/main/cells.parquet")
+    cells = pd.read_parquet(work / "results" / "main" / "cells.parquet")
+    built = cells.get("control_source_cell_id", pd.Series("", index=cells.index)).fillna("") != ""
+    cells = cells[~built]  # controls normalization builds from the imported cells
+    assert sorted(cells["cell_id"]) == sorted(f"main/{cell_id}" for cell_id in written["CellId"])
+    assert set(cells["structure"]) == set(written["structure"]) and "nucleoli_dfc" in set(cells["structure"])
+    assert list(pd.read_parquet(work / "results" / "main" / "rejects.parquet")["source_cell_id"]) == ["999"]
+    run = _snakemake(work)  # the default target: every figure this dataset supports
+    figures = {path.name for path in (work / "results" / "figures").glob("*.png")}
+    assert {"latent_scatter.png", "coupling_structures.png", "generated_cells.png"} <= figures, run.stderr[-3000:]

@@ -117,3 +117,31 @@ def test_paper3d_preset_builds_the_paper_networks():
         reference = ReferenceVAE(model_config("reference", settings, shape, 24))
         target = TargetVAE(model_config("target", settings, shape, 24))
     assert sum(p.numel() for model in (reference, target) for p in model.parameters()) == 122_627_829
+
+
+@pytest.mark.parametrize(("config", "key"), [
+    ({"data": {"source": "manifest"}}, "data.manifest"),
+    ({"data": {"source": "manifest", "manifest": ""}}, "data.manifest"),
+    ({"data": {"source": "allencell"}}, "allencell.csv"),
+])
+def test_a_data_source_without_its_input_file_names_the_key(config, key):
+    source = config["data"]["source"]
+    with pytest.raises(ConfigError, match=rf"config key '{key}': required when data\.source is '{source}'"):
+        validate_config(config)
+
+
+def test_a_data_source_with_its_input_file_is_valid():
+    assert validate_config({"data": {"source": "manifest", "manifest": "m.csv"}})["data"]["manifest"] == "m.csv"
+    assert validate_config({"data": {"source": "allencell"}, "allencell": {"csv": "c.csv"}})["allencell"]["csv"] == \
+        "c.csv"
+
+
+def test_control_settings_defaults_and_forms():
+    completed = validate_config({})
+    assert completed["normalize"]["controls"] is True and completed["normalize"]["control_cells"] == "auto"
+    assert completed["analysis"]["control_treatment"] == "auto"
+    assert validate_config({"normalize": {"control_cells": 40}})["normalize"]["control_cells"] == 40
+    with pytest.raises(ConfigError, match=r"'normalize\.control_cells': 0 is less than the minimum of 1"):
+        validate_config({"normalize": {"control_cells": 0}})
+    with pytest.raises(ConfigError, match=r"'normalize\.controls': 'yes' is not of type boolean"):
+        validate_config({"normalize": {"controls": "yes"}})

@@ -200,3 +200,47 @@ def test_cli_tables_and_figures(tiny_models, tmp_path):
         assert main([command, "--settings", '{"dpi": 60}', "--table", str(out[table]), "--output",
                      str(out[figure])]) == 0
         assert out[figure].stat().st_size > 10_000 and out[figure].with_suffix(".svg").exists()
+
+
+def test_phases_come_from_is_mitotic_else_mitotic_stage_else_none():
+    both = pd.DataFrame({"is_mitotic": [True, False, None], "mitotic_stage": ["interphase"] * 3})
+    assert coupling.cell_phases(both).tolist() == ["mitosis", "interphase", coupling.UNANNOTATED]
+    stages = pd.DataFrame({"mitotic_stage": ["interphase", "anaphase_telophase", "unknown", None]})
+    assert coupling.cell_phases(stages).tolist() == ["interphase", "mitosis", coupling.UNANNOTATED,
+                                                     coupling.UNANNOTATED]
+    assert (coupling.cell_phases(pd.DataFrame({"structure": ["golgi"] * 2})) == coupling.UNANNOTATED).all()
+
+
+def test_cells_without_mitotic_annotation_are_summarized_and_the_mitosis_test_says_why(tiny_models, tmp_path,
+                                                                                         caplog):
+    """A lab's own cells (no is_mitotic, no mitotic_stage): calls over all cells, the mitosis test skipped with
+    its reason in every row, and both figures drawn."""
+    cells = pd.read_parquet(tiny_models["cells"]).drop(columns=["is_mitotic", "mitotic_stage"])
+    model = OracleTarget(image_shape=(8, 8, 16))
+    per_cell = coupling.measure_coupling(model, cells, structures=["control_dna", "control_membrane", "nucleoli"],
+                                         store=tiny_models["store"], settings=SETTINGS, splits=ALL_SPLITS)
+    assert (per_cell["phase"] == coupling.UNANNOTATED).all() and "is_mitotic" not in per_cell
+    summary = coupling.summarize_structures(per_cell, settings=SETTINGS)
+    assert summary.set_index("structure")["couples_to"].to_dict() == {
+        "control_dna": "nucleus", "control_membrane": "membrane", "nucleoli": "neither"}
+    with caplog.at_level("WARNING"):
+        mitosis = coupling.mitosis_test(per_cell, settings=SETTINGS)
+    assert "no cell has a mitotic annotation" in caplog.text
+    assert len(mitosis) == 3 * len(coupling.SCORES) and mitosis["p_value"].isna().all()
+    assert mitosis["note"].str.contains("no mitotic annotation").all() and not mitosis["significant"].any()
+    coupling.plot_coupling_cells(per_cell, tmp_path / "a.png", dpi=50)
+    coupling.plot_coupling_structures(summary, tmp_path / "b.png", dpi=50)
+    assert (tmp_path / "a.png").stat().st_size > 10_000 and (tmp_path / "b.png").stat().st_size > 10_000
+
+
+def test_a_structure_of_one_cell_is_left_out_of_coupling(tiny_models, caplog):
+    cells = pd.read_parquet(tiny_models["cells"])
+    lonely = cells.index[(cells["structure"] == "nucleoli") & (cells["split"] == "test")][0]
+    cells.loc[lonely, "structure"] = "golgi"
+    model = OracleTarget(image_shape=(8, 8, 16))
+    with caplog.at_level("WARNING"):
+        per_cell = coupling.measure_coupling(model, cells, structures=["control_dna", "control_membrane", "nucleoli",
+                                                                      "golgi"],
+                                             store=tiny_models["store"], settings=SETTINGS)
+    assert "golgi: a single cell" in caplog.text and "golgi" not in set(per_cell["structure"])
+    assert len(per_cell) == 11

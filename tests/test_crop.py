@@ -62,11 +62,28 @@ def test_align_cell_puts_major_axis_on_x_nucleus_at_centre_and_skew_positive():
     np.testing.assert_allclose(centre, np.array(settings.shape) / 2, atol=1.0)
     assert crop._skew(out[3] > 0, 1) >= 0 and crop._skew(out[3] > 0, 2) >= 0
     assert (out[:3][:, out[3] == 0] == 0).all()  # intensities masked to the cell
+    assert (out[1][out[4] == 0] == 0).all() and out[1][out[4] > 0].min() > 0  # DNA masked to the nucleus...
+    assert out[1][out[4] > 0].max() == pytest.approx(800, abs=20)  # ...its background (100) subtracted first
+    assert (out[0][(out[3] > 0) & (out[4] > 0)] > 0).all()  # membrane and structure keep the whole cell
     assert info["fraction_outside_crop"] < 0.01
     measured = crop.measure_cell(info["aligned"], voxel_um=0.4, backgrounds=(100.0, 100.0, 110.0))
     expected = cell.sum() * float(np.prod(SPACING))
     assert abs(measured["cell_volume_um3"] - expected) / expected < 0.05
     assert 0.5 < measured["cell_sphericity"] <= 1.0
+
+
+def test_mask_channels_follows_the_paper():
+    z, y, x = np.indices((6, 10, 10))
+    cell = (y > 0) & (y < 9) & (x > 0) & (x < 9)
+    nucleus = cell & (abs(y - 4.5) < 2) & (abs(x - 4.5) < 2)
+    rng = np.random.default_rng(0)
+    intensities = (100 + rng.integers(0, 3, (3, *cell.shape)) + 500 * nucleus).astype(np.float32)
+    masked = crop.mask_channels(intensities, cell, nucleus)
+    assert (masked[:, ~cell] == 0).all()
+    assert (masked[1][~nucleus] == 0).all()
+    np.testing.assert_array_equal(masked[[0, 2]][:, cell], intensities[[0, 2]][:, cell])
+    background = crop.most_populous_intensity(intensities[1][cell])
+    np.testing.assert_array_equal(masked[1][nucleus], intensities[1][nucleus] - background)
 
 
 def test_sphere_measurements_match_geometry():

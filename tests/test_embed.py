@@ -9,13 +9,15 @@ import torch
 
 from statcell import cli
 from statcell.analysis import embed
+from statcell.models.export import ModelMismatchError
 from statcell.models.loss import sum_squared_error
 from statcell.train import CellDataset, load_model
 
 
 @pytest.fixture(scope="module")
 def models(tiny_models):
-    return {kind: load_model(tiny_models[kind]) for kind in ("reference", "target")}
+    """Both models from their weights-only exports (written by training beside each checkpoint)."""
+    return {kind: load_model(tiny_models[kind].with_suffix(".pt")) for kind in ("reference", "target")}
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +79,11 @@ def test_embed_batch_without_noise_scores_the_posterior_mean_reconstruction(tiny
 def test_unknown_structure_raises_naming_it(tiny_models, models, main_cells):
     cells = main_cells.head(4).copy()
     cells.loc[cells.index[1], "structure"] = "golgi"
-    with pytest.raises(ValueError, match="'golgi'.*unknown to the target model"):
+    with pytest.raises(ModelMismatchError, match="structures: the data holds 'golgi', which the target model does "
+                       "not know"):
         _embed(tiny_models, models, "target", cells)
+    with pytest.raises(ValueError, match="'golgi'.*unknown to the target model"):
+        embed.structure_labels(cells["structure"], models["target"][1]["structures"])
     assert len(_embed(tiny_models, models, "reference", cells)) == 4  # the reference model ignores structures
 
 
@@ -101,7 +106,7 @@ def test_rank_dimensions_orders_by_mean_absolute_deviation():
 def test_embed_cells_command_writes_both_tables(tiny_models, tmp_path):
     out = tmp_path / "drugs"
     status = cli.main(["embed-cells", "--settings", '{"elbo_samples": 2, "batch_size": 7}', "--checkpoint",
-                       str(tiny_models["target"]), "--store", str(tiny_models["drug_store"]), "--cells",
+                       str(tiny_models["target"].with_suffix(".pt")), "--store", str(tiny_models["drug_store"]), "--cells",
                        str(tiny_models["drug_cells"]), "--rank-on", "all", "--embeddings", str(out / "target.parquet"),
                        "--dimensions", str(out / "target_dimensions.csv")])
     assert status == 0

@@ -146,3 +146,30 @@ def test_commands_write_tables_and_figures(tiny_models, tmp_path):
     # a setting the figures section does not know is refused, naming the key
     assert cli.main([*commands["latent_scatter"][:2], json.dumps({"dpi": 60, "markers": 3}),
                      *commands["latent_scatter"][3:], "--output", str(tmp_path / "bad.png")]) == 2
+
+
+def test_scatter_without_mitotic_annotation_colours_by_structure(tmp_path):
+    """A lab's own cells carry no mitotic stage: the first panel shows the structures, and the figure is drawn."""
+    embeddings, cells = _constructed()
+    dimensions = embed.rank_dimensions(embeddings)
+    for name, table, coloured_by in (("stages", cells, "mitotic_stage"),
+                                     ("none", cells.drop(columns="mitotic_stage"), "structure"),
+                                     ("unknown", cells.assign(mitotic_stage="unknown"), "structure")):
+        assert latent_space.plot_latent_scatter(embeddings, table, tmp_path / f"{name}.png", dimensions=dimensions,
+                                                point_size=6, colormap="viridis", dpi=40) == coloured_by
+        assert (tmp_path / f"{name}.png").stat().st_size > 5_000
+
+
+def test_reference_space_tables_leave_out_the_controls_built_from_imaged_cells():
+    embeddings, cells = _constructed()
+    copies = embeddings.iloc[:10].assign(cell_id=[f"main/control_dna/fov/{i}" for i in range(10)],
+                                         structure="control_dna")
+    copied_cells = cells.iloc[:10].assign(cell_id=copies["cell_id"].to_numpy(), control_source_cell_id=cells[
+        "cell_id"].iloc[:10].to_numpy())
+    every = pd.concat([embeddings, copies], ignore_index=True)
+    table = pd.concat([cells.assign(control_source_cell_id=""), copied_cells], ignore_index=True)
+    assert latent_space.imaged(every, table)["cell_id"].tolist() == embeddings["cell_id"].tolist()
+    dimensions = embed.rank_dimensions(embeddings)
+    alone = latent_space.correlate_latent_space(embeddings, embeddings, cells, dimensions=dimensions, count=4)
+    both = latent_space.correlate_latent_space(every, every, table, dimensions=dimensions, count=4)
+    pd.testing.assert_frame_equal(both["feature_correlations"], alone["feature_correlations"])

@@ -13,11 +13,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from statcell import io, synth
+from statcell import io, normalize, synth
 from statcell.cli import main
 from tests.conftest import TINY_SYNTHETIC
+from tests.test_workflow import TINY, copy_workflow, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
+# A lab's colony: two structures, two FOVs each (enough held-out imaged cells for the latent-space correlations),
+# and a drug set of microtubules, one FOV untreated and one under paclitaxel.
+LAB_COLONY = {**TINY["synthetic"], "structures": ["nucleoli", "microtubules"], "fovs_per_structure": 2}
+# The tiny run's models and analyses (tests/test_workflow.py).
+LAB_SETTINGS = {section: TINY[section] for section in ("training", "analysis", "beta_sweep")}
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +75,130 @@ def test_segmentations_named_in_the_manifest_are_used_as_given(tmp_path, user_da
     given = io.read_image(truth).data
     written = io.read_image(output).data
     np.testing.assert_array_equal(written[0], given[0])
+
+
+@pytest.fixture(scope="module")
+def lab_data(tmp_path_factory) -> Path:
+    """A lab's own FOVs, written as the README tells a user to: images/, manifest.csv (no drug column: nothing is
+    treated) and drugs.csv whose untreated FOV has an empty drug and concentration; no mitotic annotation anywhere.
+    The images are a tiny synthetic colony's, so the structures are known."""
+    folder = tmp_path_factory.mktemp("lab")
+    assert main(["synthesize", "--settings", json.dumps(LAB_COLONY), "--outdir", str(folder / "generated")]) == 0
+    (folder / "images").mkdir()
+    for dataset, name in ((synth.MAIN_DATASET, "manifest.csv"), (synth.DRUG_DATASET, "drugs.csv")):
+        manifest = pd.read_csv(synth.manifest_path(folder / "generated", dataset), keep_default_na=False)
+        generated = list(manifest["fov_id"])
+        manifest["fov_id"] = manifest["fov_id"].str.replace("vehicle_", "untreated_")
+        for source, fov in zip(generated, manifest["fov_id"], strict=True):
+            shutil.copy(synth.raw_image_path(folder / "generated", source), folder / "images" / f"{fov}.ome.tiff")
+        manifest["path"] = [f"images/{fov}.ome.tiff" for fov in manifest["fov_id"]]
+        if dataset == synth.MAIN_DATASET:
+            manifest = manifest.drop(columns=["drug", "concentration_um"])
+        else:
+            untreated = manifest["drug"] == "vehicle"
+            manifest["drug"] = manifest["drug"].mask(untreated, "")
+            manifest["concentration_um"] = manifest["concentration_um"].astype(object).mask(untreated, "")
+        manifest.to_csv(folder / name, index=False)
+    drugs = pd.read_csv(folder / "drugs.csv", keep_default_na=False)
+    assert sorted(drugs["drug"]) == ["", "paclitaxel"] and "vehicle" not in (folder / "drugs.csv").read_text()
+    return folder
+
+
+def _lab_config(lab_data: Path, **data) -> dict:
+    # 10 cells per built control class (auto would take the median class, ~28): a shorter training
+    return {"data": {"source": "manifest", "manifest": str(lab_data / "manifest.csv"), **data},
+            "normalize": {"control_cells": 10}, **LAB_SETTINGS}
+
+
+@pytest.mark.slow
+def test_a_labs_manifest_reaches_every_analysis(tmp_path, lab_data):
+    """Empty drug for untreated cells and no mitotic annotation: the default target runs to the last figure, the
+    drug shifts are measured against the untreated cells, controls are built for the coupling analysis, and the
+    mitosis test says why it was skipped."""
+    folder = copy_workflow(tmp_path / "run")
+    (folder / "lab.yaml").write_text(yaml.safe_dump(_lab_config(lab_data, drug_manifest=str(lab_data /
+                                                                                            "drugs.csv"))))
+    run = snakemake(folder, "--configfile", "lab.yaml", timeout=900)
+    results = folder / "results"
+    for figure in ("coupling_cells", "coupling_structures", "drug_reference_latents", "drug_target_latents",
+                   "drug_trajectory", "latent_scatter", "feature_violins", "beta_regression"):
+        assert (results / "figures" / f"{figure}.png").stat().st_size > 10_000, figure
+    assert not (results / "analysis" / "ground_truth_recovery.csv").exists()  # no planted answers in a lab's data
+    assert "no drug set" not in run.stdout + run.stderr
+
+    shifts = pd.read_csv(results / "analysis" / "perturbation" / "shifts.csv", keep_default_na=False)
+    assert len(shifts) == 2 and set(shifts["space"]) == {"target", "reference"}
+    assert (shifts["structure"] == "microtubules").all() and (shifts["drug"] == "paclitaxel").all()
+    assert (shifts["control"] == "untreated").all() and (shifts["note"] == "").all()
+    assert (shifts["n_control"] > 0).all() and (shifts["n_treated"] > 0).all()
+    assert pd.to_numeric(shifts["p_value"]).between(0, 1).all()
+    trajectory = pd.read_csv(results / "analysis" / "perturbation" / "trajectory.csv")
+    assert set(trajectory["cell_drug"]) <= {"untreated", "paclitaxel"} and len(trajectory) == 2
+
+    cells = pd.read_parquet(results / "main" / "cells.parquet")
+    built = cells[cells[normalize.CONTROL_SOURCE_COLUMN] != ""]
+    assert built["structure"].value_counts().to_dict() == {kind: 10 for kind in normalize.CONTROL_STRUCTURES}
+    assert all(cell_id.startswith(f"main/{structure}/") for cell_id, structure in zip(built["cell_id"],
+                                                                                      built["structure"]))
+    assert set(cells.loc[cells[normalize.CONTROL_SOURCE_COLUMN] == "", "structure"]) == {"nucleoli", "microtubules"}
+    assert not {"mitotic_stage", "is_mitotic"} & set(cells.columns)
+    drug_cells = pd.read_parquet(results / "drugs" / "cells.parquet")
+    assert not set(drug_cells["structure"]) & set(normalize.CONTROL_STRUCTURES)  # controls: training set only
+
+    structures = pd.read_csv(results / "analysis" / "coupling" / "structures.csv")
+    assert set(structures["phase"]) == {"unannotated"}
+    assert set(normalize.CONTROL_STRUCTURES) <= set(structures["structure"])
+    mitosis = pd.read_csv(results / "analysis" / "coupling" / "mitosis_test.csv")
+    assert len(mitosis) and mitosis["note"].str.contains("no mitotic annotation").all()
+    assert mitosis["p_value"].isna().all()
+    assert "no cell has a mitotic annotation" in (folder / "logs" / "measure_coupling.log").read_text()
+    assert "no mitotic annotation" in (folder / "logs" / "plot_latent_scatter.log").read_text()
+
+
+def _dry_run(folder: Path, config: dict) -> subprocess.CompletedProcess:
+    (folder / "user.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "user.yaml"], cwd=folder,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_dataset_without_a_drug_set_or_control_skips_the_drug_analyses_saying_why(tmp_path, lab_data):
+    folder = copy_workflow(tmp_path / "run")
+    without = _dry_run(folder, _lab_config(lab_data))
+    assert without.returncode == 0, without.stdout + without.stderr
+    assert "no drug set (data.drug_manifest is not set" in without.stdout + without.stderr
+    assert "rule drug_shifts" not in without.stdout and "rule measure_coupling" in without.stdout
+    assert "rule plot_coupling_structures" in without.stdout and "rule plot_latent_scatter" in without.stdout
+
+    drugs = pd.read_csv(lab_data / "drugs.csv", keep_default_na=False)
+    drugs[drugs["drug"] == "paclitaxel"].to_csv(tmp_path / "treated_only.csv", index=False)
+    no_control = _dry_run(folder, _lab_config(lab_data, drug_manifest=str(tmp_path / "treated_only.csv")))
+    assert no_control.returncode == 0, no_control.stdout + no_control.stderr
+    said = no_control.stdout + no_control.stderr
+    assert "no control cells: no 'vehicle' and no untreated cells" in said
+    assert "skipping the drug analyses" in said and "rule drug_shifts" not in no_control.stdout
+    assert "rule embed_cells" in no_control.stdout  # the drug set is still embedded
+
+    with_control = _dry_run(folder, _lab_config(lab_data, drug_manifest=str(lab_data / "drugs.csv")))
+    assert with_control.returncode == 0 and "rule drug_shifts" in with_control.stdout
+    assert "skipping" not in with_control.stdout + with_control.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("config", "message"), [
+    ({"data": {"source": "manifest"}}, "config key 'data.manifest': required when data.source is 'manifest'"),
+    ({"data": {"source": "allencell"}}, "config key 'allencell.csv': required when data.source is 'allencell'"),
+])
+def test_a_source_without_its_input_stops_before_any_job_naming_the_key(tmp_path, config, message):
+    run = _dry_run(copy_workflow(tmp_path / "run"), config)
+    assert run.returncode != 0 and message in run.stdout + run.stderr
+    assert "TypeError" not in run.stdout + run.stderr and "rule " not in run.stdout
+
+
+@pytest.mark.slow
+def test_a_named_control_the_drug_set_lacks_stops_before_any_job(tmp_path, lab_data):
+    config = _lab_config(lab_data, drug_manifest=str(lab_data / "drugs.csv"))
+    config["analysis"] = {**config["analysis"], "control_treatment": "DMSO"}
+    run = _dry_run(copy_workflow(tmp_path / "run"), config)
+    assert run.returncode != 0 and "rule " not in run.stdout
+    assert "analysis.control_treatment is 'DMSO', but the drug set has no such cells" in run.stdout + run.stderr

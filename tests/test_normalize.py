@@ -91,3 +91,161 @@ def test_cell_store_holds_one_compressed_chunk_per_cell_and_checks_its_shape(tmp
     assert io.store_spacing(tmp_path / "cells.zarr") == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match=r"\(N, 5, Z, Y, X\) cells, got shape \(3, 2, 4, 6, 8\)"):
         normalize.create_cell_store(tmp_path / "other.zarr", (3, 2, 4, 6, 8), voxel_um=0.5)
+
+
+def _normalized_cell(rng, shape=(6, 8, 10)) -> np.ndarray:
+    """A normalized cell: random intensities in [0, 1] inside a box, a smaller nucleus inside it."""
+    cell = np.zeros((5, *shape), np.float32)
+    cell[3, 1:5, 1:7, 1:9] = 1
+    cell[4, 2:4, 3:5, 3:6] = 1
+    cell[:3] = rng.random((3, *shape)).astype(np.float32) * cell[3]
+    return cell
+
+
+def test_control_images_copy_blank_noise_and_move_a_structure():
+    rng = np.random.default_rng(2)
+    cell, donor = _normalized_cell(rng), _normalized_cell(rng)
+    donor[2] = 0.5  # bright outside this cell's mask too
+    inside, nucleus = cell[3] > 0, cell[4] > 0
+    built = {kind: normalize.control_image(cell, kind, donor=donor, rng=np.random.default_rng(0))
+             for kind in normalize.CONTROL_STRUCTURES}
+    for kind, image in built.items():
+        assert image.dtype == np.float32 and image.shape == cell.shape
+        np.testing.assert_array_equal(image[[0, 1, 3, 4]], cell[[0, 1, 3, 4]], err_msg=kind)
+        assert (image[2][~inside] == 0).all(), kind
+    assert (built["control_blank"][2] == 0).all()
+    np.testing.assert_array_equal(built["control_dna"][2], cell[1])
+    np.testing.assert_array_equal(built["control_membrane"][2], cell[0])
+    noise = built["control_noise"][2]
+    assert noise.max() == pytest.approx(1.0) and noise.min() >= 0
+    assert noise[nucleus].mean() > 1.5 * noise[inside & ~nucleus].mean()  # brighter inside the nucleus
+    np.testing.assert_allclose(built["control_random_structure"][2], inside * 1.0)  # 0.5 inside, scaled to 1
+    np.testing.assert_array_equal(cell, _normalized_cell(np.random.default_rng(2)))  # input untouched
+    again = normalize.control_image(cell, "control_noise", rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(again, built["control_noise"])
+    with pytest.raises(ValueError, match="unknown control"):
+        normalize.control_image(cell, "control_other")
+
+
+def _cells_table(counts: dict[str, int], dataset: str = "main") -> pd.DataFrame:
+    rows = []
+    for structure, count in counts.items():
+        for label in range(1, count + 1):
+            cell_id = f"{dataset}/{structure}_00/{label}"
+            rows.append({"cell_id": cell_id, "split": normalize.split_of(cell_id), "store_index": len(rows),
+                         "fov_id": f"{structure}_00", "label": label, "structure": structure,
+                         "structure_integrated_intensity": 5.0})
+    return pd.DataFrame(rows)
+
+
+def test_plan_controls_samples_each_class_deterministically(caplog):
+    cells = _cells_table({"golgi": 30, "nucleoli": 10, "control_membrane": 20})
+    with caplog.at_level("INFO"):
+        plan = normalize.plan_controls(cells, dataset="main")
+    assert "already holds 20 cells of control_membrane" in caplog.text
+    kinds = [kind for kind in normalize.CONTROL_STRUCTURES if kind != "control_membrane"]
+    assert plan.groupby("structure", sort=False).size().to_dict() == {kind: 20 for kind in kinds}  # median class
+    source = cells.set_index("cell_id")
+    assert set(plan[normalize.CONTROL_SOURCE_COLUMN]) <= set(cells.loc[cells["structure"] != "control_membrane",
+                                                                       "cell_id"])
+    for row in plan.itertuples():
+        origin = source.loc[getattr(row, normalize.CONTROL_SOURCE_COLUMN)]
+        assert row.cell_id == f"main/{row.structure}/{origin.name.removeprefix('main/')}"
+        assert row.split == origin["split"] and row.source_index == origin["store_index"]
+        assert row.fov_id == origin["fov_id"] and row.label == origin["label"]
+    assert plan["cell_id"].is_unique and plan["structure_integrated_intensity"].isna().all()
+    random = plan[plan["structure"] == "control_random_structure"]
+    donors = source.loc[random[normalize.CONTROL_DONOR_COLUMN]]
+    recipients = source.loc[random[normalize.CONTROL_SOURCE_COLUMN]]
+    assert (donors["structure"].to_numpy() != recipients["structure"].to_numpy()).all()
+    assert (donors["store_index"].to_numpy() == random["donor_index"].to_numpy()).all()
+    assert (plan.loc[plan["structure"] != "control_random_structure", "donor_index"] == -1).all()
+    # the classes draw different samples; the same cells in another order give the same plan
+    assert set(plan.loc[plan["structure"] == "control_dna", "source_index"]) != set(
+        plan.loc[plan["structure"] == "control_noise", "source_index"])
+    shuffled = normalize.plan_controls(cells.sample(frac=1, random_state=0).reset_index(drop=True), dataset="main")
+    pd.testing.assert_frame_equal(shuffled.reset_index(drop=True), plan)
+    few = normalize.plan_controls(cells, dataset="main", cells_per_class=100)
+    assert (few.groupby("structure").size() == 40).all()  # at most every non-control cell
+
+
+def test_normalize_cells_adds_the_built_controls_after_the_cells(tmp_path):
+    rng = np.random.default_rng(4)
+    names = ["golgi_00", "nucleoli_00"]
+    for name, count in zip(names, (6, 4)):
+        _write_fov(tmp_path, name, count, rng)
+        table = pd.read_parquet(tmp_path / f"{name}.parquet")
+        io.write_table(table.assign(structure=name.removesuffix("_00")), tmp_path / f"{name}.parquet")
+    arguments = dict(voxel_um=0.5, dataset="main", threads=2)
+    files = ([tmp_path / f"{n}.npz" for n in names], [tmp_path / f"{n}.parquet" for n in names])
+
+    def run(folder, **options):
+        out = tmp_path / folder
+        settings = normalize.NormalizeSettings(**options.pop("settings", {}))
+        cells = normalize.normalize_cells(*files, store=out / "cells.zarr", cells_table=out / "cells.parquet",
+                                          rejects_table=out / "rejects.parquet", settings=settings, **arguments,
+                                          **options)
+        return cells, zarr.open_array(out / "cells.zarr" / "0", mode="r")[:]
+
+    cells, store = run("with", build_controls=True, settings={"control_cells": 3})
+    plain, plain_store = run("without")
+    assert len(plain) == 10 and len(cells) == 10 + 5 * 3 and store.shape[0] == len(cells)
+    np.testing.assert_array_equal(store[:10], plain_store)
+    pd.testing.assert_frame_equal(cells.iloc[:10].drop(columns=[normalize.CONTROL_SOURCE_COLUMN,
+                                                                normalize.CONTROL_DONOR_COLUMN]), plain)
+    assert (cells["store_index"] == np.arange(len(cells))).all()
+    built = cells.iloc[10:]
+    assert built["structure"].value_counts().to_dict() == {kind: 3 for kind in normalize.CONTROL_STRUCTURES}
+    index = cells.set_index("cell_id")["store_index"]
+    for row in built.itertuples():
+        source = store[index[getattr(row, normalize.CONTROL_SOURCE_COLUMN)]]
+        image = store[row.store_index]
+        np.testing.assert_array_equal(image[[0, 1, 3, 4]], source[[0, 1, 3, 4]])
+        if row.structure == "control_dna":
+            np.testing.assert_array_equal(image[2], source[1])
+        elif row.structure == "control_blank":
+            assert not image[2].any()
+        elif row.structure == "control_random_structure":
+            donor = cells.set_index("cell_id").loc[getattr(row, normalize.CONTROL_DONOR_COLUMN)]
+            assert donor["structure"] != cells.set_index("cell_id").loc[
+                getattr(row, normalize.CONTROL_SOURCE_COLUMN), "structure"]
+    assert pd.read_parquet(tmp_path / "with" / "cells.parquet").equals(cells)
+    off, off_store = run("off", build_controls=True, settings={"controls": False})
+    assert len(off) == 10 and off_store.shape[0] == 10
+
+
+def test_settings_read_the_control_keys():
+    from statcell.config import validate_config
+
+    default = normalize.NormalizeSettings.from_config(validate_config({})["normalize"])
+    assert default.controls and default.control_cells is None  # auto: the median structure class
+    chosen = normalize.NormalizeSettings.from_config(
+        validate_config({"normalize": {"controls": False, "control_cells": 12}})["normalize"])
+    assert not chosen.controls and chosen.control_cells == 12
+
+
+def test_cell_annotations_are_read_checked_and_joined_on_fov_and_label(tmp_path):
+    (tmp_path / "notes.csv").write_text("fov_id,label,mitotic_stage,comment\nfov_a,1,interphase,x\nfov_a,3,prophase,"
+                                        "\nfov_c,2,,odd\n")
+    annotations = normalize.read_cell_annotations(tmp_path / "notes.csv")
+    assert annotations.to_dict("list") == {"fov_id": ["fov_a", "fov_a", "fov_c"], "label": [1, 3, 2],
+                                           "mitotic_stage": ["interphase", "prophase", "unknown"]}
+    rng = np.random.default_rng(5)
+    for name, count in (("fov_a", 3), ("fov_c", 2)):
+        _write_fov(tmp_path, name, count, rng)
+    cells = normalize.normalize_cells(
+        [tmp_path / "fov_a.npz", tmp_path / "fov_c.npz"], [tmp_path / "fov_a.parquet", tmp_path / "fov_c.parquet"],
+        store=tmp_path / "cells.zarr", cells_table=tmp_path / "cells.parquet", rejects_table=tmp_path / "r.parquet",
+        dataset="main", voxel_um=0.5, settings=normalize.NormalizeSettings(), annotations=annotations)
+    assert cells.set_index("cell_id")["mitotic_stage"].fillna("none").to_dict() == {
+        "main/fov_a/1": "interphase", "main/fov_a/2": "none", "main/fov_a/3": "prophase", "main/fov_c/1": "none",
+        "main/fov_c/2": "unknown"}
+    (tmp_path / "bad.csv").write_text("fov_id,label\nfov_a,1\n")
+    with pytest.raises(ValueError, match=r"bad\.csv lack the column\(s\): mitotic_stage"):
+        normalize.read_cell_annotations(tmp_path / "bad.csv")
+    (tmp_path / "twice.csv").write_text("fov_id,label,mitotic_stage\nfov_a,1,interphase\nfov_a,1,prophase\n")
+    with pytest.raises(ValueError, match=r"cell 1 of FOV 'fov_a' is listed twice"):
+        normalize.read_cell_annotations(tmp_path / "twice.csv")
+    (tmp_path / "label.csv").write_text("fov_id,label,mitotic_stage\nfov_a,one,interphase\n")
+    with pytest.raises(ValueError, match=r"row 2: label 'one' is not an integer"):
+        normalize.read_cell_annotations(tmp_path / "label.csv")

@@ -135,12 +135,61 @@ def test_drug_shifts_are_deterministic_and_independent_of_row_order():
     assert first["drug"].tolist() == ["brefeldin_a", "paclitaxel"]
 
 
-def test_structures_without_controls_are_not_tested():
+def test_structures_without_controls_are_listed_untested_with_the_reason():
     groups = {("golgi", "vehicle"): ZERO, ("golgi", "paclitaxel"): ZERO, ("actin", "paclitaxel"): ZERO}
     embeddings, cells = _tables(groups)
     shifts = perturbation.drug_shifts({"target": embeddings}, cells, {"target": _dimensions()}, min_kl=0.6,
                                       permutations=100, seed=0, significance=0.01)
-    assert shifts["structure"].tolist() == ["golgi"]
+    tested = shifts[shifts["note"] == ""]
+    assert tested["structure"].tolist() == ["golgi"] and tested["p_value"].notna().all()
+    untested = shifts.set_index("structure").loc["actin"]
+    assert untested["note"] == "not tested: no vehicle cells of actin in the drug set"
+    assert np.isnan(untested["p_value"]) and not untested["significant"] and untested["n_treated"] == 20
+    # only the test made counts in the correction
+    assert tested["p_bonferroni"].item() == pytest.approx(tested["p_value"].item())
+
+
+@pytest.mark.parametrize(("drugs", "requested", "control"), [
+    (["vehicle", "paclitaxel", ""], "auto", "vehicle"),
+    (["", "paclitaxel"], "auto", ""),
+    (["DMSO", "paclitaxel", ""], "DMSO", "DMSO"),
+    (["vehicle", "paclitaxel", ""], "", ""),
+])
+def test_the_control_is_vehicle_else_the_untreated_cells_unless_named(drugs, requested, control):
+    assert perturbation.resolve_control(drugs, requested) == control
+
+
+@pytest.mark.parametrize(("drugs", "requested", "message"), [
+    (["paclitaxel", "brefeldin_a"], "auto", r"no control cells: no 'vehicle' and no untreated cells .*brefeldin_a, "
+                                            r"paclitaxel.*analysis\.control_treatment"),
+    (["vehicle", "paclitaxel"], "DMSO", r"analysis\.control_treatment is 'DMSO'.*paclitaxel, vehicle"),
+])
+def test_a_drug_set_without_its_control_is_named(drugs, requested, message):
+    with pytest.raises(perturbation.NoControlError, match=message):
+        perturbation.resolve_control(drugs, requested)
+
+
+def test_untreated_cells_are_the_control_of_a_manifest_drug_set(tmp_path):
+    """A drug set written as the README says (empty drug for untreated cells) is compared with its untreated cells,
+    also after a round trip of the tables through files."""
+    groups = {("microtubules", ""): ZERO, ("microtubules", "paclitaxel"): FAR}
+    embeddings, cells = _tables(groups)
+    cells.loc[cells["drug"] == "", "drug"] = None  # as a table read back may hold it
+    shifts = perturbation.drug_shifts({"target": embeddings}, cells, {"target": _dimensions()}, min_kl=0.6,
+                                      permutations=999, seed=0, significance=0.01)
+    row = shifts.iloc[0]
+    assert len(shifts) == 1 and row["drug"] == "paclitaxel" and row["control"] == "untreated"
+    assert row["n_control"] == 20 and row["significant"] and row["note"] == ""
+    trajectory = perturbation.drug_trajectory(embeddings, cells, _dimensions(), steps=4, min_kl=0.6)
+    assert trajectory["cell_drug"].tolist()[::3] == ["untreated", "paclitaxel"]
+    shifts.to_csv(tmp_path / "shifts.csv", index=False)
+    trajectory.to_csv(tmp_path / "trajectory.csv", index=False)
+    read_back = pd.read_csv(tmp_path / "shifts.csv")
+    shown = perturbation.plot_drug_target_latents(embeddings, cells, _dimensions(), read_back, tmp_path / "t.png",
+                                                  min_kl=0.6, dpi=40)
+    assert shown["x_dimension"].item() == 0
+    perturbation.plot_drug_reference_latents(embeddings, cells, _dimensions(), read_back, tmp_path / "r.png", dpi=40)
+    assert (tmp_path / "t.png").exists() and (tmp_path / "r.png").exists()
 
 
 def test_unknown_cells_are_reported():

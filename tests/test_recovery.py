@@ -41,6 +41,27 @@ def test_shift_checks_need_responders_significant_and_tight_junctions_not():
                                           "tight_junctions under brefeldin_a": False}
 
 
+def test_an_untested_shift_is_listed_and_does_not_pass():
+    shifts = pd.DataFrame({"space": ["target"] * 2, "structure": ["tight_junctions", "golgi"],
+                           "drug": ["paclitaxel", "brefeldin_a"], "p_bonferroni": [float("nan"), 0.001],
+                           "note": ["not tested: no vehicle cells of tight_junctions in the drug set", ""]})
+    checks = recovery.shift_checks(shifts, significance=0.01).set_index("check")
+    assert checks["passed"].to_dict() == {"tight_junctions under paclitaxel": False, "golgi under brefeldin_a": True}
+    assert "no vehicle cells" in checks.loc["tight_junctions under paclitaxel", "observed"]
+
+
+def test_the_calibrating_controls_are_checked_with_the_calls_coupling_expects():
+    from statcell.analysis.coupling import CALIBRATION_CONTROLS
+
+    assert CALIBRATION_CONTROLS == {"control_membrane": "membrane", "control_dna": "nucleus",
+                                    "control_blank": "neither"}
+    assert {name: recovery.COUPLING_EXPECTATIONS[name] for name in CALIBRATION_CONTROLS} == CALIBRATION_CONTROLS
+    checks = recovery.coupling_checks(_coupling({"control_membrane": "membrane", "control_dna": "membrane",
+                                                 "control_blank": "neither"})).set_index("check")
+    assert checks["passed"].to_dict() == {"control_membrane couples to": True, "control_dna couples to": False,
+                                          "control_blank couples to": True}
+
+
 def test_measurement_checks_use_the_absolute_correlation():
     table = pd.DataFrame({"measurement": ["cell_height_um", "cell_volume_um3"], "dimension": [3, 5],
                           "rank": [1, 2], "spearman": [-0.75, 0.41]})

@@ -75,6 +75,13 @@ def test_training_writes_best_checkpoint_and_metrics_deterministically(tmp_path,
         model, hparams = train.load_model(tmp_path / run / "best.ckpt")
         assert hparams["structures"] == ["golgi", "nucleoli"] and hparams["kind"] == kind
         weights.append(torch.cat([p.flatten() for p in model.parameters()]))
+        # the weights-only export beside the checkpoint holds the same network, and a card of the data
+        exported, card = train.load_model(tmp_path / run / "best.pt")
+        torch.testing.assert_close(torch.cat([p.flatten() for p in exported.parameters()]), weights[-1], rtol=0,
+                                   atol=0)
+        assert card["crop_shape"] == [8, 8, 16] and card["structures"] == ["golgi", "nucleoli"]
+        assert card["voxel_size_um"] is None and card["channels"] is None  # this bare store states neither
+        assert card["training"]["epochs"] == TINY.epochs and card["dataset"]["n_cells"] == 24
     torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
 
 

@@ -34,10 +34,16 @@ coefficient of variation of the swapped ELBOs); the t-test needs the cell means 
 Mitosis against interphase: per structure and score, a permutation test of the difference of the phases' means
 (``analysis.resampling_iterations`` shuffles of the phase labels among the structure's cells), two-sided,
 Bonferroni-corrected over the tests made.
+
+The phases come from the cells table: ``is_mitotic`` where present (the synthetic ground truth), else
+``mitotic_stage`` (``interphase`` or a mitotic stage; ``unknown`` or empty is no annotation). A cell without an
+annotation is in phase ``unannotated``: on a dataset without any (a lab's own FOVs), every cell is, the couplings are
+summarized over all cells, and the mitosis test is skipped with the reason in its table's ``note``.
 """
 
 from __future__ import annotations
 
+import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +55,18 @@ import pandas as pd
 if TYPE_CHECKING:  # the figure commands run without torch (envs/plots.yaml)
     import torch
 
+log = logging.getLogger(__name__)
+
 #: Reference channels swapped, by the name of the score, and their index in the reference image (membrane, DNA).
 SWAPPED_CHANNELS: dict[str, int] = {"membrane": 0, "nucleus": 1}
 PHASES: tuple[str, ...] = ("interphase", "mitosis")
+#: The controls that calibrate the coupling score, and the call each must get (paper Fig 5A).
+CALIBRATION_CONTROLS: dict[str, str] = {"control_membrane": "membrane", "control_dna": "nucleus",
+                                        "control_blank": "neither"}
+#: Phase of cells without a mitotic annotation.
+UNANNOTATED = "unannotated"
+#: ``mitotic_stage`` values that say nothing about the phase.
+_UNKNOWN_STAGES = frozenset({"", "unknown"})
 SCORES: tuple[str, ...] = ("membrane_coupling", "nucleus_coupling", "normalized_difference")
 #: Channels of ``cells.zarr`` read: membrane, DNA, structure.
 _STORE_CHANNELS = [0, 1, 2]
@@ -115,6 +130,37 @@ def draw_donors(store_index: np.ndarray, structure: np.ndarray, *, pool_index: n
         rng = np.random.default_rng([seed, int(index)])
         donors[row] = rng.choice(candidates, size=copies, replace=len(candidates) < copies)
     return donors
+
+
+def cell_phases(cells: pd.DataFrame) -> pd.Series:
+    """Cell-cycle phase of each cell: ``interphase``, ``mitosis``, or ``unannotated`` where the table does not say.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        Rows of ``cells.parquet``; read are ``is_mitotic`` (preferred) or ``mitotic_stage``, when present.
+
+    Returns
+    -------
+    Series of str
+        Same index as ``cells``.
+
+    Examples
+    --------
+    >>> cell_phases(pd.DataFrame({"mitotic_stage": ["interphase", "prophase", "unknown"]})).tolist()
+    ['interphase', 'mitosis', 'unannotated']
+    >>> cell_phases(pd.DataFrame({"structure": ["golgi"]})).tolist()
+    ['unannotated']
+    """
+    phases = pd.Series(UNANNOTATED, index=cells.index, dtype=object)
+    if "is_mitotic" in cells:
+        known = cells["is_mitotic"].notna()
+        phases[known] = np.where(cells.loc[known, "is_mitotic"].astype(bool), "mitosis", "interphase")
+    elif "mitotic_stage" in cells:
+        stages = cells["mitotic_stage"].fillna("").astype(str)
+        known = ~stages.isin(_UNKNOWN_STAGES)
+        phases[known] = np.where(stages[known] == "interphase", "interphase", "mitosis")
+    return phases
 
 
 def _noise(store_index: np.ndarray, *, samples: int, latent_dim: int, seed: int) -> torch.Tensor:
@@ -261,14 +307,28 @@ def measure_coupling(model: torch.nn.Module, cells: pd.DataFrame, *, structures:
     Returns
     -------
     DataFrame
-        One row per measured cell: ``cell_id``, ``split``, ``store_index``, ``structure``, ``mitotic_stage``,
-        ``is_mitotic``, ``phase``, ``elbo``, ``membrane_swapped_elbo`` and ``nucleus_swapped_elbo`` (means over
-        copies), ``membrane_coupling``, ``nucleus_coupling``, ``normalized_difference``, ``donor_store_indices``.
+        One row per measured cell: ``cell_id``, ``split``, ``store_index``, ``structure``, ``mitotic_stage`` and
+        ``is_mitotic`` (where the cells table has them), ``phase`` (:func:`cell_phases`), ``elbo``,
+        ``membrane_swapped_elbo`` and ``nucleus_swapped_elbo`` (means over copies), ``membrane_coupling``,
+        ``nucleus_coupling``, ``normalized_difference``, ``donor_store_indices``. Cells of a structure with no
+        other cell to take a reference channel from are left out, with a log message.
+
+    Raises
+    ------
+    ValueError
+        If a cell's structure is not one the model was trained on, or no cell can be measured.
     """
     measured = cells[cells["split"].isin(splits)].sort_values("store_index").reset_index(drop=True)
     unknown = sorted(set(measured["structure"]) - set(structures))
     if unknown:
         raise ValueError(f"the target model was not trained on structure(s) {unknown}")
+    pool_sizes = cells["structure"].value_counts()
+    alone = measured["structure"].map(pool_sizes) < 2
+    for structure in sorted(set(measured.loc[alone, "structure"])):
+        log.warning("%s: a single cell, no other cell of its structure to swap channels with; left out", structure)
+    measured = measured[~alone].reset_index(drop=True)
+    if measured.empty:
+        raise ValueError(f"no cell of the {'/'.join(splits)} splits to measure coupling on")
     donors = draw_donors(measured["store_index"].to_numpy(), measured["structure"].to_numpy(),
                          pool_index=cells["store_index"].to_numpy(), pool_structure=cells["structure"].to_numpy(),
                          copies=settings.coupling_copies, seed=settings.seed)
@@ -280,8 +340,9 @@ def measure_coupling(model: torch.nn.Module, cells: pd.DataFrame, *, structures:
                        donor_references=_read_channels(store, donor_cells, _STORE_CHANNELS[:2]),
                        donors=donor_position.reshape(donors.shape), noise=noise, batch_size=settings.batch_size)
     copies = settings.coupling_copies
-    table = measured[["cell_id", "split", "store_index", "structure", "mitotic_stage", "is_mitotic"]].copy()
-    table["phase"] = np.where(table["is_mitotic"].astype(bool), "mitosis", "interphase")
+    annotations = [column for column in ("mitotic_stage", "is_mitotic") if column in measured]
+    table = measured[["cell_id", "split", "store_index", "structure", *annotations]].copy()
+    table["phase"] = cell_phases(measured)
     table["elbo"] = elbos[:, 0]
     for number, name in enumerate(SWAPPED_CHANNELS):
         swapped = elbos[:, 1 + number * copies:1 + (number + 1) * copies]
@@ -381,23 +442,35 @@ def mitosis_test(per_cell: pd.DataFrame, *, settings: CouplingSettings) -> pd.Da
     from ``resampling_iterations`` shuffles of the phase labels among the structure's cells; the two-sided p-value
     is ``(1 + #{|shuffled| >= |observed|}) / (1 + iterations)``, Bonferroni-adjusted over the tests made.
 
+    Cells of phase ``unannotated`` take no part.
+
     Returns
     -------
     DataFrame
         One row per structure and score: ``structure``, ``score``, ``n_interphase``, ``n_mitosis``,
         ``interphase_mean``, ``mitosis_mean``, ``difference``, ``iterations``, ``p_value``, ``p_adjusted``,
-        ``significant`` (NaN p-values where a phase has no cells).
+        ``significant`` and ``note``: empty for a test made, else why there is none (no mitotic annotation, or a
+        phase without cells; NaN p-values).
     """
     iterations = settings.resampling_iterations
     rows = []
-    for structure, group in per_cell.groupby("structure", sort=True):
+    annotated = per_cell[per_cell["phase"] != UNANNOTATED]
+    if annotated.empty:
+        log.warning("no cell has a mitotic annotation (is_mitotic or mitotic_stage): the test of mitosis against "
+                    "interphase is skipped")
+    for structure in sorted(per_cell["structure"].unique()):
+        group = annotated[annotated["structure"] == structure]
         mitotic = (group["phase"] == "mitosis").to_numpy()
+        note = ("not tested: no mitotic annotation (is_mitotic or mitotic_stage) in the cells table"
+                if annotated.empty else "not tested: no annotated cells" if group.empty
+                else "not tested: no mitotic cells" if not mitotic.any()
+                else "not tested: no interphase cells" if mitotic.all() else "")
         for score in SCORES:
             values = group[score].to_numpy()
             row = {"structure": structure, "score": score, "n_interphase": int((~mitotic).sum()),
                    "n_mitosis": int(mitotic.sum()), "interphase_mean": np.nan, "mitosis_mean": np.nan,
-                   "difference": np.nan, "iterations": iterations, "p_value": np.nan}
-            if mitotic.any() and (~mitotic).any():
+                   "difference": np.nan, "iterations": iterations, "p_value": np.nan, "note": note}
+            if not note:
                 observed = values[mitotic].mean() - values[~mitotic].mean()
                 rng = _rng(settings.seed, structure, score)
                 shuffled = np.stack([rng.permutation(mitotic) for _ in range(iterations)])
@@ -409,7 +482,7 @@ def mitosis_test(per_cell: pd.DataFrame, *, settings: CouplingSettings) -> pd.Da
     table = pd.DataFrame(rows)
     table["p_adjusted"] = (table["p_value"] * int(table["p_value"].notna().sum())).clip(upper=1.0)
     table["significant"] = table["p_adjusted"] < settings.significance
-    return table
+    return table[[column for column in table.columns if column != "note"] + ["note"]]
 
 
 def _pyplot():
@@ -446,13 +519,18 @@ def plot_coupling_cells(per_cell: pd.DataFrame, output: str | Path, *, dpi: int 
     axis.axhline(0, color="0.85", linewidth=0.8, zorder=0)
     axis.axvline(0, color="0.85", linewidth=0.8, zorder=0)
     for colour, structure in zip(colours, structures, strict=True):
-        for phase, marker in zip(PHASES, ("o", "^"), strict=True):
+        labelled = False
+        for phase, marker in zip((*PHASES, UNANNOTATED), ("o", "^", "o"), strict=True):
             cells = per_cell[(per_cell["structure"] == structure) & (per_cell["phase"] == phase)]
             if len(cells):
-                axis.scatter(cells["membrane_coupling"], cells["nucleus_coupling"], s=30 if phase == "interphase"
-                             else 55, marker=marker, color=colour, edgecolor="k" if phase == "mitosis" else "none",
-                             linewidth=0.6, alpha=0.85, label=structure if phase == "interphase" else None)
-    axis.scatter([], [], marker="^", color="white", edgecolor="k", s=55, label="(triangle: mitotic cell)")
+                axis.scatter(cells["membrane_coupling"], cells["nucleus_coupling"], s=55 if phase == "mitosis"
+                             else 30, marker=marker, color=colour, edgecolor="k" if phase == "mitosis" else "none",
+                             linewidth=0.6, alpha=0.85, label=None if labelled else structure)
+                labelled = True
+    if (per_cell["phase"] == "mitosis").any():
+        axis.scatter([], [], marker="^", color="white", edgecolor="k", s=55, label="(triangle: mitotic cell)")
+    elif (per_cell["phase"] == UNANNOTATED).all():
+        axis.scatter([], [], marker="o", color="white", s=0, label="(no mitotic annotation)")
     axis.set_xlim(limits)
     axis.set_ylim(limits)
     axis.set_aspect("equal")
@@ -485,13 +563,16 @@ def plot_coupling_structures(summary: pd.DataFrame, output: str | Path, *, dpi: 
     from statcell.figures import CHANNEL_COLOURS
 
     plt = _pyplot()
-    interphase = summary[summary["phase"] == "interphase"].set_index("structure")
+    phases = [phase for phase in (*PHASES, UNANNOTATED) if (summary["phase"] == phase).any()]
+    called = "interphase" if "interphase" in phases else phases[0]  # the phase whose calls are printed
+    interphase = summary[summary["phase"] == called].set_index("structure")
     order = sorted(summary["structure"].unique(),
                    key=lambda name: interphase["normalized_difference"].get(name, np.nan))
     figure, axis = plt.subplots(figsize=(9.0, 0.42 * len(order) + 1.8))
-    height = 0.38
-    phase_colours = {"interphase": "#9c6b3f", "mitosis": "#3b75af"}
-    for offset, phase in zip((height / 2, -height / 2), PHASES, strict=True):
+    height = 0.76 / len(phases)
+    phase_colours = {"interphase": "#9c6b3f", "mitosis": "#3b75af", UNANNOTATED: "0.45"}
+    offsets = height * (np.arange(len(phases))[::-1] - (len(phases) - 1) / 2)
+    for offset, phase in zip(offsets, phases, strict=True):
         rows = summary[summary["phase"] == phase].set_index("structure").reindex(order)
         shown = rows["n_cells"].notna().to_numpy()
         positions = np.arange(len(order))[shown] + offset
@@ -500,7 +581,8 @@ def plot_coupling_structures(summary: pd.DataFrame, output: str | Path, *, dpi: 
                         - rows["normalized_difference"].to_numpy())
         axis.barh(positions, rows["normalized_difference"], height=height, color=phase_colours[phase],
                   xerr=np.nan_to_num(errors), error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.2"},
-                  label=f"{phase} (n cells in brackets)")
+                  label=f"{'all cells, no mitotic annotation' if phase == UNANNOTATED else phase} "
+                  "(n cells in brackets)")
         for position, (value, count) in zip(positions, rows[["normalized_difference", "n_cells"]].to_numpy(),
                                             strict=True):
             axis.text(1.07, position, f"({int(count)})", va="center", fontsize=6.5, color=phase_colours[phase])
@@ -516,10 +598,15 @@ def plot_coupling_structures(summary: pd.DataFrame, output: str | Path, *, dpi: 
     axis.set_xlabel("normalized difference (c_membrane − c_nucleus) / (|c_membrane| + |c_nucleus|)\n"
                     "−1: coupled to the nucleus only     +1: coupled to the membrane only")
     level = 100 * float(summary["ci_level"].iloc[0])
+    call_name = "interphase" if called == "interphase" else "all-cell" if called == UNANNOTATED else called
     axis.set_title(f"Differential coupling per structure (mean over cells, Eq 5; {level:g}% bootstrap intervals)\n"
-                   "right: interphase call (coupling > 0 by one-sided t-test, Bonferroni-corrected)", fontsize=10)
-    axis.text(1.2, len(order) - 0.45, "interphase\ncall", va="bottom", fontsize=8, fontweight="bold")
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
+                   f"right: {call_name} call (coupling > 0 by one-sided t-test, Bonferroni-corrected)", fontsize=10)
+    axis.text(1.2, len(order) - 0.45, f"{call_name}\ncall", va="bottom", fontsize=8, fontweight="bold")
+    from matplotlib.transforms import ScaledTranslation
+
+    below_label = axis.transAxes + ScaledTranslation(0, -0.62, figure.dpi_scale_trans)  # under the 2-line x label
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below_label, ncol=2, fontsize=8,
+                frameon=False)
     figure.tight_layout()
     figure.subplots_adjust(right=0.8)
     figure.savefig(output, dpi=dpi)

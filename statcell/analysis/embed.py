@@ -126,9 +126,40 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def check_model_fits_data(hparams: dict, store: str | Path, cells: pd.DataFrame, *, model_name: str = "") -> None:
+    """Stop before embedding when a model does not fit a dataset, naming every field that differs.
+
+    Compares the model's card (crop shape, voxel size, channel names, and for the target model its structure labels)
+    with the store's array shape and metadata and the structures of ``cells``; a field the card or the store does
+    not state is not compared.
+
+    Parameters
+    ----------
+    hparams : dict
+        The model's card (:func:`statcell.train.load_model`).
+    store : path
+        ``cells.zarr`` of the dataset.
+    cells : DataFrame
+        Its ``cells.parquet`` (``structure``).
+    model_name : str
+        How the message names the model (e.g. its file).
+
+    Raises
+    ------
+    statcell.models.export.ModelMismatchError
+        If anything differs; the message names each differing field and both values.
+    """
+    from statcell.models import export
+    from statcell.train import data_facts
+
+    card = export.ModelCard.from_dict(hparams)
+    export.check_fits(card, model=model_name or f"({card.kind})", data=str(store),
+                      structures=sorted(set(cells["structure"])), **data_facts(store))
+
+
 def embed_cells(store: str | Path, cells: pd.DataFrame, *, model: torch.nn.Module, hparams: dict, samples: int,
                 batch_size: int, seed: int) -> pd.DataFrame:
-    """Embed every cell of a dataset with one trained model.
+    """Embed every cell of a dataset with one trained model, after checking that the model fits the data.
 
     Parameters
     ----------
@@ -139,7 +170,8 @@ def embed_cells(store: str | Path, cells: pd.DataFrame, *, model: torch.nn.Modul
     model : ReferenceVAE or TargetVAE
         Trained model (from :func:`statcell.train.load_model`); moved to the GPU when there is one.
     hparams : dict
-        The checkpoint's hyperparameters: ``kind`` and, for the target model, ``structures`` (label order).
+        The model's card: ``kind``, ``config``, and, for the target model, ``structures`` (label order); its crop
+        shape, voxel size, channels and structures are checked against the data (:func:`check_model_fits_data`).
     samples : int
         Latent draws K of the ELBO estimate.
     batch_size : int
@@ -155,14 +187,16 @@ def embed_cells(store: str | Path, cells: pd.DataFrame, *, model: torch.nn.Modul
 
     Raises
     ------
-    ValueError
-        If a cell's structure is unknown to the target model.
+    statcell.models.export.ModelMismatchError
+        If the model does not fit the data (a cell's structure unknown to the target model, another crop shape,
+        voxel size or channel layout).
     """
     import torch
     from torch.utils.data import DataLoader
 
     from statcell.train import CellDataset
 
+    check_model_fits_data(hparams, store, cells)
     kind: ModelKind = hparams["kind"]
     labels = structure_labels(cells["structure"], hparams["structures"]) if kind == "target" else None
     latent_dim = int(hparams["config"]["latent_dim"])

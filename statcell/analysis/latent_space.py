@@ -24,6 +24,7 @@ import pandas as pd
 
 from statcell.analysis.embed import latent_dim_of, mean_columns, rank_dimensions
 from statcell.figures import composite
+from statcell.normalize import CONTROL_SOURCE_COLUMN
 from statcell.synth import MITOTIC_STAGES
 
 if TYPE_CHECKING:  # torch is imported where it is used: the figure functions run without it
@@ -48,6 +49,22 @@ def measurement_columns(cells: pd.DataFrame) -> list[str]:
     """
     return [column for column in cells.columns
             if column.endswith(MEASUREMENT_SUFFIXES) and pd.api.types.is_numeric_dtype(cells[column])]
+
+
+def imaged(embeddings: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """The embedding rows of imaged cells: without the controls built at normalization, whose reference channels
+    are copies of imaged cells' (a reference-space analysis would count those cells twice).
+
+    Examples
+    --------
+    >>> cells = pd.DataFrame({"cell_id": ["a", "b"], "control_source_cell_id": ["", "a"]})
+    >>> imaged(pd.DataFrame({"cell_id": ["a", "b"]}), cells)["cell_id"].tolist()
+    ['a']
+    """
+    if CONTROL_SOURCE_COLUMN not in cells:
+        return embeddings
+    built = cells.loc[cells[CONTROL_SOURCE_COLUMN].fillna("") != "", "cell_id"]
+    return embeddings[~embeddings["cell_id"].isin(built)]
 
 
 def top_dimensions(dimensions: pd.DataFrame, count: int) -> list[int]:
@@ -218,7 +235,7 @@ def correlate_latent_space(reference: pd.DataFrame, target: pd.DataFrame, cells:
     count : int
         Top dimensions in the correlation tables.
     split : str
-        Cells analysed.
+        Cells analysed (imaged cells only in the reference space: :func:`imaged`).
 
     Returns
     -------
@@ -226,7 +243,7 @@ def correlate_latent_space(reference: pd.DataFrame, target: pd.DataFrame, cells:
         ``feature_correlations``, ``measurement_recovery``, ``feature_pca``, ``dimension_correlations``,
         ``kl_ranked``.
     """
-    held_out = reference[reference["split"] == split]
+    held_out = imaged(reference[reference["split"] == split], cells)
     if len(held_out) < 3:
         raise ValueError(f"{len(held_out)} {split!r} cells: at least 3 are needed for correlations")
     correlations = feature_correlations(held_out, cells, dimensions=dimensions, count=count)
@@ -314,37 +331,58 @@ def _label(feature: str) -> str:
 
 
 def plot_latent_scatter(embeddings: pd.DataFrame, cells: pd.DataFrame, output: str | Path, *,
-                        dimensions: pd.DataFrame, point_size: float, colormap: str, dpi: int) -> None:
+                        dimensions: pd.DataFrame, point_size: float, colormap: str, dpi: int) -> str:
     """Cells on the top two reference dimensions, coloured by mitotic stage and by cell height (paper Fig 2A/C).
+
+    Without a mitotic annotation (no ``mitotic_stage``, or only ``unknown``: a lab's own FOVs) the first panel is
+    coloured by structure instead. Controls built at normalization are left out (:func:`imaged`).
 
     Parameters
     ----------
     embeddings : DataFrame
         Reference embeddings of the cells drawn.
     cells : DataFrame
-        ``cells.parquet`` (``mitotic_stage``, ``cell_height_um``).
+        ``cells.parquet`` (``cell_height_um``, and ``mitotic_stage`` where annotated).
     output : path
         PNG to write (an SVG is written beside it).
     dimensions : DataFrame
         Ranked dimensions.
     point_size, colormap, dpi
         Marker area (points²), colormap of the height panel, resolution.
+
+    Returns
+    -------
+    str
+        The column the first panel is coloured by: ``mitotic_stage`` or ``structure``.
     """
     plt = _pyplot()
-    joined = _measured(embeddings, cells)
+    joined = _measured(imaged(embeddings, cells), cells).reset_index(drop=True)
     first, second = top_dimensions(dimensions, 2)
     x, y = joined[f"mu_{first}"], joined[f"mu_{second}"]
     figure, (stage_axis, height_axis) = plt.subplots(1, 2, figsize=(11, 4.6))
-    stages = [stage for stage in MITOTIC_STAGES if stage in set(joined["mitotic_stage"])]
-    stages += sorted(set(joined["mitotic_stage"]) - set(stages))
-    colours = dict(zip(stages, ["0.75", *plt.get_cmap("tab10").colors]))
-    for stage in stages:  # interphase first, underneath
-        chosen = joined["mitotic_stage"] == stage
-        stage_axis.scatter(x[chosen], y[chosen], s=point_size * (1 if stage == "interphase" else 2.5),
-                           color=colours[stage], edgecolors="none" if stage == "interphase" else "black",
-                           linewidths=0.4, label=f"{stage.replace('_', ' / ')} ({int(chosen.sum())})")
-    stage_axis.legend(title="mitotic stage (cells)", fontsize=8, title_fontsize=8, loc="best", framealpha=0.7)
-    stage_axis.set_title("A  coloured by mitotic stage", loc="left", fontsize=10)
+    stage_values = joined["mitotic_stage"].fillna("unknown").astype(str) if "mitotic_stage" in joined else None
+    coloured_by = "mitotic_stage" if stage_values is not None and (stage_values != "unknown").any() else "structure"
+    if coloured_by == "mitotic_stage":
+        stages = [stage for stage in MITOTIC_STAGES if stage in set(stage_values)]
+        stages += sorted(set(stage_values) - set(stages))
+        colours = dict(zip(stages, ["0.75", *plt.get_cmap("tab10").colors]))
+        for stage in stages:  # interphase first, underneath
+            chosen = stage_values == stage
+            stage_axis.scatter(x[chosen], y[chosen], s=point_size * (1 if stage == "interphase" else 2.5),
+                               color=colours[stage], edgecolors="none" if stage == "interphase" else "black",
+                               linewidths=0.4, label=f"{stage.replace('_', ' / ')} ({int(chosen.sum())})")
+        stage_axis.legend(title="mitotic stage (cells)", fontsize=8, title_fontsize=8, loc="best", framealpha=0.7)
+        stage_axis.set_title("A  coloured by mitotic stage", loc="left", fontsize=10)
+    else:  # no mitotic annotation: the structure classes instead
+        structures = sorted(joined["structure"].unique())
+        palette = (plt.get_cmap("tab10").colors if len(structures) <= 10 else
+                   plt.get_cmap("turbo")(np.linspace(0, 1, len(structures))))
+        for colour, structure in zip(palette, structures):
+            chosen = joined["structure"] == structure
+            stage_axis.scatter(x[chosen], y[chosen], s=point_size, color=colour, edgecolors="none",
+                               label=f"{structure} ({int(chosen.sum())})")
+        stage_axis.legend(title="structure (cells)", fontsize=7, title_fontsize=8, loc="best", framealpha=0.7)
+        stage_axis.set_title("A  coloured by structure (no mitotic annotation)", loc="left", fontsize=10)
     order = np.argsort(joined["cell_height_um"].to_numpy())
     points = height_axis.scatter(x.iloc[order], y.iloc[order], c=joined["cell_height_um"].iloc[order], s=point_size,
                                  cmap=colormap, edgecolors="none")
@@ -357,6 +395,7 @@ def plot_latent_scatter(embeddings: pd.DataFrame, cells: pd.DataFrame, output: s
     figure.suptitle(f"Reference latent space: top two dimensions, {len(joined)} cells (all splits)", fontsize=11)
     figure.tight_layout()
     _save(figure, output, dpi=dpi)
+    return coloured_by
 
 
 def plot_latent_pairs(embeddings: pd.DataFrame, output: str | Path, *, dimensions: pd.DataFrame, count: int = 4,

@@ -1,7 +1,10 @@
 """Drug-treated cells in the trained latent spaces: centroid shifts, permutation tests and trajectories (paper Fig 6).
 
 The drug set is embedded with the models trained on the main dataset, with no retraining. For every structure and
-every drug, the treated cells are compared with the same structure's untreated (vehicle) cells:
+every drug, the treated cells are compared with the same structure's control cells. The control treatment is
+``analysis.control_treatment``: ``auto`` (the default) takes ``vehicle`` where the drug set has it, else the untreated
+cells (an empty ``drug`` in the manifest, shown as "untreated"); see :func:`resolve_control`. A (structure, drug)
+whose structure has no control cells is listed in the shift table, untested, with the reason in ``note``.
 
 - the **shift** is the Euclidean distance between the two groups' centroids of the posterior means ``mu``;
 - its **permutation p-value** comes from shuffling the treatment labels among the pooled cells,
@@ -44,15 +47,81 @@ import pandas as pd
 
 from statcell import io
 
-#: The treatment every drug is compared with.
+#: The vehicle treatment of the paper's (and the synthetic) drug set, the preferred control.
 CONTROL = "vehicle"
+#: ``analysis.control_treatment`` value that picks the control from the data (:func:`resolve_control`).
+AUTO_CONTROL = "auto"
+#: The treatment of untreated cells: an empty ``drug`` in the manifest.
+UNTREATED = ""
+#: How the untreated cells are named in figures and logs.
+UNTREATED_LABEL = "untreated"
 
-#: Marker colours of the treatments (the paper's: vehicle black, paclitaxel pink, brefeldin blue).
+#: Marker colours of the treatments (the paper's: vehicle black, paclitaxel pink, brefeldin blue); the control is
+#: always black.
 TREATMENT_COLOURS: dict[str, str] = {"vehicle": "black", "paclitaxel": "#e0529c", "brefeldin_a": "#2f6fd6"}
 _OTHER_COLOURS = ("#2ca02c", "#ff7f0e", "#8c564b", "#9467bd", "#17becf")
 
 #: The latent spaces tested, in table order.
 SPACES = ("target", "reference")
+
+
+class NoControlError(ValueError):
+    """The drug set has no cells of the control treatment; the message names the treatments it has."""
+
+
+def treatment_label(drug: object) -> str:
+    """A treatment as figures and logs name it: ``untreated`` for an empty (or missing) drug.
+
+    Examples
+    --------
+    >>> [treatment_label(drug) for drug in ("paclitaxel", "", float("nan"))]
+    ['paclitaxel', 'untreated', 'untreated']
+    """
+    return UNTREATED_LABEL if drug is None or (isinstance(drug, float) and np.isnan(drug)) or drug == "" \
+        else str(drug)
+
+
+def resolve_control(drugs: Sequence[str], requested: str = AUTO_CONTROL) -> str:
+    """The control treatment of a drug set.
+
+    Parameters
+    ----------
+    drugs : sequence of str
+        The treatments of the drug set's cells (``""`` for untreated cells; repeats are fine).
+    requested : str
+        ``analysis.control_treatment``: ``auto`` takes ``vehicle`` where present, else the untreated cells; any
+        other value names the control (``""``: the untreated cells).
+
+    Returns
+    -------
+    str
+        The control's ``drug`` value (``""`` for the untreated cells).
+
+    Raises
+    ------
+    NoControlError
+        If the drug set has no cells of the requested control (with ``auto``: neither ``vehicle`` nor untreated
+        cells); the message names ``analysis.control_treatment`` and the treatments present.
+
+    Examples
+    --------
+    >>> resolve_control(["vehicle", "paclitaxel", ""]), resolve_control(["", "paclitaxel"])
+    ('vehicle', '')
+    >>> resolve_control(["DMSO", "paclitaxel"], "DMSO")
+    'DMSO'
+    """
+    present = {"" if drug is None or (isinstance(drug, float) and np.isnan(drug)) else str(drug) for drug in drugs}
+    names = ", ".join(sorted(treatment_label(drug) for drug in present)) or "none"
+    if requested == AUTO_CONTROL:
+        for candidate in (CONTROL, UNTREATED):
+            if candidate in present:
+                return candidate
+        raise NoControlError(f"the drug set has no control cells: no '{CONTROL}' and no untreated cells (empty "
+                             f"drug); its treatments: {names}. Name the control in analysis.control_treatment")
+    if requested not in present:
+        raise NoControlError(f"analysis.control_treatment is {treatment_label(requested)!r}, but the drug set has no "
+                             f"such cells; its treatments: {names}")
+    return requested
 
 
 class ShiftTest(NamedTuple):
@@ -125,22 +194,30 @@ def treatments(embeddings: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
         If an embedded cell is missing from ``cells``.
     """
     joined = embeddings.merge(cells[["cell_id", "drug", "store_index"]], on="cell_id", how="left",
-                              validate="one_to_one")
-    missing = joined["drug"].isna()
+                              validate="one_to_one", indicator=True)
+    missing = joined.pop("_merge") != "both"
     if missing.any():
         raise ValueError(f"{int(missing.sum())} embedded cells are not in the cell table, e.g. "
                          f"{joined.loc[missing, 'cell_id'].iloc[0]!r}")
+    joined["drug"] = joined["drug"].fillna(UNTREATED).astype(str)  # untreated cells: an empty drug
     return joined.sort_values("cell_id", ignore_index=True)
 
 
-def comparisons(table: pd.DataFrame, *, control: str = CONTROL) -> list[tuple[str, str]]:
+def comparisons(table: pd.DataFrame, *, control: str) -> list[tuple[str, str]]:
     """The (structure, drug) pairs to compare with the structure's control cells, sorted.
 
-    Structures without control cells are left out (there is nothing to compare with).
+    Structures without control cells are left out (there is nothing to compare with; see :func:`untestable`).
     """
     present = table.groupby("structure")["drug"].unique()
     return [(structure, drug) for structure, drugs in sorted(present.items()) if control in drugs
             for drug in sorted(drugs) if drug != control]
+
+
+def untestable(table: pd.DataFrame, *, control: str) -> list[tuple[str, str]]:
+    """The (structure, drug) pairs of treated cells whose structure has no control cells, sorted."""
+    present = table.groupby("structure")["drug"].unique()
+    return [(structure, drug) for structure, drugs in sorted(present.items()) if control not in drugs
+            for drug in sorted(drugs)]
 
 
 def _stream(seed: int, name: str) -> np.random.Generator:
@@ -190,20 +267,22 @@ def centroid_shift_test(latents: np.ndarray, treated: np.ndarray, *, permutation
 
 
 def bonferroni(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Bonferroni-corrected p-values, ``min(1, p * m)`` over the ``m`` tests given.
+    """Bonferroni-corrected p-values, ``min(1, p * m)`` over the ``m`` tests made (NaN: not tested, stays NaN).
 
     Examples
     --------
     >>> bonferroni([0.001, 0.02, 0.5]).tolist()
     [0.003, 0.06, 1.0]
+    >>> bonferroni([0.01, float("nan")]).tolist()
+    [0.01, nan]
     """
     p = np.asarray(p_values, dtype=np.float64)
-    return np.minimum(1.0, p * len(p))
+    return np.minimum(1.0, p * np.count_nonzero(~np.isnan(p)))
 
 
 def drug_shifts(embeddings: Mapping[str, pd.DataFrame], cells: pd.DataFrame, dimensions: Mapping[str, pd.DataFrame],
                 *, min_kl: float, permutations: int, seed: int, significance: float,
-                control: str = CONTROL) -> pd.DataFrame:
+                control: str = AUTO_CONTROL) -> pd.DataFrame:
     """Centroid shift of every (structure, drug) against the structure's control cells, in each latent space.
 
     Parameters
@@ -223,35 +302,54 @@ def drug_shifts(embeddings: Mapping[str, pd.DataFrame], cells: pd.DataFrame, dim
     significance : float
         Family-wise level: a test is significant when its Bonferroni-corrected p-value is below it.
     control : str
-        Treatment the drugs are compared with.
+        Treatment the drugs are compared with, or ``auto`` (:func:`resolve_control`).
 
     Returns
     -------
     DataFrame
-        One row per space, structure and drug: ``space, structure, drug, n_control, n_treated, dimensions``
-        (active dimensions used), ``distance``, ``null_mean``, ``p_value``, ``p_bonferroni``, ``significant``.
+        One row per space, structure and drug: ``space, structure, drug, control`` (the control treatment as
+        named in figures), ``n_control, n_treated, dimensions`` (active dimensions used), ``distance``,
+        ``null_mean``, ``p_value``, ``p_bonferroni``, ``significant`` and ``note``: empty for a test made, else why
+        there is none (the structure has no control cells; its statistics are NaN and it is not counted in the
+        Bonferroni correction).
+
+    Raises
+    ------
+    NoControlError
+        If the drug set has no control cells at all.
     """
     rows = []
     for space in (name for name in SPACES if name in embeddings):
         table = treatments(embeddings[space], cells)
+        chosen_control = resolve_control(table["drug"], control)
+        label = treatment_label(chosen_control)
         active = active_dimensions(dimensions[space], min_kl=min_kl)
         latents = latent_means(table, dimensions=active)
-        for structure, drug in comparisons(table, control=control):
-            chosen = ((table["structure"] == structure) & table["drug"].isin([control, drug])).to_numpy()
+        for structure, drug in comparisons(table, control=chosen_control):
+            chosen = ((table["structure"] == structure) & table["drug"].isin([chosen_control, drug])).to_numpy()
             treated = (table.loc[chosen, "drug"] == drug).to_numpy()
             result = centroid_shift_test(latents[chosen], treated, permutations=permutations,
                                          rng=_stream(seed, f"{space}/{structure}/{drug}"))
-            rows.append({"space": space, "structure": structure, "drug": drug, "n_control": int((~treated).sum()),
-                         "n_treated": int(treated.sum()), "dimensions": len(active), **result._asdict()})
-    shifts = pd.DataFrame(rows, columns=["space", "structure", "drug", "n_control", "n_treated", "dimensions",
-                                         *ShiftTest._fields])
+            rows.append({"space": space, "structure": structure, "drug": drug, "control": label,
+                         "n_control": int((~treated).sum()), "n_treated": int(treated.sum()),
+                         "dimensions": len(active), **result._asdict(), "note": ""})
+        for structure, drug in untestable(table, control=chosen_control):
+            treated = int(((table["structure"] == structure) & (table["drug"] == drug)).sum())
+            rows.append({"space": space, "structure": structure, "drug": treatment_label(drug), "control": label,
+                         "n_control": 0, "n_treated": treated, "dimensions": len(active), "distance": np.nan,
+                         "null_mean": np.nan, "p_value": np.nan,
+                         "note": f"not tested: no {label} cells of {structure} in the drug set"})
+    shifts = pd.DataFrame(rows, columns=["space", "structure", "drug", "control", "n_control", "n_treated",
+                                         "dimensions", *ShiftTest._fields, "note"])
     shifts["p_bonferroni"] = bonferroni(shifts["p_value"])
     shifts["significant"] = shifts["p_bonferroni"] < significance
-    return shifts
+    order = ["space", "structure", "drug", "control", "n_control", "n_treated", "dimensions", *ShiftTest._fields,
+             "p_bonferroni", "significant", "note"]
+    return shifts[order]
 
 
 def drug_trajectory(embeddings: pd.DataFrame, cells: pd.DataFrame, dimensions: pd.DataFrame, *, steps: int,
-                    min_kl: float, control: str = CONTROL) -> pd.DataFrame:
+                    min_kl: float, control: str = AUTO_CONTROL) -> pd.DataFrame:
     """Real cells at evenly spaced steps from the untreated to the treated centroid of each (structure, drug).
 
     The control and treated cells of a structure are projected onto the line through the two centroids (in the
@@ -271,16 +369,17 @@ def drug_trajectory(embeddings: pd.DataFrame, cells: pd.DataFrame, dimensions: p
     min_kl : float
         Mean KL (nats) above which a dimension is active.
     control : str
-        Treatment the drugs are compared with.
+        Treatment the drugs are compared with, or ``auto`` (:func:`resolve_control`).
 
     Returns
     -------
     DataFrame
         One row per (structure, drug, step): ``structure, drug, step, position, cell_id, store_index,
-        cell_drug`` (the chosen cell's treatment), ``projection`` (its position on the line) and ``offset`` (its
-        distance from the line, latent units).
+        cell_drug`` (the chosen cell's treatment, ``untreated`` for untreated cells), ``projection`` (its position
+        on the line) and ``offset`` (its distance from the line, latent units).
     """
     table = treatments(embeddings, cells)
+    control = resolve_control(table["drug"], control)
     latents = latent_means(table, dimensions=active_dimensions(dimensions, min_kl=min_kl))
     positions = np.linspace(0.0, 1.0, steps)
     rows = []
@@ -296,15 +395,18 @@ def drug_trajectory(embeddings: pd.DataFrame, cells: pd.DataFrame, dimensions: p
             cell = table.iloc[chosen[nearest]]
             rows.append({"structure": structure, "drug": drug, "step": step, "position": float(position),
                          "cell_id": cell["cell_id"], "store_index": int(cell["store_index"]),
-                         "cell_drug": cell["drug"], "projection": float(projection[nearest]),
+                         "cell_drug": treatment_label(cell["drug"]), "projection": float(projection[nearest]),
                          "offset": float(offset[nearest])})
     return pd.DataFrame(rows, columns=["structure", "drug", "step", "position", "cell_id", "store_index", "cell_drug",
                                        "projection", "offset"])
 
 
-def treatment_colour(drug: str, drugs: Sequence[str]) -> str:
-    """Colour of a treatment: the paper's for vehicle, paclitaxel and brefeldin A, else one of a fixed cycle."""
-    others = [name for name in sorted(drugs) if name not in TREATMENT_COLOURS]
+def treatment_colour(drug: str, drugs: Sequence[str], *, control: str = CONTROL) -> str:
+    """Colour of a treatment: black for the control, the paper's for paclitaxel and brefeldin A, else one of a fixed
+    cycle."""
+    if drug == control:
+        return "black"
+    others = [name for name in sorted(drugs) if name not in TREATMENT_COLOURS and name != control]
     return TREATMENT_COLOURS.get(drug) or _OTHER_COLOURS[others.index(drug) % len(_OTHER_COLOURS)]
 
 
@@ -330,7 +432,9 @@ def _save(figure, output: str | Path, *, dpi: int) -> None:
 
 
 def _p_label(row: pd.Series) -> str:
-    """``drug: d = .., p = ..`` of one shift-table row (Bonferroni-corrected p)."""
+    """``drug: d = .., p = ..`` of one shift-table row (Bonferroni-corrected p), or why it was not tested."""
+    if isinstance(row.get("note"), str) and row["note"]:
+        return f"{row['drug']}: {row['note']}"
     star = " *" if row["significant"] else ""
     return f"{row['drug']}: d = {row['distance']:.2f}, p_bonf = {row['p_bonferroni']:.2g}{star}"
 
@@ -340,9 +444,9 @@ def _scatter_treatments(axis, table: pd.DataFrame, xy: np.ndarray, *, control: s
     drugs = sorted(table["drug"].unique())
     for drug in _treatment_order(drugs, control):
         chosen = (table["drug"] == drug).to_numpy()
-        colour = treatment_colour(drug, drugs)
+        colour = treatment_colour(drug, drugs, control=control)
         axis.scatter(xy[chosen, 0], xy[chosen, 1], s=point_size, color=colour, alpha=0.6, linewidths=0,
-                     label=f"{drug} (n = {int(chosen.sum())})")
+                     label=f"{treatment_label(drug)} (n = {int(chosen.sum())})")
         centre = xy[chosen].mean(axis=0)
         axis.scatter(*centre, s=point_size * 5, marker="X", color=colour, edgecolors="white", linewidths=0.6,
                      zorder=4)
@@ -350,7 +454,7 @@ def _scatter_treatments(axis, table: pd.DataFrame, xy: np.ndarray, *, control: s
 
 def plot_drug_reference_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, dimensions: pd.DataFrame,
                                 shifts: pd.DataFrame, output: str | Path, *, dpi: int = 150,
-                                point_size: float = 14.0, control: str = CONTROL) -> list[int]:
+                                point_size: float = 14.0, control: str = AUTO_CONTROL) -> list[int]:
     """Fig 6C: drug-set cells in the top two reference dimensions, coloured by treatment.
 
     Parameters
@@ -370,7 +474,7 @@ def plot_drug_reference_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, d
     point_size : float
         Marker area (points²).
     control : str
-        The untreated condition.
+        The control treatment, or ``auto`` (:func:`resolve_control`).
 
     Returns
     -------
@@ -379,6 +483,7 @@ def plot_drug_reference_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, d
     """
     plt = _pyplot()
     table = treatments(embeddings, cells)
+    control = resolve_control(table["drug"], control)
     shown = dimensions.sort_values("rank")["dimension"].astype(int).tolist()[:2]
     xy = latent_means(table, dimensions=shown)
     figure, axis = plt.subplots(figsize=(9.5, 5.6), layout="constrained")
@@ -389,7 +494,7 @@ def plot_drug_reference_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, d
     axis.legend(title="treatment (× centroid)", fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     rows = shifts[shifts["space"] == "reference"]
     lines = [f"{row['structure']} — {_p_label(row)}" for _, row in rows.iterrows()]
-    axis.text(1.02, 0.0, "centroid shift vs " + control + "\n(all active dimensions,\nBonferroni-corrected "
+    axis.text(1.02, 0.0, f"centroid shift vs {treatment_label(control)}\n(all active dimensions,\nBonferroni-corrected "
               "permutation p)\n" + "\n".join(lines), transform=axis.transAxes, fontsize=7, va="bottom")
     axis.set_title("Drug set in the reference latent space (cell and nuclear shape), all structures", fontsize=10)
     _save(figure, output, dpi=dpi)
@@ -420,7 +525,7 @@ def _shown_dimensions(latents: np.ndarray, drugs: np.ndarray, candidates: Sequen
 
 def plot_drug_target_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, dimensions: pd.DataFrame,
                              shifts: pd.DataFrame, output: str | Path, *, min_kl: float, dpi: int = 150,
-                             point_size: float = 14.0, control: str = CONTROL) -> pd.DataFrame:
+                             point_size: float = 14.0, control: str = AUTO_CONTROL) -> pd.DataFrame:
     """Fig 6D–F: per structure, its drug-set cells in two target dimensions with untreated→treated arrows.
 
     Parameters
@@ -448,6 +553,7 @@ def plot_drug_target_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, dime
     """
     plt = _pyplot()
     table = treatments(embeddings, cells)
+    control = resolve_control(table["drug"], control)
     active = active_dimensions(dimensions, min_kl=min_kl)
     # a scatter plot needs two dimensions: with one active dimension, the others compete for the second axis
     candidates = active if len(active) >= 2 else dimensions.sort_values("rank")["dimension"].astype(int).tolist()
@@ -471,7 +577,8 @@ def plot_drug_target_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, dime
             axis.annotate("", xy=end, xytext=start, zorder=5, arrowprops={
                 "arrowstyle": "-|>", "color": "red", "linewidth": 2.2, "mutation_scale": 16})
             axis.annotate("", xy=end, xytext=start, zorder=6, arrowprops={
-                "arrowstyle": "-|>", "color": treatment_colour(drug, drugs), "linewidth": 0.9, "mutation_scale": 9})
+                "arrowstyle": "-|>", "color": treatment_colour(drug, drugs, control=control), "linewidth": 0.9,
+                "mutation_scale": 9})
         rows = shifts[(shifts["space"] == "target") & (shifts["structure"] == structure)]
         axis.set_title(structure + "\n" + "\n".join(_p_label(row) for _, row in rows.iterrows()), fontsize=9)
         axis.set_xlabel(f"target latent dimension {pair[0]} (μ, prior SD units)")
@@ -480,7 +587,8 @@ def plot_drug_target_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, dime
         axis.legend(fontsize=7, loc="best")
         shown.append({"structure": structure, "x_dimension": pair[0], "y_dimension": pair[1]})
     figure.suptitle(f"Drug set in the target latent space, per structure: x, the active dimension of the largest "
-                    f"centroid shift; y, the other of largest variance; red arrows: {control} → treated centroid "
+                    f"centroid shift; y, the other of largest variance; red arrows: {treatment_label(control)} → "
+                    "treated centroid "
                     f"(projected). d: centroid distance over all {len(active)} active dimensions (KL > {min_kl:g} "
                     "nats); p: permutation test, Bonferroni-corrected, * significant", fontsize=9, wrap=True)
     _save(figure, output, dpi=dpi)
@@ -530,10 +638,13 @@ def plot_drug_trajectory(trajectory: pd.DataFrame, store: str | Path, shifts: pd
                 axis.imshow(composite({name: weights[name] * plane[c] for c, name in enumerate(weights)}),
                             extent=extent, origin="lower", interpolation="nearest")
                 axis.tick_params(labelsize=6, length=2, labelbottom=row.step == 0, labelleft=row.step == 0)
-            axes[2 * index, row.step].set_title(f"t = {row.position:.2f}: {row.cell_drug}\n(at {row.projection:.2f})",
+            axes[2 * index, row.step].set_title(f"t = {row.position:.2f}: {treatment_label(row.cell_drug)}\n"
+                                                f"(at {row.projection:.2f})",
                                                 fontsize=7)
         test = target.loc[(structure, drug)] if (structure, drug) in target.index else None
-        label = f"{structure}\nvehicle → {drug}" + ("" if test is None else f"\np_bonf = {test['p_bonferroni']:.2g}")
+        control = "control" if test is None or "control" not in test else treatment_label(test["control"])
+        label = f"{structure}\n{control} → {drug}"
+        label += "" if test is None else f"\np_bonf = {test['p_bonferroni']:.2g}"
         axes[2 * index, 0].set_ylabel(f"{label}\nxy: y (µm)", fontsize=7)
         axes[2 * index, 0].set_xlabel("x (µm)", fontsize=6, labelpad=1)
         axes[2 * index + 1, 0].set_ylabel("yz: z (µm)", fontsize=7)

@@ -6,7 +6,10 @@ or disperse the Golgi (brefeldin A) and leave tight junctions alone, and cells o
 module turns the analyses' tables into one pass/fail row per expectation (issue #5, item 8):
 
 - coupling (``coupling/structures.csv``, interphase cells): ``control_membrane`` and ``plasma_membrane`` couple to
-  the membrane; ``control_dna``, ``nuclear_envelope`` and ``nucleoli`` to the nucleus; ``control_blank`` to neither;
+  the membrane; ``control_dna``, ``nuclear_envelope`` and ``nucleoli`` to the nucleus; ``control_blank`` to neither.
+  The three controls calibrate the coupling score (:data:`statcell.analysis.coupling.CALIBRATION_CONTROLS`): the
+  simulator images them, and where a colony lacks one, normalization builds it from the colony's own cells
+  (``normalize.controls``), so their calls are checked on every synthetic run;
 - drug shifts (``perturbation/shifts.csv``, target latent space): microtubules under paclitaxel and the Golgi under
   brefeldin A shift significantly (Bonferroni-corrected p below the bar); tight junctions shift under no drug;
 - latent space (``latent_space/measurement_recovery.csv``): some top reference dimension correlates with cell
@@ -18,17 +21,21 @@ them all), never counted as passed.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from statcell.analysis.coupling import CALIBRATION_CONTROLS
+
 COUPLING_EXPECTATIONS: dict[str, str] = {
-    "control_membrane": "membrane",
+    "control_membrane": CALIBRATION_CONTROLS["control_membrane"],
     "plasma_membrane": "membrane",
-    "control_dna": "nucleus",
+    "control_dna": CALIBRATION_CONTROLS["control_dna"],
     "nuclear_envelope": "nucleus",
     "nucleoli": "nucleus",
-    "control_blank": "neither",
+    "control_blank": CALIBRATION_CONTROLS["control_blank"],
 }
 SHIFT_EXPECTATIONS: tuple[tuple[str, str, bool], ...] = (
     ("microtubules", "paclitaxel", True),
@@ -37,6 +44,7 @@ SHIFT_EXPECTATIONS: tuple[tuple[str, str, bool], ...] = (
     ("tight_junctions", "brefeldin_a", False),
 )
 MEASUREMENT_EXPECTATIONS: tuple[str, ...] = ("cell_height_um", "cell_volume_um3")
+log = logging.getLogger(__name__)
 MIN_ABS_SPEARMAN = 0.6
 COLUMNS = ["analysis", "check", "expected", "observed", "passed"]
 
@@ -69,6 +77,7 @@ def coupling_checks(structures: pd.DataFrame, *, phase: str = "interphase") -> p
     calls = structures[structures["phase"] == phase].set_index("structure")
     for structure, expected in COUPLING_EXPECTATIONS.items():
         if structure not in calls.index:
+            log.info("coupling check of %s left out: no %s cells of it were measured", structure, phase)
             continue
         row = calls.loc[structure]
         observed = (f"{row['couples_to']} (membrane {row['membrane_coupling']:.3f}, p_adj "
@@ -94,17 +103,24 @@ def shift_checks(shifts: pd.DataFrame, *, significance: float, space: str = "tar
     Returns
     -------
     DataFrame
-        One row per expectation whose structure and drug were tested, columns :data:`COLUMNS`.
+        One row per expectation whose structure and drug are in the table, columns :data:`COLUMNS`; one listed but
+        not tested (no control cells: ``note``) does not pass.
     """
     rows = []
     tests = shifts[shifts["space"] == space].set_index(["structure", "drug"])
     for structure, drug, shifts_expected in SHIFT_EXPECTATIONS:
         if (structure, drug) not in tests.index:
+            log.info("drug-shift check of %s under %s left out: not in the drug set", structure, drug)
             continue
         p_corrected = float(tests.loc[(structure, drug), "p_bonferroni"])
+        expected = f"corrected p {'<' if shifts_expected else '≥'} {significance:g}"
+        if np.isnan(p_corrected):
+            note = tests.loc[(structure, drug)].get("note", "not tested")
+            rows.append({"analysis": "drug shift", "check": f"{structure} under {drug}", "expected": expected,
+                         "observed": str(note), "passed": False})
+            continue
         significant = p_corrected < significance
-        rows.append({"analysis": "drug shift", "check": f"{structure} under {drug}",
-                     "expected": f"corrected p {'<' if shifts_expected else '≥'} {significance:g}",
+        rows.append({"analysis": "drug shift", "check": f"{structure} under {drug}", "expected": expected,
                      "observed": f"corrected p {p_corrected:.2g}", "passed": significant == shifts_expected})
     return pd.DataFrame(rows, columns=COLUMNS)
 
