@@ -7,9 +7,6 @@ imported cell can be compared with the same cell cropped directly from its FOV b
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +18,8 @@ from scipy import ndimage
 from statcell import allencell, crop, io, normalize
 from statcell.config import validate_config
 from tests import real_layouts
+from tests.test_workflow import TINY, copy_workflow, snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
 STRUCTURES = ("nucleoli", "mitochondria", "nuclear_envelope")
 #: Crop settings of the comparisons: Pipeline 4's own voxel size, so the registration and the direct crop decide
 #: the same orientation; a shape that holds the whole cell.
@@ -328,31 +325,16 @@ def test_relative_entries_are_taken_from_image_root(tmp_path):
 # End to end: the real snakemake on tiny data
 # ----------------------------------------------------------------------------------------------------------------------
 
-TINY = {
-    "crop": {"voxel_size_um": 0.8, "shape": {"z": 16, "y": 16, "x": 24}},
-    "training": {"epochs": 3, "widths": [4, 8], "latent_dim": 4, "batch_size": 4},
-    "analysis": {"elbo_samples": 2, "top_dimensions": 2, "walk_steps": 3, "walk_dimensions": 1,
-                 "generated_per_structure": 1, "examples_per_structure": 1, "generated_cells": 4, "coupling_copies": 2,
-                 "resampling_iterations": 100, "permutations": 100, "trajectory_steps": 2},
-    "beta_sweep": {"count": 2, "epochs": 1},
-}
+#: test_workflow's tiny training and analyses, on crops the size of the tiny colony's
+TINY_ALLEN = {**{key: TINY[key] for key in ("training", "analysis", "beta_sweep", "normalize")},
+              "crop": {"voxel_size_um": 0.8, "shape": {"z": 16, "y": 16, "x": 24}}}
 E2E_STRUCTURES = ("nucleoli", "mitochondria", "tight_junctions")
 
 
 def _workflow(folder: Path, allen: dict) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "rules", "config", "workflow", "envs"):
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, folder / name)
-    (folder / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "data": {"source": "allencell"}, "allencell": allen}))
+    copy_workflow(folder)
+    (folder / "tiny.yaml").write_text(yaml.safe_dump({**TINY_ALLEN, "data": {"source": "allencell"}, "allencell": allen}))
     return folder
-
-
-def _snakemake(folder: Path, *targets: str) -> subprocess.CompletedProcess:
-    run = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile", "tiny.yaml"],
-                         cwd=folder, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-6000:]
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -366,7 +348,7 @@ def test_workflow_from_a_pipeline4_package(tmp_path, e2e_colony):
     spacing, fovs = e2e_colony
     csv, written = real_layouts.write_pipeline4(tmp_path / "package", fovs, spacing=spacing)
     work = _workflow(tmp_path / "work", {"csv": str(csv), "image_root": str(csv.parent), "chunk_size": 40})
-    run = _snakemake(work, "results/main/cells.parquet")
+    run = snakemake(work, "results/main/cells.parquet", timeout=900)
     assert "segment_fov" not in run.stdout + run.stderr
     cells = pd.read_parquet(work / "results" / "main" / "cells.parquet")
     built = cells.get("control_source_cell_id", pd.Series("", index=cells.index)).fillna("") != ""
@@ -383,13 +365,13 @@ def test_workflow_from_the_hipsc_dataset_to_every_supported_figure(tmp_path, e2e
     spacing, fovs = e2e_colony
     csv, written = real_layouts.write_hipsc(tmp_path / "dataset", fovs, spacing=spacing, voxel_um=0.3)
     work = _workflow(tmp_path / "work", {"layout": "hipsc_single_cell", "csv": str(csv), "chunk_size": 40})
-    _snakemake(work, "results/main/cells.parquet")
+    snakemake(work, "results/main/cells.parquet", timeout=900)
     cells = pd.read_parquet(work / "results" / "main" / "cells.parquet")
     built = cells.get("control_source_cell_id", pd.Series("", index=cells.index)).fillna("") != ""
     cells = cells[~built]  # controls normalization builds from the imported cells
     assert sorted(cells["cell_id"]) == sorted(f"main/{cell_id}" for cell_id in written["CellId"])
     assert set(cells["structure"]) == set(written["structure"]) and "nucleoli_dfc" in set(cells["structure"])
     assert list(pd.read_parquet(work / "results" / "main" / "rejects.parquet")["source_cell_id"]) == ["999"]
-    run = _snakemake(work)  # the default target: every figure this dataset supports
+    run = snakemake(work, timeout=900)  # the default target: every figure this dataset supports
     figures = {path.name for path in (work / "results" / "figures").glob("*.png")}
     assert {"latent_scatter.png", "coupling_structures.png", "generated_cells.png"} <= figures, run.stderr[-3000:]

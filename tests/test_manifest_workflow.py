@@ -105,9 +105,9 @@ def lab_data(tmp_path_factory) -> Path:
 
 
 def _lab_config(lab_data: Path, **data) -> dict:
-    # 10 cells per built control class (auto would take the median class, ~28): a shorter training
+    # 3 cells per built control class (auto would take the median class, ~28): a shorter training
     return {"data": {"source": "manifest", "manifest": str(lab_data / "manifest.csv"), **data},
-            "normalize": {"control_cells": 10}, **LAB_SETTINGS}
+            "normalize": {"control_cells": 3}, **LAB_SETTINGS}
 
 
 @pytest.mark.slow

@@ -42,6 +42,8 @@ TINY = {
                  "generated_per_structure": 1, "examples_per_structure": 1, "generated_cells": 4, "coupling_copies": 2,
                  "resampling_iterations": 100, "permutations": 100, "trajectory_steps": 2},
     "beta_sweep": {"count": 2, "epochs": 1},
+    # 3 cells per built control class (auto takes the median class, ~15): the controls are built, and cheaply
+    "normalize": {"control_cells": 3},
 }
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "workflow", "envs")
 PREPROCESSING = {"synthesize", "segment_fov", "crop_cells", "normalize_cells", "plot_colony_overview"}
