@@ -30,6 +30,7 @@ include: "rules/normalize.smk"
 include: "rules/train.smk"
 include: "rules/analyze.smk"
 include: "rules/figures.smk"
+include: "rules/explorer.smk"
 
 
 rule all:

@@ -2,6 +2,46 @@
 
 # One block per analysis, in the order of the paper.
 
+# Input data and models at a glance
+rule project_colony:
+    input:
+        manifests=input_manifests,
+    output:
+        "results/analysis/overview/colony_projections.npz",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    log:
+        "logs/project_colony.log",
+    conda:
+        "../envs/imaging.yaml"
+    shell:
+        f"{STATCELL} project-colony {{input.manifests}} --output {{output}} > {{log}} 2>&1"
+
+
+rule check_models:
+    input:
+        reference=model_file("reference"),
+        target=model_file("target"),
+        store=rules.train_reference.input.store,
+        cells=rules.train_reference.input.cells,
+    output:
+        kl="results/models/kl_per_dimension.csv",
+        images="results/models/model_check.npz",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    log:
+        "logs/check_models.log",
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        f"{STATCELL} check-models --reference {{input.reference}} --target {{input.target}} "
+        "--store {input.store} --cells {input.cells} --kl {output.kl} --images {output.images} > {log} 2>&1"
+
+
 # Embed and latent space
 LATENT_DIR = "results/analysis/latent_space"
 
@@ -240,9 +280,7 @@ rule drug_shifts:
     output:
         f"{PERTURBATION_DIR}/shifts.csv",
     params:
-        settings=analysis_json(),
-        min_kl=config["analysis"]["active_kl_nats"],
-        control=config["analysis"]["control_treatment"],
+        settings=analysis_json(),  # with active_kl_nats and control_treatment
     threads: 1
     resources:
         mem_mb=2000,
@@ -254,8 +292,7 @@ rule drug_shifts:
     conda:
         "../envs/torch.yaml"
     shell:
-        f"{STATCELL} drug-shifts --settings {{params.settings:q}} --min-kl {{params.min_kl}} "
-        "--control {params.control:q} "
+        f"{STATCELL} drug-shifts --settings {{params.settings:q}} "
         "--target-embeddings {input.target} --reference-embeddings {input.reference} "
         "--target-dimensions {input.target_dimensions} --reference-dimensions {input.reference_dimensions} "
         "--cells {input.cells} --output {output} > {log} 2>&1"
@@ -266,12 +303,12 @@ rule drug_trajectory:
         embeddings=rules.drug_shifts.input.target,
         dimensions=rules.drug_shifts.input.target_dimensions,
         cells=rules.drug_shifts.input.cells,
+        store=f"results/{synth.DRUG_DATASET}/cells.zarr",
     output:
-        f"{PERTURBATION_DIR}/trajectory.csv",
+        table=f"{PERTURBATION_DIR}/trajectory.csv",
+        images=f"{PERTURBATION_DIR}/trajectory.npz",
     params:
-        settings=analysis_json(),
-        min_kl=config["analysis"]["active_kl_nats"],
-        control=config["analysis"]["control_treatment"],
+        settings=analysis_json(),  # with trajectory_steps, active_kl_nats and control_treatment
     threads: 1
     resources:
         mem_mb=1000,
@@ -281,10 +318,9 @@ rule drug_trajectory:
     conda:
         "../envs/torch.yaml"
     shell:
-        f"{STATCELL} drug-trajectory --settings {{params.settings:q}} --min-kl {{params.min_kl}} "
-        "--control {params.control:q} "
+        f"{STATCELL} drug-trajectory --settings {{params.settings:q}} "
         "--embeddings {input.embeddings} --dimensions {input.dimensions} --cells {input.cells} "
-        "--output {output} > {log} 2>&1"
+        "--store {input.store} --output {output.table} --images {output.images} > {log} 2>&1"
 
 
 rule check_ground_truth:

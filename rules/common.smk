@@ -10,6 +10,7 @@ import pandas as pd
 from statcell import allencell, io, synth
 from statcell.config import ConfigError, model_training_section
 from statcell.analysis import beta_sweep, perturbation
+from statcell.plots import registry
 from snakemake.logging import logger
 
 SYNTHETIC_DIR = "results/synthetic"
@@ -39,10 +40,10 @@ def training_json(kind):
 
 
 def figure_settings(name):
-    """A figure's drawing settings as JSON for its rule's params: `figures.dpi` and `figures.<name>` only, so a change
-    to one figure's entry redraws that figure alone."""
+    """A figure's drawing settings as JSON for its rule's params: `figures.dpi` and the entry `figures.<name>` only,
+    so a change to one figure's entry redraws that figure alone (read by statcell.plots.style.figure_settings)."""
     section = config["figures"]
-    return json.dumps({"dpi": section["dpi"], **section.get(name, {})}, sort_keys=True)
+    return json.dumps({"dpi": section["dpi"], name: section.get(name, {})}, sort_keys=True)
 
 
 def analysis_json():
@@ -207,30 +208,27 @@ def drug_shift_table(wildcards):
     return rules.drug_shifts.output[0] if drug_control() is not None else []
 
 
+def figure_wanted(figure):
+    """Whether the run draws a figure of the registry: FOV figures need fields of view (not pre-cropped cells), drug
+    figures a drug set with a control (the reason is logged once)."""
+    if figure.needs == "fovs":
+        return config["data"]["source"] != "allencell"
+    if figure.needs == "drug_set":
+        return drug_control() is not None
+    return True
+
+
 def final_targets():
-    """What `snakemake` builds by default; each stage adds its own."""
-    targets = []
+    """What `snakemake` builds by default: every figure of the registry the run can draw, and the tables no figure
+    reads."""
     if config["data"]["source"] == "allencell":  # pre-cropped cells: no FOVs to show
         logger.warning("statcell: data.source is allencell (pre-cropped single cells, no fields of view): skipping "
                        "plot_colony_overview")
-    else:
-        targets += [rules.plot_colony_overview.output[0]]
+    targets = [getattr(rules, figure.rule).output.figure for figure in registry.FIGURES if figure_wanted(figure)]
     targets += expand(rules.normalize_cells.output.cells, dataset=datasets())
-    targets += [rules.plot_model_check.output.figure]
-    # Analysis tables and figures
     targets += expand(rules.embed_cells.output.dimensions, dataset=datasets(), model=["reference", "target"])
-    targets += [rules.plot_latent_scatter.output[0], rules.plot_latent_pairs.output[0],
-                rules.plot_latent_walks.output[0], rules.plot_latent_correlations.output[0],
-                rules.plot_kl_per_dimension.output[0], rules.correlate_latent_space.output.recovery]
-    targets += [rules.plot_coupling_cells.output.figure, rules.plot_coupling_structures.output.figure,
-                rules.measure_coupling.output.mitosis]
-    targets += [rules.plot_generated_cells.output[0], rules.plot_structures_in_one_cell.output[0],
-                rules.plot_structure_examples.output[0], rules.plot_feature_violins.output.figure]
-    targets += [rules.plot_beta_rate_distortion.output.figure, rules.plot_beta_generated.output.figure,
-                rules.plot_beta_kl.output.figure, rules.plot_beta_regression.output.figure]
-    if drug_control() is not None:  # drug perturbations, when there is a drug set with a control
-        targets += [rules.plot_drug_reference_latents.output.figure, rules.plot_drug_target_latents.output.figure,
-                    rules.plot_drug_trajectory.output[0]]
+    targets += [rules.correlate_latent_space.output.recovery, rules.measure_coupling.output.mitosis]
+    targets += expand(rules.plot_explorer.output[0], dataset=datasets())  # the interactive page of each dataset
     if config["data"]["source"] == "synthetic":  # the answers the synthetic colony was built to contain
         targets += [rules.check_ground_truth.output[0]]
     return targets

@@ -1,52 +1,57 @@
-"""Figures of the report: drawn from the tables and images of the earlier stages."""
+"""Figures of the report, one rule per figure of the registry (statcell/plots/registry.py): each draws from the tables
+and images of the analysis rules, in envs/plots.yaml (no torch, no zarr), and writes a PNG (`figure`, in the report)
+and its SVG (`svg`). tests/test_figures.py checks that these rules, the registry and the CLI agree."""
+
+# Input data and models
+rule plot_colony_overview:
+    input:
+        fovs=rules.project_colony.output[0],
+    output:
+        figure=report(
+            "results/figures/colony_overview.png",
+            caption="../workflow/report/colony_overview.rst",
+            category="Input data",
+        ),
+        svg="results/figures/colony_overview.svg",
+    params:
+        settings=figure_settings("colony_overview"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/plot_colony_overview.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-colony-overview --settings {{params.settings:q}} "
+        "--fovs {input.fovs} --output {output.figure} > {log} 2>&1"
 
 
 rule plot_model_check:
     input:
-        reference=model_file("reference"),
-        target=model_file("target"),
-        store=rules.train_reference.input.store,
-        cells=rules.train_reference.input.cells,
+        kl=rules.check_models.output.kl,
+        images=rules.check_models.output.images,
     output:
         figure=report(
             "results/figures/model_check.png",
             caption="../workflow/report/model_check.rst",
             category="Models",
         ),
-        kl="results/models/kl_per_dimension.csv",
+        svg="results/figures/model_check.svg",
+    params:
+        settings=figure_settings("model_check"),
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=20,
+        runtime=10,
     log:
         "logs/plot_model_check.log",
     conda:
-        "../envs/torch.yaml"
-    shell:
-        f"{STATCELL} plot-model-check --reference {{input.reference}} --target {{input.target}} "
-        "--store {input.store} --cells {input.cells} --output {output.figure} --kl {output.kl} > {log} 2>&1"
-
-
-rule plot_colony_overview:
-    input:
-        manifests=input_manifests,
-    output:
-        report(
-            "results/figures/colony_overview.png",
-            caption="../workflow/report/colony_overview.rst",
-            category="Input data",
-        ),
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=20,
-    log:
-        "logs/plot_colony_overview.log",
-    conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-colony-overview {{input.manifests}} --output {{output}} > {{log}} 2>&1"
-
+        f"{STATCELL} plot-model-check --settings {{params.settings:q}} "
+        "--kl {input.kl} --images {input.images} --output {output.figure} > {log} 2>&1"
 
 # Embed and latent space figures
 rule plot_latent_scatter:
@@ -55,8 +60,12 @@ rule plot_latent_scatter:
         dimensions=rules.correlate_latent_space.input.dimensions,
         cells=rules.correlate_latent_space.input.cells,
     output:
-        report("results/figures/latent_scatter.png", caption="../workflow/report/latent_scatter.rst",
-               category="Latent space"),
+        figure=report(
+            "results/figures/latent_scatter.png",
+            caption="../workflow/report/latent_scatter.rst",
+            category="Latent space",
+        ),
+        svg="results/figures/latent_scatter.svg",
     params:
         settings=figure_settings("latent_space"),
     threads: 1
@@ -68,8 +77,9 @@ rule plot_latent_scatter:
     conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-latent-scatter --settings {{params.settings:q}} --embeddings {{input.embeddings}} "
-        "--dimensions {input.dimensions} --cells {input.cells} --output {output} > {log} 2>&1"
+        f"{STATCELL} plot-latent-scatter --settings {{params.settings:q}} "
+        "--embeddings {input.embeddings} --dimensions {input.dimensions} --cells {input.cells} "
+        "--output {output.figure} > {log} 2>&1"
 
 
 rule plot_latent_pairs:
@@ -77,8 +87,12 @@ rule plot_latent_pairs:
         embeddings=rules.correlate_latent_space.input.reference,
         dimensions=rules.correlate_latent_space.input.dimensions,
     output:
-        report("results/figures/latent_pairs.png", caption="../workflow/report/latent_pairs.rst",
-               category="Latent space"),
+        figure=report(
+            "results/figures/latent_pairs.png",
+            caption="../workflow/report/latent_pairs.rst",
+            category="Latent space",
+        ),
+        svg="results/figures/latent_pairs.svg",
     params:
         settings=figure_settings("latent_space"),
     threads: 1
@@ -90,8 +104,8 @@ rule plot_latent_pairs:
     conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-latent-pairs --settings {{params.settings:q}} --embeddings {{input.embeddings}} "
-        "--dimensions {input.dimensions} --output {output} > {log} 2>&1"
+        f"{STATCELL} plot-latent-pairs --settings {{params.settings:q}} "
+        "--embeddings {input.embeddings} --dimensions {input.dimensions} --output {output.figure} > {log} 2>&1"
 
 
 rule plot_latent_walks:
@@ -99,21 +113,25 @@ rule plot_latent_walks:
         walks=rules.walk_latent_space.output[0],
         correlations=rules.correlate_latent_space.output.correlations,
     output:
-        report("results/figures/latent_walks.png", caption="../workflow/report/latent_walks.rst",
-               category="Latent space"),
+        figure=report(
+            "results/figures/latent_walks.png",
+            caption="../workflow/report/latent_walks.rst",
+            category="Latent space",
+        ),
+        svg="results/figures/latent_walks.svg",
     params:
         settings=figure_settings("latent_walks"),
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=2000,
         runtime=10,
     log:
         "logs/plot_latent_walks.log",
     conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-latent-walks --settings {{params.settings:q}} --walks {{input.walks}} "
-        "--correlations {input.correlations} --output {output} > {log} 2>&1"
+        f"{STATCELL} plot-latent-walks --settings {{params.settings:q}} "
+        "--walks {input.walks} --correlations {input.correlations} --output {output.figure} > {log} 2>&1"
 
 
 rule plot_latent_correlations:
@@ -123,8 +141,12 @@ rule plot_latent_correlations:
         pca=rules.correlate_latent_space.output.pca,
         dimension_correlations=rules.correlate_latent_space.output.dimension_correlations,
     output:
-        report("results/figures/latent_correlations.png", caption="../workflow/report/latent_correlations.rst",
-               category="Latent space"),
+        figure=report(
+            "results/figures/latent_correlations.png",
+            caption="../workflow/report/latent_correlations.rst",
+            category="Latent space",
+        ),
+        svg="results/figures/latent_correlations.svg",
     params:
         settings=figure_settings("latent_correlations"),
     threads: 1
@@ -138,15 +160,19 @@ rule plot_latent_correlations:
     shell:
         f"{STATCELL} plot-latent-correlations --settings {{params.settings:q}} "
         "--correlations {input.correlations} --dimensions {input.dimensions} --pca {input.pca} "
-        "--dimension-correlations {input.dimension_correlations} --output {output} > {log} 2>&1"
+        "--dimension-correlations {input.dimension_correlations} --output {output.figure} > {log} 2>&1"
 
 
 rule plot_kl_per_dimension:
     input:
         kl=rules.correlate_latent_space.output.kl,
     output:
-        report("results/figures/kl_per_dimension.png", caption="../workflow/report/kl_per_dimension.rst",
-               category="Latent space"),
+        figure=report(
+            "results/figures/kl_per_dimension.png",
+            caption="../workflow/report/kl_per_dimension.rst",
+            category="Latent space",
+        ),
+        svg="results/figures/kl_per_dimension.svg",
     params:
         settings=figure_settings("kl_per_dimension"),
     threads: 1
@@ -158,21 +184,21 @@ rule plot_kl_per_dimension:
     conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-kl-per-dimension --settings {{params.settings:q}} --kl {{input.kl}} --output {{output}} "
-        "> {log} 2>&1"
+        f"{STATCELL} plot-kl-per-dimension --settings {{params.settings:q}} "
+        "--kl {input.kl} --output {output.figure} > {log} 2>&1"
 
 # Generation and features figures
 rule plot_generated_cells:
     input:
         prior=rules.generate_cells.output.prior,
         test_cells=rules.generate_cells.output.test_cells,
-        store=rules.generate_cells.input.store,
     output:
-        report(
+        figure=report(
             "results/figures/generated_cells.png",
             caption="../workflow/report/generated_cells.rst",
             category="Generation",
         ),
+        svg="results/figures/generated_cells.svg",
     params:
         settings=figure_settings("generated_cells"),
     threads: 1
@@ -184,21 +210,21 @@ rule plot_generated_cells:
     conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-generated-cells --settings {{params.settings:q}} --prior {{input.prior}} "
-        "--test-cells {input.test_cells} --store {input.store} --output {output} > {log} 2>&1"
+        f"{STATCELL} plot-generated-cells --settings {{params.settings:q}} "
+        "--prior {input.prior} --test-cells {input.test_cells} --output {output.figure} > {log} 2>&1"
 
 
 rule plot_structures_in_one_cell:
     input:
         in_one_cell=rules.generate_cells.output.in_one_cell,
         examples=rules.generate_cells.output.examples,
-        store=rules.generate_cells.input.store,
     output:
-        report(
+        figure=report(
             "results/figures/structures_in_one_cell.png",
             caption="../workflow/report/structures_in_one_cell.rst",
             category="Generation",
         ),
+        svg="results/figures/structures_in_one_cell.svg",
     params:
         settings=figure_settings("structures_in_one_cell"),
     threads: 1
@@ -210,20 +236,20 @@ rule plot_structures_in_one_cell:
     conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-structures-in-one-cell --settings {{params.settings:q}} --in-one-cell {{input.in_one_cell}} "
-        "--examples {input.examples} --store {input.store} --output {output} > {log} 2>&1"
+        f"{STATCELL} plot-structures-in-one-cell --settings {{params.settings:q}} "
+        "--in-one-cell {input.in_one_cell} --examples {input.examples} --output {output.figure} > {log} 2>&1"
 
 
 rule plot_structure_examples:
     input:
         examples=rules.generate_cells.output.examples,
-        store=rules.generate_cells.input.store,
     output:
-        report(
+        figure=report(
             "results/figures/structure_examples.png",
             caption="../workflow/report/structure_examples.rst",
             category="Generation",
         ),
+        svg="results/figures/structure_examples.svg",
     params:
         settings=figure_settings("structure_examples"),
     threads: 1
@@ -235,8 +261,8 @@ rule plot_structure_examples:
     conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-structure-examples --settings {{params.settings:q}} --examples {{input.examples}} "
-        "--store {input.store} --output {output} > {log} 2>&1"
+        f"{STATCELL} plot-structure-examples --settings {{params.settings:q}} "
+        "--examples {input.examples} --output {output.figure} > {log} 2>&1"
 
 
 rule plot_feature_violins:
@@ -253,15 +279,15 @@ rule plot_feature_violins:
         settings=figure_settings("feature_violins"),
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=1000,
         runtime=10,
     log:
         "logs/plot_feature_violins.log",
     conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-feature-violins --settings {{params.settings:q}} --features {{input.features}} "
-        "--output {output.figure} > {log} 2>&1"
+        f"{STATCELL} plot-feature-violins --settings {{params.settings:q}} "
+        "--features {input.features} --output {output.figure} > {log} 2>&1"
 
 # Beta sweep figures
 rule plot_beta_rate_distortion:
@@ -293,14 +319,13 @@ rule plot_beta_generated:
     input:
         generated=rules.analyze_beta_sweep.output.generated,
         rate_distortion=rules.analyze_beta_sweep.output.rate_distortion,
-        store=rules.analyze_beta_sweep.input.store,
-        cells=rules.analyze_beta_sweep.input.cells,
     output:
         figure=report(
             "results/figures/beta_generated.png",
             caption="../workflow/report/beta_generated.rst",
             category="β sweep",
         ),
+        svg="results/figures/beta_generated.svg",
     params:
         settings=figure_settings("beta_generated"),
     threads: 1
@@ -310,10 +335,10 @@ rule plot_beta_generated:
     log:
         "logs/plot_beta_generated.log",
     conda:
-        "../envs/torch.yaml"
+        "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-beta-generated --settings {{params.settings:q}} --generated {{input.generated}} "
-        "--rate-distortion {input.rate_distortion} --store {input.store} --cells {input.cells} "
+        f"{STATCELL} plot-beta-generated --settings {{params.settings:q}} "
+        "--generated {input.generated} --rate-distortion {input.rate_distortion} "
         "--output {output.figure} > {log} 2>&1"
 
 
@@ -338,8 +363,8 @@ rule plot_beta_kl:
     conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-beta-kl --settings {{params.settings:q}} --kl {{input.kl}} --output {{output.figure}} "
-        "> {log} 2>&1"
+        f"{STATCELL} plot-beta-kl --settings {{params.settings:q}} "
+        "--kl {input.kl} --output {output.figure} > {log} 2>&1"
 
 
 rule plot_beta_regression:
@@ -373,7 +398,7 @@ rule plot_beta_regression:
 # Coupling figures
 rule plot_coupling_cells:
     input:
-        table=rules.measure_coupling.output.cells,
+        per_cell=rules.measure_coupling.output.cells,
     output:
         figure=report(
             "results/figures/coupling_cells.png",
@@ -382,7 +407,6 @@ rule plot_coupling_cells:
         ),
         svg="results/figures/coupling_cells.svg",
     params:
-        command="plot-coupling-cells",
         settings=figure_settings("coupling_cells"),
     threads: 1
     resources:
@@ -393,13 +417,13 @@ rule plot_coupling_cells:
     conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} {{params.command}} --settings {{params.settings:q}} --table {{input.table}} "
-        "--output {output.figure} > {log} 2>&1"
+        f"{STATCELL} plot-coupling-cells --settings {{params.settings:q}} "
+        "--per-cell {input.per_cell} --output {output.figure} > {log} 2>&1"
 
 
-use rule plot_coupling_cells as plot_coupling_structures with:
+rule plot_coupling_structures:
     input:
-        table=rules.measure_coupling.output.structures,
+        summary=rules.measure_coupling.output.structures,
     output:
         figure=report(
             "results/figures/coupling_structures.png",
@@ -408,10 +432,18 @@ use rule plot_coupling_cells as plot_coupling_structures with:
         ),
         svg="results/figures/coupling_structures.svg",
     params:
-        command="plot-coupling-structures",
         settings=figure_settings("coupling_structures"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         "logs/plot_coupling_structures.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-coupling-structures --settings {{params.settings:q}} "
+        "--summary {input.summary} --output {output.figure} > {log} 2>&1"
 
 # Perturbation figures
 rule plot_drug_reference_latents:
@@ -426,10 +458,10 @@ rule plot_drug_reference_latents:
             caption="../workflow/report/drug_reference_latents.rst",
             category="Drug perturbations",
         ),
-        vector="results/figures/drug_reference_latents.svg",
+        svg="results/figures/drug_reference_latents.svg",
     params:
         settings=figure_settings("drug_reference_latents"),
-        control=config["analysis"]["control_treatment"],
+        analysis=section_json("analysis"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -439,10 +471,10 @@ rule plot_drug_reference_latents:
     conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-drug-reference-latents --settings {{params.settings:q}} --control {{params.control:q}} "
-        "--embeddings {input.embeddings} "
-        "--dimensions {input.dimensions} --cells {input.cells} --shifts {input.shifts} --output {output.figure} "
-        "> {log} 2>&1"
+        f"{STATCELL} plot-drug-reference-latents --settings {{params.settings:q}} "
+        "--analysis-settings {params.analysis:q} "
+        "--embeddings {input.embeddings} --dimensions {input.dimensions} --cells {input.cells} "
+        "--shifts {input.shifts} --output {output.figure} > {log} 2>&1"
 
 
 rule plot_drug_target_latents:
@@ -457,11 +489,10 @@ rule plot_drug_target_latents:
             caption="../workflow/report/drug_target_latents.rst",
             category="Drug perturbations",
         ),
-        vector="results/figures/drug_target_latents.svg",
+        svg="results/figures/drug_target_latents.svg",
     params:
         settings=figure_settings("drug_target_latents"),
-        min_kl=config["analysis"]["active_kl_nats"],
-        control=config["analysis"]["control_treatment"],
+        analysis=section_json("analysis"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -471,33 +502,35 @@ rule plot_drug_target_latents:
     conda:
         "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-drug-target-latents --settings {{params.settings:q}} --min-kl {{params.min_kl}} "
-        "--control {params.control:q} "
+        f"{STATCELL} plot-drug-target-latents --settings {{params.settings:q}} "
+        "--analysis-settings {params.analysis:q} "
         "--embeddings {input.embeddings} --dimensions {input.dimensions} --cells {input.cells} "
         "--shifts {input.shifts} --output {output.figure} > {log} 2>&1"
 
 
 rule plot_drug_trajectory:
     input:
-        trajectory=rules.drug_trajectory.output[0],
+        trajectory=rules.drug_trajectory.output.table,
+        images=rules.drug_trajectory.output.images,
         shifts=rules.drug_shifts.output[0],
-        store=f"results/{synth.DRUG_DATASET}/cells.zarr",
     output:
-        report(
+        figure=report(
             "results/figures/drug_trajectory.png",
             caption="../workflow/report/drug_trajectory.rst",
             category="Drug perturbations",
         ),
+        svg="results/figures/drug_trajectory.svg",
     params:
         settings=figure_settings("drug_trajectory"),
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=2000,
         runtime=10,
     log:
         "logs/plot_drug_trajectory.log",
     conda:
-        "../envs/torch.yaml"  # reads the Zarr store
+        "../envs/plots.yaml"
     shell:
-        f"{STATCELL} plot-drug-trajectory --settings {{params.settings:q}} --trajectory {{input.trajectory}} "
-        "--store {input.store} --shifts {input.shifts} --output {output} > {log} 2>&1"
+        f"{STATCELL} plot-drug-trajectory --settings {{params.settings:q}} "
+        "--trajectory {input.trajectory} --images {input.images} --shifts {input.shifts} "
+        "--output {output.figure} > {log} 2>&1"

@@ -2,7 +2,8 @@
 
 Each subcommand reads its settings either from a config file (``--config``, validated against the schema; the
 default is the embedded ``config/config.yaml``) or, as the Snakemake rules do, from its config section as inline JSON
-(``--settings``).
+(``--settings``). Each subcommand's handler is followed by the function that declares its parser; the ``plot-*``
+subcommands come from the figure registry (:mod:`statcell.plots.registry`), one per figure of the report.
 """
 
 from __future__ import annotations
@@ -14,35 +15,30 @@ import sys
 from collections.abc import Callable, Sequence
 
 from statcell.config import ConfigError, section_settings
+from statcell.plots import registry
 
 log = logging.getLogger("statcell")
 
 
-def _add_settings_options(parser: argparse.ArgumentParser) -> None:
+def _add_settings_options(parser: argparse.ArgumentParser, *,
+                          settings: str = "this stage's config section as JSON (used by the rules)") -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--config", metavar="YAML", help="workflow config file (default: the embedded config)")
-    source.add_argument("--settings", metavar="JSON", help="this stage's config section as JSON (used by the rules)")
+    source.add_argument("--settings", metavar="JSON", help=settings)
 
 
-def _synthesize(args: argparse.Namespace) -> None:
-    from statcell import synth
-
-    settings = synth.SynthSettings.from_config(
-        section_settings("synthetic", config_path=args.config, inline_json=args.settings)
-    )
-    plans = synth.plan_fovs(settings)
-    log.info("generating %d FOVs of %s voxels (Z, Y, X) into %s with %d worker(s)",
-             len(plans), settings.fov_shape, args.outdir, args.threads)
-    cells = synth.synthesize(settings, args.outdir, workers=args.threads)
-    log.info("wrote %d FOVs holding %d cells (%d not touching the border)",
-             len(plans), len(cells), int((~cells["touches_border"]).sum()))
+def _add_fov_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fov-record", metavar="JSON", help="the FOV's manifest row as JSON (used by the rules)")
+    parser.add_argument("--manifest", help="FOV manifest CSV (with --fov, by hand)")
+    parser.add_argument("--fov", help="FOV id in the manifest")
 
 
-def _plot_colony_overview(args: argparse.Namespace) -> None:
-    from statcell import figures
-
-    shown = figures.colony_overview(args.manifests, args.output)
-    log.info("drew %d FOVs into %s", len(shown), args.output)
+def _add_trained_models_options(parser: argparse.ArgumentParser) -> None:
+    """Both trained models and the dataset they were trained on."""
+    parser.add_argument("--reference", required=True, help="reference model: NAME.pt with NAME.json (or a .ckpt)")
+    parser.add_argument("--target", required=True, help="target model: NAME.pt with NAME.json (or a .ckpt)")
+    parser.add_argument("--store", required=True, help="cells.zarr the models were trained on")
+    parser.add_argument("--cells", required=True, help="cells.parquet of the store")
 
 
 def _fov_record(args: argparse.Namespace):
@@ -58,6 +54,34 @@ def _fov_record(args: argparse.Namespace):
     if rows.empty:
         raise ConfigError(f"FOV {args.fov!r} is not in {args.manifest}")
     return io.FovRecord.from_row(rows.iloc[0].to_dict())
+
+
+# Preprocessing
+def _synthesize(args: argparse.Namespace) -> None:
+    from statcell import synth
+
+    settings = synth.SynthSettings.from_config(
+        section_settings("synthetic", config_path=args.config, inline_json=args.settings)
+    )
+    plans = synth.plan_fovs(settings)
+    log.info("generating %d FOVs of %s voxels (Z, Y, X) into %s with %d worker(s)",
+             len(plans), settings.fov_shape, args.outdir, args.threads)
+    cells = synth.synthesize(settings, args.outdir, workers=args.threads)
+    log.info("wrote %d FOVs holding %d cells (%d not touching the border)",
+             len(plans), len(cells), int((~cells["touches_border"]).sum()))
+
+
+def _add_synthesize(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "synthesize",
+        help="generate the embedded synthetic hiPSC colony (raw FOVs, manifests, ground truth)",
+        description="Generate the synthetic colony: raw/{fov}.ome.tiff, ground_truth/{fov}_labels.ome.tiff, "
+        "ground_truth/cells.parquet, main_manifest.csv and drugs_manifest.csv under OUTDIR.",
+    )
+    _add_settings_options(parser)
+    parser.add_argument("--outdir", required=True, help="output folder, e.g. results/synthetic")
+    parser.add_argument("--threads", type=int, default=1, help="worker processes (default 1)")
+    parser.set_defaults(handler=_synthesize)
 
 
 def _segment_fov(args: argparse.Namespace) -> None:
@@ -86,6 +110,17 @@ def _segment_fov(args: argparse.Namespace) -> None:
         log.info("%s: %d nuclei, %d cells", record.fov_id, nuclei.max(), len(np.unique(cells)) - 1)
     io.write_ome_tiff(args.output, np.stack([cells, nuclei]).astype(np.uint16), channel_names=names,
                       spacing=record.spacing)
+
+
+def _add_segment_fov(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "segment-fov", help="segment the nuclei and cells of one FOV",
+        description="Label nuclei (DNA channel) and cells (membrane channel, seeded by the nuclei) of one FOV, or "
+        "take the segmentations the manifest names; writes a 2-channel label OME-TIFF (cells, nuclei).")
+    _add_settings_options(parser)
+    _add_fov_options(parser)
+    parser.add_argument("--output", required=True, help="label image to write (.ome.tiff)")
+    parser.set_defaults(handler=_segment_fov)
 
 
 def _crop_cells(args: argparse.Namespace) -> None:
@@ -121,6 +156,51 @@ def _crop_cells(args: argparse.Namespace) -> None:
     log.info("%s: %s", record.fov_id, ", ".join(f"{count} {reason}" for reason, count in counts.items()))
 
 
+def _add_crop_cells(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "crop-cells", help="quality-control, crop, align and measure the cells of one FOV",
+        description="Crop every cell of one FOV to isotropic voxels, aligned and centred on its nucleus; every "
+        "dropped cell is a table row with its reason.")
+    _add_settings_options(parser)
+    _add_fov_options(parser)
+    parser.add_argument("--labels", required=True, help="label image from segment-fov")
+    parser.add_argument("--truth-labels", help="ground-truth label image, to match cells to true cells")
+    parser.add_argument("--crops", required=True, help="crops to write (.npz)")
+    parser.add_argument("--table", required=True, help="per-cell table to write (.parquet)")
+    parser.set_defaults(handler=_crop_cells)
+
+
+def _import_allencell(args: argparse.Namespace) -> None:
+    from statcell import allencell, crop, io
+
+    settings = allencell.AllenCellSettings.from_config(
+        section_settings("allencell", config_path=args.config, inline_json=args.settings))
+    crop_settings = crop.CropSettings.from_config(
+        section_settings("crop", config_path=args.config, inline_json=args.crop_settings))
+    cells = allencell.read_cell_table(settings)
+    chunk = cells[cells["chunk"] == args.chunk]
+    if chunk.empty:
+        raise ConfigError(f"chunk {args.chunk!r} holds no cells of {settings.csv}")
+    crops, table = allencell.import_chunk(chunk, settings=settings, crop_settings=crop_settings)
+    io.write_crops(args.crops, crops)
+    io.write_table(table, args.table)
+    log.info("%s: imported %d of %d cells", args.chunk, len(crops), len(chunk))
+
+
+def _add_import_allencell(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "import-allencell", help="turn one chunk of a pre-cropped Allen single-cell dataset into crops",
+        description="Read the cells of one chunk of the CSV named by allencell.csv, in the layout allencell.layout "
+        "(pipeline4: registered TIFFs; hipsc_single_cell: raw and mask OME-TIFFs) and write them as crops and a "
+        "table in the format of crop-cells.")
+    _add_settings_options(parser)
+    parser.add_argument("--crop-settings", metavar="JSON", help="the crop config section as JSON")
+    parser.add_argument("--chunk", required=True, help="chunk name, e.g. allencell_00000")
+    parser.add_argument("--crops", required=True, help="crops to write (.npz)")
+    parser.add_argument("--table", required=True, help="per-cell table to write (.parquet)")
+    parser.set_defaults(handler=_import_allencell)
+
+
 def _normalize_cells(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -146,33 +226,87 @@ def _normalize_cells(args: argparse.Namespace) -> None:
              ", ".join(f"{n} {split}" for split, n in cells["split"].value_counts().items()))
 
 
-def _import_allencell(args: argparse.Namespace) -> None:
-    from statcell import allencell, crop, io
+def _add_normalize_cells(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "normalize-cells", help="normalize all crops of a dataset into cells.zarr and cells.parquet",
+        description="Normalize every crop (background subtracted, [0, 1]) into one chunked Zarr store with Dask, "
+        "and write the per-cell table (ids, splits, store indices) and the rejects.")
+    _add_settings_options(parser)
+    parser.add_argument("--crops", nargs="+", required=True, help="per-FOV crop archives (.npz)")
+    parser.add_argument("--tables", nargs="+", required=True, help="per-FOV tables (.parquet), same order")
+    parser.add_argument("--dataset", required=True, help="dataset name, e.g. main")
+    parser.add_argument("--voxel-um", type=float, required=True, help="voxel edge of the crops (µm)")
+    parser.add_argument("--annotations", help="ground-truth cells.parquet to join on the matched cells")
+    parser.add_argument("--store", required=True, help="Zarr store to write")
+    parser.add_argument("--cells", required=True, help="cells.parquet to write")
+    parser.add_argument("--rejects", required=True, help="rejects.parquet to write")
+    parser.add_argument("--threads", type=int, default=1, help="local Dask threads (default 1)")
+    parser.add_argument("--cell-annotations", metavar="CSV", help="per-cell annotations (fov_id, label, "
+                        "mitotic_stage) to join on the cells (data.cell_annotations)")
+    parser.add_argument("--build-controls", action="store_true", help="add the five control classes built "
+                        "from the dataset's cells (the rules pass it for the training dataset; "
+                        "normalize.controls: false turns it off)")
+    parser.set_defaults(handler=_normalize_cells)
 
-    settings = allencell.AllenCellSettings.from_config(
-        section_settings("allencell", config_path=args.config, inline_json=args.settings))
-    crop_settings = crop.CropSettings.from_config(
-        section_settings("crop", config_path=args.config, inline_json=args.crop_settings))
-    cells = allencell.read_cell_table(settings)
-    chunk = cells[cells["chunk"] == args.chunk]
-    if chunk.empty:
-        raise ConfigError(f"chunk {args.chunk!r} holds no cells of {settings.csv}")
-    crops, table = allencell.import_chunk(chunk, settings=settings, crop_settings=crop_settings)
-    io.write_crops(args.crops, crops)
-    io.write_table(table, args.table)
-    log.info("%s: imported %d of %d cells", args.chunk, len(crops), len(chunk))
 
-
-def _train(args: argparse.Namespace) -> None:
-    from statcell import train
-
+def _project_colony(args: argparse.Namespace) -> None:
     from pathlib import Path
+
+    import numpy as np
+
+    from statcell.analysis import overview
+
+    projections = overview.colony_projections(args.manifests)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.output, **projections)
+    log.info("projected %d FOVs (one per structure and treatment) into %s", len(projections["fov_id"]), args.output)
+
+
+def _add_project_colony(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "project-colony", help="projections of the first FOV of every structure and treatment",
+        description="Read the first FOV of every (structure, treatment) of the manifests and write its max "
+        "projections and central xz section (membrane, DNA, structure) for the colony overview.")
+    parser.add_argument("manifests", nargs="+", help="FOV manifest CSV files")
+    parser.add_argument("--output", required=True, help=".npz to write")
+    parser.set_defaults(handler=_project_colony)
+
+
+# Models
+def _train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from statcell import train
 
     settings = train.TrainSettings.from_config(
         section_settings("training", config_path=args.config, inline_json=args.settings), args.model)
     train.train_model(args.model, store=args.store, cells=args.cells, settings=settings,
                       checkpoint=Path(args.checkpoint).with_suffix(".ckpt"), metrics=args.metrics,
                       workdir=args.workdir)
+
+
+def _add_train(commands: argparse._SubParsersAction, name: str, *, model: str) -> None:
+    parser = commands.add_parser(
+        name, help=f"train the {model} model on a dataset's training split",
+        description=f"Train the {model} β-VAE from cells.zarr, validate every epoch, keep the checkpoint with "
+        "the best validation ELBO; a rerun with the same settings resumes from WORKDIR.")
+    _add_settings_options(parser)
+    parser.add_argument("--store", required=True, help="cells.zarr of the training dataset")
+    parser.add_argument("--cells", required=True, help="cells.parquet beside it")
+    parser.add_argument("--checkpoint", required=True,
+                        help="model to write, NAME.pt or NAME.ckpt: the best Lightning checkpoint NAME.ckpt, "
+                        "its weights-only export NAME.pt and its card NAME.json")
+    parser.add_argument("--metrics", required=True, help="per-epoch metrics to write (.csv)")
+    parser.add_argument("--workdir", required=True, help="folder of the running checkpoints (kept on failure)")
+    parser.set_defaults(handler=_train, model=model)
+
+
+def _add_train_reference(commands: argparse._SubParsersAction) -> None:
+    _add_train(commands, "train-reference", model="reference")
+
+
+def _add_train_target(commands: argparse._SubParsersAction) -> None:
+    _add_train(commands, "train-target", model="target")
 
 
 def _import_model(args: argparse.Namespace) -> None:
@@ -194,42 +328,52 @@ def _import_model(args: argparse.Namespace) -> None:
              card.statcell_version or "?", len(card.structures), card.config["latent_dim"])
 
 
-def _plot_model_check(args: argparse.Namespace) -> None:
-    from statcell import figures, io
+def _add_import_model(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "import-model", help="check a trained model from elsewhere and copy it into the run",
+        description="Load a weights-only model (NAME.pt with its card NAME.json) without executing pickled objects, "
+        "check that it is a model of KIND and fits the training dataset (crop shape, voxel size, channels, "
+        "structures; a message names every difference), and write it, re-saved as tensors only, to OUTPUT.")
+    parser.add_argument("--kind", choices=("reference", "target"), required=True, help="which model it must be")
+    parser.add_argument("--weights", required=True, help="the exported model NAME.pt (NAME.json beside it)")
+    parser.add_argument("--store", required=True, help="cells.zarr of the run's training dataset")
+    parser.add_argument("--cells", required=True, help="cells.parquet beside it")
+    parser.add_argument("--output", required=True, help="NAME.pt to write (its card NAME.json beside it)")
+    parser.set_defaults(handler=_import_model)
 
-    kl = figures.model_check(args.reference, args.target, args.store, args.cells, args.output)
+
+def _check_models(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from statcell import io
+    from statcell.analysis import model_check
+
+    kl, images = model_check.check_models(args.reference, args.target, store=args.store,
+                                          cells=pd.read_parquet(args.cells), count=args.count)
     io.write_table(kl, args.kl)
+    Path(args.images).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.images, **images)
     for model, values in kl.groupby("model")["kl"]:
         log.info("%s model: %d of %d latent dimensions carry more than 0.6 nats", model, int((values > 0.6).sum()),
                  len(values))
 
 
-def _add_trained_models_options(parser: argparse.ArgumentParser) -> None:
-    """Both trained models and the dataset they were trained on."""
-    parser.add_argument("--reference", required=True, help="reference model: NAME.pt with NAME.json (or a .ckpt)")
-    parser.add_argument("--target", required=True, help="target model: NAME.pt with NAME.json (or a .ckpt)")
-    parser.add_argument("--store", required=True, help="cells.zarr the models were trained on")
-    parser.add_argument("--cells", required=True, help="cells.parquet of the store")
-
-
-def _add_fov_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fov-record", metavar="JSON", help="the FOV's manifest row as JSON (used by the rules)")
-    parser.add_argument("--manifest", help="FOV manifest CSV (with --fov, by hand)")
-    parser.add_argument("--fov", help="FOV id in the manifest")
+def _add_check_models(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "check-models", help="each model's KL per latent dimension, and test cells with their reconstructions",
+        description="Run both models on the test cells: write each model's mean KL per latent dimension and, for "
+        "the first test cell of each structure, max projections of the cell and its reconstructions.")
+    _add_trained_models_options(parser)
+    parser.add_argument("--count", type=int, default=6, help="test cells shown (default 6)")
+    parser.add_argument("--kl", required=True, help="KL-per-dimension table to write (.csv)")
+    parser.add_argument("--images", required=True, help="projections to write (.npz)")
+    parser.set_defaults(handler=_check_models)
 
 
 # Embed and latent space
-def _latent_figure_settings(args: argparse.Namespace, name: str) -> dict:
-    """``figures.dpi`` and the ``figures.<name>`` entry, from the rule's JSON (``--settings``) or a config file."""
-    if args.settings is None:
-        figures = section_settings("figures", config_path=args.config)
-    else:
-        entry = json.loads(args.settings)
-        section = {"dpi": entry.pop("dpi")} if "dpi" in entry else {}
-        figures = section_settings("figures", inline_json=json.dumps({**section, **({name: entry} if entry else {})}))
-    return {"dpi": figures["dpi"], **figures.get(name, {})}
-
-
 def _embed_cells(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -251,6 +395,23 @@ def _embed_cells(args: argparse.Namespace) -> None:
              len(embeddings), embeddings["elbo"].mean(), args.rank_on, ranked["dimension"].head(4).tolist())
 
 
+def _add_embed_cells(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "embed-cells", help="latent means, log-variances and K-sample ELBO of every cell under one model",
+        description="Embed every cell of a dataset with a trained model (reference or target, from the checkpoint) "
+        "and rank the latent dimensions by mean absolute deviation (with their mean KL).")
+    _add_settings_options(parser)
+    parser.add_argument("--checkpoint", required=True,
+                        help="trained model: weights-only NAME.pt with NAME.json beside it (or a .ckpt)")
+    parser.add_argument("--store", required=True, help="cells.zarr of the dataset")
+    parser.add_argument("--cells", required=True, help="cells.parquet beside it")
+    parser.add_argument("--rank-on", choices=("test", "all"), default="test",
+                        help="cells the dimensions are ranked on: the test split (default) or all cells")
+    parser.add_argument("--embeddings", required=True, help="per-cell table to write (.parquet)")
+    parser.add_argument("--dimensions", required=True, help="ranked dimensions to write (.csv)")
+    parser.set_defaults(handler=_embed_cells)
+
+
 def _correlate_latent_space(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -268,6 +429,21 @@ def _correlate_latent_space(args: argparse.Namespace) -> None:
     for row in tables["measurement_recovery"].itertuples():
         log.info("%s: best top dimension μ%d (rank %d), Spearman %.3f on %d test cells", row.measurement,
                  row.dimension, row.rank, row.spearman, row.n_cells)
+
+
+def _add_correlate_latent_space(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "correlate-latent-space", help="tables of the latent-space figures (correlations, PCA, KL per dimension)",
+        description="On the test cells: Spearman of the top reference dimensions with every cell measurement, the "
+        "best dimension for cell height and volume, PCA of the measurements, correlation among the top "
+        "dimensions and the ranked KL per dimension of both models; one CSV each under OUTDIR.")
+    _add_settings_options(parser)
+    parser.add_argument("--reference", required=True, help="reference embeddings (.parquet)")
+    parser.add_argument("--target", required=True, help="target embeddings (.parquet)")
+    parser.add_argument("--dimensions", required=True, help="reference ranked dimensions (.csv)")
+    parser.add_argument("--cells", required=True, help="cells.parquet of the dataset")
+    parser.add_argument("--outdir", required=True, help="folder of the tables")
+    parser.set_defaults(handler=_correlate_latent_space)
 
 
 def _walk_latent_space(args: argparse.Namespace) -> None:
@@ -292,41 +468,21 @@ def _walk_latent_space(args: argparse.Namespace) -> None:
              walks["dimension"].tolist())
 
 
-def _plot_latent_space(args: argparse.Namespace) -> None:
-    import numpy as np
-    import pandas as pd
+def _add_walk_latent_space(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "walk-latent-space", help="reference images decoded along the top latent dimensions",
+        description="Decode reference images along each top dimension from -k to +k standard deviations of its "
+        "aggregate posterior on the test cells, all other dimensions at 0; writes an .npz (images, dimension, "
+        "rank, sd, sd_offsets).")
+    _add_settings_options(parser)
+    parser.add_argument("--checkpoint", required=True, help="reference model: NAME.pt with NAME.json (or a .ckpt)")
+    parser.add_argument("--embeddings", required=True, help="reference embeddings (.parquet)")
+    parser.add_argument("--dimensions", required=True, help="reference ranked dimensions (.csv)")
+    parser.add_argument("--output", required=True, help=".npz to write")
+    parser.set_defaults(handler=_walk_latent_space)
 
-    from statcell.analysis import latent_space
-
-    settings = _latent_figure_settings(args, args.settings_entry)
-    dpi = settings["dpi"]
-    if args.figure == "scatter":
-        coloured_by = latent_space.plot_latent_scatter(
-            pd.read_parquet(args.embeddings), pd.read_parquet(args.cells), args.output,
-            dimensions=pd.read_csv(args.dimensions), point_size=settings["point_size"], colormap=settings["colormap"],
-            dpi=dpi)
-        if coloured_by != "mitotic_stage":
-            log.info("the cells carry no mitotic annotation: the first panel is coloured by %s", coloured_by)
-    elif args.figure == "pairs":
-        embeddings = pd.read_parquet(args.embeddings)
-        latent_space.plot_latent_pairs(embeddings[embeddings["split"] == "test"], args.output,
-                                       dimensions=pd.read_csv(args.dimensions), point_size=settings["point_size"],
-                                       dpi=dpi)
-    elif args.figure == "walks":
-        with np.load(args.walks) as walks:
-            latent_space.plot_latent_walks(dict(walks), pd.read_csv(args.correlations), args.output, dpi=dpi)
-    elif args.figure == "correlations":
-        latent_space.plot_latent_correlations(pd.read_csv(args.correlations), pd.read_csv(args.dimensions),
-                                              pd.read_csv(args.pca), pd.read_csv(args.dimension_correlations),
-                                              args.output, dpi=dpi)
-    else:
-        latent_space.plot_kl_per_dimension(pd.read_csv(args.kl), args.output, dpi=dpi)
-    log.info("drew %s", args.output)
 
 # Generation and features
-_GENERATION_ARRAYS = ("test_cells", "structures_in_one_cell", "structure_examples")
-
-
 def _generate_cells(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -347,14 +503,28 @@ def _generate_cells(args: argparse.Namespace) -> None:
         elbo_samples=settings["elbo_samples"], batch_size=settings["batch_size"], seed=settings["seed"])
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(outdir / "prior.npz", images=result.prior)
-    for name in _GENERATION_ARRAYS:
-        np.savez_compressed(outdir / f"{name}.npz", **getattr(result, name))
+    spacing = np.asarray(io.store_spacing(args.store), dtype=float)  # the figures' scale bars
+    np.savez_compressed(outdir / "prior.npz", images=result.prior, spacing=spacing)
+    for name in ("test_cells", "structures_in_one_cell", "structure_examples"):
+        np.savez_compressed(outdir / f"{name}.npz", **getattr(result, name), spacing=spacing)
     io.write_table(result.manifest, outdir / "manifest.parquet")
     host = result.manifest[result.manifest["array"] == "structures_in_one_cell"]["cell_id"].iloc[0]
     log.info("%d prior cells, %d test cells with reconstructions and samples, %d structures x %d inside %s",
              len(result.prior), len(result.test_cells["real"]), *result.structures_in_one_cell["images"].shape[:2],
              host)
+
+
+def _add_generate_cells(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "generate-cells", help="generated cells: reference prior, test-cell counterparts, structures in one cell",
+        description="Decode cells from the reference prior, the test cells' reconstructions and structure samples, "
+        "every structure generated in one real test cell (median reference ELBO) and real examples per structure "
+        "(--settings: the analysis section); writes prior.npz, test_cells.npz, structures_in_one_cell.npz, "
+        "structure_examples.npz (each with the store's voxel size, spacing) and manifest.parquet under OUTDIR.")
+    _add_settings_options(parser)
+    _add_trained_models_options(parser)
+    parser.add_argument("--outdir", required=True, help="folder to write, e.g. results/analysis/generation")
+    parser.set_defaults(handler=_generate_cells)
 
 
 def _measure_features(args: argparse.Namespace) -> None:
@@ -376,36 +546,18 @@ def _measure_features(args: argparse.Namespace) -> None:
         log.info("median %s: %s", name, ", ".join(f"{source} {value:.4g}" for source, value in medians[name].items()))
 
 
-def _plot_generation(args: argparse.Namespace) -> None:
-    import numpy as np
+def _add_measure_features(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "measure-features", help="the 14 features of real test cells and generated cells",
+        description="Segment cell (membrane) and nucleus (DNA) in real test cells, their reconstructions and prior "
+        "cells, and measure 3 shape and 4 intensity features of each; writes one row per image and source.")
+    parser.add_argument("--test-cells", required=True, help="test_cells.npz from generate-cells")
+    parser.add_argument("--prior", required=True, help="prior.npz from generate-cells")
+    parser.add_argument("--manifest", required=True, help="manifest.parquet from generate-cells")
+    parser.add_argument("--store", required=True, help="cells.zarr (its voxel size)")
+    parser.add_argument("--output", required=True, help="features table to write (.parquet)")
+    parser.set_defaults(handler=_measure_features)
 
-    from statcell.analysis import generation
-    from statcell.io import store_spacing
-
-    dpi, pixel_um = _figure_dpi(args), store_spacing(args.store)[-1]
-    if args.figure == "generated_cells":
-        with np.load(args.prior) as prior, np.load(args.test_cells) as test:
-            generation.plot_generated_cells(prior["images"], test["real"], args.output, pixel_um=pixel_um, dpi=dpi)
-    else:
-        with np.load(args.examples) as examples:
-            structures = examples["structures"].tolist()
-            if args.figure == "structures_in_one_cell":
-                with np.load(args.in_one_cell) as in_one_cell:
-                    generation.plot_structures_in_one_cell(in_one_cell["images"], examples["images"], structures,
-                                                           args.output, pixel_um=pixel_um, dpi=dpi)
-            else:
-                generation.plot_structure_examples(examples["images"], examples["counts"], structures, args.output,
-                                                   pixel_um=pixel_um, dpi=dpi)
-    log.info("drew %s", args.output)
-
-
-def _plot_feature_violins(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from statcell.analysis import features
-
-    features.plot_feature_violins(pd.read_parquet(args.features), args.output, dpi=_figure_dpi(args))
-    log.info("drew %s", args.output)
 
 # Beta sweep
 def _sweep_settings(args: argparse.Namespace):
@@ -416,6 +568,9 @@ def _sweep_settings(args: argparse.Namespace):
 
 
 def _analyze_beta_sweep(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import numpy as np
     import pandas as pd
 
     from statcell import io
@@ -430,54 +585,39 @@ def _analyze_beta_sweep(args: argparse.Namespace) -> None:
                         (result.regression, args.regression), (result.feature_pcs, args.feature_pcs),
                         (result.features, args.features)):
         io.write_table(table, path)
-    io.write_crops(args.generated, result.generated)
+    cells = pd.read_parquet(args.cells)
+    test = cells[cells["split"] == beta_sweep.EVAL_SPLIT].sort_values("store_index").head(result.generated.shape[1])
+    observed = beta_sweep.reference_images(args.store, test["store_index"].to_numpy(),
+                                           ndim=result.generated.ndim - 3).numpy()
+    Path(args.generated).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.generated, generated=result.generated, observed=observed,
+                        spacing=np.asarray(io.store_spacing(args.store), dtype=float))
     totals = result.regression[result.regression["pc"] == 0].set_index("beta")
     for row in result.rate_distortion.itertuples():
         log.info("β %.2f: rate %.1f nats, distortion %.1f, %d important dimensions, total R² %.3f", row.beta,
                  row.rate, row.distortion, row.important_dims, totals.loc[row.beta, "r2"])
 
 
-def _plot_beta_rate_distortion(args: argparse.Namespace) -> None:
-    import pandas as pd
+def _add_analyze_beta_sweep(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "analyze-beta-sweep", help="rate, distortion, KL per dimension and feature regression of the β sweep",
+        description="Evaluate the 2D reference models of a β sweep on the test cells' projections (rate, K-sample "
+        "distortion, ranked KL per dimension, prior samples) and regress the top PCs of the 14 features on the "
+        "important dimensions (--settings: the analysis section; fitted on training cells, R² on test cells).")
+    _add_settings_options(parser)
+    parser.add_argument("--sweep-settings", metavar="JSON", help="the beta_sweep config section as JSON")
+    parser.add_argument("--checkpoints", nargs="+", required=True, help="the sweep's model checkpoints")
+    parser.add_argument("--store", required=True, help="cells.zarr the models were trained on")
+    parser.add_argument("--cells", required=True, help="cells.parquet beside it")
+    parser.add_argument("--rate-distortion", required=True, help="per-model rate and distortion to write (.csv)")
+    parser.add_argument("--kl", required=True, help="ranked KL per dimension to write (.csv)")
+    parser.add_argument("--regression", required=True, help="R² per model and PC to write (.csv)")
+    parser.add_argument("--feature-pcs", required=True, help="PCA loadings of the features to write (.csv)")
+    parser.add_argument("--features", required=True, help="features and PC scores per cell to write (.parquet)")
+    parser.add_argument("--generated", required=True, help="prior samples (models, n, 2, Y, X), the observed test "
+                        "cells they are shown beside, and the voxel size to write (.npz)")
+    parser.set_defaults(handler=_analyze_beta_sweep)
 
-    from statcell.analysis import beta_sweep
-
-    beta_sweep.plot_rate_distortion(pd.read_csv(args.rate_distortion), args.output, dpi=_figure_dpi(args))
-
-
-def _plot_beta_generated(args: argparse.Namespace) -> None:
-    import numpy as np
-    import pandas as pd
-
-    from statcell import io
-    from statcell.analysis import beta_sweep
-
-    with np.load(args.generated) as archive:
-        generated = archive["crops"]
-    cells = pd.read_parquet(args.cells)
-    test = cells[cells["split"] == beta_sweep.EVAL_SPLIT].sort_values("store_index").head(args.columns)
-    observed = beta_sweep.reference_images(args.store, test["store_index"].to_numpy(), ndim=generated.ndim - 3)
-    beta_sweep.plot_generated(generated, pd.read_csv(args.rate_distortion)["beta"].tolist(), args.output,
-                              observed=observed.numpy(), dpi=_figure_dpi(args), columns=args.columns,
-                              pixel_um=io.store_spacing(args.store)[-1])
-
-
-def _plot_beta_kl(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from statcell.analysis import beta_sweep
-
-    beta_sweep.plot_kl(pd.read_csv(args.kl), args.output, dpi=_figure_dpi(args))
-
-
-def _plot_beta_regression(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from statcell.analysis import beta_sweep
-
-    beta_sweep.plot_regression(pd.read_csv(args.kl), pd.read_csv(args.regression), pd.read_csv(args.feature_pcs),
-                               args.output, threshold=_sweep_settings(args).important_kl_nats,
-                               dpi=_figure_dpi(args))
 
 # Coupling
 def _measure_coupling(args: argparse.Namespace) -> None:
@@ -508,21 +648,36 @@ def _measure_coupling(args: argparse.Namespace) -> None:
                     "colony images them; normalize.controls builds them from real cells)", ", ".join(calibration))
 
 
-def _plot_coupling(args: argparse.Namespace) -> None:
-    import pandas as pd
+def _add_measure_coupling(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "measure-coupling", help="coupling of each structure to the membrane and the nucleus (Fig 5 tables)",
+        description="Per measured cell, the target-model ELBO with its own reference and with K copies whose "
+        "membrane (DNA) is another cell's of the same structure (Eq 4), the normalized difference (Eq 5); per "
+        "structure and phase the means, intervals and coupling calls; per structure the mitosis resampling test.")
+    _add_settings_options(parser)
+    parser.add_argument("--model", required=True, help="target model checkpoint")
+    parser.add_argument("--store", required=True, help="cells.zarr")
+    parser.add_argument("--cells", required=True, help="cells.parquet")
+    parser.add_argument("--splits", nargs="+", default=["test", "val"],
+                        help="splits whose cells are measured (default: test val)")
+    parser.add_argument("--output-cells", required=True, help="per-cell table to write (.parquet)")
+    parser.add_argument("--output-structures", required=True, help="per-structure table (.csv)")
+    parser.add_argument("--output-mitosis", required=True, help="mitosis test table (.csv)")
+    parser.set_defaults(handler=_measure_coupling)
 
-    from statcell.analysis import coupling
-
-    dpi = section_settings("figures", config_path=args.config, inline_json=args.settings)["dpi"]
-    read = pd.read_parquet if str(args.table).endswith(".parquet") else pd.read_csv
-    getattr(coupling, args.plot)(read(args.table), args.output, dpi=dpi)
-    log.info("drew %s", args.output)
 
 # Perturbation
-def _figure_dpi(args: argparse.Namespace) -> int:
-    """``figures.dpi`` from the rule's figure settings JSON (``--settings``) or a config file."""
-    settings = {} if args.settings is None else json.loads(args.settings)
-    return int(settings["dpi"]) if "dpi" in settings else section_settings("figures", config_path=args.config)["dpi"]
+def _control(args: argparse.Namespace, settings: dict) -> str:
+    """The control treatment: ``--control`` where given, else ``analysis.control_treatment`` of the settings."""
+    return settings["control_treatment"] if args.control is None else args.control
+
+
+def _add_drug_inputs(parser: argparse.ArgumentParser) -> None:
+    """The drug set's cells and the control (the analysis settings give the KL of an active dimension)."""
+    parser.add_argument("--cells", required=True, help="cells.parquet of the drug set")
+    parser.add_argument("--control", help="treatment the drugs are compared with (default: analysis.control_treatment "
+                        "of the settings; '' for the untreated cells, auto: vehicle if present, else the untreated "
+                        "cells)")
 
 
 def _drug_shifts(args: argparse.Namespace) -> None:
@@ -535,9 +690,10 @@ def _drug_shifts(args: argparse.Namespace) -> None:
     embeddings = {"target": pd.read_parquet(args.target_embeddings),
                   "reference": pd.read_parquet(args.reference_embeddings)}
     dimensions = {"target": pd.read_csv(args.target_dimensions), "reference": pd.read_csv(args.reference_dimensions)}
-    shifts = perturbation.drug_shifts(embeddings, pd.read_parquet(args.cells), dimensions, min_kl=args.min_kl,
+    shifts = perturbation.drug_shifts(embeddings, pd.read_parquet(args.cells), dimensions,
+                                      min_kl=settings["active_kl_nats"],
                                       permutations=settings["permutations"], seed=settings["seed"],
-                                      significance=settings["significance"], control=args.control)
+                                      significance=settings["significance"], control=_control(args, settings))
     io.write_table(shifts, args.output)
     for row in shifts.itertuples():
         if row.note:
@@ -551,46 +707,62 @@ def _drug_shifts(args: argparse.Namespace) -> None:
         log.warning("no structure of the drug set has both control and treated cells: no test made")
 
 
+def _add_drug_shifts(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "drug-shifts", help="permutation tests of the drug-induced centroid shifts in both latent spaces",
+        description="For every structure and drug of the drug set, the distance between the treated and control "
+        "centroids in the active latent dimensions (mean KL above analysis.active_kl_nats), its permutation "
+        "p-value (analysis.permutations label shuffles) and the Bonferroni-corrected p-value over all tests.")
+    _add_settings_options(parser)
+    _add_drug_inputs(parser)
+    parser.add_argument("--target-embeddings", required=True, help="drug-set embeddings of the target model (.parquet)")
+    parser.add_argument("--target-dimensions", required=True,
+                        help="the target model's dimension table on the training dataset (.csv)")
+    parser.add_argument("--reference-embeddings", required=True,
+                        help="drug-set embeddings of the reference model (.parquet)")
+    parser.add_argument("--reference-dimensions", required=True,
+                        help="the reference model's dimension table on the training dataset (.csv)")
+    parser.add_argument("--output", required=True, help="shift table to write (.csv)")
+    parser.set_defaults(handler=_drug_shifts)
+
+
 def _drug_trajectory(args: argparse.Namespace) -> None:
+    import numpy as np
     import pandas as pd
 
     from statcell import io
     from statcell.analysis import perturbation
+    from statcell.analysis.generation import read_cells
 
     settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
     trajectory = perturbation.drug_trajectory(pd.read_parquet(args.embeddings), pd.read_parquet(args.cells),
                                               pd.read_csv(args.dimensions), steps=settings["trajectory_steps"],
-                                              min_kl=args.min_kl, control=args.control)
+                                              min_kl=settings["active_kl_nats"],
+                                              control=_control(args, settings))
     io.write_table(trajectory, args.output)
+    images = read_cells(args.store, trajectory["store_index"].to_numpy())[:, :3]
+    np.savez_compressed(args.images, images=images, spacing=np.asarray(io.store_spacing(args.store), dtype=float))
     for (structure, drug), rows in trajectory.groupby(["structure", "drug"]):
         log.info("%s, %s: treatments along the line %s", structure, drug, rows["cell_drug"].tolist())
 
 
-def _plot_drug_latents(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from statcell.analysis import perturbation
-
-    tables = (pd.read_parquet(args.embeddings), pd.read_parquet(args.cells), pd.read_csv(args.dimensions),
-              pd.read_csv(args.shifts))
-    if args.space == "reference":
-        shown = perturbation.plot_drug_reference_latents(*tables, args.output, dpi=_figure_dpi(args),
-                                                         control=args.control)
-    else:
-        shown = perturbation.plot_drug_target_latents(*tables, args.output, min_kl=args.min_kl,
-                                                      dpi=_figure_dpi(args), control=args.control).to_dict("records")
-    log.info("%s latent dimensions shown: %s", args.space, shown)
-
-
-def _plot_drug_trajectory(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from statcell.analysis import perturbation
-
-    perturbation.plot_drug_trajectory(pd.read_csv(args.trajectory), args.store, pd.read_csv(args.shifts),
-                                      args.output, dpi=_figure_dpi(args))
+def _add_drug_trajectory(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "drug-trajectory", help="real cells at even steps from the untreated to the treated centroid",
+        description="For every structure and drug, the cells whose projection on the line from the control to the "
+        "treated centroid (target latent space, active dimensions) is nearest to analysis.trajectory_steps even "
+        "steps; writes the table and the cells' images (membrane, DNA, structure) with the store's voxel size.")
+    _add_settings_options(parser)
+    _add_drug_inputs(parser)
+    parser.add_argument("--embeddings", required=True, help="drug-set embeddings of the target model")
+    parser.add_argument("--dimensions", required=True, help="the target model's dimension table (.csv)")
+    parser.add_argument("--store", required=True, help="cells.zarr of the drug set")
+    parser.add_argument("--output", required=True, help="trajectory table to write (.csv)")
+    parser.add_argument("--images", required=True, help="the trajectory cells' images to write (.npz)")
+    parser.set_defaults(handler=_drug_trajectory)
 
 
+# Ground truth
 def _check_ground_truth(args: argparse.Namespace) -> None:
     from statcell import io
     from statcell.analysis import recovery
@@ -605,6 +777,56 @@ def _check_ground_truth(args: argparse.Namespace) -> None:
     log.info("%d of %d ground-truth checks pass", int(checks["passed"].sum()), len(checks))
 
 
+def _add_check_ground_truth(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "check-ground-truth", help="check the analyses against the synthetic colony's planted answers",
+        description="One row per planted answer (coupling partners, drug shifts, latent dimensions following height "
+        "and volume), with what was observed and whether it passed.")
+    _add_settings_options(parser)
+    parser.add_argument("--coupling", required=True, help="coupling/structures.csv")
+    parser.add_argument("--measurements", required=True, help="latent_space/measurement_recovery.csv")
+    parser.add_argument("--shifts", nargs="?", default="", help="perturbation/shifts.csv (if a drug set)")
+    parser.add_argument("--output", required=True, help="table to write (.csv)")
+    parser.set_defaults(handler=_check_ground_truth)
+
+
+# Figures
+def _plot(args: argparse.Namespace) -> None:
+    from statcell.plots.style import figure_settings
+
+    figure: registry.Figure = args.figure
+    settings = figure_settings(figure.settings, inline_json=args.settings, config_path=args.config)
+    sections = {section: section_settings(section, config_path=args.config, inline_json=getattr(args, section))
+                for section, _ in figure.section_settings.values()}
+    shown = registry.draw(figure, {name: getattr(args, name) for name, _ in figure.inputs}, args.output,
+                          settings=settings, sections=sections)
+    log.info("drew %s%s", args.output, "" if shown is None else f"; shown: {shown}")
+
+
+def _add_plot(commands: argparse._SubParsersAction, figure: registry.Figure) -> None:
+    """The subcommand of one figure of the registry: ``figure.command``, e.g. ``plot-latent-scatter``."""
+    parser = commands.add_parser(figure.command, help=figure.summary,
+                                 description=f"Draw {figure.summary}: a PNG and an SVG beside it.")
+    _add_settings_options(parser, settings=f"the figures section's dpi and {figure.settings} entry as JSON, e.g. "
+                          f"{{\"dpi\": 150, \"{figure.settings}\": {{}}}} (used by the rules)")
+    for section in sorted({section for section, _ in figure.section_settings.values()}):
+        parser.add_argument(registry.SECTION_OPTIONS[section], dest=section, metavar="JSON",
+                            help=f"the {section} config section as JSON (used by the rules)")
+    for name, about in figure.inputs:
+        parser.add_argument(f"--{name.replace('_', '-')}", required=True, help=about)
+    parser.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
+    parser.set_defaults(handler=_plot, figure=figure)
+
+
+#: The subcommands other than the figures', in the order of the workflow (``statcell --help`` lists them so).
+_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_synthesize, _add_segment_fov, _add_crop_cells, _add_import_allencell, _add_normalize_cells,
+    _add_project_colony, _add_train_reference, _add_train_target, _add_import_model, _add_check_models,
+    _add_embed_cells, _add_correlate_latent_space, _add_walk_latent_space, _add_generate_cells, _add_measure_features,
+    _add_analyze_beta_sweep, _add_measure_coupling, _add_drug_shifts, _add_drug_trajectory, _add_check_ground_truth,
+)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="statcell",
@@ -612,363 +834,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(commands)
+    for figure in registry.FIGURES:
+        _add_plot(commands, figure)
+    # The explorer of the cells (not a figure of the report's registry): its subcommands are declared beside their
+    # handlers, in the modules that hold them.
+    from statcell.analysis import thumbnails
+    from statcell.plots import explorer
 
-    synthesize = commands.add_parser(
-        "synthesize",
-        help="generate the embedded synthetic hiPSC colony (raw FOVs, manifests, ground truth)",
-        description="Generate the synthetic colony: raw/{fov}.ome.tiff, ground_truth/{fov}_labels.ome.tiff, "
-        "ground_truth/cells.parquet, main_manifest.csv and drugs_manifest.csv under OUTDIR.",
-    )
-    _add_settings_options(synthesize)
-    synthesize.add_argument("--outdir", required=True, help="output folder, e.g. results/synthetic")
-    synthesize.add_argument("--threads", type=int, default=1, help="worker processes (default 1)")
-    synthesize.set_defaults(handler=_synthesize)
-
-    segment_fov = commands.add_parser(
-        "segment-fov", help="segment the nuclei and cells of one FOV",
-        description="Label nuclei (DNA channel) and cells (membrane channel, seeded by the nuclei) of one FOV, or "
-        "take the segmentations the manifest names; writes a 2-channel label OME-TIFF (cells, nuclei).")
-    _add_settings_options(segment_fov)
-    _add_fov_options(segment_fov)
-    segment_fov.add_argument("--output", required=True, help="label image to write (.ome.tiff)")
-    segment_fov.set_defaults(handler=_segment_fov)
-
-    crop_cells = commands.add_parser(
-        "crop-cells", help="quality-control, crop, align and measure the cells of one FOV",
-        description="Crop every cell of one FOV to isotropic voxels, aligned and centred on its nucleus; every "
-        "dropped cell is a table row with its reason.")
-    _add_settings_options(crop_cells)
-    _add_fov_options(crop_cells)
-    crop_cells.add_argument("--labels", required=True, help="label image from segment-fov")
-    crop_cells.add_argument("--truth-labels", help="ground-truth label image, to match cells to true cells")
-    crop_cells.add_argument("--crops", required=True, help="crops to write (.npz)")
-    crop_cells.add_argument("--table", required=True, help="per-cell table to write (.parquet)")
-    crop_cells.set_defaults(handler=_crop_cells)
-
-    import_allencell = commands.add_parser(
-        "import-allencell", help="turn one chunk of a pre-cropped Allen single-cell dataset into crops",
-        description="Read the cells of one chunk of the CSV named by allencell.csv, in the layout allencell.layout "
-        "(pipeline4: registered TIFFs; hipsc_single_cell: raw and mask OME-TIFFs) and write them as crops and a "
-        "table in the format of crop-cells.")
-    _add_settings_options(import_allencell)
-    import_allencell.add_argument("--crop-settings", metavar="JSON", help="the crop config section as JSON")
-    import_allencell.add_argument("--chunk", required=True, help="chunk name, e.g. allencell_00000")
-    import_allencell.add_argument("--crops", required=True, help="crops to write (.npz)")
-    import_allencell.add_argument("--table", required=True, help="per-cell table to write (.parquet)")
-    import_allencell.set_defaults(handler=_import_allencell)
-
-    normalize_cells = commands.add_parser(
-        "normalize-cells", help="normalize all crops of a dataset into cells.zarr and cells.parquet",
-        description="Normalize every crop (background subtracted, [0, 1]) into one chunked Zarr store with Dask, "
-        "and write the per-cell table (ids, splits, store indices) and the rejects.")
-    _add_settings_options(normalize_cells)
-    normalize_cells.add_argument("--crops", nargs="+", required=True, help="per-FOV crop archives (.npz)")
-    normalize_cells.add_argument("--tables", nargs="+", required=True, help="per-FOV tables (.parquet), same order")
-    normalize_cells.add_argument("--dataset", required=True, help="dataset name, e.g. main")
-    normalize_cells.add_argument("--voxel-um", type=float, required=True, help="voxel edge of the crops (µm)")
-    normalize_cells.add_argument("--annotations", help="ground-truth cells.parquet to join on the matched cells")
-    normalize_cells.add_argument("--store", required=True, help="Zarr store to write")
-    normalize_cells.add_argument("--cells", required=True, help="cells.parquet to write")
-    normalize_cells.add_argument("--rejects", required=True, help="rejects.parquet to write")
-    normalize_cells.add_argument("--threads", type=int, default=1, help="local Dask threads (default 1)")
-    normalize_cells.add_argument("--cell-annotations", metavar="CSV", help="per-cell annotations (fov_id, label, "
-                                 "mitotic_stage) to join on the cells (data.cell_annotations)")
-    normalize_cells.add_argument("--build-controls", action="store_true", help="add the five control classes built "
-                                 "from the dataset's cells (the rules pass it for the training dataset; "
-                                 "normalize.controls: false turns it off)")
-    normalize_cells.set_defaults(handler=_normalize_cells)
-
-    for model in ("reference", "target"):
-        trainer = commands.add_parser(
-            f"train-{model}", help=f"train the {model} model on a dataset's training split",
-            description=f"Train the {model} β-VAE from cells.zarr, validate every epoch, keep the checkpoint with "
-            "the best validation ELBO; a rerun with the same settings resumes from WORKDIR.")
-        _add_settings_options(trainer)
-        trainer.add_argument("--store", required=True, help="cells.zarr of the training dataset")
-        trainer.add_argument("--cells", required=True, help="cells.parquet beside it")
-        trainer.add_argument("--checkpoint", required=True,
-                             help="model to write, NAME.pt or NAME.ckpt: the best Lightning checkpoint NAME.ckpt, "
-                             "its weights-only export NAME.pt and its card NAME.json")
-        trainer.add_argument("--metrics", required=True, help="per-epoch metrics to write (.csv)")
-        trainer.add_argument("--workdir", required=True, help="folder of the running checkpoints (kept on failure)")
-        trainer.set_defaults(handler=_train, model=model)
-
-    import_model = commands.add_parser(
-        "import-model", help="check a trained model from elsewhere and copy it into the run",
-        description="Load a weights-only model (NAME.pt with its card NAME.json) without executing pickled objects, "
-        "check that it is a model of KIND and fits the training dataset (crop shape, voxel size, channels, "
-        "structures; a message names every difference), and write it, re-saved as tensors only, to OUTPUT.")
-    import_model.add_argument("--kind", choices=("reference", "target"), required=True, help="which model it must be")
-    import_model.add_argument("--weights", required=True, help="the exported model NAME.pt (NAME.json beside it)")
-    import_model.add_argument("--store", required=True, help="cells.zarr of the run's training dataset")
-    import_model.add_argument("--cells", required=True, help="cells.parquet beside it")
-    import_model.add_argument("--output", required=True, help="NAME.pt to write (its card NAME.json beside it)")
-    import_model.set_defaults(handler=_import_model)
-
-    overview = commands.add_parser(
-        "plot-colony-overview",
-        help="gallery of the first FOV of every structure and treatment",
-        description="Draw max projections and an xz section of the first FOV of every (structure, treatment).",
-    )
-    overview.add_argument("manifests", nargs="+", help="FOV manifest CSV files")
-    overview.add_argument("--output", required=True, help="PNG to write")
-    overview.set_defaults(handler=_plot_colony_overview)
-
-    model_check = commands.add_parser(
-        "plot-model-check", help="test cells beside their reconstructions, and the KL per latent dimension",
-        description="Draw test cells and their reconstructions by the reference and target models, and each "
-        "model's mean KL per latent dimension; write the KL table.")
-    _add_trained_models_options(model_check)
-    model_check.add_argument("--output", required=True, help="PNG to write")
-    model_check.add_argument("--kl", required=True, help="KL-per-dimension table to write (.csv)")
-    model_check.set_defaults(handler=_plot_model_check)
-
-    ground_truth = commands.add_parser(
-        "check-ground-truth", help="check the analyses against the synthetic colony's planted answers",
-        description="One row per planted answer (coupling partners, drug shifts, latent dimensions following height "
-        "and volume), with what was observed and whether it passed.")
-    _add_settings_options(ground_truth)
-    ground_truth.add_argument("--coupling", required=True, help="coupling/structures.csv")
-    ground_truth.add_argument("--measurements", required=True, help="latent_space/measurement_recovery.csv")
-    ground_truth.add_argument("--shifts", nargs="?", default="", help="perturbation/shifts.csv (if a drug set)")
-    ground_truth.add_argument("--output", required=True, help="table to write (.csv)")
-    ground_truth.set_defaults(handler=_check_ground_truth)
-
-    # Embed and latent space
-    embed_cells = commands.add_parser(
-        "embed-cells", help="latent means, log-variances and K-sample ELBO of every cell under one model",
-        description="Embed every cell of a dataset with a trained model (reference or target, from the checkpoint) "
-        "and rank the latent dimensions by mean absolute deviation (with their mean KL).")
-    _add_settings_options(embed_cells)
-    embed_cells.add_argument("--checkpoint", required=True,
-                             help="trained model: weights-only NAME.pt with NAME.json beside it (or a .ckpt)")
-    embed_cells.add_argument("--store", required=True, help="cells.zarr of the dataset")
-    embed_cells.add_argument("--cells", required=True, help="cells.parquet beside it")
-    embed_cells.add_argument("--rank-on", choices=("test", "all"), default="test",
-                             help="cells the dimensions are ranked on: the test split (default) or all cells")
-    embed_cells.add_argument("--embeddings", required=True, help="per-cell table to write (.parquet)")
-    embed_cells.add_argument("--dimensions", required=True, help="ranked dimensions to write (.csv)")
-    embed_cells.set_defaults(handler=_embed_cells)
-
-    correlate = commands.add_parser(
-        "correlate-latent-space", help="tables of the latent-space figures (correlations, PCA, KL per dimension)",
-        description="On the test cells: Spearman of the top reference dimensions with every cell measurement, the "
-        "best dimension for cell height and volume, PCA of the measurements, correlation among the top "
-        "dimensions and the ranked KL per dimension of both models; one CSV each under OUTDIR.")
-    _add_settings_options(correlate)
-    correlate.add_argument("--reference", required=True, help="reference embeddings (.parquet)")
-    correlate.add_argument("--target", required=True, help="target embeddings (.parquet)")
-    correlate.add_argument("--dimensions", required=True, help="reference ranked dimensions (.csv)")
-    correlate.add_argument("--cells", required=True, help="cells.parquet of the dataset")
-    correlate.add_argument("--outdir", required=True, help="folder of the tables")
-    correlate.set_defaults(handler=_correlate_latent_space)
-
-    walk = commands.add_parser(
-        "walk-latent-space", help="reference images decoded along the top latent dimensions",
-        description="Decode reference images along each top dimension from -k to +k standard deviations of its "
-        "aggregate posterior on the test cells, all other dimensions at 0; writes an .npz (images, dimension, "
-        "rank, sd, sd_offsets).")
-    _add_settings_options(walk)
-    walk.add_argument("--checkpoint", required=True, help="reference model: NAME.pt with NAME.json (or a .ckpt)")
-    walk.add_argument("--embeddings", required=True, help="reference embeddings (.parquet)")
-    walk.add_argument("--dimensions", required=True, help="reference ranked dimensions (.csv)")
-    walk.add_argument("--output", required=True, help=".npz to write")
-    walk.set_defaults(handler=_walk_latent_space)
-
-    latent_figures = {
-        "scatter": ("latent_space", "top two reference dimensions by mitotic stage and cell height (Fig 2A/C)",
-                    ("embeddings", "dimensions", "cells")),
-        "pairs": ("latent_space", "pairwise plots of the top four reference dimensions (S1 Fig)",
-                  ("embeddings", "dimensions")),
-        "walks": ("latent_walks", "latent walks of the reference model (Fig 2E/F, S2 Fig)",
-                  ("walks", "correlations")),
-        "correlations": ("latent_correlations", "latent dimensions against cell measurements (S3 Fig)",
-                         ("correlations", "dimensions", "pca", "dimension-correlations")),
-        "kl": ("kl_per_dimension", "ranked KL per latent dimension of both models (S6 Fig)", ("kl",)),
-    }
-    for figure, (entry, about, inputs) in latent_figures.items():
-        name = "kl-per-dimension" if figure == "kl" else f"latent-{figure}"
-        plotter = commands.add_parser(f"plot-{name}", help=about, description=f"Draw the {about} from its tables.")
-        _add_settings_options(plotter)
-        for option in inputs:
-            plotter.add_argument(f"--{option}", required=True, help=f"{option.replace('-', ' ')} table or file")
-        plotter.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
-        plotter.set_defaults(handler=_plot_latent_space, figure=figure, settings_entry=entry)
-
-    # Generation and features
-    generate = commands.add_parser(
-        "generate-cells", help="generated cells: reference prior, test-cell counterparts, structures in one cell",
-        description="Decode cells from the reference prior, the test cells' reconstructions and structure samples, "
-        "every structure generated in one real test cell (median reference ELBO) and real examples per structure "
-        "(--settings: the analysis section); writes prior.npz, test_cells.npz, structures_in_one_cell.npz, "
-        "structure_examples.npz and manifest.parquet under OUTDIR.")
-    _add_settings_options(generate)
-    _add_trained_models_options(generate)
-    generate.add_argument("--outdir", required=True, help="folder to write, e.g. results/analysis/generation")
-    generate.set_defaults(handler=_generate_cells)
-
-    measure = commands.add_parser(
-        "measure-features", help="the 14 features of real test cells and generated cells",
-        description="Segment cell (membrane) and nucleus (DNA) in real test cells, their reconstructions and prior "
-        "cells, and measure 3 shape and 4 intensity features of each; writes one row per image and source.")
-    measure.add_argument("--test-cells", required=True, help="test_cells.npz from generate-cells")
-    measure.add_argument("--prior", required=True, help="prior.npz from generate-cells")
-    measure.add_argument("--manifest", required=True, help="manifest.parquet from generate-cells")
-    measure.add_argument("--store", required=True, help="cells.zarr (its voxel size)")
-    measure.add_argument("--output", required=True, help="features table to write (.parquet)")
-    measure.set_defaults(handler=_measure_features)
-
-    generation_figures = {
-        "generated_cells": ("real test cells beside cells from the reference prior (Fig 4A)", ("prior", "test-cells")),
-        "structures_in_one_cell": ("every structure generated inside one real cell (Fig 4B, S5)",
-                                   ("in-one-cell", "examples")),
-        "structure_examples": ("real example cells of every structure (S4)", ("examples",)),
-    }
-    for figure, (about, inputs) in generation_figures.items():
-        plotter = commands.add_parser(f"plot-{figure.replace('_', '-')}", help=about,
-                                      description=f"Draw the {about} from generate-cells' images.")
-        _add_settings_options(plotter)
-        for option in (*inputs, "store"):
-            plotter.add_argument(f"--{option}", required=True, help=f"{option.replace('-', ' ')} (.npz or store)")
-        plotter.add_argument("--output", required=True, help="PNG to write")
-        plotter.set_defaults(handler=_plot_generation, figure=figure)
-
-    violins = commands.add_parser(
-        "plot-feature-violins", help="violin plots of the 14 features, real against generated (Fig 3D, S7)",
-        description="Draw the 14 features of real test cells (red) and generated cells from measure-features.")
-    _add_settings_options(violins)
-    violins.add_argument("--features", required=True, help="features.parquet from measure-features")
-    violins.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
-    violins.set_defaults(handler=_plot_feature_violins)
-
-    # Beta sweep
-    sweep = commands.add_parser(
-        "analyze-beta-sweep", help="rate, distortion, KL per dimension and feature regression of the β sweep",
-        description="Evaluate the 2D reference models of a β sweep on the test cells' projections (rate, K-sample "
-        "distortion, ranked KL per dimension, prior samples) and regress the top PCs of the 14 features on the "
-        "important dimensions (--settings: the analysis section; fitted on training cells, R² on test cells).")
-    _add_settings_options(sweep)
-    sweep.add_argument("--sweep-settings", metavar="JSON", help="the beta_sweep config section as JSON")
-    sweep.add_argument("--checkpoints", nargs="+", required=True, help="the sweep's model checkpoints")
-    sweep.add_argument("--store", required=True, help="cells.zarr the models were trained on")
-    sweep.add_argument("--cells", required=True, help="cells.parquet beside it")
-    sweep.add_argument("--rate-distortion", required=True, help="per-model rate and distortion to write (.csv)")
-    sweep.add_argument("--kl", required=True, help="ranked KL per dimension to write (.csv)")
-    sweep.add_argument("--regression", required=True, help="R² per model and PC to write (.csv)")
-    sweep.add_argument("--feature-pcs", required=True, help="PCA loadings of the features to write (.csv)")
-    sweep.add_argument("--features", required=True, help="features and PC scores per cell to write (.parquet)")
-    sweep.add_argument("--generated", required=True, help="prior samples (models, n, 2, Y, X) to write (.npz)")
-    sweep.set_defaults(handler=_analyze_beta_sweep)
-
-    sweep_plots = {
-        "plot-beta-rate-distortion": ("rate and distortion against β (Fig 3A)", _plot_beta_rate_distortion,
-                                      ("rate_distortion",)),
-        "plot-beta-generated": ("cells generated at each β (Fig 3B/C)", _plot_beta_generated,
-                                ("generated", "rate_distortion", "store", "cells")),
-        "plot-beta-kl": ("mean KL per latent dimension across β (S6a/b)", _plot_beta_kl, ("kl",)),
-        "plot-beta-regression": ("important dimensions, feature PCA and R² per PC across β (S8)",
-                                 _plot_beta_regression, ("kl", "regression", "feature_pcs")),
-    }
-    for name, (summary, handler, inputs) in sweep_plots.items():
-        plot = commands.add_parser(name, help=summary, description=f"Draw {summary} from the analyze-beta-sweep "
-                                   "outputs (--settings: the figure's settings, e.g. dpi).")
-        _add_settings_options(plot)
-        for option in inputs:
-            plot.add_argument(f"--{option.replace('_', '-')}", required=True, help=f"the sweep's {option} file")
-        if name == "plot-beta-regression":
-            plot.add_argument("--sweep-settings", metavar="JSON", help="the beta_sweep config section as JSON")
-        if name == "plot-beta-generated":
-            plot.add_argument("--columns", type=int, default=8, help="cells shown per row (default 8)")
-        plot.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
-        plot.set_defaults(handler=handler)
-
-    # Coupling
-    measure_coupling = commands.add_parser(
-        "measure-coupling", help="coupling of each structure to the membrane and the nucleus (Fig 5 tables)",
-        description="Per measured cell, the target-model ELBO with its own reference and with K copies whose "
-        "membrane (DNA) is another cell's of the same structure (Eq 4), the normalized difference (Eq 5); per "
-        "structure and phase the means, intervals and coupling calls; per structure the mitosis resampling test.")
-    _add_settings_options(measure_coupling)
-    measure_coupling.add_argument("--model", required=True, help="target model checkpoint")
-    measure_coupling.add_argument("--store", required=True, help="cells.zarr")
-    measure_coupling.add_argument("--cells", required=True, help="cells.parquet")
-    measure_coupling.add_argument("--splits", nargs="+", default=["test", "val"],
-                                  help="splits whose cells are measured (default: test val)")
-    measure_coupling.add_argument("--output-cells", required=True, help="per-cell table to write (.parquet)")
-    measure_coupling.add_argument("--output-structures", required=True, help="per-structure table (.csv)")
-    measure_coupling.add_argument("--output-mitosis", required=True, help="mitosis test table (.csv)")
-    measure_coupling.set_defaults(handler=_measure_coupling)
-
-    for name, table, what in (("cells", "cells.parquet of measure-coupling", "Fig 5A: membrane against nucleus "
-                               "coupling of every measured cell, coloured by structure"),
-                              ("structures", "structures.csv of measure-coupling", "Fig 5B: normalized difference "
-                               "of membrane and nucleus coupling per structure, interphase and mitosis")):
-        plot = commands.add_parser(f"plot-coupling-{name}", help=what.split(": ", 1)[1], description=what + ".")
-        _add_settings_options(plot)
-        plot.add_argument("--table", required=True, help=table)
-        plot.add_argument("--output", required=True, help="PNG to write (an SVG is written beside it)")
-        plot.set_defaults(handler=_plot_coupling, plot=f"plot_coupling_{name}")
-
-    # Perturbation
-    def drug_inputs(command: argparse.ArgumentParser, *, kl: bool = True) -> None:
-        command.add_argument("--cells", required=True, help="cells.parquet of the drug set")
-        command.add_argument("--control", default="auto", help="treatment the drugs are compared with "
-                             "(analysis.control_treatment; '' for the untreated cells; default auto: vehicle if "
-                             "present, else the untreated cells)")
-        if kl:
-            command.add_argument("--min-kl", type=float, required=True, help="mean KL (nats) above which a latent "
-                                 "dimension is active (the rules pass beta_sweep.important_kl_nats)")
-
-    drug_shifts = commands.add_parser(
-        "drug-shifts", help="permutation tests of the drug-induced centroid shifts in both latent spaces",
-        description="For every structure and drug of the drug set, the distance between the treated and control "
-        "centroids in the active latent dimensions, its permutation p-value (analysis.permutations label "
-        "shuffles) and the Bonferroni-corrected p-value over all tests.")
-    _add_settings_options(drug_shifts)
-    drug_inputs(drug_shifts)
-    for model in ("target", "reference"):
-        drug_shifts.add_argument(f"--{model}-embeddings", required=True,
-                                 help=f"drug-set embeddings of the {model} model (.parquet)")
-        drug_shifts.add_argument(f"--{model}-dimensions", required=True,
-                                 help=f"the {model} model's dimension table on the training dataset (.csv)")
-    drug_shifts.add_argument("--output", required=True, help="shift table to write (.csv)")
-    drug_shifts.set_defaults(handler=_drug_shifts)
-
-    drug_trajectory = commands.add_parser(
-        "drug-trajectory", help="real cells at even steps from the untreated to the treated centroid",
-        description="For every structure and drug, the cells whose projection on the line from the control to the "
-        "treated centroid (target latent space) is nearest to analysis.trajectory_steps even steps.")
-    _add_settings_options(drug_trajectory)
-    drug_inputs(drug_trajectory)
-    drug_trajectory.add_argument("--embeddings", required=True, help="drug-set embeddings of the target model")
-    drug_trajectory.add_argument("--dimensions", required=True, help="the target model's dimension table (.csv)")
-    drug_trajectory.add_argument("--output", required=True, help="trajectory table to write (.csv)")
-    drug_trajectory.set_defaults(handler=_drug_trajectory)
-
-    for space, what in (("reference", "the top two reference dimensions (MAD rank), coloured by treatment"),
-                        ("target", "per structure, two target dimensions with control-to-treated arrows")):
-        plot = commands.add_parser(
-            f"plot-drug-{space}-latents", help=f"drug-set cells in {what}",
-            description=f"Scatter plot of the drug-set cells in {what}; p-values from the shift table. Writes a PNG "
-            "and an SVG beside it.")
-        _add_settings_options(plot)
-        drug_inputs(plot, kl=space == "target")
-        plot.add_argument("--embeddings", required=True, help=f"drug-set embeddings of the {space} model")
-        plot.add_argument("--dimensions", required=True, help=f"the {space} model's dimension table (.csv)")
-        plot.add_argument("--shifts", required=True, help="shift table of drug-shifts (.csv)")
-        plot.add_argument("--output", required=True, help="PNG to write")
-        plot.set_defaults(handler=_plot_drug_latents, space=space)
-
-    trajectory_plot = commands.add_parser(
-        "plot-drug-trajectory", help="the trajectory's cells as xy and yz max projections",
-        description="Draw the cells of the drug-trajectory table: xy (max along z) and yz (max along x) projections "
-        "in composite colours, one row pair per structure and drug.")
-    _add_settings_options(trajectory_plot)
-    trajectory_plot.add_argument("--trajectory", required=True, help="trajectory table of drug-trajectory (.csv)")
-    trajectory_plot.add_argument("--store", required=True, help="cells.zarr of the drug set")
-    trajectory_plot.add_argument("--shifts", required=True, help="shift table of drug-shifts (.csv)")
-    trajectory_plot.add_argument("--output", required=True, help="PNG to write")
-    trajectory_plot.set_defaults(handler=_plot_drug_trajectory)
+    thumbnails.add_parser(commands)
+    explorer.add_parser(commands)
     return parser
 
 

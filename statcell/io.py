@@ -31,6 +31,11 @@ OPTIONAL_MANIFEST_COLUMNS: dict[str, str] = {
 }
 
 
+#: Group attribute of ``cells.zarr`` that holds the project's own metadata (cell count, channel names), beside the
+#: group attribute ``ome``, which holds only what the OME-Zarr specification defines.
+STORE_ATTRIBUTE = "statcell"
+
+
 class ManifestError(ValueError):
     """A FOV manifest is malformed; the message names the file, the row and the column."""
 
@@ -362,13 +367,65 @@ def write_crops(path: str | Path, crops: np.ndarray) -> None:
     partial.replace(path)
 
 
-def store_spacing(store: str | Path) -> tuple[float, float, float]:
-    """Voxel size ``(z, y, x)`` in µm of a ``cells.zarr`` store, from its OME-NGFF scale."""
+@dataclass(frozen=True)
+class StoreMetadata:
+    """What a ``cells.zarr`` store states about itself.
+
+    Attributes
+    ----------
+    spacing : tuple of float or None
+        Voxel size ``(z, y, x)`` in micrometres, from the OME-Zarr scale; None where the store does not state it.
+    channels : tuple of str or None
+        Channel names in order: those of the :data:`STORE_ATTRIBUTE` attribute, else the OME ``omero`` labels;
+        None where the store names none.
+    n_cells : int or None
+        Cells in the store, as its :data:`STORE_ATTRIBUTE` attribute states.
+    """
+
+    spacing: tuple[float, float, float] | None
+    channels: tuple[str, ...] | None
+    n_cells: int | None
+
+
+def store_metadata(store: str | Path) -> StoreMetadata:
+    """Read the metadata of a ``cells.zarr`` store (:func:`statcell.normalize.create_cell_store`).
+
+    The OME-Zarr 0.5 metadata is the group attribute ``ome`` (axes ``cell, c, z, y, x``, scale, ``omero`` channel
+    labels); the project's own is the group attribute :data:`STORE_ATTRIBUTE`. Stores written before it moved there
+    kept it inside ``ome``, where it is still read. A store without group metadata (a bare array ``0``) states
+    nothing: every field is None.
+    """
     import zarr
 
-    multiscale = zarr.open_group(store, mode="r").attrs["ome"]["multiscales"][0]
-    scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
-    return tuple(float(value) for value in scale[-3:])
+    try:
+        attributes = dict(zarr.open_group(store, mode="r").attrs)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        attributes = {}
+    ome = attributes.get("ome") or {}
+    ours = attributes.get(STORE_ATTRIBUTE) or ome.get(STORE_ATTRIBUTE) or {}
+    try:
+        scale = ome["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+        spacing = tuple(float(value) for value in scale[-3:])
+    except (KeyError, IndexError, TypeError):
+        spacing = None
+    channels = ours.get("channels") or [channel.get("label") for channel in ome.get("omero", {}).get("channels", [])]
+    n_cells = ours.get("n_cells")
+    return StoreMetadata(spacing=spacing, channels=tuple(str(name) for name in channels) if channels else None,
+                         n_cells=None if n_cells is None else int(n_cells))
+
+
+def store_spacing(store: str | Path) -> tuple[float, float, float]:
+    """Voxel size ``(z, y, x)`` in µm of a ``cells.zarr`` store, from its OME-Zarr scale.
+
+    Raises
+    ------
+    ValueError
+        If the store does not state its voxel size.
+    """
+    spacing = store_metadata(store).spacing
+    if spacing is None:
+        raise ValueError(f"the cell store {store} does not state its voxel size (OME-Zarr multiscales scale)")
+    return spacing
 
 
 def read_stack(path: str | Path, *, axes: str) -> np.ndarray:

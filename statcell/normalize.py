@@ -371,24 +371,33 @@ def read_cell_annotations(path: str | Path) -> pd.DataFrame:
     return annotations
 
 
-def _ngff_attributes(voxel_um: float, shape: tuple[int, ...]) -> dict:
+def _store_attributes(voxel_um: float, shape: tuple[int, ...]) -> dict:
+    """The store's group attributes: OME-Zarr 0.5 image metadata under ``ome``, the project's own under ``statcell``.
+
+    The first axis, ``cell``, has a custom type (NGFF allows one axis of a type other than space, time and channel);
+    ``ome`` holds only what the specification defines, so validators and viewers read it as an image.
+    """
     axes = [{"name": "cell", "type": "cell"}, {"name": "c", "type": "channel"},
             *({"name": axis, "type": "space", "unit": "micrometer"} for axis in "zyx")]
-    return {"ome": {
-        "version": "0.5",
-        "multiscales": [{"name": "cells", "axes": axes, "datasets": [{
-            "path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, *(voxel_um,) * 3]}]}]}],
-        "omero": {"channels": [{"label": name, "color": _COLOURS[name], "active": index < 3,
-                                "window": {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}}
-                               for index, name in enumerate(CROP_CHANNELS)]},
-        "statcell": {"n_cells": shape[0], "channels": list(CROP_CHANNELS)},
-    }}
+    return {
+        "ome": {
+            "version": "0.5",
+            "multiscales": [{"name": "cells", "axes": axes, "datasets": [{
+                "path": "0",
+                "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, *(voxel_um,) * 3]}]}]}],
+            "omero": {"channels": [{"label": name, "color": _COLOURS[name], "active": index < 3,
+                                    "window": {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}}
+                                   for index, name in enumerate(CROP_CHANNELS)]},
+        },
+        io.STORE_ATTRIBUTE: {"n_cells": shape[0], "channels": list(CROP_CHANNELS)},
+    }
 
 
 def create_cell_store(path: str | Path, shape: tuple[int, ...], *, voxel_um: float):
     """Create an empty ``cells.zarr`` (replacing any at ``path``) and return its array ``0``.
 
-    One chunk per cell, Zstd-compressed, with OME-NGFF 0.5 metadata naming the channels (:data:`CROP_CHANNELS`).
+    One chunk per cell, Zstd-compressed, with OME-Zarr (NGFF) 0.5 metadata naming the channels
+    (:data:`CROP_CHANNELS`) and the project's own (cell count, channels) under the group attribute ``statcell``.
 
     Parameters
     ----------
@@ -409,7 +418,7 @@ def create_cell_store(path: str | Path, shape: tuple[int, ...], *, voxel_um: flo
     if len(shape) != 5 or shape[1] != len(CROP_CHANNELS):
         raise ValueError(f"a cell store holds (N, {len(CROP_CHANNELS)}, Z, Y, X) cells, got shape {shape}")
     root = zarr.open_group(path, mode="w", zarr_format=3)
-    root.attrs.update(_ngff_attributes(voxel_um, shape))
+    root.attrs.update(_store_attributes(voxel_um, shape))
     return root.create_array("0", shape=shape, chunks=(1, *shape[1:]), dtype="float32", fill_value=0.0,
                              compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=["cell", "c", "z", "y", "x"])
 

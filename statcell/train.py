@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 import statcell
+from statcell import io
 from statcell.config import model_training_section
 from statcell.models import ReferenceVAE, TargetVAE, VAEConfig
 from statcell.models import export
@@ -442,20 +443,10 @@ def data_facts(store: str | Path) -> dict:
     import zarr
 
     array = zarr.open_array(Path(store) / "0", mode="r")
-    try:
-        metadata = dict(zarr.open_group(store, mode="r").attrs).get("ome", {})
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):  # a bare array: no metadata
-        metadata = {}
-    try:
-        voxel = [float(value) for value in
-                 metadata["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"][-3:]]
-    except (KeyError, IndexError, TypeError):
-        voxel = None
-    channels = metadata.get("statcell", {}).get("channels")
-    if channels is None and "omero" in metadata:
-        channels = [channel.get("label") for channel in metadata["omero"].get("channels", [])] or None
-    return {"crop_shape": [int(s) for s in array.shape[2:]], "voxel_size_um": voxel,
-            "channels": None if channels is None else [str(name) for name in channels]}
+    metadata = io.store_metadata(store)
+    return {"crop_shape": [int(s) for s in array.shape[2:]],
+            "voxel_size_um": None if metadata.spacing is None else list(metadata.spacing),
+            "channels": None if metadata.channels is None else list(metadata.channels)}
 
 
 def export_trained_model(checkpoint: str | Path, *, store: str | Path, table: pd.DataFrame,

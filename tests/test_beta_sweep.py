@@ -12,6 +12,7 @@ import torch
 
 from statcell import cli, train
 from statcell.analysis import beta_sweep
+from statcell.plots import beta_sweep as beta_plots
 from statcell.analysis.features import FEATURE_NAMES
 from statcell.config import validate_config
 from statcell.models.loss import kl_per_dimension
@@ -204,15 +205,15 @@ def test_cli_writes_tables_and_figures(sweep_models, tmp_path):
         args += [f"--{option}", str(out / name)]
     assert cli.main(args) == 0
     assert pd.read_csv(out / "rate_distortion.csv")["beta"].tolist() == [0.0, 1.0]
-    with np.load(out / "generated.npz") as archive:
-        assert archive["crops"].shape == (2, 6, 2, 8, 16)
+    with np.load(out / "generated.npz") as archive:  # the figure's pixels: generated and observed cells
+        assert archive["generated"].shape == (2, 6, 2, 8, 16)
+        assert archive["observed"].shape[1:] == (2, 8, 16) and len(archive["spacing"]) == 3
     figures = tmp_path / "figures"
-    dpi = ["--settings", json.dumps({"dpi": 60})]
+    dpi = ["--settings", json.dumps({"dpi": 60, "beta_generated": {"columns": 4}})]
     commands = {
         "plot-beta-rate-distortion": ["--rate-distortion", out / "rate_distortion.csv"],
         "plot-beta-generated": ["--generated", out / "generated.npz", "--rate-distortion",
-                                out / "rate_distortion.csv", "--store", sweep_models["store"], "--cells",
-                                sweep_models["cells"], "--columns", "4"],
+                                out / "rate_distortion.csv"],
         "plot-beta-kl": ["--kl", out / "kl_per_dimension.csv"],
         "plot-beta-regression": ["--kl", out / "kl_per_dimension.csv", "--regression", out / "regression.csv",
                                  "--feature-pcs", out / "feature_pcs.csv"],
@@ -221,13 +222,13 @@ def test_cli_writes_tables_and_figures(sweep_models, tmp_path):
         png = figures / f"{command}.png"
         assert cli.main([command, *dpi, *map(str, options), "--output", str(png)]) == 0
         assert png.stat().st_size > 5000
-        assert png.with_suffix(".svg").exists() == (command != "plot-beta-generated")
+        assert png.with_suffix(".svg").exists()
 
 
 def test_generated_figure_needs_one_beta_per_row(tmp_path):
     with pytest.raises(ValueError, match="β values"):
-        beta_sweep.plot_generated(np.zeros((2, 3, 2, 8, 16)), [0.0], tmp_path / "x.png",
-                                  observed=np.zeros((3, 2, 8, 16)), dpi=50)
+        beta_plots.plot_generated({"generated": np.zeros((2, 3, 2, 8, 16)), "observed": np.zeros((3, 2, 8, 16)),
+                                   "spacing": np.ones(3)}, pd.DataFrame({"beta": [0.0]}), tmp_path / "x.png", dpi=50)
 
 
 def test_settings_from_config():

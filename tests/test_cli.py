@@ -44,3 +44,28 @@ def test_bad_settings_exit_2_naming_the_key(tmp_path):
 def test_help_lists_one_subcommand_per_rule():
     run = subprocess.run([sys.executable, "-m", "statcell", "--help"], capture_output=True, text=True, check=True)
     assert "synthesize" in run.stdout
+
+
+def test_each_handler_is_beside_its_parser_and_every_name_is_literal():
+    """cli.py reads as a list of subcommands: each handler ``_x`` is followed by ``_add_x``, which names the
+    subcommand literally and sets that handler."""
+    import ast
+    import re
+    from pathlib import Path
+
+    from statcell import cli
+
+    source = Path(cli.__file__).read_text()
+    assert not re.search(r"add_parser\(f[\"']", source)
+    functions = [node for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)]
+    names = [node.name for node in functions]
+    adders = [node for node in functions if node.name.startswith("_add_") and "set_defaults" in ast.unparse(node)]
+    assert len(adders) > 15
+    for node in adders:
+        handler = re.search(r"set_defaults\(handler=(\w+)", ast.unparse(node)).group(1)
+        if handler in ("_train", "_plot"):  # one handler for several literal subcommands (train-*, plot-*)
+            continue
+        assert names.index(node.name) == names.index(handler) + 1, f"{handler} is not just before {node.name}"
+    run = subprocess.run([sys.executable, "-m", "statcell", "--help"], capture_output=True, text=True, check=True)
+    for name in re.findall(r"^    ([a-z][a-z-]+)", run.stdout, re.MULTILINE):
+        assert f'"{name}"' in source or name.startswith(("plot-", "make-thumbnails")), name

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from statcell.analysis import coupling
+from statcell.plots import coupling as coupling_plots
 from statcell.cli import main
 from statcell.models import VAEConfig
 from statcell.train import load_model
@@ -195,9 +196,9 @@ def test_cli_tables_and_figures(tiny_models, tmp_path):
     assert main(["measure-coupling", "--settings", settings, "--model", str(tiny_models["reference"]), "--store",
                  str(tiny_models["store"]), "--cells", str(tiny_models["cells"]), "--output-cells", "x.parquet",
                  "--output-structures", "x.csv", "--output-mitosis", "y.csv"]) == 2
-    for command, table, figure in (("plot-coupling-cells", "cells.parquet", "a.png"),
-                                   ("plot-coupling-structures", "structures.csv", "b.png")):
-        assert main([command, "--settings", '{"dpi": 60}', "--table", str(out[table]), "--output",
+    for command, option, table, figure in (("plot-coupling-cells", "--per-cell", "cells.parquet", "a.png"),
+                                           ("plot-coupling-structures", "--summary", "structures.csv", "b.png")):
+        assert main([command, "--settings", '{"dpi": 60}', option, str(out[table]), "--output",
                      str(out[figure])]) == 0
         assert out[figure].stat().st_size > 10_000 and out[figure].with_suffix(".svg").exists()
 
@@ -228,8 +229,8 @@ def test_cells_without_mitotic_annotation_are_summarized_and_the_mitosis_test_sa
     assert "no cell has a mitotic annotation" in caplog.text
     assert len(mitosis) == 3 * len(coupling.SCORES) and mitosis["p_value"].isna().all()
     assert mitosis["note"].str.contains("no mitotic annotation").all() and not mitosis["significant"].any()
-    coupling.plot_coupling_cells(per_cell, tmp_path / "a.png", dpi=50)
-    coupling.plot_coupling_structures(summary, tmp_path / "b.png", dpi=50)
+    coupling_plots.plot_coupling_cells(per_cell, tmp_path / "a.png", dpi=50)
+    coupling_plots.plot_coupling_structures(summary, tmp_path / "b.png", dpi=50)
     assert (tmp_path / "a.png").stat().st_size > 10_000 and (tmp_path / "b.png").stat().st_size > 10_000
 
 

@@ -102,3 +102,22 @@ def test_bioio_written_ome_tiff_and_plain_tiff_are_read(tmp_path):
     assert read.channel_names == ("a", "b", "c") and read.spacing == (0.29, 0.108, 0.108)
     tifffile.imwrite(tmp_path / "plain.tif", image[:, 0], photometric="minisblack")  # not OME: read by bioio
     assert io.read_image(tmp_path / "plain.tif").data.size == image[:, 0].size
+
+
+def test_store_metadata_reads_old_stores_and_bare_arrays(tmp_path):
+    import zarr
+
+    old = zarr.open_group(tmp_path / "old.zarr", mode="w", zarr_format=3)  # the project's keys inside `ome`
+    old.attrs.update({"ome": {"multiscales": [{"datasets": [{"path": "0", "coordinateTransformations": [
+        {"type": "scale", "scale": [1.0, 1.0, 0.3, 0.2, 0.2]}]}]}],
+        "statcell": {"channels": ["a", "b"], "n_cells": 2}}})
+    assert io.store_metadata(tmp_path / "old.zarr") == io.StoreMetadata(spacing=(0.3, 0.2, 0.2), channels=("a", "b"),
+                                                                        n_cells=2)
+    labelled = zarr.open_group(tmp_path / "labelled.zarr", mode="w", zarr_format=3)  # written by another tool
+    labelled.attrs.update({"ome": {"omero": {"channels": [{"label": "membrane"}, {"label": "dna"}]}}})
+    assert io.store_metadata(tmp_path / "labelled.zarr") == io.StoreMetadata(spacing=None,
+                                                                             channels=("membrane", "dna"), n_cells=None)
+    zarr.create_array(tmp_path / "bare.zarr" / "0", shape=(2, 5, 4, 4, 4), dtype="float32")
+    assert io.store_metadata(tmp_path / "bare.zarr") == io.StoreMetadata(spacing=None, channels=None, n_cells=None)
+    with pytest.raises(ValueError, match="does not state its voxel size"):
+        io.store_spacing(tmp_path / "bare.zarr")

@@ -10,6 +10,7 @@ import pytest
 
 from statcell import cli
 from statcell.analysis import embed, latent_space
+from statcell.plots import latent_space as latent_plots
 
 
 def _constructed(n: int = 60, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -123,7 +124,7 @@ def test_commands_write_tables_and_figures(tiny_models, tmp_path):
                      str(tables / "walks.npz")]) == 0
     with np.load(tables / "walks.npz") as walks:
         assert walks["images"].shape[:3] == (2, 3, 2)
-    scatter = json.dumps({"dpi": 60, "point_size": 9, "colormap": "magma"})
+    scatter = json.dumps({"dpi": 60, "latent_space": {"point_size": 9, "colormap": "magma"}})
     plain = json.dumps({"dpi": 60})
     commands = {
         "latent_scatter": ["plot-latent-scatter", "--settings", scatter, "--embeddings", str(paths["reference"]),
@@ -144,7 +145,7 @@ def test_commands_write_tables_and_figures(tiny_models, tmp_path):
         assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert output.with_suffix(".svg").stat().st_size > 0
     # a setting the figures section does not know is refused, naming the key
-    assert cli.main([*commands["latent_scatter"][:2], json.dumps({"dpi": 60, "markers": 3}),
+    assert cli.main([*commands["latent_scatter"][:2], json.dumps({"dpi": 60, "latent_space": {"markers": 3}}),
                      *commands["latent_scatter"][3:], "--output", str(tmp_path / "bad.png")]) == 2
 
 
@@ -155,7 +156,7 @@ def test_scatter_without_mitotic_annotation_colours_by_structure(tmp_path):
     for name, table, coloured_by in (("stages", cells, "mitotic_stage"),
                                      ("none", cells.drop(columns="mitotic_stage"), "structure"),
                                      ("unknown", cells.assign(mitotic_stage="unknown"), "structure")):
-        assert latent_space.plot_latent_scatter(embeddings, table, tmp_path / f"{name}.png", dimensions=dimensions,
+        assert latent_plots.plot_latent_scatter(embeddings, table, tmp_path / f"{name}.png", dimensions=dimensions,
                                                 point_size=6, colormap="viridis", dpi=40) == coloured_by
         assert (tmp_path / f"{name}.png").stat().st_size > 5_000
 

@@ -82,6 +82,8 @@ def test_normalize_cells_writes_store_table_and_rejects(tmp_path, threads):
     assert attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"][2:] == [0.5] * 3
     assert [c["label"] for c in attrs["omero"]["channels"]] == ["membrane", "dna", "structure", "cell_mask",
                                                                "nucleus_mask"]
+    assert io.store_metadata(out / "cells.zarr") == io.StoreMetadata(
+        spacing=(0.5, 0.5, 0.5), channels=("membrane", "dna", "structure", "cell_mask", "nucleus_mask"), n_cells=5)
     assert not list(out.glob("*.partial"))
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from statcell.analysis import perturbation
+from statcell.plots import perturbation as perturbation_plots
 
 LATENT_DIM = 4
 
@@ -185,10 +188,10 @@ def test_untreated_cells_are_the_control_of_a_manifest_drug_set(tmp_path):
     shifts.to_csv(tmp_path / "shifts.csv", index=False)
     trajectory.to_csv(tmp_path / "trajectory.csv", index=False)
     read_back = pd.read_csv(tmp_path / "shifts.csv")
-    shown = perturbation.plot_drug_target_latents(embeddings, cells, _dimensions(), read_back, tmp_path / "t.png",
+    shown = perturbation_plots.plot_drug_target_latents(embeddings, cells, _dimensions(), read_back, tmp_path / "t.png",
                                                   min_kl=0.6, dpi=40)
     assert shown["x_dimension"].item() == 0
-    perturbation.plot_drug_reference_latents(embeddings, cells, _dimensions(), read_back, tmp_path / "r.png", dpi=40)
+    perturbation_plots.plot_drug_reference_latents(embeddings, cells, _dimensions(), read_back, tmp_path / "r.png", dpi=40)
     assert (tmp_path / "t.png").exists() and (tmp_path / "r.png").exists()
 
 
@@ -249,9 +252,12 @@ def test_commands_on_the_tiny_drug_set(tiny_models, tmp_path):
         paths[f"{kind}_dimensions"] = tmp_path / f"{kind}_dimensions.csv"
         drugs.to_parquet(paths[kind])
         ranked.to_csv(paths[f"{kind}_dimensions"], index=False)
-    settings = '{"permutations": 199, "trajectory_steps": 3, "seed": 1}'
-    common = ["--cells", str(tiny_models["drug_cells"]), "--control", "vehicle"]
-    assert cli.main(["drug-shifts", "--settings", settings, "--min-kl", "0", *common,
+    # the active dimensions' KL and the control come from the analysis settings, as the rules pass them
+    analysis = {"permutations": 199, "trajectory_steps": 3, "seed": 1, "active_kl_nats": 0,
+                "control_treatment": "vehicle"}
+    settings = json.dumps(analysis)
+    common = ["--cells", str(tiny_models["drug_cells"])]
+    assert cli.main(["drug-shifts", "--settings", settings, *common,
                      "--target-embeddings", str(paths["target"]), "--reference-embeddings", str(paths["reference"]),
                      "--target-dimensions", str(paths["target_dimensions"]),
                      "--reference-dimensions", str(paths["reference_dimensions"]),
@@ -262,20 +268,22 @@ def test_commands_on_the_tiny_drug_set(tiny_models, tmp_path):
     assert (shifts[["n_control", "n_treated"]] == 12).all().all()
     assert shifts["p_value"].between(1 / 200, 1).all()
     assert shifts["p_bonferroni"].tolist() == pytest.approx(np.minimum(1, 2 * shifts["p_value"]).tolist())
-    assert cli.main(["drug-trajectory", "--settings", settings, "--min-kl", "0", *common, "--embeddings",
-                     str(paths["target"]), "--dimensions", str(paths["target_dimensions"]),
-                     "--output", str(tmp_path / "trajectory.csv")]) == 0
+    assert cli.main(["drug-trajectory", "--settings", settings, *common, "--embeddings",
+                     str(paths["target"]), "--dimensions", str(paths["target_dimensions"]), "--store",
+                     str(tiny_models["drug_store"]), "--output", str(tmp_path / "trajectory.csv"), "--images",
+                     str(tmp_path / "trajectory.npz")]) == 0
     trajectory = pd.read_csv(tmp_path / "trajectory.csv")
     assert trajectory["step"].tolist() == [0, 1, 2] and trajectory["projection"].is_monotonic_increasing
-    figure_settings = '{"dpi": 60}'
-    for space in ("reference", "target"):
-        extra = ["--min-kl", "0"] if space == "target" else []
-        assert cli.main([f"plot-drug-{space}-latents", "--settings", figure_settings, *common, *extra,
+    with np.load(tmp_path / "trajectory.npz") as images:  # the figure's pixels, in the table's order
+        assert images["images"].shape[:2] == (3, 3) and images["images"].max() > 0
+    figure_settings = ["--settings", '{"dpi": 60}', "--analysis-settings", settings]
+    for command, space in (("plot-drug-reference-latents", "reference"), ("plot-drug-target-latents", "target")):
+        assert cli.main([command, *figure_settings, *common,
                          "--embeddings", str(paths[space]), "--dimensions", str(paths[f"{space}_dimensions"]),
                          "--shifts", str(tmp_path / "shifts.csv"), "--output", str(tmp_path / f"{space}.png")]) == 0
         assert (tmp_path / f"{space}.png").stat().st_size > 10_000 and (tmp_path / f"{space}.svg").exists()
-    assert cli.main(["plot-drug-trajectory", "--settings", figure_settings, "--trajectory",
-                     str(tmp_path / "trajectory.csv"), "--store", str(tiny_models["drug_store"]), "--shifts",
+    assert cli.main(["plot-drug-trajectory", "--settings", '{"dpi": 60}', "--trajectory",
+                     str(tmp_path / "trajectory.csv"), "--images", str(tmp_path / "trajectory.npz"), "--shifts",
                      str(tmp_path / "shifts.csv"), "--output", str(tmp_path / "trajectory.png")]) == 0
     from matplotlib.image import imread
 
@@ -290,15 +298,15 @@ def test_target_plot_shows_the_dimension_of_the_shift(tmp_path):
     dimensions = _dimensions()
     shifts = perturbation.drug_shifts({"target": embeddings}, cells, {"target": dimensions}, min_kl=0.6,
                                       permutations=100, seed=0, significance=0.01)
-    shown = perturbation.plot_drug_target_latents(embeddings, cells, dimensions, shifts, tmp_path / "t.png",
+    shown = perturbation_plots.plot_drug_target_latents(embeddings, cells, dimensions, shifts, tmp_path / "t.png",
                                                   min_kl=0.6, dpi=40)
     assert shown[["structure", "x_dimension"]].values.tolist() == [["golgi", 2]]
     assert (tmp_path / "t.png").exists() and (tmp_path / "t.svg").exists()
     # the shift on x even where another dimension varies more (dimension 1: large noise in every group alike)
     noisy, noisy_cells = _tables(groups, noise_dims=(1,))
-    shown = perturbation.plot_drug_target_latents(noisy, noisy_cells, dimensions, shifts, tmp_path / "n.png",
+    shown = perturbation_plots.plot_drug_target_latents(noisy, noisy_cells, dimensions, shifts, tmp_path / "n.png",
                                                   min_kl=0.6, dpi=40)
     assert shown[["x_dimension", "y_dimension"]].values.tolist() == [[2, 1]]
-    single = perturbation.plot_drug_target_latents(embeddings, cells, _dimensions((2.0, 0.1, 0.1, 0.1)), shifts,
+    single = perturbation_plots.plot_drug_target_latents(embeddings, cells, _dimensions((2.0, 0.1, 0.1, 0.1)), shifts,
                                                    tmp_path / "one.png", min_kl=0.6, dpi=40)
     assert single["x_dimension"].item() == 2 and single["y_dimension"].item() in {0, 1, 3}

@@ -170,8 +170,8 @@ def _store_like(source: Path, folder: Path, *, shape: tuple[int, ...], voxel: fl
     """A store of random cells of another crop shape and voxel size, with channel names."""
     root = zarr.open_group(folder / "cells.zarr", mode="w", zarr_format=3)
     root.attrs.update({"ome": {"multiscales": [{"datasets": [{"path": "0", "coordinateTransformations": [
-        {"type": "scale", "scale": [1.0, 1.0, voxel, voxel, voxel]}]}]}],
-        "statcell": {"channels": ["membrane", "dna", "structure", "cell_mask", "nucleus_mask"]}}})
+        {"type": "scale", "scale": [1.0, 1.0, voxel, voxel, voxel]}]}]}]},
+        "statcell": {"channels": ["membrane", "dna", "structure", "cell_mask", "nucleus_mask"]}})
     root.create_array("0", data=np.random.default_rng(0).random((4, 5, *shape), dtype=np.float32))
     io.write_table(pd.read_parquet(source).head(4).assign(store_index=range(4)), folder / "cells.parquet")
     return folder

@@ -241,15 +241,20 @@ def test_memory_format_is_for_2d_or_3d_images():
 
 
 def test_model_check_figure_and_kl_table(tmp_path, tiny_store):
-    from statcell import figures
+    from statcell.analysis.model_check import check_models
+    from statcell.plots.models import plot_model_check
 
     for kind in ("reference", "target"):
         train.train_model(kind, store=tiny_store / "cells.zarr", cells=tiny_store / "cells.parquet", settings=TINY,
                           checkpoint=tmp_path / f"{kind}.ckpt", metrics=tmp_path / f"{kind}.csv",
                           workdir=tmp_path / "work")
-    kl = figures.model_check(tmp_path / "reference.ckpt", tmp_path / "target.ckpt", tiny_store / "cells.zarr",
-                             tiny_store / "cells.parquet", tmp_path / "check.png")
-    assert (tmp_path / "check.png").read_bytes()[:4] == b"\x89PNG"
+    kl, images = check_models(tmp_path / "reference.ckpt", tmp_path / "target.ckpt", store=tiny_store / "cells.zarr",
+                              cells=pd.read_parquet(tiny_store / "cells.parquet"))
+    shown = len(images["structure"])
+    assert images["real"].shape[:2] == (shown, 3) and images["reference"].shape[:2] == (shown, 2)
+    assert images["target"].shape[:2] == (shown, 1) and 0 <= images["real"].min() <= images["real"].max() <= 1
+    plot_model_check(kl, images, tmp_path / "check.png")
+    assert (tmp_path / "check.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "check.svg").exists()
     assert list(kl.groupby("model").size()) == [TINY.latent_dim, TINY.latent_dim]
     assert (kl["kl"] >= 0).all()
     for _, values in kl.groupby("model")["kl"]:

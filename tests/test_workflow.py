@@ -46,7 +46,8 @@ TINY = {
     "normalize": {"control_cells": 3},
 }
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "workflow", "envs")
-PREPROCESSING = {"synthesize", "segment_fov", "crop_cells", "normalize_cells", "plot_colony_overview"}
+PREPROCESSING = {"synthesize", "segment_fov", "crop_cells", "normalize_cells", "project_colony",
+                 "plot_colony_overview"}
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 2400) -> subprocess.CompletedProcess:

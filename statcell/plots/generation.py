@@ -1,0 +1,117 @@
+"""Generated-cell figures (paper Fig 4A/B, S4, S5), drawn from the images ``generate-cells`` writes: each ``.npz``
+holds its cells and ``spacing``, the voxel size (µm) of the store they come from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from statcell.plots.style import CHANNEL_COLOURS, ROLES, pyplot, save, scale_bar, views
+
+
+def _legend(figure) -> None:
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=CHANNEL_COLOURS[role], label=role.replace("dna", "DNA")) for role in ROLES]
+    figure.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=8)
+
+
+def _grid(rows: list[tuple[str, list[np.ndarray]]], output: str | Path, *, title: str, column_titles: list[str],
+          pixel_um: float, dpi: int) -> None:
+    """Panels in a grid, one labelled row per entry, a scale bar in the first panel; PNG at ``output``."""
+    plt = pyplot()
+    columns = max(len(panels) for _, panels in rows)
+    height, width = rows[0][1][0].shape[:2]
+    figure, axes = plt.subplots(len(rows), columns, squeeze=False,
+                                figsize=(max(7.0, 1.8 + 1.5 * columns * width / height), 0.8 + 1.5 * len(rows)))
+    for row, (label, panels) in enumerate(rows):
+        for column in range(columns):
+            axis = axes[row, column]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column < len(panels):
+                axis.imshow(panels[column], interpolation="nearest")
+            else:
+                axis.set_axis_off()
+            if row == 0 and column < len(column_titles):
+                axis.set_title(column_titles[column], fontsize=7)
+        axes[row, 0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    scale_bar(axes[0, 0], length_um=5.0, pixel_um=pixel_um, shape=(height, width))
+    figure.suptitle(title, fontsize=10)
+    _legend(figure)
+    figure.tight_layout(rect=(0, 0.04, 1, 0.97))
+    save(figure, output, dpi=dpi)
+
+
+def plot_generated_cells(prior: Mapping[str, np.ndarray], test_cells: Mapping[str, np.ndarray],
+                         output: str | Path, *, columns: int = 8, dpi: int = 150) -> None:
+    """Fig 4A: cells drawn from the reference prior beside real test cells (xy over xz maximum projections).
+
+    Parameters
+    ----------
+    prior : mapping
+        ``prior.npz``: ``images`` ``(N, 2, Z, Y, X)`` generated membrane and DNA, ``spacing`` (µm).
+    test_cells : mapping
+        ``test_cells.npz``: ``real`` ``(M, C, Z, Y, X)`` real test cells (the first two channels are shown).
+    output : path
+        PNG to write (an SVG is written beside it).
+    columns : int
+        Cells per row; two rows of each.
+    dpi : int
+        PNG resolution.
+    """
+    generated, real = prior["images"], test_cells["real"]
+    count = min(columns, len(generated), len(real))
+    rows = [(f"{name}\n{part + 1}", [views(image[:2]) for image in images[part * count:(part + 1) * count]])
+            for name, images in (("real", real), ("generated\n(prior)", generated)) for part in range(2)
+            if len(images) >= (part + 1) * count]
+    _grid(rows, output, title="Real test cells and cells drawn from the reference model's prior "
+          "(max projections: xy above, xz below)", column_titles=[], pixel_um=float(prior["spacing"][-1]), dpi=dpi)
+
+
+def plot_structures_in_one_cell(in_one_cell: Mapping[str, np.ndarray], examples: Mapping[str, np.ndarray],
+                                output: str | Path, *, dpi: int = 150) -> None:
+    """Fig 4B / S5: every structure generated several times inside one real cell, beside a real example.
+
+    Parameters
+    ----------
+    in_one_cell : mapping
+        ``structures_in_one_cell.npz``: ``images`` ``(S, K, 3, Z, Y, X)``, the host cell's membrane and DNA with a
+        generated structure; ``spacing`` (µm).
+    examples : mapping
+        ``structure_examples.npz``: ``images`` ``(S, E, 3, Z, Y, X)`` real cells per structure (the first is shown)
+        and ``structures``, the S structure names.
+    output : path
+        PNG to write (an SVG is written beside it).
+    dpi : int
+        PNG resolution.
+    """
+    generated = in_one_cell["images"]
+    rows = [(str(structure).replace("_", " "), [views(image) for image in images] + [views(example[0])])
+            for structure, images, example in zip(examples["structures"], generated, examples["images"])]
+    _grid(rows, output, title="Each structure generated inside one real test cell (xy above, xz below)",
+          column_titles=[f"generated {k + 1}" for k in range(generated.shape[1])] + ["real example"],
+          pixel_um=float(in_one_cell["spacing"][-1]), dpi=dpi)
+
+
+def plot_structure_examples(examples: Mapping[str, np.ndarray], output: str | Path, *, dpi: int = 150) -> None:
+    """S4: real example cells of every structure.
+
+    Parameters
+    ----------
+    examples : mapping
+        ``structure_examples.npz``: ``images`` ``(S, E, 3, Z, Y, X)`` with ``counts[s]`` cells present in row s (the
+        rest of a row stays empty), ``structures`` and ``spacing`` (µm).
+    output : path
+        PNG to write (an SVG is written beside it).
+    dpi : int
+        PNG resolution.
+    """
+    images = examples["images"]
+    rows = [(str(structure).replace("_", " "), [views(image) for image in cells[:count]])
+            for structure, cells, count in zip(examples["structures"], images, examples["counts"])]
+    _grid(rows, output, title="Real cells of every structure (xy above, xz below)",
+          column_titles=[f"example {k + 1}" for k in range(images.shape[1])], pixel_um=float(examples["spacing"][-1]),
+          dpi=dpi)
