@@ -61,7 +61,7 @@ rule embed_cells:
     params:
         settings=analysis_json(),
         # the training dataset's dimensions are ranked on its held-out cells; other datasets on all their cells
-        rank_on=lambda wildcards: "test" if wildcards.dataset == synth.MAIN_DATASET else "all",
+        rank_on=lambda wildcards: "test" if wildcards.dataset == vocabulary.MAIN_DATASET else "all",
     threads: 2
     resources:
         mem_mb=3000,
@@ -80,10 +80,10 @@ rule embed_cells:
 
 rule correlate_latent_space:
     input:
-        reference=f"results/{synth.MAIN_DATASET}/embeddings/reference.parquet",
-        target=f"results/{synth.MAIN_DATASET}/embeddings/target.parquet",
-        dimensions=f"results/{synth.MAIN_DATASET}/embeddings/reference_dimensions.csv",
-        cells=f"results/{synth.MAIN_DATASET}/cells.parquet",
+        reference=f"results/{vocabulary.MAIN_DATASET}/embeddings/reference.parquet",
+        target=f"results/{vocabulary.MAIN_DATASET}/embeddings/target.parquet",
+        dimensions=f"results/{vocabulary.MAIN_DATASET}/embeddings/reference_dimensions.csv",
+        cells=f"results/{vocabulary.MAIN_DATASET}/cells.parquet",
     output:
         correlations=f"{LATENT_DIR}/feature_correlations.csv",
         recovery=f"{LATENT_DIR}/measurement_recovery.csv",
@@ -110,8 +110,8 @@ rule correlate_latent_space:
 rule walk_latent_space:
     input:
         checkpoint=model_file("reference"),
-        embeddings=f"results/{synth.MAIN_DATASET}/embeddings/reference.parquet",
-        dimensions=f"results/{synth.MAIN_DATASET}/embeddings/reference_dimensions.csv",
+        embeddings=f"results/{vocabulary.MAIN_DATASET}/embeddings/reference.parquet",
+        dimensions=f"results/{vocabulary.MAIN_DATASET}/embeddings/reference_dimensions.csv",
     output:
         f"{LATENT_DIR}/walks.npz",
     params:
@@ -189,8 +189,10 @@ BETA_SWEEP_DIR = "results/analysis/beta_sweep"
 
 
 use rule train_reference as train_beta_sweep with:
-    output:
-        checkpoint="results/beta_sweep/beta_{index}.ckpt",
+    output:  # what training writes, as for the main models: the weights-only export the analysis loads, and more
+        checkpoint="results/beta_sweep/beta_{index}.pt",
+        card="results/beta_sweep/beta_{index}.json",
+        lightning="results/beta_sweep/beta_{index}.ckpt",
         metrics="results/beta_sweep/beta_{index}_metrics.csv",
     params:
         command="train-reference",
@@ -276,7 +278,7 @@ rule drug_shifts:
         reference=drug_embeddings("reference"),
         target_dimensions=model_dimensions("target"),
         reference_dimensions=model_dimensions("reference"),
-        cells=f"results/{synth.DRUG_DATASET}/cells.parquet",
+        cells=f"results/{vocabulary.DRUG_DATASET}/cells.parquet",
     output:
         f"{PERTURBATION_DIR}/shifts.csv",
     params:
@@ -303,7 +305,7 @@ rule drug_trajectory:
         embeddings=rules.drug_shifts.input.target,
         dimensions=rules.drug_shifts.input.target_dimensions,
         cells=rules.drug_shifts.input.cells,
-        store=f"results/{synth.DRUG_DATASET}/cells.zarr",
+        store=f"results/{vocabulary.DRUG_DATASET}/cells.zarr",
     output:
         table=f"{PERTURBATION_DIR}/trajectory.csv",
         images=f"{PERTURBATION_DIR}/trajectory.npz",

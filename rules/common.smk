@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from statcell import allencell, io, synth
+from statcell import allencell, io, synth, vocabulary
 from statcell.config import ConfigError, model_training_section
+from statcell.models import export
 from statcell.analysis import beta_sweep, perturbation
-from statcell.plots import registry
+from statcell.plots import explorer, registry
 from snakemake.logging import logger
 
 SYNTHETIC_DIR = "results/synthetic"
@@ -18,7 +19,7 @@ SYNTHETIC_DIR = "results/synthetic"
 # Rules run the CLI as `python -m statcell`, the same program as `statcell`: run from the repository root, Python
 # finds the library there, so a job works in the project's venv and in a per-rule conda env (--sdm conda) alike.
 STATCELL = "python -m statcell"
-DATASETS = [synth.MAIN_DATASET, synth.DRUG_DATASET]
+DATASETS = list(vocabulary.DATASETS)
 # Extra datasets embedded with the trained models (`data.embed`: name -> FOV manifest), preprocessed like the drug set.
 EMBED_DATASETS = list(config["data"]["embed"])
 
@@ -79,7 +80,7 @@ def fov_table(dataset):
         return table
     if config["data"]["source"] == "allencell":
         return pd.DataFrame(columns=list(io.MANIFEST_COLUMNS))  # no FOVs: the cells come pre-cropped
-    manifest = config["data"]["manifest" if dataset == synth.MAIN_DATASET else "drug_manifest"]
+    manifest = config["data"]["manifest" if dataset == vocabulary.MAIN_DATASET else "drug_manifest"]
     return io.read_manifest(manifest)
 
 
@@ -95,8 +96,8 @@ def datasets():
     if config["data"]["source"] == "synthetic":
         return [dataset for dataset in DATASETS if len(fov_table(dataset))] + EMBED_DATASETS
     if config["data"]["source"] == "allencell":
-        return [synth.MAIN_DATASET] + EMBED_DATASETS
-    return (DATASETS if config["data"]["drug_manifest"] else [synth.MAIN_DATASET]) + EMBED_DATASETS
+        return [vocabulary.MAIN_DATASET] + EMBED_DATASETS
+    return (DATASETS if config["data"]["drug_manifest"] else [vocabulary.MAIN_DATASET]) + EMBED_DATASETS
 
 
 def from_synthetic_colony(dataset):
@@ -107,6 +108,21 @@ def from_synthetic_colony(dataset):
 def given_models():
     """The models named in `models` (imported, not trained)."""
     return [kind for kind in ("reference", "target") if config["models"][kind]]
+
+
+def control_options(wildcards):
+    """normalize-cells' control options: the training dataset gets the control classes (they calibrate the coupling
+    analysis), all five, or, with a given target model, those it was trained with (it has no label for another)."""
+    if wildcards.dataset != vocabulary.MAIN_DATASET:
+        return ""
+    if not config["models"]["target"]:
+        return "--build-controls"
+    known = set(export.read_card(config["models"]["target"]).structures)
+    classes = [kind for kind in vocabulary.CONTROLS if kind in known]
+    if len(classes) < len(vocabulary.CONTROLS):
+        logger.info(f"statcell: the given target model ({config['models']['target']}) knows the control classes "
+                    f"{', '.join(classes) or 'none'}: only those are built")
+    return f"--build-controls --control-classes {' '.join(classes)}" if classes else ""
 
 
 def model_file(kind):
@@ -150,7 +166,7 @@ def ground_truth_table(wildcards):
 def cell_annotations(wildcards):
     """The training manifest's per-cell annotations (`data.cell_annotations`), when given."""
     path = config["data"]["cell_annotations"]
-    is_training_manifest = config["data"]["source"] == "manifest" and wildcards.dataset == synth.MAIN_DATASET
+    is_training_manifest = config["data"]["source"] == "manifest" and wildcards.dataset == vocabulary.MAIN_DATASET
     return path if path and is_training_manifest else []
 
 
@@ -177,24 +193,24 @@ def beta_sweep_checkpoints(wildcards=None):
 
 def drug_embeddings(model):
     """The drug set's embeddings under a trained model (written by embed_cells)."""
-    return f"results/{synth.DRUG_DATASET}/embeddings/{model}.parquet"
+    return f"results/{vocabulary.DRUG_DATASET}/embeddings/{model}.parquet"
 
 def model_dimensions(model):
     """A model's latent dimensions ranked on the training dataset's test cells (written by embed_cells)."""
-    return f"results/{synth.MAIN_DATASET}/embeddings/{model}_dimensions.csv"
+    return f"results/{vocabulary.MAIN_DATASET}/embeddings/{model}_dimensions.csv"
 
 @cache
 def drug_control():
     """The drug set's control treatment (`analysis.control_treatment` resolved on its FOVs' treatments, "" for the
     untreated cells), or None when there is nothing to compare: the reason is logged once and the drug analyses are
     left out of the run. A named control the drug set lacks stops the run here, before any job."""
-    if synth.DRUG_DATASET not in datasets():
+    if vocabulary.DRUG_DATASET not in datasets():
         logger.warning("statcell: no drug set (data.drug_manifest is not set, or the synthetic colony has no drug "
                        "FOVs): skipping the drug analyses (drug_shifts, drug_trajectory and their figures)")
         return None
     requested = config["analysis"]["control_treatment"]
     try:
-        return perturbation.resolve_control(fov_table(synth.DRUG_DATASET)["drug"], requested)
+        return perturbation.resolve_control(fov_table(vocabulary.DRUG_DATASET)["drug"], requested)
     except perturbation.NoControlError as error:
         if requested != perturbation.AUTO_CONTROL:
             raise ConfigError(f"invalid configuration: {error}") from None
@@ -218,6 +234,18 @@ def figure_wanted(figure):
     return True
 
 
+def explorer_screenshots():
+    """PNGs of the explorer pages, where `figures.explorer.screenshot` asks for them (`auto`: where a Chromium-family
+    browser is on the PATH; no conda package has one)."""
+    wanted = config["figures"]["explorer"]["screenshot"]
+    if wanted == "auto":
+        wanted = explorer.find_browser() is not None
+        if not wanted:
+            logger.info(f"statcell: no browser ({', '.join(explorer.BROWSERS)}) on the PATH: the explorer pages are "
+                        "written without their screenshots (figures.explorer.screenshot)")
+    return expand(rules.screenshot_explorer.output[0], dataset=datasets()) if wanted else []
+
+
 def final_targets():
     """What `snakemake` builds by default: every figure of the registry the run can draw, and the tables no figure
     reads."""
@@ -229,6 +257,7 @@ def final_targets():
     targets += expand(rules.embed_cells.output.dimensions, dataset=datasets(), model=["reference", "target"])
     targets += [rules.correlate_latent_space.output.recovery, rules.measure_coupling.output.mitosis]
     targets += expand(rules.plot_explorer.output[0], dataset=datasets())  # the interactive page of each dataset
+    targets += explorer_screenshots()
     if config["data"]["source"] == "synthetic":  # the answers the synthetic colony was built to contain
         targets += [rules.check_ground_truth.output[0]]
     return targets

@@ -45,3 +45,25 @@ rule plot_explorer:
         f"{STATCELL} plot-explorer --cells {{input.cells}} --embeddings {{input.embeddings}} "
         "--thumbnails {input.thumbnails} --title 'Statistical Cell: cells of the {wildcards.dataset} dataset' "
         "--output {output} > {log} 2>&1"
+
+
+rule screenshot_explorer:
+    input:
+        rules.plot_explorer.output[0],
+    output:
+        report(
+            "results/figures/explorer/{dataset}.png",
+            caption="../workflow/report/explorer_screenshot.rst",
+            category="Explorer of the cells",
+        ),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/screenshot_explorer/{dataset}.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        # The browser is the machine's own (no conda package has one): figures.explorer.screenshot says when to ask.
+        f"{STATCELL} screenshot-explorer --page {{input}} --output {{output}} > {{log}} 2>&1"

@@ -17,8 +17,7 @@ rule normalize_cells:
         annotations=lambda wildcards, input: f"--annotations {input.annotations}" if input.annotations else "",
         cell_annotations=lambda wildcards, input: (f"--cell-annotations {input.cell_annotations}"
                                                    if input.cell_annotations else ""),
-        # the control classes calibrate the coupling analysis, which runs on the training dataset
-        controls=lambda wildcards: "--build-controls" if wildcards.dataset == synth.MAIN_DATASET else "",
+        controls=control_options,
     threads: 2
     resources:
         mem_mb=lambda wildcards, threads: 1000 + 500 * threads,

@@ -11,8 +11,8 @@ from statcell import train
 
 rule train_reference:
     input:
-        store=f"results/{synth.MAIN_DATASET}/cells.zarr",
-        cells=f"results/{synth.MAIN_DATASET}/cells.parquet",
+        store=f"results/{vocabulary.MAIN_DATASET}/cells.zarr",
+        cells=f"results/{vocabulary.MAIN_DATASET}/cells.parquet",
     output:
         checkpoint="results/models/reference.pt",
         card="results/models/reference.json",

@@ -34,13 +34,12 @@ from scipy import ndimage
 from statcell import io
 from statcell.crop import (CROP_CHANNELS, CropSettings, align_cell, mask_channels, measure_cell,
                            most_populous_intensity, place_at_centre, resample)
+from statcell.vocabulary import MITOTIC_CLASSES
 
 log = logging.getLogger(__name__)
 
 #: The roles an imported cell needs, in the order :func:`import_cell` reads them.
 ROLES: tuple[str, ...] = ("membrane", "dna", "structure", "cell_segmentation", "nucleus_segmentation")
-#: statcell's mitotic classes other than interphase (``is_mitotic`` is True for these).
-MITOTIC_CLASSES: tuple[str, ...] = ("prophase", "early_prometaphase", "prometaphase_metaphase", "anaphase_telophase")
 
 #: Structure names as the Allen Institute's datasets write them (gene symbols of the hiPSC dataset, display names of
 #: Pipeline 4) → statcell's names. ``allencell.structure_names`` in the config extends or overrides it.
@@ -107,7 +106,7 @@ class Layout:
     mitotic_column : str
         Column with the mitotic annotation (optional in the CSV); its values map through ``mitotic_stages``.
     mitotic_stages : mapping of str to str
-        The dataset's mitotic annotation → statcell's classes (:data:`statcell.synth.MITOTIC_STAGES`).
+        The dataset's mitotic annotation → statcell's classes (:data:`statcell.vocabulary.MITOTIC_STAGES`).
     channel_names_column : str, optional
         Column holding a Python-literal dict ``{file column: [channel names]}`` (read with ``ast.literal_eval``).
     voxel_size_um : float, optional

@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from statcell import vocabulary
 from statcell.config import ConfigError, section_settings
 from statcell.plots import registry
 
@@ -221,7 +222,8 @@ def _normalize_cells(args: argparse.Namespace) -> None:
     cells = normalize.normalize_cells(args.crops, args.tables, store=args.store, cells_table=args.cells,
                                       rejects_table=args.rejects, dataset=args.dataset, voxel_um=args.voxel_um,
                                       settings=settings, threads=args.threads, annotations=annotations,
-                                      build_controls=args.build_controls)
+                                      build_controls=args.build_controls,
+                                      control_classes=args.control_classes or vocabulary.CONTROLS)
     log.info("wrote %d cells to %s (%s)", len(cells), args.store,
              ", ".join(f"{n} {split}" for split, n in cells["split"].value_counts().items()))
 
@@ -246,6 +248,8 @@ def _add_normalize_cells(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--build-controls", action="store_true", help="add the five control classes built "
                         "from the dataset's cells (the rules pass it for the training dataset; "
                         "normalize.controls: false turns it off)")
+    parser.add_argument("--control-classes", nargs="+", choices=vocabulary.CONTROLS, metavar="CLASS",
+                        help=f"build only these control classes (default: all, {', '.join(vocabulary.CONTROLS)})")
     parser.set_defaults(handler=_normalize_cells)
 
 
@@ -732,7 +736,6 @@ def _drug_trajectory(args: argparse.Namespace) -> None:
 
     from statcell import io
     from statcell.analysis import perturbation
-    from statcell.analysis.generation import read_cells
 
     settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
     trajectory = perturbation.drug_trajectory(pd.read_parquet(args.embeddings), pd.read_parquet(args.cells),
@@ -740,7 +743,7 @@ def _drug_trajectory(args: argparse.Namespace) -> None:
                                               min_kl=settings["active_kl_nats"],
                                               control=_control(args, settings))
     io.write_table(trajectory, args.output)
-    images = read_cells(args.store, trajectory["store_index"].to_numpy())[:, :3]
+    images = io.read_cells(args.store, trajectory["store_index"].to_numpy())
     np.savez_compressed(args.images, images=images, spacing=np.asarray(io.store_spacing(args.store), dtype=float))
     for (structure, drug), rows in trajectory.groupby(["structure", "drug"]):
         log.info("%s, %s: treatments along the line %s", structure, drug, rows["cell_drug"].tolist())
@@ -845,6 +848,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     thumbnails.add_parser(commands)
     explorer.add_parser(commands)
+    explorer.add_screenshot_parser(commands)
     return parser
 
 

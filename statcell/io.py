@@ -1,4 +1,4 @@
-"""File input and output: OME-TIFF images through bioio, FOV manifests and tables.
+"""File input and output: OME-TIFF images through bioio, FOV manifests, tables and the cell store (``cells.zarr``).
 
 All image arrays are channel-first ``(C, Z, Y, X)``; voxel sizes are ``spacing=(z, y, x)`` in micrometres.
 """
@@ -6,11 +6,16 @@ All image arrays are channel-first ``(C, Z, Y, X)``; voxel sizes are ``spacing=(
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # imported where a store is opened: most jobs never need zarr
+    import zarr
 
 MANIFEST_COLUMNS: dict[str, str] = {
     "fov_id": "unique name of the field of view (letters, digits, '_' and '-')",
@@ -426,6 +431,73 @@ def store_spacing(store: str | Path) -> tuple[float, float, float]:
     if spacing is None:
         raise ValueError(f"the cell store {store} does not state its voxel size (OME-Zarr multiscales scale)")
     return spacing
+
+
+def open_cells(store: str | Path) -> zarr.Array:
+    """Open the cell array ``0`` of a ``cells.zarr`` store read-only, without reading any cell.
+
+    For readers that fetch cells one at a time or in many batches (a torch ``Dataset``, thumbnails): pass the
+    returned array to :func:`read_cells` to read cells without opening the store again.
+
+    Parameters
+    ----------
+    store : str or Path
+        Folder of the store (:func:`statcell.normalize.create_cell_store`).
+
+    Returns
+    -------
+    zarr.Array
+        Shape ``(N, C, Z, Y, X)``, float32; cells are read only when indexed.
+    """
+    import zarr
+
+    return zarr.open_array(Path(store) / "0", mode="r")
+
+
+def read_cells(store: str | Path | zarr.Array, indices: Sequence[int] | np.ndarray, *,
+               channels: Sequence[int] | None = (0, 1, 2)) -> np.ndarray:
+    """Read cells of a ``cells.zarr`` store, in the order of ``indices``.
+
+    The distinct indices are read once, in increasing order (one chunk per cell), and the result is put back in the
+    order asked for; an index may repeat.
+
+    Parameters
+    ----------
+    store : str, Path or zarr.Array
+        Folder of the store, or its array from :func:`open_cells` (to read many batches without reopening it).
+    indices : sequence of int
+        Store indices of the cells, ``(n,)``.
+    channels : sequence of int, optional
+        Channels to read, in the order wanted; the default is membrane, DNA and structure; None reads all of them.
+
+    Returns
+    -------
+    ndarray
+        float32 ``(n, len(channels), Z, Y, X)``; ``n`` may be 0.
+
+    Raises
+    ------
+    IndexError
+        If an index lies outside the store's cells.
+
+    Examples
+    --------
+    >>> import zarr
+    >>> values = np.arange(80, dtype="float32").reshape(2, 5, 2, 2, 2)  # 2 cells, 5 channels, 2 x 2 x 2 voxels
+    >>> cells = zarr.create_array(zarr.storage.MemoryStore(), data=values)
+    >>> read_cells(cells, [1, 0, 1], channels=[2])[:, 0, 0, 0, 0].tolist()
+    [56.0, 16.0, 56.0]
+    """
+    array = open_cells(store) if isinstance(store, (str, Path)) else store
+    channels = list(range(array.shape[1])) if channels is None else [int(channel) for channel in channels]
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if not len(indices):
+        return np.zeros((0, len(channels), *array.shape[2:]), np.float32)
+    if indices.min() < 0 or indices.max() >= array.shape[0]:
+        outside = indices[(indices < 0) | (indices >= array.shape[0])][0]
+        raise IndexError(f"cell index {outside} outside the {array.shape[0]} cells of the store {store}")
+    unique, inverse = np.unique(indices, return_inverse=True)
+    return np.asarray(array.get_orthogonal_selection((unique, channels)), dtype=np.float32)[inverse.reshape(-1)]
 
 
 def read_stack(path: str | Path, *, axes: str) -> np.ndarray:

@@ -30,13 +30,11 @@ import pandas as pd
 
 from statcell import io
 from statcell.crop import CROP_CHANNELS, most_populous_intensity
+from statcell.vocabulary import CONTROLS
 
 log = logging.getLogger(__name__)
 
 SPLITS: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.9), ("test", 1.0))
-#: The paper's control classes, in the order they are built (the names of :data:`statcell.synth.CONTROLS`).
-CONTROL_STRUCTURES: tuple[str, ...] = ("control_blank", "control_dna", "control_membrane", "control_noise",
-                                       "control_random_structure")
 #: Columns of ``cells.parquet`` naming a built control's source cell (whose reference channels it has) and, for
 #: ``control_random_structure``, the cell its structure comes from; empty for every imaged cell.
 CONTROL_SOURCE_COLUMN = "control_source_cell_id"
@@ -169,7 +167,8 @@ def cell_table(tables: Sequence[pd.DataFrame], *, dataset: str) -> tuple[pd.Data
     return cells.reset_index(drop=True), table[rejected].reset_index(drop=True)
 
 
-def plan_controls(cells: pd.DataFrame, *, dataset: str, cells_per_class: int | None = None) -> pd.DataFrame:
+def plan_controls(cells: pd.DataFrame, *, dataset: str, cells_per_class: int | None = None,
+                  classes: Sequence[str] = CONTROLS) -> pd.DataFrame:
     """The control cells to build from a dataset's cells: which cell each copies, and its table row.
 
     Each control class takes its own deterministic sample of the dataset's non-control cells (the first by a hash
@@ -187,22 +186,28 @@ def plan_controls(cells: pd.DataFrame, *, dataset: str, cells_per_class: int | N
     cells_per_class : int, optional
         Cells per control class (at most the number of non-control cells); ``None``: the median number of cells of
         the dataset's structure classes.
+    classes : sequence of str
+        The control classes to build, among :data:`CONTROLS` (all by default; a run given a target model builds
+        only those the model was trained with).
 
     Returns
     -------
     DataFrame
-        One row per control cell, ordered by class (:data:`CONTROL_STRUCTURES`) then source store index: the source
+        One row per control cell, ordered by class (:data:`CONTROLS`) then source store index: the source
         cell's row with ``cell_id`` ``dataset/<class>/<source id>``, ``structure`` the class, the source's ``split``,
         :data:`CONTROL_SOURCE_COLUMN`, :data:`CONTROL_DONOR_COLUMN` (``""`` unless a random structure),
         ``structure_integrated_intensity`` NaN (no raw structure image), and ``source_index`` / ``donor_index``
         (store indices to build from; ``donor_index`` -1 unless a random structure). No ``store_index``.
     """
+    unknown = sorted(set(classes) - set(CONTROLS))
+    if unknown:
+        raise ValueError(f"unknown control classes {unknown}; controls are {', '.join(CONTROLS)}")
     present = set(cells["structure"]) if len(cells) else set()
-    for kind in sorted(present & set(CONTROL_STRUCTURES)):
+    for kind in sorted(present & set(CONTROLS)):
         log.info("the dataset already holds %d cells of %s: not building it again",
                  int((cells["structure"] == kind).sum()), kind)
-    kinds = [kind for kind in CONTROL_STRUCTURES if kind not in present]
-    sources = cells[~cells["structure"].isin(CONTROL_STRUCTURES)] if len(cells) else cells
+    kinds = [kind for kind in CONTROLS if kind in classes and kind not in present]
+    sources = cells[~cells["structure"].isin(CONTROLS)] if len(cells) else cells
     if not kinds or sources.empty:
         if kinds:
             log.warning("no cells to build the controls %s from", ", ".join(kinds))
@@ -263,7 +268,7 @@ def control_image(cell: np.ndarray, kind: str, *, donor: np.ndarray | None = Non
     cell : ndarray
         Normalized ``(5, Z, Y, X)`` cell (:data:`statcell.crop.CROP_CHANNELS`).
     kind : str
-        One of :data:`CONTROL_STRUCTURES`: ``control_blank`` (an empty channel), ``control_dna`` /
+        One of :data:`CONTROLS`: ``control_blank`` (an empty channel), ``control_dna`` /
         ``control_membrane`` (an exact copy of that channel), ``control_noise`` (Gaussian noise inside the cell,
         :data:`NOISE_CYTOPLASM` outside the nucleus and the brighter :data:`NOISE_NUCLEUS` inside it, clipped at 0),
         ``control_random_structure`` (``donor``'s structure channel inside this cell).
@@ -301,7 +306,7 @@ def control_image(cell: np.ndarray, kind: str, *, donor: np.ndarray | None = Non
             raise ValueError("the random-structure control needs a donor cell")
         structure = np.asarray(donor[2], dtype=np.float32).copy()
     else:
-        raise ValueError(f"unknown control {kind!r}; controls are {', '.join(CONTROL_STRUCTURES)}")
+        raise ValueError(f"unknown control {kind!r}; controls are {', '.join(CONTROLS)}")
     return _with_structure(out, np.clip(structure, 0, None) * inside, scale=True)
 
 
@@ -313,13 +318,11 @@ def _with_structure(cell: np.ndarray, structure: np.ndarray, *, scale: bool) -> 
 
 def _control_batch(store: str, plan: pd.DataFrame) -> np.ndarray:
     """Control cells of a slice of :func:`plan_controls`' table, built from the cells already in the store."""
-    import zarr
-
-    array = zarr.open_array(Path(store) / "0", mode="r")
+    array = io.open_cells(store)
     out = []
     for row in plan.itertuples():
-        cell = np.asarray(array[int(row.source_index)])
-        donor = np.asarray(array[int(row.donor_index)]) if row.donor_index >= 0 else None
+        cell = io.read_cells(array, [row.source_index], channels=None)[0]
+        donor = io.read_cells(array, [row.donor_index], channels=None)[0] if row.donor_index >= 0 else None
         rng = np.random.default_rng(int(_hash_fraction(row.cell_id) * 2**63))
         out.append(control_image(cell, row.structure, donor=donor, rng=rng))
     return np.stack(out)
@@ -444,7 +447,8 @@ def _store(cells, array, *, settings: NormalizeSettings, threads: int, regions: 
 def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str | Path], *, store: str | Path,
                     cells_table: str | Path, rejects_table: str | Path, dataset: str, voxel_um: float,
                     settings: NormalizeSettings, threads: int = 1,
-                    annotations: pd.DataFrame | None = None, build_controls: bool = False) -> pd.DataFrame:
+                    annotations: pd.DataFrame | None = None, build_controls: bool = False,
+                    control_classes: Sequence[str] = CONTROLS) -> pd.DataFrame:
     """Normalize every crop of a dataset into ``cells.zarr`` and write ``cells.parquet`` and the rejects beside it.
 
     Parameters
@@ -469,6 +473,8 @@ def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str 
     build_controls : bool
         Add the control classes built from the dataset's cells (:func:`plan_controls`, ``settings.control_cells``
         per class) after its cells, when ``settings.controls`` is on too.
+    control_classes : sequence of str
+        Which control classes to build (all of :data:`CONTROLS` by default).
 
     Returns
     -------
@@ -491,7 +497,8 @@ def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str 
         crop_shape = tuple(first["crops"].shape[1:])
     controls = None
     if build_controls and settings.controls:
-        controls = plan_controls(cells, dataset=dataset, cells_per_class=settings.control_cells)
+        controls = plan_controls(cells, dataset=dataset, cells_per_class=settings.control_cells,
+                                 classes=control_classes)
     elif build_controls:
         log.info("normalize.controls is off: no control classes built")
     n_controls = 0 if controls is None else len(controls)

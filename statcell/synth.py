@@ -42,37 +42,12 @@ import pandas as pd
 from scipy import ndimage
 
 from statcell import io
+from statcell.vocabulary import DRUG_DATASET, MAIN_DATASET, REAL_STRUCTURES
 
 log = logging.getLogger(__name__)
 
-REAL_STRUCTURES: tuple[str, ...] = (
-    "plasma_membrane",
-    "nuclear_envelope",
-    "nucleoli",
-    "mitochondria",
-    "microtubules",
-    "golgi",
-    "tight_junctions",
-    "matrix_adhesions",
-)
-CONTROLS: tuple[str, ...] = (
-    "control_blank",
-    "control_dna",
-    "control_membrane",
-    "control_noise",
-    "control_random_structure",
-)
-STRUCTURES: tuple[str, ...] = REAL_STRUCTURES + CONTROLS
-MITOTIC_STAGES: tuple[str, ...] = (
-    "interphase",
-    "prophase",
-    "early_prometaphase",
-    "prometaphase_metaphase",
-    "anaphase_telophase",
-)
 _MITOTIC_STAGE_WEIGHTS = {"prophase": 0.3, "early_prometaphase": 0.15, "prometaphase_metaphase": 0.3,
                           "anaphase_telophase": 0.25}
-TREATMENTS: tuple[str, ...] = ("vehicle", "paclitaxel", "brefeldin_a")
 #: Brightness of the nucleolar marker's nucleoplasmic pool, relative to the nucleoli before blurring.
 NUCLEOLAR_POOL = 0.35
 #: Fraction of interphase cells in late G2, whose Golgi ribbon has unlinked into stacks scattered through the cytoplasm
@@ -80,8 +55,6 @@ NUCLEOLAR_POOL = 0.35
 GOLGI_G2_UNLINKED = 0.15
 CHANNEL_NAMES: tuple[str, str] = ("membrane", "dna")
 LABEL_CHANNEL_NAMES: tuple[str, str] = ("cell_labels", "nucleus_labels")
-MAIN_DATASET = "main"
-DRUG_DATASET = "drugs"
 
 #: Thickness (µm) of the apical band that holds tight junctions.
 TIGHT_JUNCTION_BAND_UM = 1.0

@@ -154,15 +154,13 @@ class CellDataset(Dataset):
             cache = np.empty((len(self.indices), len(self._channels), *spatial), dtype=np.float32)
             for start in range(0, len(order), _CACHE_BLOCK):  # bounded memory while projecting
                 block = order[start:start + _CACHE_BLOCK]
-                cells = self._open().get_orthogonal_selection((self.indices[block], self._channels))
+                cells = io.read_cells(self._open(), self.indices[block], channels=self._channels)
                 cache[block] = max_projection(cells) if project else cells
             self._cache = torch.from_numpy(cache)
 
     def _open(self):
         if self._array is None:
-            import zarr
-
-            self._array = zarr.open_array(Path(self.store) / "0", mode="r")
+            self._array = io.open_cells(self.store)
         return self._array
 
     @property
@@ -180,7 +178,7 @@ class CellDataset(Dataset):
         if self._cache is not None:
             cell = self._cache[item]
         else:
-            cell = np.array(self._open()[int(self.indices[item])][self._channels], np.float32)
+            cell = io.read_cells(self._open(), [self.indices[item]], channels=self._channels)[0]
             cell = torch.from_numpy(max_projection(cell) if self.project else cell)
         if self.kind == "reference":
             return (cell,)
@@ -440,11 +438,8 @@ def check_given_model(weights: str | Path, *, kind: ModelKind, crop: Mapping) ->
 def data_facts(store: str | Path) -> dict:
     """What a model must agree with about a cell store: ``crop_shape`` ``(Z, Y, X)``, ``voxel_size_um``
     ``(z, y, x)`` and ``channels`` (names, in order); a value the store's metadata does not state is None."""
-    import zarr
-
-    array = zarr.open_array(Path(store) / "0", mode="r")
     metadata = io.store_metadata(store)
-    return {"crop_shape": [int(s) for s in array.shape[2:]],
+    return {"crop_shape": [int(s) for s in io.open_cells(store).shape[2:]],
             "voxel_size_um": None if metadata.spacing is None else list(metadata.spacing),
             "channels": None if metadata.channels is None else list(metadata.channels)}
 

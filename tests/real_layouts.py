@@ -24,7 +24,7 @@ import pandas as pd
 import tifffile
 from scipy import ndimage
 
-from statcell import allencell, crop, synth
+from statcell import allencell, crop, synth, vocabulary
 
 #: Gene symbol of each synthetic structure in the hiPSC dataset (statcell.allencell.STRUCTURE_NAMES maps them back).
 GENES = {"plasma_membrane": "AAVS1", "nuclear_envelope": "LMNB1", "nucleoli": "FBL", "mitochondria": "TOMM20",
@@ -59,7 +59,7 @@ def synthetic_colony(structures: tuple[str, ...], *, seed: int = 7, fov_um: floa
         "seed": seed, "structures": list(structures), "fovs_per_structure": fovs_per_structure,
         "drug_structures": [], "fov_size_um": {"z": 14.0, "y": fov_um, "x": fov_um}, "mitotic_fraction": 0.3}})
     settings = synth.SynthSettings.from_config(section["synthetic"])
-    plans = [plan for plan in synth.plan_fovs(settings) if plan.dataset == synth.MAIN_DATASET]
+    plans = [plan for plan in synth.plan_fovs(settings) if plan.dataset == vocabulary.MAIN_DATASET]
     return settings, {plan.fov_id: synth.synthesize_fov(plan, settings) for plan in plans}
 
 

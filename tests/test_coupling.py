@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from statcell import io
 from statcell.analysis import coupling
 from statcell.plots import coupling as coupling_plots
 from statcell.cli import main
@@ -114,7 +115,7 @@ def test_real_model_swap_with_own_reference_changes_nothing(tiny_models):
     """Swapping a channel for the cell's own channel gives back the cell's ELBO (same noise, same reference)."""
     model, hparams = load_model(tiny_models["target"])
     cells = pd.read_parquet(tiny_models["cells"]).head(5)
-    images = coupling._read_channels(tiny_models["store"], cells["store_index"].to_numpy(), [0, 1, 2])
+    images = io.read_cells(tiny_models["store"], cells["store_index"].to_numpy(), channels=[0, 1, 2])
     labels = cells["structure"].map({s: i for i, s in enumerate(hparams["structures"])}).to_numpy()
     noise = torch.randn(5, 2, model.config.latent_dim, generator=torch.Generator().manual_seed(0))
     own = np.repeat(np.arange(5)[:, None], 3, axis=1)

@@ -266,13 +266,14 @@ def test_cli_commands_write_the_thumbnails_and_the_page(page_inputs, tmp_path):
 
 
 def test_rules_run_in_environments_that_hold_what_they_import():
-    """make_thumbnails reads the store (zarr, scipy); plot_explorer draws with Bokeh, without torch or zarr."""
+    """make_thumbnails reads the store (zarr, scipy); plot_explorer draws with Bokeh, without torch or zarr;
+    screenshot_explorer needs only the statcell command (the browser is the machine's)."""
     import yaml
 
     root = Path(__file__).resolve().parents[1]
     text = (root / "rules" / "explorer.smk").read_text()
     rules = dict(re.findall(r'^rule (\w+):.*?conda:\s*"\.\./(envs/\w+\.yaml)"', text, flags=re.MULTILINE | re.DOTALL))
-    assert set(rules) == {"make_thumbnails", "plot_explorer"}
+    assert set(rules) == {"make_thumbnails", "plot_explorer", "screenshot_explorer"}
 
     def packages(env: str) -> set[str]:
         entries = yaml.safe_load((root / env).read_text())["dependencies"]
@@ -282,6 +283,7 @@ def test_rules_run_in_environments_that_hold_what_they_import():
     assert {"numpy", "pandas", "pyarrow", "scipy", "zarr"} <= packages(rules["make_thumbnails"])
     assert {"numpy", "pandas", "pyarrow", "bokeh"} <= packages(rules["plot_explorer"])
     assert not {"pytorch", "zarr"} & packages(rules["plot_explorer"])
+    assert rules["screenshot_explorer"] == rules["plot_explorer"]
 
 
 # In a real browser ---------------------------------------------------------------------------------------------------
@@ -319,10 +321,8 @@ def browser() -> str:
 
 
 def _open(browser: str, page: Path, *arguments: str, fragment: str = "") -> subprocess.CompletedProcess:
-    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--no-first-run", "--hide-scrollbars", "--window-size=1400,900", "--enable-logging=stderr", "--v=0",
-               "--virtual-time-budget=15000", "--host-resolver-rules=MAP * ~NOTFOUND",  # no network, none needed
-               f"--user-data-dir={page.parent / 'chromium-profile'}", *arguments, page.resolve().as_uri() + fragment]
+    command = explorer.browser_command(browser, page, *arguments, profile=page.parent / "chromium-profile",
+                                       fragment=fragment)
     return subprocess.run(command, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S)
 
 
@@ -416,3 +416,25 @@ def test_page_in_a_real_browser_draws_every_cell_without_errors(browser, page_in
             pixels = np.asarray(image.convert("RGB")).astype(int)
         magenta.append(int((np.abs(pixels - np.array(_rgb("membrane"))).max(axis=2) < 12).sum()))
     assert magenta[0] == 0 and magenta[1] > 200, magenta
+
+
+def test_screenshot_command_draws_the_page_as_it_first_opens(browser, page_inputs, tmp_path):
+    """`statcell screenshot-explorer` (rule screenshot_explorer): the page as a PNG of the window's size, points on it."""
+    from PIL import Image
+
+    from statcell import cli
+
+    page = explorer.draw_explorer(page_inputs["table"], tmp_path / "explorer.html")
+    output = tmp_path / "figures" / "explorer.png"
+    assert cli.main(["screenshot-explorer", "--page", str(page), "--browser", browser, "--output", str(output)]) == 0
+    with Image.open(output) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    assert pixels.shape == (*explorer.SCREENSHOT_SIZE[::-1], 3)
+    assert (pixels.std(axis=2) > 30).sum() > 1000, "coloured points and widgets, not a blank page"
+
+
+def test_screenshot_without_a_browser_says_what_to_install(page_inputs, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no browser on it
+    page = explorer.draw_explorer(page_inputs["table"], tmp_path / "explorer.html")
+    with pytest.raises(FileNotFoundError, match="apt-get install chromium.*figures.explorer.screenshot"):
+        explorer.screenshot_page(page, tmp_path / "shot.png")

@@ -46,7 +46,7 @@ def test_shapes_and_manifest(generated, tiny_models):
 
 def test_real_images_come_from_the_store_and_generation_keeps_the_real_reference(generated, tiny_models):
     manifest = generated.manifest
-    stored = generation.read_cells(tiny_models["store"], generated.test_cells["store_index"])
+    stored = io.read_cells(tiny_models["store"], generated.test_cells["store_index"])
     np.testing.assert_array_equal(generated.test_cells["real"], stored)
     np.testing.assert_array_equal(generated.test_cells["sample"][:, :2], stored[:, :2])
     host = generated.structures_in_one_cell["host"]
@@ -64,7 +64,7 @@ def test_real_images_come_from_the_store_and_generation_keeps_the_real_reference
         picked = examples[examples["structure"] == name]
         assert (cells.loc[picked["store_index"], "structure"] == name).all()
         np.testing.assert_array_equal(generated.structure_examples["images"][row, :len(picked)],
-                                      generation.read_cells(tiny_models["store"], picked["store_index"].to_numpy()))
+                                      io.read_cells(tiny_models["store"], picked["store_index"].to_numpy()))
 
 
 def test_deterministic_from_the_seed_and_independent_of_batching(generated, tiny_models):

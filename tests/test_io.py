@@ -121,3 +121,44 @@ def test_store_metadata_reads_old_stores_and_bare_arrays(tmp_path):
     assert io.store_metadata(tmp_path / "bare.zarr") == io.StoreMetadata(spacing=None, channels=None, n_cells=None)
     with pytest.raises(ValueError, match="does not state its voxel size"):
         io.store_spacing(tmp_path / "bare.zarr")
+
+
+@pytest.fixture
+def cell_store(tmp_path):
+    """A ``cells.zarr`` of 4 cells, 5 channels, 2 × 3 × 4 voxels, whose every voxel is ``10 * cell + channel``."""
+    from statcell.normalize import create_cell_store
+
+    array = create_cell_store(tmp_path / "cells.zarr", (4, 5, 2, 3, 4), voxel_um=0.8)
+    values = 10 * np.arange(4)[:, None] + np.arange(5)[None, :]
+    array[:] = np.broadcast_to(values[:, :, None, None, None], array.shape).astype(np.float32)
+    return tmp_path / "cells.zarr"
+
+
+def test_read_cells_follows_the_order_of_the_indices_repeats_included(cell_store):
+    cells = io.read_cells(cell_store, [3, 0, 3, 1])
+    assert cells.shape == (4, 3, 2, 3, 4) and cells.dtype == np.float32
+    np.testing.assert_array_equal(cells[:, :, 0, 0, 0], [[30, 31, 32], [0, 1, 2], [30, 31, 32], [10, 11, 12]])
+    assert (cells == cells[:, :, :1, :1, :1]).all()
+
+
+def test_read_cells_reads_the_channels_asked_for_in_their_order(cell_store):
+    np.testing.assert_array_equal(io.read_cells(cell_store, np.array([2]), channels=[4, 0])[0, :, 1, 2, 3], [24, 20])
+    everything = io.read_cells(cell_store, [1], channels=None)
+    np.testing.assert_array_equal(everything[0, :, 0, 0, 0], [10, 11, 12, 13, 14])
+
+
+def test_read_cells_of_no_index_is_empty_with_the_store_shape(cell_store):
+    assert io.read_cells(cell_store, []).shape == (0, 3, 2, 3, 4)
+    assert io.read_cells(cell_store, np.array([], np.int64), channels=[1]).shape == (0, 1, 2, 3, 4)
+
+
+def test_read_cells_from_an_opened_array_equals_reading_from_the_path(cell_store):
+    array = io.open_cells(cell_store)
+    assert array.shape == (4, 5, 2, 3, 4)
+    np.testing.assert_array_equal(io.read_cells(array, [2, 1]), io.read_cells(cell_store, [2, 1]))
+
+
+@pytest.mark.parametrize("index", [-1, 4])
+def test_read_cells_rejects_an_index_outside_the_store(cell_store, index):
+    with pytest.raises(IndexError, match=f"cell index {index} outside the 4 cells"):
+        io.read_cells(cell_store, [0, index])

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from statcell import io, normalize, synth
+from statcell.vocabulary import CONTROLS, DRUG_DATASET, MAIN_DATASET
 from statcell.cli import main
 from tests.conftest import TINY_SYNTHETIC
 from tests.test_workflow import TINY, copy_workflow, snakemake
@@ -85,14 +86,14 @@ def lab_data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("lab")
     assert main(["synthesize", "--settings", json.dumps(LAB_COLONY), "--outdir", str(folder / "generated")]) == 0
     (folder / "images").mkdir()
-    for dataset, name in ((synth.MAIN_DATASET, "manifest.csv"), (synth.DRUG_DATASET, "drugs.csv")):
+    for dataset, name in ((MAIN_DATASET, "manifest.csv"), (DRUG_DATASET, "drugs.csv")):
         manifest = pd.read_csv(synth.manifest_path(folder / "generated", dataset), keep_default_na=False)
         generated = list(manifest["fov_id"])
         manifest["fov_id"] = manifest["fov_id"].str.replace("vehicle_", "untreated_")
         for source, fov in zip(generated, manifest["fov_id"], strict=True):
             shutil.copy(synth.raw_image_path(folder / "generated", source), folder / "images" / f"{fov}.ome.tiff")
         manifest["path"] = [f"images/{fov}.ome.tiff" for fov in manifest["fov_id"]]
-        if dataset == synth.MAIN_DATASET:
+        if dataset == MAIN_DATASET:
             manifest = manifest.drop(columns=["drug", "concentration_um"])
         else:
             untreated = manifest["drug"] == "vehicle"
@@ -104,10 +105,13 @@ def lab_data(tmp_path_factory) -> Path:
     return folder
 
 
+#: Cells per built control class (auto would take the median class, ~28): a shorter training.
+LAB_CONTROL_CELLS = 3
+
+
 def _lab_config(lab_data: Path, **data) -> dict:
-    # 3 cells per built control class (auto would take the median class, ~28): a shorter training
     return {"data": {"source": "manifest", "manifest": str(lab_data / "manifest.csv"), **data},
-            "normalize": {"control_cells": 3}, **LAB_SETTINGS}
+            **LAB_SETTINGS, "normalize": {"control_cells": LAB_CONTROL_CELLS}}
 
 
 @pytest.mark.slow
@@ -137,17 +141,17 @@ def test_a_labs_manifest_reaches_every_analysis(tmp_path, lab_data):
 
     cells = pd.read_parquet(results / "main" / "cells.parquet")
     built = cells[cells[normalize.CONTROL_SOURCE_COLUMN] != ""]
-    assert built["structure"].value_counts().to_dict() == {kind: 10 for kind in normalize.CONTROL_STRUCTURES}
+    assert built["structure"].value_counts().to_dict() == {kind: LAB_CONTROL_CELLS for kind in CONTROLS}
     assert all(cell_id.startswith(f"main/{structure}/") for cell_id, structure in zip(built["cell_id"],
                                                                                       built["structure"]))
     assert set(cells.loc[cells[normalize.CONTROL_SOURCE_COLUMN] == "", "structure"]) == {"nucleoli", "microtubules"}
     assert not {"mitotic_stage", "is_mitotic"} & set(cells.columns)
     drug_cells = pd.read_parquet(results / "drugs" / "cells.parquet")
-    assert not set(drug_cells["structure"]) & set(normalize.CONTROL_STRUCTURES)  # controls: training set only
+    assert not set(drug_cells["structure"]) & set(CONTROLS)  # controls: training set only
 
     structures = pd.read_csv(results / "analysis" / "coupling" / "structures.csv")
     assert set(structures["phase"]) == {"unannotated"}
-    assert set(normalize.CONTROL_STRUCTURES) <= set(structures["structure"])
+    assert set(CONTROLS) <= set(structures["structure"])
     mitosis = pd.read_csv(results / "analysis" / "coupling" / "mitosis_test.csv")
     assert len(mitosis) and mitosis["note"].str.contains("no mitotic annotation").all()
     assert mitosis["p_value"].isna().all()

@@ -8,6 +8,7 @@ import pytest
 import zarr
 
 from statcell import io, normalize
+from statcell.vocabulary import CONTROLS
 
 
 def test_split_is_stable_and_near_80_10_10():
@@ -110,7 +111,7 @@ def test_control_images_copy_blank_noise_and_move_a_structure():
     donor[2] = 0.5  # bright outside this cell's mask too
     inside, nucleus = cell[3] > 0, cell[4] > 0
     built = {kind: normalize.control_image(cell, kind, donor=donor, rng=np.random.default_rng(0))
-             for kind in normalize.CONTROL_STRUCTURES}
+             for kind in CONTROLS}
     for kind, image in built.items():
         assert image.dtype == np.float32 and image.shape == cell.shape
         np.testing.assert_array_equal(image[[0, 1, 3, 4]], cell[[0, 1, 3, 4]], err_msg=kind)
@@ -145,7 +146,7 @@ def test_plan_controls_samples_each_class_deterministically(caplog):
     with caplog.at_level("INFO"):
         plan = normalize.plan_controls(cells, dataset="main")
     assert "already holds 20 cells of control_membrane" in caplog.text
-    kinds = [kind for kind in normalize.CONTROL_STRUCTURES if kind != "control_membrane"]
+    kinds = [kind for kind in CONTROLS if kind != "control_membrane"]
     assert plan.groupby("structure", sort=False).size().to_dict() == {kind: 20 for kind in kinds}  # median class
     source = cells.set_index("cell_id")
     assert set(plan[normalize.CONTROL_SOURCE_COLUMN]) <= set(cells.loc[cells["structure"] != "control_membrane",
@@ -197,7 +198,7 @@ def test_normalize_cells_adds_the_built_controls_after_the_cells(tmp_path):
                                                                 normalize.CONTROL_DONOR_COLUMN]), plain)
     assert (cells["store_index"] == np.arange(len(cells))).all()
     built = cells.iloc[10:]
-    assert built["structure"].value_counts().to_dict() == {kind: 3 for kind in normalize.CONTROL_STRUCTURES}
+    assert built["structure"].value_counts().to_dict() == {kind: 3 for kind in CONTROLS}
     index = cells.set_index("cell_id")["store_index"]
     for row in built.itertuples():
         source = store[index[getattr(row, normalize.CONTROL_SOURCE_COLUMN)]]
@@ -251,3 +252,13 @@ def test_cell_annotations_are_read_checked_and_joined_on_fov_and_label(tmp_path)
     (tmp_path / "label.csv").write_text("fov_id,label,mitotic_stage\nfov_a,one,interphase\n")
     with pytest.raises(ValueError, match=r"row 2: label 'one' is not an integer"):
         normalize.read_cell_annotations(tmp_path / "label.csv")
+
+
+def test_control_classes_to_build_can_be_chosen():
+    cells = pd.DataFrame({"cell_id": [f"main/f/{i}" for i in range(6)], "split": "train", "store_index": range(6),
+                          "structure": ["golgi", "nucleoli"] * 3})
+    planned = normalize.plan_controls(cells, dataset="main", cells_per_class=2,
+                                      classes=("control_membrane", "control_dna"))
+    assert list(planned["structure"]) == ["control_dna"] * 2 + ["control_membrane"] * 2  # in CONTROLS' order
+    with pytest.raises(ValueError, match="unknown control classes \\['golgi'\\]"):
+        normalize.plan_controls(cells, dataset="main", classes=("golgi",))

@@ -61,5 +61,8 @@ def test_the_report_of_a_finished_run_holds_every_figure(tmp_path_factory, tmp_p
     text = report.read_text(errors="ignore")
     figures = sorted(path.name for path in (run / "results" / "figures").glob("*.png"))
     assert figures, "the tiny run drew no figures"
+    explorer = sorted(path.name for path in (run / "results" / "figures" / "explorer").iterdir())
+    assert {"main.html", "drugs.html"} <= set(explorer), explorer  # with their screenshots where a browser is
+    figures += explorer
     missing = [name for name in figures if name not in text]
     assert not missing, f"figures not in the report: {missing}"

@@ -20,6 +20,7 @@ from statcell import __version__, cli, io, train
 from statcell.analysis import embed
 from statcell.config import ConfigError, validate_config
 from statcell.models import export
+from statcell.vocabulary import CONTROLS
 
 
 def _export(tiny_models, kind: str) -> Path:
@@ -228,6 +229,28 @@ def test_a_given_model_that_cannot_serve_the_crop_settings_stops_the_run(tiny_mo
     lone.with_suffix(".json").unlink()
     with pytest.raises(ConfigError, match=r"models\.target: .*model card .*model\.json is missing"):
         train.check_given_model(lone, kind="target", crop=crop)
+
+
+def test_a_given_target_model_gets_only_the_control_classes_it_was_trained_with(tiny_models, tmp_path):
+    """The training dataset's built controls are there to be embedded by the target model: a given model without
+    some control classes (trained elsewhere, perhaps with none) gets only those it has labels for."""
+    from tests.test_workflow import TINY, copy_workflow, snakemake
+
+    run = copy_workflow(tmp_path / "run")
+    weights = _copy_export(_export(tiny_models, "target"), run / "lab_models", "target")
+    known = [name for name in json.loads(weights.with_suffix(".json").read_text())["structures"]
+             if name not in ("control_blank", "control_noise")]
+    _rewrite_card(weights, structures=known)
+    expected = [kind for kind in CONTROLS if kind in known]
+    assert expected and len(expected) < len(CONTROLS)
+    crop = {"shape": {"z": 8, "y": 8, "x": 16}, "voxel_size_um": 1.0}  # the tiny models' crops
+    (run / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "crop": crop, "models": {"target": "lab_models/target.pt"}}))
+    planned = snakemake(run, "-n", "-p", "results/main/cells.parquet", "results/drugs/cells.parquet")
+    commands = [line for line in planned.stdout.splitlines() if "normalize-cells" in line]
+    main = next(line for line in commands if "--dataset main" in line)
+    assert f"--build-controls --control-classes {' '.join(expected)} " in main
+    drugs = next(line for line in commands if "--dataset drugs" in line)
+    assert "--build-controls" not in drugs
 
 
 def test_config_keys_for_reuse_are_validated():

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from statcell import segment, synth
+from statcell import segment, synth, vocabulary
 
 SPACING = (0.29, 0.216, 0.216)
 
@@ -63,7 +63,7 @@ def test_match_labels_scores_iou():
 def accuracy(tiny_fovs, tiny_settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     cells, nuclei = [], []
     for fov_id, fov in tiny_fovs.items():
-        if not fov_id.endswith("_00") or fov.cells["dataset"].iloc[0] != synth.MAIN_DATASET:
+        if not fov_id.endswith("_00") or fov.cells["dataset"].iloc[0] != vocabulary.MAIN_DATASET:
             continue
         predicted_nuclei = segment.segment_nuclei(fov.image[1], spacing=tiny_settings.pixel_size_um)
         predicted_cells = segment.segment_cells(fov.image[0], predicted_nuclei, spacing=tiny_settings.pixel_size_um)

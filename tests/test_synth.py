@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from statcell import synth
+from statcell import synth, vocabulary
 from tests.conftest import fov_of
 
 
@@ -32,8 +32,8 @@ def test_plan_names_are_unique_and_count_matches(tiny_settings):
     plans = synth.plan_fovs(tiny_settings)
     names = [plan.fov_id for plan in plans]
     assert len(names) == len(set(names))
-    main = [plan for plan in plans if plan.dataset == synth.MAIN_DATASET]
-    drugs = [plan for plan in plans if plan.dataset == synth.DRUG_DATASET]
+    main = [plan for plan in plans if plan.dataset == vocabulary.MAIN_DATASET]
+    drugs = [plan for plan in plans if plan.dataset == vocabulary.DRUG_DATASET]
     assert len(main) == len(tiny_settings.structures) * tiny_settings.fovs_per_structure
     assert len(drugs) == (len(tiny_settings.drug_treatments) * len(tiny_settings.drug_structures)
                           * tiny_settings.drug_fovs_per_condition)
@@ -106,7 +106,7 @@ def test_cell_sizes_vary_and_mitotic_cells_are_taller(tiny_fovs):
     rounded = interior[interior["mitotic_stage"].isin(["early_prometaphase", "prometaphase_metaphase"])]
     assert len(rounded) >= 3
     assert rounded["height_um"].mean() > interphase["height_um"].mean() + 1.5
-    assert set(cells["mitotic_stage"]) <= set(synth.MITOTIC_STAGES)
+    assert set(cells["mitotic_stage"]) <= set(vocabulary.MITOTIC_STAGES)
 
 
 def test_apical_surface_is_domed(tiny_fovs):
@@ -165,7 +165,7 @@ def test_nucleoli_inside_interphase_nuclei_and_gone_in_mitosis(tiny_fovs):
     bright = fov.clean[2] > 0.3
     assert bright.sum() > 50
     assert np.all(fov.nucleus_labels[bright] > 0)
-    mitotic = _stage_mask(fov, set(synth.MITOTIC_STAGES) - {"interphase"})
+    mitotic = _stage_mask(fov, set(vocabulary.MITOTIC_STAGES) - {"interphase"})
     assert mitotic.any()
     assert not (bright & mitotic).any()
 
@@ -242,7 +242,7 @@ def test_blank_and_noise_controls(tiny_fovs):
 
 def test_random_structure_control_comes_from_another_cell(tiny_fovs):
     fov = fov_of(tiny_fovs, "control_random_structure")
-    assert set(fov.cells["control_source_structure"]) <= set(synth.REAL_STRUCTURES)
+    assert set(fov.cells["control_source_structure"]) <= set(vocabulary.REAL_STRUCTURES)
     assert fov.cells["control_source_structure"].nunique() > 1
     assert (fov.cells["control_source_label"] != fov.cells["label"]).all()
     assert fov.clean[2].max() > 0

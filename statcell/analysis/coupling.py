@@ -52,6 +52,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from statcell.io import read_cells
+
 if TYPE_CHECKING:  # the figure commands run without torch (envs/plots.yaml)
     import torch
 
@@ -274,15 +276,6 @@ def normalized_difference(membrane: np.ndarray, nucleus: np.ndarray) -> np.ndarr
     return np.divide(membrane - nucleus, total, out=np.zeros_like(total), where=total > 0)
 
 
-def _read_channels(store: str | Path, indices: np.ndarray, channels: list[int]) -> np.ndarray:
-    """Channels of cells of ``cells.zarr`` in the given order, ``(len(indices), len(channels), Z, Y, X)``."""
-    import zarr
-
-    unique, inverse = np.unique(np.asarray(indices, np.int64), return_inverse=True)
-    array = zarr.open_array(Path(store) / "0", mode="r")
-    return np.asarray(array.get_orthogonal_selection((unique, channels)), np.float32)[inverse]
-
-
 def measure_coupling(model: torch.nn.Module, cells: pd.DataFrame, *, structures: list[str], store: str | Path,
                      settings: CouplingSettings, splits: tuple[str, ...] = ("test", "val")) -> pd.DataFrame:
     """Membrane and nucleus coupling of every cell of the given splits (Eq 4) and their normalized difference.
@@ -336,8 +329,9 @@ def measure_coupling(model: torch.nn.Module, cells: pd.DataFrame, *, structures:
     noise = _noise(measured["store_index"].to_numpy(), samples=settings.elbo_samples,
                    latent_dim=model.config.latent_dim, seed=settings.seed)
     labels = measured["structure"].map({name: i for i, name in enumerate(structures)}).to_numpy()
-    elbos = swap_elbos(model, _read_channels(store, measured["store_index"].to_numpy(), _STORE_CHANNELS), labels,
-                       donor_references=_read_channels(store, donor_cells, _STORE_CHANNELS[:2]),
+    images = read_cells(store, measured["store_index"].to_numpy(), channels=_STORE_CHANNELS)
+    elbos = swap_elbos(model, images, labels,
+                       donor_references=read_cells(store, donor_cells, channels=_STORE_CHANNELS[:2]),
                        donors=donor_position.reshape(donors.shape), noise=noise, batch_size=settings.batch_size)
     copies = settings.coupling_copies
     annotations = [column for column in ("mitotic_stage", "is_mitotic") if column in measured]

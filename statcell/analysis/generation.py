@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from statcell.analysis.embed import structure_labels
+from statcell.io import read_cells
 from statcell.models.loss import elbo_estimate
 
 #: Draws of each purpose get their own stream: seed * 1000 + offset.
@@ -43,20 +44,6 @@ class Generation(NamedTuple):
 
 def _generator(seed: int, purpose: str) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1000 + _STREAMS[purpose])
-
-
-def read_cells(store: str | Path, indices: np.ndarray) -> np.ndarray:
-    """Membrane, DNA and structure of cells of a ``cells.zarr`` store, ``(N, 3, Z, Y, X)`` float32, in index order."""
-    import zarr
-
-    array = zarr.open_array(Path(store) / "0", mode="r")
-    indices = np.asarray(indices, dtype=np.int64)
-    if not len(indices):
-        return np.zeros((0, 3, *array.shape[2:]), np.float32)
-    order = np.argsort(indices)
-    cells = np.empty((len(indices), 3, *array.shape[2:]), np.float32)
-    cells[order] = array.get_orthogonal_selection((indices[order], [0, 1, 2]))
-    return cells
 
 
 @torch.no_grad()

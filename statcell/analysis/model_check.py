@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from statcell.io import read_cells
+
 #: Store channels the models read: membrane and DNA (reference), structure (target).
 _STORE_CHANNELS = [0, 1, 2]
 
@@ -41,15 +43,12 @@ def check_models(reference_checkpoint: str | Path, target_checkpoint: str | Path
         and ``structure``, the n cells' structure names.
     """
     import torch
-    import zarr
 
     from statcell.models.loss import kl_per_dimension
     from statcell.train import load_model
 
     test = cells[cells["split"] == "test"].sort_values("store_index")
-    array = zarr.open_array(Path(store) / "0", mode="r")
-    images = torch.from_numpy(np.array(array.get_orthogonal_selection((test["store_index"].to_numpy(),
-                                                                        _STORE_CHANNELS))))
+    images = torch.from_numpy(read_cells(store, test["store_index"].to_numpy(), channels=_STORE_CHANNELS))
     reference, _ = load_model(reference_checkpoint)
     target, hparams = load_model(target_checkpoint)
     labels = torch.tensor(test["structure"].map({s: i for i, s in enumerate(hparams["structures"])}).to_numpy())

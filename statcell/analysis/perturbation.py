@@ -44,9 +44,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from statcell.vocabulary import VEHICLE
+
 
 #: The vehicle treatment of the paper's (and the synthetic) drug set, the preferred control.
-CONTROL = "vehicle"
+CONTROL = VEHICLE
 #: ``analysis.control_treatment`` value that picks the control from the data (:func:`resolve_control`).
 AUTO_CONTROL = "auto"
 #: The treatment of untreated cells: an empty ``drug`` in the manifest.

@@ -126,7 +126,7 @@ def make_thumbnails(store: str | Path, cells: pd.DataFrame, *, size: int = 64) -
         raise ValueError(f"store_index outside the store's {array.shape[0]} cells: {store}")
     xy_png, xz_png = [], []
     for start in range(0, len(indices), _BATCH):
-        batch = np.asarray(array.get_orthogonal_selection((indices[start:start + _BATCH], channels)))
+        batch = io.read_cells(array, indices[start:start + _BATCH], channels=channels)
         for cell in batch:
             xy, xz = project_cell(cell, spacing=spacing, size=size)
             xy_png.append(encode_png(xy))
@@ -141,8 +141,6 @@ def _open_store(store: str | Path) -> tuple:
     Channels are found by the names the store gives them (:func:`statcell.io.store_metadata`) where it names them,
     else taken as the first three (the order of :data:`statcell.crop.CROP_CHANNELS`); the voxel size defaults to
     cubic where the store does not state it."""
-    import zarr
-
     metadata = io.store_metadata(store)
     if metadata.channels:
         names = [name.lower() for name in metadata.channels]
@@ -152,7 +150,7 @@ def _open_store(store: str | Path) -> tuple:
         channels = [names.index(name) for name in THUMBNAIL_CHANNELS]
     else:
         channels = list(range(len(THUMBNAIL_CHANNELS)))
-    return zarr.open_array(Path(store) / "0", mode="r"), channels, metadata.spacing or (1.0, 1.0, 1.0)
+    return io.open_cells(store), channels, metadata.spacing or (1.0, 1.0, 1.0)
 
 
 def _to_aspect(image: np.ndarray, ratio: float) -> np.ndarray:

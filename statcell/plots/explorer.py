@@ -23,6 +23,9 @@ import base64
 import html
 import logging
 import re
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,6 +41,10 @@ COLOUR_KEYS: dict[str, str] = {"structure": "structure", "mitotic_stage": "mitot
 _NOT_MEASURED = re.compile(r"(^|_)(index|label|id|seed)$")
 _UNITS = {"um3": "µm³", "um2": "µm²", "um": "µm"}
 _LABELS = {"concentration_um": "drug concentration (µM)"}  # where the suffix is not a length
+#: Names a Chromium-family browser is installed under (Debian's ``chromium``, other distributions', Google's builds).
+BROWSERS: tuple[str, ...] = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+#: Window of the screenshot, CSS pixels (width, height): the scatter, its pickers and the selected cell's panel.
+SCREENSHOT_SIZE: tuple[int, int] = (1400, 900)
 _THUMB_PX = 96  # width of the hover thumbnail on screen (CSS pixels; the PNGs are enlarged without smoothing)
 _LARGE_PX = 288  # width of the clicked cell's views
 
@@ -429,6 +436,84 @@ setTimeout(() => report(0), 0);
 """
 
 
+def find_browser() -> str | None:
+    """The path of a Chromium-family browser on the ``PATH`` (the first of :data:`BROWSERS`), or None."""
+    return next((path for name in BROWSERS if (path := shutil.which(name))), None)
+
+
+def browser_command(browser: str, page: str | Path, *arguments: str, profile: str | Path, fragment: str = "",
+                    size: tuple[int, int] = SCREENSHOT_SIZE) -> list[str]:
+    """The command line that opens ``page`` in headless ``browser``, offline, with ``arguments`` (e.g. ``--dump-dom``).
+
+    Parameters
+    ----------
+    browser : str
+        A Chromium-family executable (:func:`find_browser`).
+    page : path
+        The HTML page.
+    *arguments : str
+        What to do with it: ``--dump-dom``, ``--screenshot=<png>``.
+    profile : path
+        A folder for the browser's own files (a fresh one per run keeps runs independent).
+    fragment : str
+        Appended to the page's address (``#cell=...``: the page's state).
+    size : (int, int)
+        Window width and height, CSS pixels.
+
+    Returns
+    -------
+    list of str
+        The command; name resolution is blocked (the page needs no network) and virtual time lets Bokeh draw.
+    """
+    return [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+            "--hide-scrollbars", f"--window-size={size[0]},{size[1]}", "--enable-logging=stderr", "--v=0",
+            "--virtual-time-budget=15000", "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}",
+            *arguments, Path(page).resolve().as_uri() + fragment]
+
+
+def screenshot_page(page: str | Path, output: str | Path, *, browser: str | None = None,
+                    size: tuple[int, int] = SCREENSHOT_SIZE, timeout_s: float = 180) -> Path:
+    """Draw the explorer page in headless Chromium and save what it shows as a PNG.
+
+    Parameters
+    ----------
+    page : path
+        The explorer page (:func:`draw_explorer`).
+    output : path
+        PNG to write.
+    browser : str, optional
+        The browser executable; the first of :data:`BROWSERS` on the ``PATH`` by default.
+    size : (int, int)
+        Window width and height, CSS pixels.
+    timeout_s : float
+        Longest wait for the browser.
+
+    Returns
+    -------
+    Path
+        ``output``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No browser given and none of :data:`BROWSERS` on the ``PATH``.
+    RuntimeError
+        The browser failed or wrote no image (its last output is in the message).
+    """
+    browser = browser or find_browser()
+    if browser is None:
+        raise FileNotFoundError(f"no Chromium-family browser on the PATH (looked for {', '.join(BROWSERS)}): install "
+                                "one (Debian: apt-get install chromium) or set figures.explorer.screenshot: false")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="statcell-browser-") as profile:
+        done = subprocess.run(browser_command(browser, page, f"--screenshot={output.resolve()}", profile=profile,
+                                              size=size), capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0 or not output.exists():
+        raise RuntimeError(f"{browser} could not draw {page} (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    return output
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add the ``plot-explorer`` subcommand to the ``statcell`` command line."""
     parser = commands.add_parser(
@@ -456,3 +541,19 @@ def _plot_explorer_command(args: argparse.Namespace) -> None:
     log.info("wrote the explorer of %d cells (%s; %.1f kB) to %s", len(table), ", ".join(embeddings) or "no latents",
              output.stat().st_size / 1024, output)
 
+
+def add_screenshot_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the ``screenshot-explorer`` subcommand to the ``statcell`` command line."""
+    parser = commands.add_parser(
+        "screenshot-explorer", help="a PNG of the explorer page, drawn by headless Chromium",
+        description="Open the explorer page in a headless Chromium-family browser (offline) and save what it shows.")
+    parser.add_argument("--page", required=True, help="the explorer's HTML page (plot-explorer)")
+    parser.add_argument("--browser", default=None,
+                        help=f"browser executable (default: the first of {', '.join(BROWSERS)} on the PATH)")
+    parser.add_argument("--output", required=True, help="PNG to write")
+    parser.set_defaults(handler=_screenshot_explorer_command)
+
+
+def _screenshot_explorer_command(args: argparse.Namespace) -> None:
+    output = screenshot_page(args.page, args.output, browser=args.browser)
+    log.info("wrote a screenshot of %s to %s", args.page, output)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from statcell.analysis.latent_space import MEASUREMENT_UNITS, imaged, measured, top_dimensions
 from statcell.plots.style import composite, pyplot, save
-from statcell.synth import MITOTIC_STAGES
+from statcell.vocabulary import MITOTIC_STAGES
 
 log = logging.getLogger(__name__)
 
