@@ -25,7 +25,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -197,7 +197,7 @@ class AllenCellSettings:
         The effective layout (the declared one with ``allencell.columns``, ``channels`` and ``voxel_size_um``
         overrides).
     image_root : str, optional
-        Folder the CSV's paths are taken from (see :func:`resolve_path`).
+        Folder the CSV's paths are taken from (see :func:`statcell.io.resolve_path`).
     structure_names : mapping of str to str
         Dataset structure names → statcell names (:data:`STRUCTURE_NAMES` plus the config's).
     chunk_size : int
@@ -238,28 +238,6 @@ class AllenCellSettings:
         return cls(csv=section["csv"], layout=layout, image_root=section.get("image_root"),
                    structure_names={**STRUCTURE_NAMES, **(section.get("structure_names") or {})},
                    chunk_size=section.get("chunk_size", 200))
-
-
-def resolve_path(entry: str, *, csv_folder: Path, image_root: str | None, depth: int) -> Path:
-    """Where a path entry of the CSV points.
-
-    A relative entry is taken from ``image_root`` (or, without one, from the CSV's folder). An absolute entry is used
-    as it is, unless ``image_root`` is set: then it is rebased, keeping its last ``depth`` components (the package's
-    folder and the file name, e.g. ``crop_raw/123.ome.tiff``) below ``image_root``, as the original loader did with
-    its ``image_parent``; so a CSV written on the institute's file system works on a downloaded copy.
-
-    Examples
-    --------
-    >>> str(resolve_path("/allen/aics/x/cell_images_3d/1_reg.tiff", csv_folder=Path("/d"), image_root="/data",
-    ...                  depth=2))
-    '/data/cell_images_3d/1_reg.tiff'
-    >>> str(resolve_path("crop_raw/1.ome.tiff", csv_folder=Path("/d"), image_root=None, depth=2))
-    '/d/crop_raw/1.ome.tiff'
-    """
-    path = PurePath(entry)
-    if path.is_absolute():
-        return Path(image_root, *path.parts[-depth:]) if image_root else Path(path)
-    return Path(image_root or csv_folder) / path
 
 
 def _literal(text: str, *, what: str, csv: Path) -> object:
@@ -383,8 +361,8 @@ def read_cell_table(settings: AllenCellSettings) -> pd.DataFrame:
         cells["mitotic_stage"] = "unknown"
     folder = csv.resolve().parent
     for role, column in layout.files.items():
-        cells[f"path_{role}"] = [str(resolve_path(entry, csv_folder=folder, image_root=settings.image_root,
-                                                  depth=layout.path_depth)) for entry in table[column]]
+        cells[f"path_{role}"] = [str(io.resolve_path(entry, folder=folder, image_root=settings.image_root,
+                                                     depth=layout.path_depth)) for entry in table[column]]
     for role, values in _channel_indices(table, layout, csv).items():
         cells[f"channel_{role}"] = values
     for axis, values in zip("zyx", _spacings(table, layout, csv).T):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -230,7 +230,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     table["drug"] = table["drug"].fillna("")
     for column in ("cell_segmentation", "nucleus_segmentation"):
         entries = table[column].fillna("").astype(str) if column in table.columns else pd.Series("", table.index)
-        table[column] = [str(_resolve(entry, path.parent)) if entry.strip() else "" for entry in entries]
+        table[column] = [str(resolve_path(entry, folder=path.parent)) if entry.strip() else "" for entry in entries]
     provided = (table["cell_segmentation"] != "") != (table["nucleus_segmentation"] != "")
     if provided.any():
         raise ManifestError(f"manifest {path}, row {table.index[provided][0] + 2}: give both cell_segmentation and "
@@ -269,13 +269,45 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
                 f"got {table.at[bad[0], column]!r}"
             )
         table[column] = values.astype(float)
-    table["path"] = [str(_resolve(entry, path.parent)) for entry in table["path"]]
+    table["path"] = [str(resolve_path(entry, folder=path.parent)) for entry in table["path"]]
     return table
 
 
-def _resolve(entry: str, folder: Path) -> Path:
-    candidate = Path(entry)
-    return candidate if candidate.is_absolute() else (folder / candidate).resolve()
+def resolve_path(entry: str, *, folder: str | Path, image_root: str | None = None, depth: int = 2) -> Path:
+    """Where a path entry of a table (a FOV manifest, an Allen Institute CSV) points.
+
+    A relative entry is taken from ``image_root``, or, without one, from the table's ``folder``. An absolute entry is
+    used as it is, unless ``image_root`` is set: then it is rebased, keeping its last ``depth`` components (e.g. the
+    package's folder and the file name, ``crop_raw/123.ome.tiff``) below ``image_root``, as the original Allen loader
+    did with its ``image_parent``; so a table written on another file system works on a downloaded copy.
+
+    Parameters
+    ----------
+    entry : str
+        The table's entry.
+    folder : path
+        The table's folder.
+    image_root : str, optional
+        Where the files are instead.
+    depth : int
+        Components of an absolute entry kept below ``image_root``.
+
+    Returns
+    -------
+    Path
+        Absolute where ``folder`` or ``image_root`` is.
+
+    Examples
+    --------
+    >>> str(resolve_path("/allen/aics/x/cell_images_3d/1_reg.tiff", folder="/d", image_root="/data"))
+    '/data/cell_images_3d/1_reg.tiff'
+    >>> str(resolve_path("crop_raw/1.ome.tiff", folder="/d"))
+    '/d/crop_raw/1.ome.tiff'
+    """
+    path = PurePath(entry)
+    if path.is_absolute():
+        return Path(image_root, *path.parts[-depth:]) if image_root else Path(path)
+    return (Path(image_root or folder) / path).resolve()
 
 
 class FovError(ValueError):

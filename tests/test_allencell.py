@@ -315,10 +315,11 @@ def test_read_stack_trusts_stated_axes_and_else_the_declared_ones(tmp_path):
 
 def test_relative_entries_are_taken_from_image_root(tmp_path):
     root = tmp_path / "download"
-    assert allencell.resolve_path("crop_raw/1.ome.tif", csv_folder=tmp_path, image_root=str(root), depth=2) == (
+    assert io.resolve_path("crop_raw/1.ome.tif", folder=tmp_path, image_root=str(root), depth=2) == (
         root / "crop_raw" / "1.ome.tif")
-    assert allencell.resolve_path("/a/b/c/crop_raw/1.ome.tif", csv_folder=tmp_path, image_root=None, depth=2) == (
+    assert io.resolve_path("/a/b/c/crop_raw/1.ome.tif", folder=tmp_path, image_root=None, depth=2) == (
         Path("/a/b/c/crop_raw/1.ome.tif"))
+    assert io.resolve_path("../images/1.ome.tif", folder=tmp_path / "tables") == tmp_path / "images" / "1.ome.tif"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
