@@ -203,6 +203,11 @@ def test_pickers_list_every_latent_and_measured_column(page_inputs):
     assert search.completions == table["cell_id"].tolist()
     renderer = document.select_one({"name": "cells"})
     assert len(renderer.data_source.data["cell_id"]) == len(table)
+    assert pickers["colour by"].value == "structure"
+    # a drug set of one structure opens coloured by treatment
+    drug_set = table.assign(structure="microtubules", drug=np.where(np.arange(len(table)) % 2, "paclitaxel", ""))
+    opened = {select.title: select.value for select in explorer.explorer_document(drug_set).select({"type": Select})}
+    assert opened["colour by"] == "drug"
 
 
 def _tags(page: str) -> list[tuple[str, dict]]:

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 #: Categorical columns the points can be coloured by, with their labels, in the picker's order.
 COLOUR_KEYS: dict[str, str] = {"structure": "structure", "mitotic_stage": "mitotic stage", "drug": "treatment",
                                "split": "split"}
+#: The colouring the page opens with: the first of these that tells the cells apart.
+_FIRST_COLOUR = ("structure", "drug", "mitotic_stage", "split")
 #: Numeric columns of the cells table that identify rather than measure (never offered as axes).
 _NOT_MEASURED = re.compile(r"(^|_)(index|label|id|seed)$")
 _UNITS = {"um3": "µm³", "um2": "µm²", "um": "µm"}
@@ -223,7 +225,9 @@ def explorer_document(table: pd.DataFrame, *, title: str = "Statistical Cell: ex
     for key in keys:
         colours, legends[key] = _colours(table[key])
         data[f"_colour_{key}"] = colours
-    colour_key = keys[0] if keys else ""
+    # at first: structure, or, where every cell has the same (a drug set of one structure), the treatment
+    distinct = [key for key in _FIRST_COLOUR if key in keys and table[key].nunique() > 1]
+    colour_key = distinct[0] if distinct else (keys[0] if keys else "")
     # What is drawn: _x, _y, _colour (copies of the chosen columns; the pickers swap them in the browser)
     data["_colour"] = data[f"_colour_{colour_key}"] if keys else np.full(len(table), "#1f77b4")
     data["_x"], data["_y"] = data[x], data[y]
