@@ -327,7 +327,7 @@ def test_relative_entries_are_taken_from_image_root(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------------
 
 #: test_workflow's tiny training and analyses, on crops the size of the tiny colony's
-TINY_ALLEN = {**{key: TINY[key] for key in ("training", "analysis", "beta_sweep", "normalize")},
+TINY_ALLEN = {**{key: TINY[key] for key in ("training", "analysis", "beta_sweep", "normalize", "figures")},
               "crop": {"voxel_size_um": 0.8, "shape": {"z": 16, "y": 16, "x": 24}}}
 E2E_STRUCTURES = ("nucleoli", "mitochondria", "tight_junctions")
 

@@ -443,3 +443,21 @@ def test_screenshot_without_a_browser_says_what_to_install(page_inputs, tmp_path
     page = explorer.draw_explorer(page_inputs["table"], tmp_path / "explorer.html")
     with pytest.raises(FileNotFoundError, match="apt-get install chromium.*figures.explorer.screenshot"):
         explorer.screenshot_page(page, tmp_path / "shot.png")
+
+
+@pytest.mark.parametrize("screenshot", [True, False])
+def test_the_screenshots_are_default_targets_as_figures_explorer_screenshot_says(tmp_path, screenshot):
+    import sys
+
+    import yaml
+
+    from tests.test_workflow import TINY, copy_workflow
+
+    folder = copy_workflow(tmp_path / "run")
+    (folder / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "figures": {"explorer": {"screenshot": screenshot}}}))
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--configfile", "tiny.yaml"],
+                         cwd=folder, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    planned = set(re.findall(r"results/figures/explorer/\w+\.png", dry.stdout))
+    assert planned == ({"results/figures/explorer/main.png", "results/figures/explorer/drugs.png"} if screenshot
+                       else set())

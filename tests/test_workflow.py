@@ -44,6 +44,8 @@ TINY = {
     "beta_sweep": {"count": 2, "epochs": 1},
     # 3 cells per built control class (auto takes the median class, ~15): the controls are built, and cheaply
     "normalize": {"control_cells": 3},
+    # whether a browser is installed must not change the tiny runs' jobs (test_explorer installs one mid-session)
+    "figures": {"explorer": {"screenshot": False}},
 }
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "workflow", "envs")
 PREPROCESSING = {"synthesize", "segment_fov", "crop_cells", "normalize_cells", "project_colony",
@@ -262,7 +264,7 @@ def _rules_reading(entry: str) -> set[str]:
 @pytest.mark.slow
 @on_tiny_runs
 def test_changing_a_plot_parameter_redraws_only_the_figures_reading_it(full_run, tmp_path):
-    figures = {**yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["figures"]}
+    figures = {**yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["figures"], **TINY["figures"]}
     figures["latent_space"] = {**figures["latent_space"], "point_size": figures["latent_space"]["point_size"] + 5}
     (tmp_path / "point_size.yaml").write_text(yaml.safe_dump({"figures": figures}))
     point_size = str(tmp_path / "point_size.yaml")
