@@ -295,9 +295,10 @@ def test_rules_run_in_environments_that_hold_what_they_import():
 
 
 def _ensure_browser(timeout_s: float = 900) -> str:
-    """The path of ``chromium``, installed with ``apt-get`` (as root) if missing; skip with the reason otherwise."""
-    if shutil.which("chromium"):
-        return shutil.which("chromium")
+    """The path of a Chromium-family browser (:func:`statcell.plots.explorer.find_browser`), Debian's ``chromium``
+    installed with ``apt-get`` (as root) if there is none; skip with the reason otherwise."""
+    if explorer.find_browser():
+        return explorer.find_browser()
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip(f"chromium missing, and no apt-get as root to install {' '.join(BROWSER_PACKAGES)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -314,8 +315,8 @@ def _ensure_browser(timeout_s: float = 900) -> str:
                 failure = f"{' '.join(command)}: {(done.stderr or done.stdout).strip()[-400:]}"
                 break
         else:
-            if shutil.which("chromium"):
-                return shutil.which("chromium")
+            if explorer.find_browser():
+                return explorer.find_browser()
             failure = "installed chromium but it is not on the PATH"
     pytest.skip(f"chromium cannot be installed: {failure}")
 
