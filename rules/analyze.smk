@@ -143,6 +143,7 @@ rule generate_cells:
         test_cells=f"{GENERATION_DIR}/test_cells.npz",
         in_one_cell=f"{GENERATION_DIR}/structures_in_one_cell.npz",
         examples=f"{GENERATION_DIR}/structure_examples.npz",
+        truncated=f"{GENERATION_DIR}/truncated.npz",
         manifest=f"{GENERATION_DIR}/manifest.parquet",
     params:
         settings=analysis_json(),
@@ -218,6 +219,7 @@ rule analyze_beta_sweep:
         feature_pcs=f"{BETA_SWEEP_DIR}/feature_pcs.csv",
         features=f"{BETA_SWEEP_DIR}/features.parquet",
         generated=f"{BETA_SWEEP_DIR}/generated.npz",
+        generated_features=f"{BETA_SWEEP_DIR}/generated_features.parquet",
     params:
         settings=analysis_json(),
         sweep=section_json("beta_sweep"),
@@ -236,7 +238,7 @@ rule analyze_beta_sweep:
         "--checkpoints {input.checkpoints} --store {input.store} --cells {input.cells} "
         "--rate-distortion {output.rate_distortion} --kl {output.kl} --regression {output.regression} "
         "--feature-pcs {output.feature_pcs} --features {output.features} --generated {output.generated} "
-        "> {log} 2>&1"
+        "--generated-features {output.generated_features} > {log} 2>&1"
 
 # Coupling
 COUPLING_DIR = "results/analysis/coupling"

@@ -82,6 +82,35 @@ rule plot_latent_scatter:
         "--output {output.figure} > {log} 2>&1"
 
 
+rule plot_latent_examples:
+    input:
+        embeddings=rules.correlate_latent_space.input.reference,
+        cells=rules.correlate_latent_space.input.cells,
+        thumbnails="results/main/thumbnails.parquet",
+        dimensions=rules.correlate_latent_space.input.dimensions,
+    output:
+        figure=report(
+            "results/figures/latent_examples.png",
+            caption="../workflow/report/latent_examples.rst",
+            category="Latent space",
+        ),
+        svg="results/figures/latent_examples.svg",
+    params:
+        settings=figure_settings("latent_examples"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_latent_examples.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-latent-examples --settings {{params.settings:q}} "
+        "--embeddings {input.embeddings} --cells {input.cells} --thumbnails {input.thumbnails} "
+        "--dimensions {input.dimensions} --output {output.figure} > {log} 2>&1"
+
+
 rule plot_latent_pairs:
     input:
         embeddings=rules.correlate_latent_space.input.reference,
@@ -265,6 +294,31 @@ rule plot_structure_examples:
         "--examples {input.examples} --output {output.figure} > {log} 2>&1"
 
 
+rule plot_truncated_prior:
+    input:
+        truncated=rules.generate_cells.output.truncated,
+    output:
+        figure=report(
+            "results/figures/truncated_prior.png",
+            caption="../workflow/report/truncated_prior.rst",
+            category="Generation",
+        ),
+        svg="results/figures/truncated_prior.svg",
+    params:
+        settings=figure_settings("truncated_prior"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/plot_truncated_prior.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-truncated-prior --settings {{params.settings:q}} "
+        "--truncated {input.truncated} --output {output.figure} > {log} 2>&1"
+
+
 rule plot_feature_violins:
     input:
         features=rules.measure_features.output[0],
@@ -365,6 +419,33 @@ rule plot_beta_kl:
     shell:
         f"{STATCELL} plot-beta-kl --settings {{params.settings:q}} "
         "--kl {input.kl} --output {output.figure} > {log} 2>&1"
+
+
+rule plot_beta_features:
+    input:
+        generated_features=rules.analyze_beta_sweep.output.generated_features,
+        features=rules.analyze_beta_sweep.output.features,
+    output:
+        figure=report(
+            "results/figures/beta_features.png",
+            caption="../workflow/report/beta_features.rst",
+            category="β sweep",
+        ),
+        svg="results/figures/beta_features.svg",
+    params:
+        settings=figure_settings("beta_features"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/plot_beta_features.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-beta-features --settings {{params.settings:q}} "
+        "--generated-features {input.generated_features} --features {input.features} "
+        "--output {output.figure} > {log} 2>&1"
 
 
 rule plot_beta_regression:

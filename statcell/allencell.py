@@ -34,7 +34,7 @@ from scipy import ndimage
 from statcell import io
 from statcell.crop import (CROP_CHANNELS, CropSettings, align_cell, mask_channels, measure_cell,
                            most_populous_intensity, place_at_centre, resample)
-from statcell.vocabulary import MITOTIC_CLASSES
+from statcell.vocabulary import IMAGING_FOV, MITOTIC_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,9 @@ class Layout:
         Column with the mitotic annotation (optional in the CSV); its values map through ``mitotic_stages``.
     mitotic_stages : mapping of str to str
         The dataset's mitotic annotation → statcell's classes (:data:`statcell.vocabulary.MITOTIC_STAGES`).
+    fov_column : str
+        Column with the id of the FOV each cell was imaged in (optional in the CSV): the replicate unit of the
+        statistics (:data:`statcell.vocabulary.IMAGING_FOV`).
     channel_names_column : str, optional
         Column holding a Python-literal dict ``{file column: [channel names]}`` (read with ``ast.literal_eval``).
     voxel_size_um : float, optional
@@ -130,6 +133,7 @@ class Layout:
     structure_column: str
     mitotic_column: str
     mitotic_stages: Mapping[str, str]
+    fov_column: str = "FOVId"
     channel_names_column: str | None = None
     voxel_size_um: float | None = None
     voxel_size_column: str | None = None
@@ -182,7 +186,8 @@ LAYOUTS: dict[str, Layout] = {
     ),
 }
 
-_COLUMN_KEYS = {"cell_id": "cell_id_column", "structure": "structure_column", "mitotic_state": "mitotic_column"}
+_COLUMN_KEYS = {"cell_id": "cell_id_column", "structure": "structure_column", "mitotic_state": "mitotic_column",
+                "fov": "fov_column"}
 
 
 @dataclass(frozen=True)
@@ -324,7 +329,8 @@ def read_cell_table(settings: AllenCellSettings) -> pd.DataFrame:
     -------
     DataFrame
         ``cell_id``, ``structure`` (statcell's name), ``source_structure`` (the CSV's), ``mitotic_stage``
-        (``unknown`` where the CSV has no annotation) and, where it has one, ``is_mitotic``; one ``path_<file>``
+        (``unknown`` where the CSV has no annotation) and, where it has one, ``is_mitotic``; ``imaging_fov`` where
+        the CSV names each cell's FOV; one ``path_<file>``
         per file of the layout; ``channel_<role>`` per role of :data:`ROLES`; ``spacing_z_um``, ``spacing_y_um``,
         ``spacing_x_um``; ``chunk`` (which import job handles the cell).
 
@@ -359,6 +365,11 @@ def read_cell_table(settings: AllenCellSettings) -> pd.DataFrame:
         cells["is_mitotic"] = cells["mitotic_stage"].isin(MITOTIC_CLASSES)
     else:
         cells["mitotic_stage"] = "unknown"
+    if layout.fov_column in table.columns:
+        cells[IMAGING_FOV] = table[layout.fov_column].astype(str).str.strip()
+    else:
+        log.warning("%s has no column %s: each cell is its own replicate in the statistics, which then assume that "
+                    "cells are independent (see allencell.columns.fov)", csv, layout.fov_column)
     folder = csv.resolve().parent
     for role, column in layout.files.items():
         cells[f"path_{role}"] = [str(io.resolve_path(entry, folder=folder, image_root=settings.image_root,
@@ -452,7 +463,7 @@ def import_chunk(cells: pd.DataFrame, *, settings: AllenCellSettings,
     """
     layout = settings.layout
     crops, rows = [], []
-    annotations = [column for column in ("structure", "source_structure", "mitotic_stage", "is_mitotic")
+    annotations = [column for column in ("structure", "source_structure", "mitotic_stage", "is_mitotic", IMAGING_FOV)
                    if column in cells.columns]
     for index, cell in enumerate(cells.to_dict("records")):
         row = {"fov_id": cell["chunk"], "label": index + 1, "source_cell_id": cell["cell_id"],

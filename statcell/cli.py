@@ -509,7 +509,7 @@ def _generate_cells(args: argparse.Namespace) -> None:
     outdir.mkdir(parents=True, exist_ok=True)
     spacing = np.asarray(io.store_spacing(args.store), dtype=float)  # the figures' scale bars
     np.savez_compressed(outdir / "prior.npz", images=result.prior, spacing=spacing)
-    for name in ("test_cells", "structures_in_one_cell", "structure_examples"):
+    for name in ("test_cells", "structures_in_one_cell", "structure_examples", "truncated"):
         np.savez_compressed(outdir / f"{name}.npz", **getattr(result, name), spacing=spacing)
     io.write_table(result.manifest, outdir / "manifest.parquet")
     host = result.manifest[result.manifest["array"] == "structures_in_one_cell"]["cell_id"].iloc[0]
@@ -522,9 +522,10 @@ def _add_generate_cells(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "generate-cells", help="generated cells: reference prior, test-cell counterparts, structures in one cell",
         description="Decode cells from the reference prior, the test cells' reconstructions and structure samples, "
-        "every structure generated in one real test cell (median reference ELBO) and real examples per structure "
-        "(--settings: the analysis section); writes prior.npz, test_cells.npz, structures_in_one_cell.npz, "
-        "structure_examples.npz (each with the store's voxel size, spacing) and manifest.parquet under OUTDIR.")
+        "every structure generated in one real test cell (median reference ELBO), real examples per structure, "
+        "and prior draws decoded with only the top-k reference dimensions (--settings: the analysis section); writes "
+        "prior.npz, test_cells.npz, structures_in_one_cell.npz, structure_examples.npz, truncated.npz (each with the "
+        "store's voxel size, spacing) and manifest.parquet under OUTDIR.")
     _add_settings_options(parser)
     _add_trained_models_options(parser)
     parser.add_argument("--outdir", required=True, help="folder to write, e.g. results/analysis/generation")
@@ -587,7 +588,7 @@ def _analyze_beta_sweep(args: argparse.Namespace) -> None:
         seed=analysis["seed"])
     for table, path in ((result.rate_distortion, args.rate_distortion), (result.kl_per_dimension, args.kl),
                         (result.regression, args.regression), (result.feature_pcs, args.feature_pcs),
-                        (result.features, args.features)):
+                        (result.features, args.features), (result.generated_features, args.generated_features)):
         io.write_table(table, path)
     cells = pd.read_parquet(args.cells)
     test = cells[cells["split"] == beta_sweep.EVAL_SPLIT].sort_values("store_index").head(result.generated.shape[1])
@@ -618,6 +619,8 @@ def _add_analyze_beta_sweep(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--regression", required=True, help="R² per model and PC to write (.csv)")
     parser.add_argument("--feature-pcs", required=True, help="PCA loadings of the features to write (.csv)")
     parser.add_argument("--features", required=True, help="features and PC scores per cell to write (.parquet)")
+    parser.add_argument("--generated-features", required=True,
+                        help="the 14 features of every generated cell at every β to write (.parquet)")
     parser.add_argument("--generated", required=True, help="prior samples (models, n, 2, Y, X), the observed test "
                         "cells they are shown beside, and the voxel size to write (.npz)")
     parser.set_defaults(handler=_analyze_beta_sweep)
@@ -697,26 +700,32 @@ def _drug_shifts(args: argparse.Namespace) -> None:
     shifts = perturbation.drug_shifts(embeddings, pd.read_parquet(args.cells), dimensions,
                                       min_kl=settings["active_kl_nats"],
                                       permutations=settings["permutations"], seed=settings["seed"],
-                                      significance=settings["significance"], control=_control(args, settings))
+                                      significance=settings["significance"],
+                                      spectrum_components=settings["spectrum_components"],
+                                      control=_control(args, settings))
     io.write_table(shifts, args.output)
     for row in shifts.itertuples():
         if row.note:
             log.warning("%s space, %s under %s: %s", row.space, row.structure, row.drug, row.note)
             continue
-        log.info("%s space, %s under %s vs %s (%d vs %d cells, %d dims): distance %.3f (shuffled mean %.3f), p %.2g, "
-                 "corrected %.2g%s", row.space, row.structure, row.drug, row.control, row.n_treated, row.n_control,
-                 row.dimensions, row.distance, row.null_mean, row.p_value, row.p_bonferroni,
-                 " *" if row.significant else "")
+        log.info("%s space, %s under %s vs %s (%d vs %d cells in %d vs %d FOVs, %d dims): distance %.3f (d %.2f, "
+                 "relabeled mean %.3f), p %.2g, corrected %.2g%s; energy p %.2g; spectrum dEIG %.2f, p %.2g "
+                 "(%d relabelings)", row.space, row.structure, row.drug, row.control, row.n_treated, row.n_control,
+                 row.fovs_treated, row.fovs_control, row.dimensions, row.distance, row.effect_size, row.null_mean,
+                 row.p_value, row.p_bonferroni, " *" if row.significant else "", row.energy_p_value,
+                 row.spectrum_distance, row.spectrum_p_value, row.relabelings)
     if not (shifts["note"] == "").any():
         log.warning("no structure of the drug set has both control and treated cells: no test made")
 
 
 def _add_drug_shifts(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "drug-shifts", help="permutation tests of the drug-induced centroid shifts in both latent spaces",
-        description="For every structure and drug of the drug set, the distance between the treated and control "
-        "centroids in the active latent dimensions (mean KL above analysis.active_kl_nats), its permutation "
-        "p-value (analysis.permutations label shuffles) and the Bonferroni-corrected p-value over all tests.")
+        "drug-shifts", help="FOV-level permutation tests of the drug-induced changes in both latent spaces",
+        description="For every structure and drug of the drug set, in the active latent dimensions (mean KL above "
+        "analysis.active_kl_nats): the distance between the treated and control centroids and its effect size, the "
+        "energy distance between the two distributions and the change of the covariance spectrum (dEIG_k, "
+        "analysis.spectrum_components), each with a p-value from relabeling whole FOVs (at most "
+        "analysis.permutations) and Bonferroni-corrected over all tests.")
     _add_settings_options(parser)
     _add_drug_inputs(parser)
     parser.add_argument("--target-embeddings", required=True, help="drug-set embeddings of the target model (.parquet)")

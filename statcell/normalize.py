@@ -18,7 +18,6 @@ them) is not built again.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from collections.abc import Sequence
@@ -30,7 +29,8 @@ import pandas as pd
 
 from statcell import io
 from statcell.crop import CROP_CHANNELS, most_populous_intensity
-from statcell.vocabulary import CONTROLS
+from statcell.seeding import DATA_SEED, numpy_stream, stable_fraction
+from statcell.vocabulary import CONTROLS, IMAGING_FOV
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,6 @@ class NormalizeSettings:
                    control_cells=None if count == "auto" else int(count))
 
 
-def _hash_fraction(key: str) -> float:
-    """A number in [0, 1) from a stable hash of a string (the same hash as :func:`split_of`)."""
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") / 2.0**64
-
-
 def split_of(cell_id: str) -> str:
     """Train/validation/test split (80/10/10) from a stable hash of the cell id; adding cells never moves others.
 
@@ -95,7 +90,7 @@ def split_of(cell_id: str) -> str:
     >>> split_of("main/golgi_00/7") in ("train", "val", "test")
     True
     """
-    fraction = _hash_fraction(cell_id)
+    fraction = stable_fraction(cell_id)
     return next(name for name, upper in SPLITS if fraction < upper)
 
 
@@ -149,17 +144,23 @@ def cell_table(tables: Sequence[pd.DataFrame], *, dataset: str) -> tuple[pd.Data
     -------
     cells : DataFrame
         Accepted cells: ``cell_id`` (``dataset/fov/label``, or ``dataset/source_cell_id`` for pre-cropped data),
-        ``split``, ``store_index`` and every other column.
+        ``split``, ``store_index``, :data:`~statcell.vocabulary.IMAGING_FOV` (the FOV, the dataset's own FOV id for
+        pre-cropped data, else the cell id) and every other column.
     rejects : DataFrame
         Dropped cells and FOVs, with their ``reject_reason``.
     """
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["fov_id", "reject_reason"])
     rejected = table["reject_reason"].fillna("") != ""
     cells = table[~rejected].copy()
-    if "source_cell_id" in cells and cells["source_cell_id"].notna().all():  # pre-cropped data keeps its own ids
+    precropped = "source_cell_id" in cells and cells["source_cell_id"].notna().all()
+    if precropped:  # pre-cropped data keeps its own ids; its fov_id is an import chunk, not a FOV
         ids = [f"{dataset}/{source}" for source in cells["source_cell_id"]]
+        fovs = cells[IMAGING_FOV] if IMAGING_FOV in cells else pd.Series("", index=cells.index)
     else:
         ids = [f"{dataset}/{fov}/{label}" for fov, label in zip(cells["fov_id"], cells["label"])]
+        fovs = cells["fov_id"]
+    fovs = fovs.fillna("").astype(str).to_numpy()
+    cells[IMAGING_FOV] = np.where(fovs == "", np.asarray(ids, dtype=object), fovs)
     cells.insert(0, "cell_id", ids)
     cells.insert(1, "dataset", dataset)
     cells.insert(2, "split", [split_of(cell_id) for cell_id in cells["cell_id"]])
@@ -221,7 +222,7 @@ def plan_controls(cells: pd.DataFrame, *, dataset: str, cells_per_class: int | N
                     "same class", sources["structure"].iloc[0])
     plans = []
     for kind in kinds:
-        ranked = sorted(sources.index, key=lambda index: _hash_fraction(f"{kind}/{sources.at[index, 'cell_id']}"))
+        ranked = sorted(sources.index, key=lambda index: stable_fraction(f"{kind}/{sources.at[index, 'cell_id']}"))
         chosen = sources.loc[ranked[:count]].sort_values("store_index").copy()
         chosen[CONTROL_SOURCE_COLUMN] = chosen["cell_id"]
         chosen["cell_id"] = [f"{dataset}/{kind}/{cell_id.removeprefix(f'{dataset}/')}" for cell_id in chosen["cell_id"]]
@@ -230,7 +231,7 @@ def plan_controls(cells: pd.DataFrame, *, dataset: str, cells_per_class: int | N
         chosen["donor_index"] = np.int64(-1)
         if kind == "control_random_structure":
             for index, row in chosen.iterrows():
-                donor = _random_donor(sources, recipient=row, seed_key=row["cell_id"])
+                donor = _random_donor(sources, recipient=row)
                 chosen.at[index, CONTROL_DONOR_COLUMN] = donor["cell_id"]
                 chosen.at[index, "donor_index"] = int(donor["store_index"])
         chosen["structure"] = kind
@@ -243,7 +244,7 @@ def plan_controls(cells: pd.DataFrame, *, dataset: str, cells_per_class: int | N
     return planned
 
 
-def _random_donor(sources: pd.DataFrame, *, recipient: pd.Series, seed_key: str) -> pd.Series:
+def _random_donor(sources: pd.DataFrame, *, recipient: pd.Series) -> pd.Series:
     """Another cell whose structure a random-structure control takes: of another structure class than the
     ``recipient`` (a source row, its ``cell_id`` already the control's) and the same split where there is one,
     else of another class, else another cell of the same split."""
@@ -254,7 +255,7 @@ def _random_donor(sources: pd.DataFrame, *, recipient: pd.Series, seed_key: str)
     for chosen in (other_class & same_split, other_class, others & same_split, others):
         if chosen.any():
             candidates = sources[chosen].sort_values("store_index")
-            rng = np.random.default_rng(int(_hash_fraction(seed_key) * 2**63))
+            rng = numpy_stream(DATA_SEED, "control donor", recipient["cell_id"])
             return candidates.iloc[int(rng.integers(len(candidates)))]
     return sources[sources["cell_id"] == source_id].iloc[0]  # a single cell: its own structure
 
@@ -323,7 +324,7 @@ def _control_batch(store: str, plan: pd.DataFrame) -> np.ndarray:
     for row in plan.itertuples():
         cell = io.read_cells(array, [row.source_index], channels=None)[0]
         donor = io.read_cells(array, [row.donor_index], channels=None)[0] if row.donor_index >= 0 else None
-        rng = np.random.default_rng(int(_hash_fraction(row.cell_id) * 2**63))
+        rng = numpy_stream(DATA_SEED, "control noise", row.cell_id)
         out.append(control_image(cell, row.structure, donor=donor, rng=rng))
     return np.stack(out)
 

@@ -29,7 +29,6 @@ Optics and camera
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -42,6 +41,7 @@ import pandas as pd
 from scipy import ndimage
 
 from statcell import io
+from statcell.seeding import numpy_stream
 from statcell.vocabulary import DRUG_DATASET, MAIN_DATASET, REAL_STRUCTURES
 
 log = logging.getLogger(__name__)
@@ -190,8 +190,7 @@ def fov_rng(seed: int, fov_id: str) -> np.random.Generator:
     fov_id : str
         The FOV's name.
     """
-    digest = hashlib.sha256(fov_id.encode()).digest()
-    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+    return numpy_stream(seed, fov_id)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from statcell.config import model_training_section
 from statcell.models import ReferenceVAE, TargetVAE, VAEConfig
 from statcell.models import export
 from statcell.models.loss import beta_elbo
+from statcell.seeding import integer_seed
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ class EpochShuffle(Sampler[int]):
         return self.size
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator().manual_seed(integer_seed(self.seed, "batch order", self.epoch))
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
@@ -300,6 +301,33 @@ def model_config(kind: ModelKind, settings: TrainSettings, crop_shape: tuple[int
                          latent_dim=settings.latent_dim)
     return VAEConfig(image_shape=image_shape, channels=1, widths=settings.widths, latent_dim=settings.latent_dim,
                      reference_channels=len(REFERENCE_CHANNELS), n_classes=n_classes)
+
+
+def atomic_checkpoint_io():
+    """Lightning's checkpoint writer, made atomic: each checkpoint is written to a hidden file beside its path and
+    renamed into place, so a job killed mid-write leaves the previous checkpoint, never a truncated one.
+
+    (Lightning writes through an fsspec transaction whose temporary file lies in the system's temporary folder; where
+    that is another file system than the work folder, the final move is a copy, which a kill can cut short.)
+    """
+    import os
+
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+            if storage_options is not None:
+                raise TypeError("the atomic checkpoint writer takes no storage_options")
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.partial")
+            try:
+                torch.save(checkpoint, partial)
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)
+
+    return AtomicCheckpointIO()
 
 
 def _lightning_module():
@@ -523,12 +551,13 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
         sampler = EpochShuffle(len(dataset), seed=settings.seed) if split == "train" else None
         # a loader draws a seed for its workers at every epoch, from its generator or else from the global stream,
         # which the latent noise uses and checkpoints restore: keep it off that stream so resumption replays it
+        worker_seeds = torch.Generator().manual_seed(integer_seed(settings.seed, "loader workers"))
         loaders[split] = DataLoader(dataset, batch_size=min(settings.batch_size, len(dataset)), sampler=sampler,
-                                    drop_last=split == "train", generator=torch.Generator().manual_seed(settings.seed),
+                                    drop_last=split == "train", generator=worker_seeds,
                                     num_workers=settings.num_workers, persistent_workers=settings.num_workers > 0)
     config = model_config(kind, settings, loaders["train"].dataset.crop_shape, len(structures))
 
-    L.seed_everything(settings.seed, workers=True, verbose=False)
+    L.seed_everything(integer_seed(settings.seed, "weights", kind, bits=32), workers=True, verbose=False)
     module = _lightning_module()(kind, asdict(config), structures, settings.beta, settings.learning_rate,
                                  settings.adam_betas)
     # the table changes with the data (its measurements come from the images), so new data never resumes old weights
@@ -543,7 +572,7 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
         strategy="ddp" if settings.devices > 1 else "auto", deterministic=not on_gpu, callbacks=[saver],
         logger=CSVLogger(workdir, name="", version="logs", flush_logs_every_n_steps=1), enable_progress_bar=False,
         enable_model_summary=False,
-        num_sanity_val_steps=0, log_every_n_steps=1,
+        num_sanity_val_steps=0, log_every_n_steps=1, plugins=[atomic_checkpoint_io()],
     )
     last, log_file = workdir / "checkpoints" / "last.ckpt", workdir / "logs" / "metrics.csv"
     earlier = pd.DataFrame()

@@ -1,4 +1,4 @@
-"""The names the whole pipeline shares: datasets, structures and control classes, mitotic stages, treatments.
+"""The names the whole pipeline shares: datasets, structures and control classes, mitotic stages, treatments, FOVs.
 
 Values written into tables (``cells.parquet``'s ``structure``, ``mitotic_stage`` and ``drug`` columns) and into paths
 (``results/{dataset}/...``). The simulator (:mod:`statcell.synth`) writes them, the workflow's rules and the analyses
@@ -42,6 +42,10 @@ INTERPHASE = "interphase"
 MITOTIC_CLASSES: tuple[str, ...] = ("prophase", "early_prometaphase", "prometaphase_metaphase", "anaphase_telophase")
 #: Every value of the ``mitotic_stage`` column: interphase, then the mitotic classes.
 MITOTIC_STAGES: tuple[str, ...] = (INTERPHASE, *MITOTIC_CLASSES)
+
+#: Column of ``cells.parquet`` naming the field of view a cell was imaged in: the replicate unit of every statistical
+#: test (:mod:`statcell.analysis.statistics`).
+IMAGING_FOV = "imaging_fov"
 
 #: The solvent-only treatment, the drug set's control where it has one.
 VEHICLE = "vehicle"

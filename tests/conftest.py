@@ -83,9 +83,9 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Constructed stores of a tiny training set and drug set, and tiny trained reference and target models.
 
     The training set holds 16 cells of each of three structures (a DNA copy, a membrane copy, a sphere at the
-    nucleus centre), 12% mitotic, split 12/2/2 per structure; the drug set 12 cells of ``nucleoli`` per treatment
-    (``vehicle``, ``drug_a``). The models train for 3 epochs (seconds): enough to test the analyses' plumbing, not
-    their science.
+    nucleus centre) in 4 FOVs each, 12% mitotic, split 12/2/2 per structure; the drug set 12 cells of ``nucleoli``
+    per treatment (``vehicle``, ``drug_a``) in 3 FOVs each. The models train for 3 epochs (seconds): enough to test
+    the analyses' plumbing, not their science.
 
     Returns
     -------
@@ -102,14 +102,15 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("tiny_models")
     rng = np.random.default_rng(11)
 
-    def write_dataset(name: str, plan: list[tuple[str, str, str]]) -> None:
+    def write_dataset(name: str, plan: list[tuple[str, str, str]], fovs: int) -> None:
         images, rows = [], []
         for index, (structure, drug, split) in enumerate(plan):
             mitotic = rng.random() < 0.12
             image, measures = _tiny_cell(rng, structure=structure, mitotic=mitotic)
             images.append(image)
+            fov_id = f"{drug + '_' if drug else ''}{structure}_{index % fovs:02d}"
             rows.append({"cell_id": f"{name}/{structure}_{drug or 'none'}/{index}", "dataset": name, "split": split,
-                         "store_index": index, "fov_id": f"{drug + '_' if drug else ''}{structure}_00",
+                         "store_index": index, "fov_id": fov_id,
                          "structure": structure, "drug": drug, "is_mitotic": mitotic,
                          "mitotic_stage": "prometaphase" if mitotic else "interphase", **measures})
         root = zarr.open_group(folder / f"{name}.zarr", mode="w", zarr_format=3)
@@ -119,8 +120,8 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
         io.write_table(pd.DataFrame(rows), folder / f"{name}.parquet")
 
     splits = ["train"] * 12 + ["val"] * 2 + ["test"] * 2
-    write_dataset("main", [(structure, "", split) for structure in TINY_STRUCTURES for split in splits])
-    write_dataset("drugs", [("nucleoli", drug, "test") for drug in ("vehicle", "drug_a") for _ in range(12)])
+    write_dataset("main", [(structure, "", split) for structure in TINY_STRUCTURES for split in splits], fovs=4)
+    write_dataset("drugs", [("nucleoli", drug, "test") for drug in ("vehicle", "drug_a") for _ in range(12)], fovs=3)
     for kind in ("reference", "target"):
         settings = dataclasses.replace(train.TrainSettings.from_config(validate_config({})["training"], kind),
                                        widths=(8, 16), latent_dim=6, batch_size=8, epochs=3)

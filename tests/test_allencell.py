@@ -123,6 +123,8 @@ def test_pipeline4_table_rebases_paths_and_reads_per_cell_channels(pipeline4):
     assert list(good["mitotic_stage"]) == list(good["mitotic_stage_true"])
     assert list(good["is_mitotic"]) == list(good["mitotic_stage_true"] != "interphase")
     assert not {"FOVId", "inputFilename", "save_reg_path_flat", "CellIndex"} & set(cells.columns)
+    fovs = pd.read_csv(csv, dtype=str).set_index("CellId")["FOVId"]
+    assert list(good["imaging_fov"]) == list(fovs[good["CellId"].astype(str)])  # the statistics' replicate unit
     without_root = allencell.read_cell_table(_settings(csv))
     assert without_root.loc[0, "path_image"].startswith(real_layouts.INSTITUTE_ROOT)
 
@@ -188,6 +190,11 @@ def test_hipsc_table_reads_channels_by_name_and_ignores_fov_columns(hipsc):
     assert all(Path(path).is_file() for path in good["path_image"]) and all(
         Path(path).is_file() for path in good["path_segmentation"])
     assert not {"fov_path", "fov_seg_path", "this_cell_index", "FOVId", "PlateId", "roi"} & set(cells.columns)
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    assert list(good["imaging_fov"]) == list(table.set_index("CellId")["FOVId"][good["CellId"].astype(str)])
+    table.drop(columns="FOVId").to_csv(csv.parent / "no_fov.csv", index=False)
+    alone = allencell.read_cell_table(_settings(csv.parent / "no_fov.csv", layout="hipsc_single_cell"))
+    assert "imaging_fov" not in alone  # normalization then makes each cell its own unit
 
 
 def test_hipsc_cells_are_aligned_masked_and_lose_their_neighbours(hipsc, colony):
@@ -345,7 +352,7 @@ def e2e_colony():
 
 
 @pytest.mark.slow
-def test_workflow_from_a_pipeline4_package(tmp_path, e2e_colony):
+def test_workflow_from_a_pipeline4_package_to_every_supported_figure(tmp_path, e2e_colony):
     spacing, fovs = e2e_colony
     csv, written = real_layouts.write_pipeline4(tmp_path / "package", fovs, spacing=spacing)
     work = _workflow(tmp_path / "work", {"csv": str(csv), "image_root": str(csv.parent), "chunk_size": 40})
@@ -359,6 +366,13 @@ def test_workflow_from_a_pipeline4_package(tmp_path, e2e_colony):
     assert cells["is_mitotic"].dtype == bool and cells["is_mitotic"].any()
     rejects = pd.read_parquet(work / "results" / "main" / "rejects.parquet")
     assert sorted(rejects["source_cell_id"]) == ["9001", "9002"]
+    fovs = set(pd.read_csv(csv, dtype=str)["FOVId"])
+    assert set(cells["imaging_fov"]) <= fovs and cells["imaging_fov"].nunique() > 1  # the package's FOVId
+    run = snakemake(work, timeout=900)  # the default target: every figure this dataset supports (no drug set)
+    figures = {path.name for path in (work / "results" / "figures").glob("*.png")}
+    assert {"latent_scatter.png", "coupling_structures.png", "generated_cells.png", "structures_in_one_cell.png",
+            "beta_features.png"} <= figures, run.stderr[-3000:]
+    assert not any(name.startswith("drug_") for name in figures)
 
 
 @pytest.mark.slow

@@ -10,18 +10,22 @@ import pandas as pd
 import pytest
 import torch
 
-from statcell import cli, train
+from statcell import cli, io, train
 from statcell.analysis import beta_sweep
 from statcell.plots import beta_sweep as beta_plots
-from statcell.analysis.features import FEATURE_NAMES
+from statcell.analysis.features import FEATURE_NAMES, feature_table
 from statcell.config import validate_config
 from statcell.models.loss import kl_per_dimension
 
 
 def test_beta_grid_is_index_over_count_minus_one():
-    assert beta_sweep.beta_values(5).tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert beta_sweep.beta_values(2).tolist() == [0.0, 1.0]
-    assert beta_sweep.beta_values(25)[7] == 7 / 24
+    assert beta_sweep.beta_values(5).tolist() == pytest.approx([0.01, 0.255, 0.5, 0.745, 0.99])
+    assert beta_sweep.beta_values(2).tolist() == pytest.approx([0.01, 0.99])
+    assert beta_sweep.beta_values(25)[7] == pytest.approx(0.01 + 7 * 0.98 / 24)
+    assert beta_sweep.beta_values(3, lowest=0.2, highest=0.6).tolist() == pytest.approx([0.2, 0.4, 0.6])
+    for lowest, highest in ((0.0, 0.5), (0.5, 1.0), (0.6, 0.4)):
+        with pytest.raises(ValueError, match="inside"):
+            beta_sweep.beta_values(3, lowest=lowest, highest=highest)
     with pytest.raises(ValueError, match="at least 2"):
         beta_sweep.beta_values(1)
 
@@ -29,7 +33,7 @@ def test_beta_grid_is_index_over_count_minus_one():
 def test_training_section_overrides_ndim_beta_and_epochs_only():
     config = validate_config({"beta_sweep": {"count": 3, "epochs": 7}})
     section = beta_sweep.training_section(config["training"], sweep=config["beta_sweep"], index=1)
-    assert (section["ndim"], section["beta"], section["epochs"]) == (2, 0.5, 7)
+    assert (section["ndim"], section["beta"], section["epochs"]) == (2, pytest.approx(0.5), 7)
     unchanged = {key: value for key, value in config["training"].items() if key not in ("ndim", "beta", "epochs")}
     assert {key: section[key] for key in unchanged} == unchanged
     assert validate_config({"training": section})["training"] == section  # a valid training section
@@ -93,7 +97,7 @@ def test_feature_pca_is_z_scored_and_orthonormal():
 
 @pytest.fixture(scope="module")
 def sweep_models(tiny_models, tmp_path_factory):
-    """Two tiny 2D reference models of the tiny store, at β = 0 and β = 1 (seconds)."""
+    """Two tiny 2D reference models of the tiny store, at β = 0.01 and β = 0.99 (seconds)."""
     folder = tmp_path_factory.mktemp("sweep")
     config = validate_config({"training": {"widths": [8, 16], "latent_dim": 6, "batch_size": 8},
                               "beta_sweep": {"count": 2, "epochs": 2}})
@@ -109,9 +113,9 @@ def sweep_models(tiny_models, tmp_path_factory):
 
 
 def test_models_are_2d_with_their_beta(sweep_models):
-    for path, beta in zip(sweep_models["checkpoints"], (0.0, 1.0)):
+    for path, beta in zip(sweep_models["checkpoints"], (0.01, 0.99)):
         model, hparams = train.load_model(path)
-        assert hparams["beta"] == beta and model.config.ndim == 2
+        assert hparams["beta"] == pytest.approx(beta) and model.config.ndim == 2
         assert tuple(hparams["config"]["image_shape"]) == (8, 16)
 
 
@@ -133,7 +137,7 @@ def test_evaluate_matches_the_loss_helpers(sweep_models):
     np.testing.assert_allclose(result.kl, exact, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(result.mean, code.mean.numpy(), rtol=1e-5, atol=1e-6)
     assert np.all(result.distortion > 0)
-    # with the posterior's spread the mean error over draws stays near the error of the mean (β = 0 model)
+    # with the posterior's spread the mean error over draws stays near the error of the mean (β = 0.01 model)
     assert np.median(result.distortion / decoded) < 3
     encoded = beta_sweep.evaluate(model, images, samples=0, batch_size=3)  # encoding only
     np.testing.assert_allclose(encoded.kl, result.kl, rtol=1e-5, atol=1e-6)
@@ -151,7 +155,7 @@ def test_analysis_tables(sweep_models):
     result = _analyze(sweep_models, cells)
     n_train, n_test = (cells["split"] == "train").sum(), (cells["split"] == "test").sum()
     table = result.rate_distortion
-    assert table["beta"].tolist() == [0.0, 1.0]  # sorted by β although given in reverse
+    assert table["beta"].tolist() == pytest.approx([0.01, 0.99])  # sorted by β although given in reverse
     assert np.allclose(table["elbo"], -(table["rate"] + table["distortion"]))
     assert (table["rate"] >= 0).all() and (table["distortion"] > 0).all()
     assert (table["test_cells"] == n_test).all() and (table["important_dims"] <= table["latent_dim"]).all()
@@ -176,6 +180,12 @@ def test_analysis_tables(sweep_models):
                           (per_pc["r2"] * per_pc["explained_variance_ratio"]).sum())
     assert result.generated.shape == (2, 5, 2, 8, 16) and np.all(result.generated >= 0)
     assert len(result.features) == n_train + n_test
+    measured = result.generated_features
+    assert list(measured.columns) == ["beta", "cell", *FEATURE_NAMES]
+    assert measured.groupby("beta")["cell"].apply(list).tolist() == [list(range(5))] * 2  # each draw at each β
+    again = feature_table(result.generated[1], spacing=io.store_spacing(sweep_models["store"])[1:])
+    pd.testing.assert_frame_equal(measured[measured["beta"] == table["beta"].iloc[1]][list(FEATURE_NAMES)]
+                                  .reset_index(drop=True), again[list(FEATURE_NAMES)])
 
 
 def test_fits_use_training_cells_only(sweep_models):
@@ -200,11 +210,12 @@ def test_cli_writes_tables_and_figures(sweep_models, tmp_path):
             "--checkpoints", *map(str, sweep_models["checkpoints"]), "--store", str(sweep_models["store"]),
             "--cells", str(sweep_models["cells"])]
     names = {"rate-distortion": "rate_distortion.csv", "kl": "kl_per_dimension.csv", "regression": "regression.csv",
-             "feature-pcs": "feature_pcs.csv", "features": "features.parquet", "generated": "generated.npz"}
+             "feature-pcs": "feature_pcs.csv", "features": "features.parquet", "generated": "generated.npz",
+             "generated-features": "generated_features.parquet"}
     for option, name in names.items():
         args += [f"--{option}", str(out / name)]
     assert cli.main(args) == 0
-    assert pd.read_csv(out / "rate_distortion.csv")["beta"].tolist() == [0.0, 1.0]
+    assert pd.read_csv(out / "rate_distortion.csv")["beta"].tolist() == pytest.approx([0.01, 0.99])
     with np.load(out / "generated.npz") as archive:  # the figure's pixels: generated and observed cells
         assert archive["generated"].shape == (2, 6, 2, 8, 16)
         assert archive["observed"].shape[1:] == (2, 8, 16) and len(archive["spacing"]) == 3
@@ -215,6 +226,8 @@ def test_cli_writes_tables_and_figures(sweep_models, tmp_path):
         "plot-beta-generated": ["--generated", out / "generated.npz", "--rate-distortion",
                                 out / "rate_distortion.csv"],
         "plot-beta-kl": ["--kl", out / "kl_per_dimension.csv"],
+        "plot-beta-features": ["--generated-features", out / "generated_features.parquet", "--features",
+                               out / "features.parquet"],
         "plot-beta-regression": ["--kl", out / "kl_per_dimension.csv", "--regression", out / "regression.csv",
                                  "--feature-pcs", out / "feature_pcs.csv"],
     }

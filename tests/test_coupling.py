@@ -65,24 +65,57 @@ def test_normalized_difference_bounded_and_signed():
 def test_donors_same_structure_never_self_and_deterministic():
     pool_structure = np.array(["a"] * 12 + ["b"] * 3)
     pool_index = np.arange(100, 115)
+    pool_unit = np.array(["f1"] * 15)
     cells, structures = pool_index[[0, 5, 12, 14]], pool_structure[[0, 5, 12, 14]]
-    donors = coupling.draw_donors(cells, structures, pool_index=pool_index, pool_structure=pool_structure,
-                                  copies=5, seed=1)
+
+    def draw(chosen=slice(None), seed=1):
+        return coupling.draw_donors(cells[chosen], structures[chosen], pool_unit[:4][chosen], pool_index=pool_index,
+                                    pool_structure=pool_structure, pool_unit=pool_unit, copies=5, seed=seed)
+
+    donors = draw().indices
     lookup = dict(zip(pool_index, pool_structure, strict=True))
     for cell, name, row in zip(cells, structures, donors, strict=True):
         assert cell not in row
         assert {lookup[d] for d in row} == {name}
     assert len(set(donors[0])) == 5  # 11 candidates: drawn without replacement
     assert set(donors[2]) <= {113, 114}  # 2 candidates for 5 copies: with replacement
-    again = coupling.draw_donors(cells[[1]], structures[[1]], pool_index=pool_index, pool_structure=pool_structure,
-                                 copies=5, seed=1)
-    np.testing.assert_array_equal(again[0], donors[1])  # a cell's donors do not depend on the other cells
-    other = coupling.draw_donors(cells, structures, pool_index=pool_index, pool_structure=pool_structure, copies=5,
-                                 seed=2)
-    assert not np.array_equal(other, donors)
+    np.testing.assert_array_equal(draw([1]).indices[0], donors[1])  # a cell's donors do not depend on the others
+    assert not np.array_equal(draw(seed=2).indices, donors)
     with pytest.raises(ValueError, match="no other cell"):
-        coupling.draw_donors(np.array([7]), np.array(["c"]), pool_index=np.array([7]), pool_structure=np.array(["c"]),
-                             copies=2, seed=0)
+        coupling.draw_donors(np.array([7]), np.array(["c"]), np.array(["f"]), pool_index=np.array([7]),
+                             pool_structure=np.array(["c"]), pool_unit=np.array(["f"]), copies=2, seed=0)
+
+
+def test_donors_come_from_the_cells_fov_unless_it_has_no_other_cell_of_its_structure():
+    pool_index = np.arange(8)
+    pool_structure = np.array(list("aaaaabbb"))
+    pool_unit = np.array(["f1", "f1", "f1", "f2", "f2", "f1", "f2", "f3"])
+    donors = coupling.draw_donors(pool_index, pool_structure, pool_unit, pool_index=pool_index,
+                                  pool_structure=pool_structure, pool_unit=pool_unit, copies=3, seed=0)
+    units = dict(zip(pool_index, pool_unit, strict=True))
+    assert donors.in_fov.tolist() == [True] * 5 + [False, False, False]
+    for cell in range(5):
+        assert {units[d] for d in donors.indices[cell]} == {units[cell]}  # a's cells have FOV mates
+    assert set(donors.indices[5]) <= {6, 7}  # b's cells are alone in their FOVs: donors from the others
+
+
+def test_swap_rank_has_mean_one_half_when_the_channel_does_not_matter():
+    """Own and swapped ELBOs drawn alike, with a large offset per FOV: the rank is 1/2 on average and the call is
+    "neither", while Eq 4's mean is above 0 (Jensen) and a test of it would call coupling."""
+    rng = np.random.default_rng(2)
+    cells, copies = 400, 10
+    fov = np.repeat(np.arange(20), cells // 20)
+    scale = 200 * np.exp(rng.normal(0, 0.5, 20))[fov]
+    elbos = -scale[:, None] * np.exp(rng.normal(0, 0.3, (cells, 1 + copies)))
+    ranks = coupling.swap_rank(elbos[:, 0], elbos[:, 1:])
+    assert abs(ranks.mean() - 0.5) < 0.03
+    scores = coupling.coupling_score(elbos[:, 0], elbos[:, 1:])
+    assert scores.mean() > 0.03  # E log(mean of K) - E log(one) > 0 under no coupling
+    table = pd.DataFrame({"structure": "none", "phase": "interphase", "imaging_fov": fov, "membrane_coupling": scores,
+                          "nucleus_coupling": scores, "membrane_rank": ranks, "nucleus_rank": ranks})
+    table["normalized_difference"] = 0.0
+    summary = coupling.summarize_structures(table, settings=SETTINGS)
+    assert summary["couples_to"].item() == "neither" and summary["n_fovs"].item() == 20
 
 
 def test_oracle_copies_couple_to_their_own_channel(tiny_models):
@@ -102,6 +135,11 @@ def test_oracle_copies_couple_to_their_own_channel(tiny_models):
     assert (by.loc["nucleoli", ["membrane_coupling", "nucleus_coupling"]] == 0).all().all()
     np.testing.assert_allclose(by.loc["control_membrane", "normalized_difference"], 1.0)
     np.testing.assert_allclose(by.loc["control_dna", "normalized_difference"], -1.0)
+    for structure, channel in (("control_membrane", "membrane_rank"), ("control_dna", "nucleus_rank")):
+        # 8x8x16 voxels hold few distinct shapes: a donor's may match the cell's voxel for voxel, up to noise
+        assert by.loc[structure, channel].mean() > 0.9 and by.loc[structure, channel].min() >= 0.5
+    assert (by.loc["nucleoli", ["membrane_rank", "nucleus_rank"]] == 0.5).all().all()  # every copy ties
+    assert by["donors_in_fov"].all() and by["imaging_fov"].nunique() == 12  # 4 FOVs of each structure
 
     summary = coupling.summarize_structures(per_cell, settings=SETTINGS)
     calls = summary[summary["phase"] == "interphase"].set_index("structure")["couples_to"]
@@ -147,6 +185,7 @@ def test_real_model_deterministic_and_batch_independent(tiny_models):
 
 
 def _constructed_cells(shift: float, *, n_mitotic: int = 8) -> pd.DataFrame:
+    """Two structures of 30 cells in 6 FOVs, the first ``n_mitotic`` of each mitotic (spread over the FOVs)."""
     rng = np.random.default_rng(5)
     rows = []
     for structure, offset in (("shifted", shift), ("same", 0.0)):
@@ -155,7 +194,9 @@ def _constructed_cells(shift: float, *, n_mitotic: int = 8) -> pd.DataFrame:
             membrane = rng.normal(0.2 + (offset if mitotic else 0.0), 0.05)
             nucleus = rng.normal(0.1, 0.05)
             rows.append({"structure": structure, "phase": "mitosis" if mitotic else "interphase",
-                         "membrane_coupling": membrane, "nucleus_coupling": nucleus})
+                         "imaging_fov": f"{structure}_{index % 6}", "membrane_coupling": membrane,
+                         "nucleus_coupling": nucleus, "membrane_rank": rng.uniform(0.6, 1.0),
+                         "nucleus_rank": rng.uniform(0.55, 0.95)})
     table = pd.DataFrame(rows)
     table["normalized_difference"] = coupling.normalized_difference(table["membrane_coupling"],
                                                                     table["nucleus_coupling"])
@@ -176,12 +217,21 @@ def test_mitosis_test_finds_a_constructed_shift_only():
     assert none["p_value"].isna().all() and not none["significant"].any()
 
 
-def test_summary_calls_undetermined_with_one_cell():
+def test_summary_calls_undetermined_in_one_fov():
     table = _constructed_cells(0.0, n_mitotic=1)
     summary = coupling.summarize_structures(table, settings=SETTINGS).set_index(["structure", "phase"])
-    assert summary.loc[("same", "mitosis"), "couples_to"] == "undetermined"
-    assert summary.loc[("same", "interphase"), "couples_to"] == "both"  # means 0.2 and 0.1, 29 cells
-    assert summary.loc[("same", "interphase"), "n_cells"] == 29
+    assert summary.loc[("same", "mitosis"), "couples_to"] == "undetermined"  # one cell, one FOV: no replicate
+    two = coupling.summarize_structures(_constructed_cells(0.0, n_mitotic=2), settings=SETTINGS)
+    assert two.set_index(["structure", "phase"]).loc[("same", "mitosis"), "couples_to"] == "undetermined"
+    # both ranks significant (0.8 and 0.75 on average, 6 FOVs); Eq 4 means 0.2 and 0.1: the membrane dominates
+    assert summary.loc[("same", "interphase"), "couples_to"] == "membrane"
+    balanced = table.assign(nucleus_coupling=table["membrane_coupling"] + np.random.default_rng(0).normal(
+        0, 0.05, len(table)))
+    balanced["normalized_difference"] = coupling.normalized_difference(balanced["membrane_coupling"],
+                                                                       balanced["nucleus_coupling"])
+    calls = coupling.summarize_structures(balanced, settings=SETTINGS).set_index(["structure", "phase"])
+    assert calls.loc[("same", "interphase"), "couples_to"] == "both"  # neither channel dominates
+    assert summary.loc[("same", "interphase"), ["n_cells", "n_fovs"]].tolist() == [29, 6]
 
 
 def test_cli_tables_and_figures(tiny_models, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from statcell import io
 from statcell.analysis import generation
@@ -42,6 +43,24 @@ def test_shapes_and_manifest(generated, tiny_models):
     assert counts[("structures_in_one_cell", "generated")] == 2 * len(structures)
     for images in (generated.prior, generated.test_cells["reconstruction"], generated.structures_in_one_cell["images"]):
         assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+
+
+def test_truncated_rows_keep_the_top_dimensions_and_end_with_the_full_prior(generated, tiny_models):
+    """Row k decodes the first prior draws with only the k most informative dimensions; the last row, with every
+    dimension, is the prior itself; with no dimension kept every draw decodes to the same cell."""
+    reference, _ = load_model(tiny_models["reference"])
+    truncated = generated.truncated
+    latent_dim = reference.config.latent_dim
+    assert truncated["kept"].tolist() == generation.truncation_counts(latent_dim) == [1, 2, 4, 6]
+    assert sorted(truncated["order"].tolist()) == list(range(latent_dim))
+    assert truncated["images"].shape == (4, 5, *generated.prior.shape[1:])  # 5 drawn cells, fewer than 8
+    np.testing.assert_allclose(truncated["images"][-1], generated.prior, atol=1e-6)
+    z = torch.randn(3, latent_dim, generator=torch.Generator().manual_seed(1))
+    rows = generation.truncated_prior(reference, z, order=list(truncated["order"]), counts=[0, 1], batch_size=2)
+    np.testing.assert_allclose(rows[0], np.repeat(rows[0][:1], 3, axis=0), atol=1e-6)  # z = 0 for every draw
+    top = int(truncated["order"][0])
+    alone = z * torch.nn.functional.one_hot(torch.tensor(top), latent_dim)
+    np.testing.assert_allclose(rows[1], reference.decode(alone).clamp(0, 1).detach().numpy(), atol=1e-5)
 
 
 def test_real_images_come_from_the_store_and_generation_keeps_the_real_reference(generated, tiny_models):
@@ -118,6 +137,7 @@ def test_commands_write_images_tables_and_figures(tiny_models, tmp_path):
                                         str(outdir / "structure_examples.npz")],
         "plot-structure-examples": ["--examples", str(outdir / "structure_examples.npz")],
         "plot-feature-violins": ["--features", str(features)],
+        "plot-truncated-prior": ["--truncated", str(outdir / "truncated.npz")],
     }
     for command, arguments in commands.items():
         output = tmp_path / f"{command}.png"

@@ -1,17 +1,20 @@
 """Ground-truth recovery on a small synthetic run (issue #5, item 8): the real workflow, from raw images to the table.
 
-The colony holds only the structures the checks are about (three controls, the membrane-, nucleus- and
-drug-related structures; about 46 cells each, 10 of them held out) and a drug set of four FOVs per structure and
-treatment (about 27 cells each: with two, the Golgi shift under brefeldin A was there but missed, raw p 0.03). So
-that the run fits a test session, the models take more, smaller steps than the default: batch 16 at a learning rate
-of 6e-4 for 80 epochs (1,680 steps; 50 epochs of batch 32 left the target model ignoring its reference and 5 of the
-6 coupling checks failed), and ELBOs are averaged over 3 latent samples instead of 10. The checks and their bars
+The run's config is ``config/ground_truth_small.yaml``: the colony holds only the structures the checks are about
+(three controls, the membrane-, nucleus- and drug-related structures) in ten FOVs each, since the coupling call
+tests FOV means, and a drug set of eight FOVs per structure and treatment, since the drug tests relabel whole FOVs
+(4 + 4 FOVs allow 70 relabelings, too few for any call after correction). So that the run fits a test session, the
+models take more, smaller steps than the default: batch 16 at a learning rate of 6e-4 for 24 epochs (about 1,700
+steps, as 80 epochs of the earlier three FOVs per structure; 50 epochs of batch 32 left the target model ignoring
+its reference and 5 of the 6 coupling checks failed), and ELBOs are averaged over 3 latent samples instead of 10. The checks and their bars
 are those of the default run (``statcell.analysis.recovery``), none left out. 6 to 7.5 minutes alone on 2 idle
 cores of the machines of 2026-12-01 and 2026-12-02 (Intel); on one about 3× slower, sharing its cores with the rest
 of the suite, it had not finished after 40 minutes, hence its own timeout of 80 minutes (``RUN_TIMEOUT_S``).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,18 +23,8 @@ import yaml
 from statcell.analysis import recovery
 from tests.test_workflow import copy_workflow, snakemake
 
-SMALL = {
-    "synthetic": {
-        "structures": ["control_blank", "control_dna", "control_membrane", "plasma_membrane", "nuclear_envelope",
-                       "nucleoli", "microtubules", "golgi", "tight_junctions"],
-        "fovs_per_structure": 3,
-        "drug_fovs_per_condition": 4,
-    },
-    "training": {"epochs": 80, "batch_size": 16, "learning_rate": 0.0006},
-    "analysis": {"elbo_samples": 3},
-    # The colony holds exactly the structures checked: no control classes built from its cells at normalization.
-    "normalize": {"controls": False},
-}
+#: The small run's config, shared with ``bench/bench_recovery.py`` (which runs it on other colonies).
+SMALL = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "ground_truth_small.yaml").read_text())
 TABLE = "results/analysis/ground_truth_recovery.csv"
 RUN_TIMEOUT_S = 4800
 
@@ -39,8 +32,7 @@ RUN_TIMEOUT_S = 4800
 @pytest.mark.slow
 def test_a_small_synthetic_run_recovers_every_planted_answer(tmp_path):
     folder = copy_workflow(tmp_path / "run")
-    (folder / "small.yaml").write_text(yaml.safe_dump(SMALL))
-    snakemake(folder, TABLE, "--configfile", "small.yaml", timeout=RUN_TIMEOUT_S)
+    snakemake(folder, TABLE, "--configfile", "config/ground_truth_small.yaml", timeout=RUN_TIMEOUT_S)
 
     checked = set(recovery.COUPLING_EXPECTATIONS) | {structure for structure, _, _ in recovery.SHIFT_EXPECTATIONS}
     assert checked == set(SMALL["synthetic"]["structures"]), "the colony holds every structure checked, and no other"

@@ -138,7 +138,13 @@ def test_commands_write_tables_and_figures(tiny_models, tmp_path):
                                 str(tables / "feature_pca.csv"), "--dimension-correlations",
                                 str(tables / "dimension_correlations.csv")],
         "kl_per_dimension": ["plot-kl-per-dimension", "--settings", plain, "--kl", str(tables / "kl_ranked.csv")],
+        "latent_examples": ["plot-latent-examples", "--settings", json.dumps({"dpi": 60, "latent_examples":
+                            {"grid_size": 3}}), "--embeddings", str(paths["reference"]), "--cells",
+                            str(tiny_models["cells"]), "--thumbnails", str(tmp_path / "thumbnails.parquet"),
+                            "--dimensions", dimensions],
     }
+    assert cli.main(["make-thumbnails", "--store", str(tiny_models["store"]), "--cells", str(tiny_models["cells"]),
+                     "--output", str(tmp_path / "thumbnails.parquet")]) == 0
     for name, command in commands.items():
         output = tmp_path / "figures" / f"{name}.png"
         assert cli.main([*command, "--output", str(output)]) == 0, name
@@ -147,6 +153,18 @@ def test_commands_write_tables_and_figures(tiny_models, tmp_path):
     # a setting the figures section does not know is refused, naming the key
     assert cli.main([*commands["latent_scatter"][:2], json.dumps({"dpi": 60, "latent_space": {"markers": 3}}),
                      *commands["latent_scatter"][3:], "--output", str(tmp_path / "bad.png")]) == 2
+
+
+def test_grid_examples_take_the_nearest_free_cell_at_each_node():
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 1, 400), rng.uniform(0, 1, 400)
+    grid = latent_space.grid_examples(x, y, size=4)
+    assert len(grid) == 16 and grid["cell"].is_unique
+    step = (np.percentile(x, 98) - np.percentile(x, 2)) / 3
+    assert (np.abs(x[grid["cell"]] - grid["node_x"]) <= step / 2 + 1e-9).all()
+    assert grid.loc[grid["row"] == 0, "node_y"].gt(grid.loc[grid["row"] == 3, "node_y"].max()).all()  # row 0 on top
+    gap = latent_space.grid_examples(np.r_[x[x < 0.3], 0.95], np.r_[y[x < 0.3], 0.5], size=4, coverage=1.0)
+    assert len(gap) < 16  # nodes over the empty middle show no cell
 
 
 def test_scatter_without_mitotic_annotation_colours_by_structure(tmp_path):

@@ -262,3 +262,16 @@ def test_control_classes_to_build_can_be_chosen():
     assert list(planned["structure"]) == ["control_dna"] * 2 + ["control_membrane"] * 2  # in CONTROLS' order
     with pytest.raises(ValueError, match="unknown control classes \\['golgi'\\]"):
         normalize.plan_controls(cells, dataset="main", classes=("golgi",))
+
+
+def test_each_cell_names_its_fov_the_replicate_unit_of_the_statistics():
+    """FOV sources: the FOV's id; pre-cropped data: the dataset's FOV id where given, else the cell itself."""
+    fov_cells, _ = normalize.cell_table([pd.DataFrame({"fov_id": ["f1", "f1", "f2"], "label": [1, 2, 1],
+                                                       "reject_reason": ""})], dataset="main")
+    assert fov_cells["imaging_fov"].tolist() == ["f1", "f1", "f2"]
+    precropped = pd.DataFrame({"fov_id": "allencell_00000", "label": [1, 2, 3], "source_cell_id": ["7", "8", "9"],
+                               "imaging_fov": ["100", "", "100"], "reject_reason": ""})
+    cells, _ = normalize.cell_table([precropped], dataset="main")
+    assert cells["imaging_fov"].tolist() == ["100", "main/8", "100"]
+    unnamed, _ = normalize.cell_table([precropped.drop(columns="imaging_fov")], dataset="main")
+    assert unnamed["imaging_fov"].tolist() == ["main/7", "main/8", "main/9"]  # never the import chunk

@@ -44,47 +44,95 @@ ZERO = np.zeros(LATENT_DIM)
 FAR = np.array([8.0, 0.0, 0.0, 0.0])
 
 
+def _shift_tests(latents, treated, units=None, *, permutations=2000, seed=0, components=3):
+    units = np.arange(len(treated)) if units is None else units  # default: every cell its own FOV
+    return perturbation.shift_tests(latents, treated, units, permutations=permutations,
+                                    spectrum_components=components, rng=np.random.default_rng(seed))
+
+
 def test_identical_groups_give_a_large_p_value():
     rng = np.random.default_rng(3)
     latents = rng.normal(size=(60, 5))
     treated = np.arange(60) % 2 == 0
-    result = perturbation.centroid_shift_test(latents, treated, permutations=2000, rng=np.random.default_rng(0))
-    assert result.p_value > 0.05
-    # the same cells in both groups: the observed distance is zero and every shuffle ties or exceeds it
+    result = _shift_tests(latents, treated)
+    assert result.p_value > 0.05 and result.energy_p_value > 0.05 and result.spectrum_p_value > 0.05
+    # the same cells in both groups: the observed distances are zero and every relabeling ties or exceeds them
     twice = np.vstack([latents, latents])
-    same = perturbation.centroid_shift_test(twice, np.repeat([False, True], 60), permutations=500,
-                                            rng=np.random.default_rng(0))
-    assert same.distance == pytest.approx(0.0, abs=1e-12)
-    assert same.p_value == 1.0
+    same = _shift_tests(twice, np.repeat([False, True], 60), permutations=500)
+    assert same.distance == pytest.approx(0.0, abs=1e-12) and same.energy_distance == pytest.approx(0.0, abs=1e-9)
+    assert same.p_value == 1.0 and same.energy_p_value == 1.0
 
 
 def test_well_separated_groups_give_the_smallest_possible_p_value():
     rng = np.random.default_rng(4)
     latents = np.vstack([rng.normal(0, 1, (25, 3)), rng.normal(0, 1, (25, 3)) + [10.0, 0, 0]])
     treated = np.repeat([False, True], 25)
-    result = perturbation.centroid_shift_test(latents, treated, permutations=999, rng=np.random.default_rng(1))
-    assert result.p_value == 1 / 1000
+    result = _shift_tests(latents, treated, permutations=999, seed=1)
+    assert result.p_value == result.energy_p_value == result.min_p_value == 1 / 1000 and not result.exact
     assert result.distance == pytest.approx(np.linalg.norm(latents[25:].mean(0) - latents[:25].mean(0)))
     assert result.null_mean < result.distance / 3
+    assert result.effect_size == pytest.approx(10.0, rel=0.25)  # 10 SD apart along the shift
+
+
+def test_few_fovs_are_relabeled_exactly_and_bound_the_p_value():
+    """3 + 3 FOVs of 10 cells: 20 relabelings, all enumerated; however far apart, p is at least 2/20 (the arms
+    swapped give the same distance); 4 + 2 FOVs: 15 relabelings, at least 1/15."""
+    rng = np.random.default_rng(7)
+    units = np.repeat(np.arange(6), 10)
+    treated = units >= 3
+    latents = rng.normal(size=(60, 3)) + np.where(treated, 10.0, 0.0)[:, None] * [1, 0, 0]
+    result = _shift_tests(latents, treated, units)
+    assert result.exact and result.relabelings == 20 and (result.fovs_control, result.fovs_treated) == (3, 3)
+    assert result.p_value == result.energy_p_value == result.min_p_value == 2 / 20
+    shifted_two = rng.normal(size=(60, 3)) + np.where(units >= 4, 10.0, 0.0)[:, None] * [1, 0, 0]
+    unequal = _shift_tests(shifted_two, units >= 4, units)
+    assert unequal.relabelings == 15 and unequal.p_value == unequal.min_p_value == 1 / 15
+
+
+def test_fov_effects_are_not_credited_to_the_drug():
+    """Each FOV has its own offset (brightness, density) and the drug does nothing: relabeling cells finds "shifts"
+    far more often than the level allows; relabeling FOVs keeps the false-positive rate at the level."""
+    rng = np.random.default_rng(11)
+    units = np.repeat(np.arange(14), 12)
+    treated = units >= 7
+    by_cells, by_fovs = [], []
+    for _ in range(60):
+        latents = rng.normal(size=(len(units), 3)) + rng.normal(0, 1.0, (14, 3))[units]
+        by_fovs.append(_shift_tests(latents, treated, units, permutations=300, seed=int(rng.integers(1e9))).p_value)
+        by_cells.append(_shift_tests(latents, treated, permutations=300, seed=int(rng.integers(1e9))).p_value)
+    assert np.mean(np.asarray(by_cells) <= 0.05) > 0.5
+    assert np.mean(np.asarray(by_fovs) <= 0.05) <= 0.15
+
+
+def test_a_wider_spread_without_a_shift_is_found_by_the_spectrum_test_only():
+    """Treated cells twice as spread along one axis, same mean: the centroid test misses it, dEIG finds it."""
+    rng = np.random.default_rng(12)
+    units = np.repeat(np.arange(14), 12)
+    treated = units >= 7
+    latents = rng.normal(size=(len(units), 4)) * np.where(treated[:, None], [2.5, 1, 1, 1], 1.0)
+    result = _shift_tests(latents, treated, units, permutations=2000)
+    assert result.p_value > 0.05
+    assert result.spectrum_p_value < 0.01 and result.spectrum_distance > 1.0
 
 
 def test_p_values_are_calibrated_under_the_null():
-    """Under exchangeable labels the p-value is uniform: about 5% of tests fall at or below 0.05."""
+    """Under exchangeable labels the p-values are uniform: about 5% of tests fall at or below 0.05."""
     rng = np.random.default_rng(5)
-    p = [perturbation.centroid_shift_test(rng.normal(size=(20, 3)), np.arange(20) < 10, permutations=199,
-                                          rng=rng).p_value for _ in range(200)]
-    assert 0.01 <= np.mean(np.asarray(p) <= 0.05) <= 0.11
+    results = [_shift_tests(rng.normal(size=(20, 3)), np.arange(20) < 10, permutations=199,
+                            seed=int(rng.integers(1e9))) for _ in range(200)]
+    for name in ("p_value", "energy_p_value", "spectrum_p_value"):
+        assert 0.01 <= np.mean(np.asarray([getattr(result, name) for result in results]) <= 0.05) <= 0.11, name
+
+
+def test_spectrum_distance_of_known_spectra():
+    assert perturbation.spectrum_distance(np.array([4.0, 1.0]), np.array([4.0, 1.0]), components=2) == 0.0
+    assert perturbation.spectrum_distance(np.array([4.0, 1.0]), np.array([4.0, 4.0]), components=2) == 1.0
+    assert perturbation.spectrum_distance(np.array([4.0, 1.0]), np.array([4.0, 4.0]), components=1) == 0.0
 
 
 def test_a_group_must_not_be_empty():
     with pytest.raises(ValueError, match="both groups"):
-        perturbation.centroid_shift_test(np.zeros((4, 2)), np.ones(4, bool), permutations=10,
-                                         rng=np.random.default_rng(0))
-
-
-def test_bonferroni_multiplies_by_the_number_of_tests_and_caps_at_one():
-    assert perturbation.bonferroni([0.01, 0.2, 0.0001, 0.5]).tolist() == pytest.approx([0.04, 0.8, 0.0004, 1.0])
-    assert perturbation.bonferroni([]).shape == (0,)
+        _shift_tests(np.zeros((4, 2)), np.ones(4, bool), permutations=10)
 
 
 def test_active_dimensions_drop_dimensions_without_kl():
@@ -107,6 +155,7 @@ def test_drug_shifts_finds_the_shifted_structure_only():
     still = shifts[shifts["structure"] == "tight_junctions"]
     assert (moved["p_value"] == 1 / 1000).all() and moved["significant"].all()
     assert moved["p_bonferroni"].tolist() == pytest.approx([4 / 1000] * 2)
+    assert (moved["energy_p_bonferroni"] == 4 / 1000).all() and moved["energy_significant"].all()
     assert not still["significant"].any() and (still["p_value"] > 0.01).all()
     assert moved["distance"].iloc[0] == pytest.approx(8.0, abs=1.5)
 

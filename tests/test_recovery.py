@@ -34,8 +34,10 @@ def test_shift_checks_need_responders_significant_and_tight_junctions_not():
     shifts = pd.DataFrame({"space": ["target"] * 4 + ["reference"],
                            "structure": ["microtubules", "golgi", "tight_junctions", "tight_junctions", "golgi"],
                            "drug": ["paclitaxel", "brefeldin_a", "paclitaxel", "brefeldin_a", "brefeldin_a"],
-                           "p_bonferroni": [0.001, 0.02, 1.0, 0.004, 0.0001]})
+                           "energy_p_bonferroni": [0.001, 0.02, 1.0, 0.004, 0.0001],
+                           "distance": 0.3, "p_bonferroni": [0.5, 0.001, 0.001, 1.0, 1.0]})
     checks = recovery.shift_checks(shifts, significance=0.01).set_index("check")
+    assert "centroid shift 0.3, corrected p 0.5" in checks.loc["microtubules under paclitaxel", "observed"]
     assert checks["passed"].to_dict() == {"microtubules under paclitaxel": True, "golgi under brefeldin_a": False,
                                           "tight_junctions under paclitaxel": True,
                                           "tight_junctions under brefeldin_a": False}
@@ -43,7 +45,7 @@ def test_shift_checks_need_responders_significant_and_tight_junctions_not():
 
 def test_an_untested_shift_is_listed_and_does_not_pass():
     shifts = pd.DataFrame({"space": ["target"] * 2, "structure": ["tight_junctions", "golgi"],
-                           "drug": ["paclitaxel", "brefeldin_a"], "p_bonferroni": [float("nan"), 0.001],
+                           "drug": ["paclitaxel", "brefeldin_a"], "energy_p_bonferroni": [float("nan"), 0.001],
                            "note": ["not tested: no vehicle cells of tight_junctions in the drug set", ""]})
     checks = recovery.shift_checks(shifts, significance=0.01).set_index("check")
     assert checks["passed"].to_dict() == {"tight_junctions under paclitaxel": False, "golgi under brefeldin_a": True}

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -282,3 +283,22 @@ def test_new_cells_start_a_fresh_run_instead_of_resuming_the_old_one(tmp_path, t
                           metrics=tmp_path / "b.csv", **arguments)
     assert "resuming" not in caplog.text
     assert len(list((tmp_path / "work").glob("reference-*"))) == 2
+
+
+def test_a_checkpoint_write_cut_short_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    """The checkpoint writer renames a complete file into place: a failure mid-write keeps the old checkpoint."""
+    writer = train.atomic_checkpoint_io()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    writer.save_checkpoint({"epoch": 1}, path)
+    assert torch.load(path, weights_only=False) == {"epoch": 1}
+
+    def cut_short(obj, target):
+        Path(target).write_bytes(b"PK\x03\x04 truncated")
+        raise OSError("killed")
+
+    monkeypatch.setattr(torch, "save", cut_short)
+    with pytest.raises(OSError, match="killed"):
+        writer.save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=False) == {"epoch": 1}
+    assert sorted(entry.name for entry in path.parent.iterdir()) == ["last.ckpt"]  # no partial file left

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from statcell.io import store_spacing
+from statcell.seeding import integer_seed
 
 if TYPE_CHECKING:  # torch is imported where it is used, so the workflow's rule files load fast
     import torch
@@ -49,17 +50,23 @@ class BetaSweepSettings:
         return cls(**{name: section[name] for name in cls.__dataclass_fields__})
 
 
-def beta_values(count: int) -> np.ndarray:
-    """The sweep's β values, ``index / (count - 1)`` for ``index = 0 .. count - 1``.
+def beta_values(count: int, *, lowest: float = 0.01, highest: float = 0.99) -> np.ndarray:
+    """The sweep's β values: ``count`` evenly spaced from ``lowest`` to ``highest``, both inside (0, 1).
+
+    The grid is open, as the original code's (0.01 … 0.99): at β = 0 the KL is unpenalized and the best validation
+    ELBO falls on the first epoch, and at β = 1 the reconstruction has no weight, so both ends would show failed
+    training rather than the rate-distortion trade-off.
 
     Examples
     --------
-    >>> beta_values(5).tolist()
-    [0.0, 0.25, 0.5, 0.75, 1.0]
+    >>> beta_values(5).round(3).tolist()
+    [0.01, 0.255, 0.5, 0.745, 0.99]
     """
     if count < 2:
         raise ValueError(f"a β sweep needs at least 2 values, got {count}")
-    return np.arange(count) / (count - 1)
+    if not 0 < lowest < highest < 1:
+        raise ValueError(f"the β grid must lie inside (0, 1) with lowest < highest, got {lowest} .. {highest}")
+    return np.linspace(lowest, highest, count)
 
 
 def training_section(training: Mapping, *, sweep: Mapping, index: int) -> dict:
@@ -82,11 +89,11 @@ def training_section(training: Mapping, *, sweep: Mapping, index: int) -> dict:
     Examples
     --------
     >>> section = training_section({"ndim": 3, "beta": 0.5, "epochs": 10, "latent_dim": 32},
-    ...                            sweep={"count": 5, "epochs": 20}, index=1)
-    >>> section["ndim"], section["beta"], section["epochs"], section["latent_dim"]
-    (2, 0.25, 20, 32)
+    ...                            sweep={"count": 3, "lowest": 0.1, "highest": 0.9, "epochs": 20}, index=1)
+    >>> section["ndim"], round(section["beta"], 3), section["epochs"], section["latent_dim"]
+    (2, 0.5, 20, 32)
     """
-    betas = beta_values(sweep["count"])
+    betas = beta_values(sweep["count"], lowest=sweep["lowest"], highest=sweep["highest"])
     if not 0 <= index < len(betas):
         raise ValueError(f"sweep index {index} is outside 0 .. {len(betas) - 1}")
     return {**training, "ndim": 2, "beta": float(betas[index]), "epochs": sweep["epochs"]}
@@ -296,6 +303,7 @@ class SweepResult(NamedTuple):
     feature_pcs: pd.DataFrame
     features: pd.DataFrame
     generated: np.ndarray
+    generated_features: pd.DataFrame
 
 
 def _cell_features(store: str | Path, cells: pd.DataFrame, images: torch.Tensor, *, pca_components: int
@@ -339,7 +347,7 @@ def analyze_beta_sweep(checkpoints: Sequence[str | Path], *, store: str | Path, 
     generated : int
         Cells drawn from each model's prior; every model decodes the same latent draws when the latent sizes agree.
     seed : int
-        Seed of the latent draws.
+        Seed of the latent draws; every β draws the same noise, so cells compare across β.
 
     Returns
     -------
@@ -351,11 +359,13 @@ def analyze_beta_sweep(checkpoints: Sequence[str | Path], *, store: str | Path, 
         fit_cells, scored_cells``), R² on the test cells, and a ``pc = 0`` row per model whose ``r2`` is the
         variance-weighted total ``sum_k r2_k * ratio_k`` (the paper's black dotted line, S8d);
         ``feature_pcs``: loadings (``pc, feature, loading, explained_variance_ratio``); ``features``: the 14
-        features and PC scores of every train and test cell; ``generated``: ``(models, generated, 2, Y, X)``.
+        features and PC scores of every train and test cell; ``generated``: ``(models, generated, 2, Y, X)``;
+        ``generated_features``: the 14 features of every generated cell (``beta, cell`` and the features; ``cell``
+        is the index of the latent draw, the same draw at every β, so a cell can be followed across β: Fig 3D, S7).
     """
     import torch
 
-    from statcell.analysis.features import FEATURE_NAMES
+    from statcell.analysis.features import FEATURE_NAMES, feature_table
     from statcell.train import load_model
 
     chosen = cells[cells["split"].isin([FIT_SPLIT, EVAL_SPLIT])].reset_index(drop=True)
@@ -371,11 +381,13 @@ def analyze_beta_sweep(checkpoints: Sequence[str | Path], *, store: str | Path, 
     scored = {split: ~np.isnan(scores[index]).any(axis=1) for split, index in rows.items()}
     threshold = settings.important_kl_nats
 
-    summary, kl_tables, regressions, samples_out = [], [], [], []
+    summary, kl_tables, regressions, samples_out, generated_features = [], [], [], [], []
+    spacing = store_spacing(store)[-(images.ndim - 2):]
     for model, hparams in models:
         beta = float(hparams["beta"])
+        embedding_noise = torch.Generator().manual_seed(integer_seed(seed, "beta sweep", "embedding"))
         result = {split: evaluate(model, images[index], samples=samples if split == EVAL_SPLIT else 0,
-                                  batch_size=batch_size, generator=torch.Generator().manual_seed(seed))
+                                  batch_size=batch_size, generator=embedding_noise)
                   for split, index in rows.items()}  # the distortion is needed on the test cells only
         for split, values in result.items():
             kl_tables.append(ranked_kl(values.kl).assign(beta=beta, split=split))
@@ -394,12 +406,16 @@ def analyze_beta_sweep(checkpoints: Sequence[str | Path], *, store: str | Path, 
             "explained_variance_ratio": [float(ratio.sum()), *ratio], "dimensions": len(dims),
             "fit_cells": int(scored[FIT_SPLIT].sum()), "scored_cells": int(scored[EVAL_SPLIT].sum())}))
         with torch.no_grad():
-            samples_out.append(model.sample(generated, generator=torch.Generator().manual_seed(seed)).numpy())
+            prior_noise = torch.Generator().manual_seed(integer_seed(seed, "beta sweep", "generation"))
+            samples_out.append(model.sample(generated, generator=prior_noise).numpy())
+        measured = feature_table(samples_out[-1], spacing=spacing)
+        generated_features.append(pd.concat([pd.DataFrame({"beta": beta, "cell": np.arange(len(measured))}),
+                                             measured[list(FEATURE_NAMES)]], axis=1))
 
     loadings = pd.DataFrame([{"pc": k + 1, "feature": name, "loading": float(pca.components[k, f]),
                               "explained_variance_ratio": float(pca.explained_variance_ratio[k])}
                              for k in range(len(pca.components)) for f, name in enumerate(FEATURE_NAMES)])
     kl_table = pd.concat(kl_tables, ignore_index=True)[["beta", "split", "rank", "dimension", "kl"]]
     return SweepResult(pd.DataFrame(summary), kl_table, pd.concat(regressions, ignore_index=True), loadings,
-                       features, np.stack(samples_out))
+                       features, np.stack(samples_out), pd.concat(generated_features, ignore_index=True))
 

@@ -23,17 +23,39 @@ coupled to the membrane only, -1 to the nucleus only. Where both couplings are p
 uncoupled structure slightly negative; ``d = 0`` where both are 0. Eq 5 averages ``d`` over the cells of a structure
 in one cell-cycle phase (interphase or mitosis).
 
-A structure *couples to* a channel in a phase when the mean coupling of its cells exceeds 0 by a one-sided
-one-sample t-test at the family-wise level ``analysis.significance``, Bonferroni-corrected over every (structure,
-phase, channel) tested; it couples to *neither* when neither mean is significantly positive, and is *undetermined*
-with fewer than two cells (no test possible). "Neither" is therefore "no detectable coupling with this many cells",
-not proof of independence. The per-cell coupling is, under independence of structure and channel, a difference of
-exchangeable ELBOs with mean close to 0 (slightly above, by Jensen's inequality, by about half the squared
-coefficient of variation of the swapped ELBOs); the t-test needs the cell means to be roughly normal.
+The call does not test Eq 4's score: under no coupling its mean is above 0 (by Jensen's inequality, about half the
+squared coefficient of variation of the swapped ELBOs), so a test of "mean above 0" finds coupling where there is
+none. It tests a statistic with an exact null instead, the original code's rank statistic: per cell and channel,
+the **rank** ``q_r`` is the fraction of the ``K`` swapped copies whose ELBO is below the cell's own (ties count
+one half). If the structure does not depend on the channel, the cell's own channel is just one more draw from the
+same population as its donors', so its ELBO is equally likely to fall anywhere among theirs: ``q_r`` has mean exactly
+1/2, whatever the model, the ELBO's scale or its noise. Coupled cells have ``q_r`` near 1.
 
-Mitosis against interphase: per structure and score, a permutation test of the difference of the phases' means
-(``analysis.resampling_iterations`` shuffles of the phase labels among the structure's cells), two-sided,
-Bonferroni-corrected over the tests made.
+The replicate is the field of view (:mod:`statcell.analysis.statistics`). A cell's donors come from its own FOV
+(other cells of its structure there), so that a FOV effect shared by the structure and the reference (brightness,
+density) cannot pass for coupling; a cell alone with its structure in its FOV (e.g. a control built from a few
+sampled cells) takes donors from the other FOVs, and ``donors_in_fov`` says which. Per structure, phase and
+channel, the FOV means of ``q_r`` are tested against 1/2 by a one-sided t-test (cells of one FOV share donors and
+conditions, FOVs do not), Bonferroni-corrected at the family-wise level ``analysis.significance`` over every test
+made. A structure *couples to* the channel whose test is significant, to *neither* when none is, and is
+*undetermined* in a phase whose cells lie in fewer than three FOVs (too few replicates for a test). Where both
+tests are significant, the call is the channel that dominates by Eq 5's normalized difference (its interval,
+from a bootstrap over FOVs at level ``1 - significance``, excludes 0), else *both*: a rank test detects any
+consistent loss of ELBO, and swapping a channel always makes some cells' references unlike any the model saw (a
+donor's nucleus reaching outside the recipient's membrane), so with enough FOVs the membrane copy shows a small but
+consistent nucleus coupling (Eq 4 about 0.05, against 1.5 for the membrane) beside its dominant one. "Neither" is "no coupling
+detectable with this many FOVs", not proof of independence. Eq 4's means are reported beside the calls as effect
+sizes, with intervals from a bootstrap over FOVs.
+
+The controls calibrate the call (:data:`CALIBRATION_CONTROLS`, as in the paper's Fig 5A): the blank must come out
+uncoupled, the membrane and DNA copies coupled to their own channel only. The noise and random-structure controls
+are not null controls for this call: the noise fills the cell and is brighter in the nucleus (the paper's "random
+Gaussian noise in the membrane and DNA regions"), and another cell's structure is cut to this cell's mask, so both
+images follow the cell's shape and a model that learns them couples them to it.
+
+Mitosis against interphase: per structure and score, a permutation test of the difference of the phases' means, the
+phase labels shuffled among the cells of each FOV (``analysis.resampling_iterations`` shuffles; FOVs differ, so
+shuffling across them would mix FOV differences into the null), two-sided, Bonferroni-corrected over the tests made.
 
 The phases come from the cells table: ``is_mitotic`` where present (the synthetic ground truth), else
 ``mitotic_stage`` (``interphase`` or a mitotic stage; ``unknown`` or empty is no annotation). A cell without an
@@ -44,15 +66,17 @@ summarized over all cells, and the mitosis test is skipped with the reason in it
 from __future__ import annotations
 
 import logging
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from statcell.analysis.statistics import bonferroni, replicate_units, unit_mean_test
 from statcell.io import read_cells
+from statcell.seeding import numpy_stream
+from statcell.vocabulary import IMAGING_FOV
 
 if TYPE_CHECKING:  # the figure commands run without torch (envs/plots.yaml)
     import torch
@@ -62,14 +86,20 @@ log = logging.getLogger(__name__)
 #: Reference channels swapped, by the name of the score, and their index in the reference image (membrane, DNA).
 SWAPPED_CHANNELS: dict[str, int] = {"membrane": 0, "nucleus": 1}
 PHASES: tuple[str, ...] = ("interphase", "mitosis")
-#: The controls that calibrate the coupling score, and the call each must get (paper Fig 5A).
+#: The controls that calibrate the coupling call, and the call each must get (paper Fig 5A).
 CALIBRATION_CONTROLS: dict[str, str] = {"control_membrane": "membrane", "control_dna": "nucleus",
                                         "control_blank": "neither"}
+#: Mean of a cell's rank statistic when the structure does not depend on the swapped channel.
+NULL_RANK = 0.5
 #: Phase of cells without a mitotic annotation.
 UNANNOTATED = "unannotated"
 #: ``mitotic_stage`` values that say nothing about the phase.
 _UNKNOWN_STAGES = frozenset({"", "unknown"})
 SCORES: tuple[str, ...] = ("membrane_coupling", "nucleus_coupling", "normalized_difference")
+#: Column of the replicate unit (the imaging FOV) in the per-cell table.
+UNIT = IMAGING_FOV
+#: Per-cell rank statistics of the call, by channel.
+RANKS: dict[str, str] = {channel: f"{channel}_rank" for channel in SWAPPED_CHANNELS}
 #: Channels of ``cells.zarr`` read: membrane, DNA, structure.
 _STORE_CHANNELS = [0, 1, 2]
 
@@ -91,16 +121,26 @@ class CouplingSettings:
         return cls(**{name: section[name] for name in cls.__dataclass_fields__})
 
 
-def draw_donors(store_index: np.ndarray, structure: np.ndarray, *, pool_index: np.ndarray,
-                pool_structure: np.ndarray, copies: int, seed: int) -> np.ndarray:
-    """Pick, for each cell, ``copies`` other cells of the same structure to take a reference channel from.
+class Donors(NamedTuple):
+    """The donor cells of each measured cell."""
+
+    indices: np.ndarray
+    """``(n, K)`` store indices of the donors."""
+    in_fov: np.ndarray
+    """``(n,)`` bool: the donors come from the cell's own FOV (else, having no other cell of its structure there,
+    from the other FOVs)."""
+
+
+def draw_donors(store_index: np.ndarray, structure: np.ndarray, unit: np.ndarray, *, pool_index: np.ndarray,
+                pool_structure: np.ndarray, pool_unit: np.ndarray, copies: int, seed: int) -> Donors:
+    """Pick, for each cell, ``copies`` other cells of its structure, in its FOV, to take a reference channel from.
 
     Parameters
     ----------
-    store_index, structure : ndarray
-        The cells' store indices and structures, shape ``(n,)``.
-    pool_index, pool_structure : ndarray
-        Store indices and structures of the cells donors are drawn from, shape ``(m,)``.
+    store_index, structure, unit : ndarray
+        The cells' store indices, structures and FOVs (replicate units), shape ``(n,)``.
+    pool_index, pool_structure, pool_unit : ndarray
+        Store indices, structures and FOVs of the cells donors are drawn from, shape ``(m,)``.
     copies : int
         Donors per cell, K.
     seed : int
@@ -108,9 +148,10 @@ def draw_donors(store_index: np.ndarray, structure: np.ndarray, *, pool_index: n
 
     Returns
     -------
-    ndarray
-        ``(n, copies)`` store indices of donors: same structure, never the cell itself, all distinct when the
-        structure has more than ``copies`` cells in the pool (else drawn with replacement).
+    Donors
+        Donors of the same structure, never the cell itself, from its FOV where it has another cell of its structure
+        (else from the others); all distinct where there are more than ``copies`` candidates, else drawn with
+        replacement.
 
     Raises
     ------
@@ -119,19 +160,25 @@ def draw_donors(store_index: np.ndarray, structure: np.ndarray, *, pool_index: n
 
     Examples
     --------
-    >>> draw_donors(np.array([0]), np.array(["a"]), pool_index=np.arange(4), pool_structure=np.array(list("aaba")),
-    ...             copies=2, seed=0).shape
-    (1, 2)
+    >>> donors = draw_donors(np.array([0]), np.array(["a"]), np.array(["f1"]), pool_index=np.arange(4),
+    ...                      pool_structure=np.array(list("aaba")), pool_unit=np.array(["f1", "f1", "f1", "f2"]),
+    ...                      copies=2, seed=0)
+    >>> donors.indices.tolist(), donors.in_fov.tolist()
+    ([[1, 1]], [True])
     """
-    pool_index, pool_structure = np.asarray(pool_index), np.asarray(pool_structure)
-    donors = np.empty((len(store_index), copies), dtype=np.int64)
-    for row, (index, name) in enumerate(zip(np.asarray(store_index), np.asarray(structure), strict=True)):
-        candidates = pool_index[(pool_structure == name) & (pool_index != index)]
-        if not len(candidates):
+    pool_index, pool_structure, pool_unit = (np.asarray(array) for array in (pool_index, pool_structure, pool_unit))
+    indices = np.empty((len(store_index), copies), dtype=np.int64)
+    in_fov = np.zeros(len(store_index), dtype=bool)
+    for row, (index, name, fov) in enumerate(zip(np.asarray(store_index), np.asarray(structure), np.asarray(unit),
+                                                 strict=True)):
+        candidates = (pool_structure == name) & (pool_index != index)
+        if not candidates.any():
             raise ValueError(f"cell {index} ({name}) has no other cell of its structure to swap channels with")
-        rng = np.random.default_rng([seed, int(index)])
-        donors[row] = rng.choice(candidates, size=copies, replace=len(candidates) < copies)
-    return donors
+        in_fov[row] = (candidates & (pool_unit == fov)).any()
+        chosen = pool_index[candidates & (pool_unit == fov) if in_fov[row] else candidates]
+        rng = numpy_stream(seed, "coupling donors", int(index))
+        indices[row] = rng.choice(chosen, size=copies, replace=len(chosen) < copies)
+    return Donors(indices, in_fov)
 
 
 def cell_phases(cells: pd.DataFrame) -> pd.Series:
@@ -170,7 +217,7 @@ def _noise(store_index: np.ndarray, *, samples: int, latent_dim: int, seed: int)
     import torch
 
     return torch.from_numpy(np.stack([
-        np.random.default_rng([seed, int(index), 1]).standard_normal((samples, latent_dim), dtype=np.float32)
+        numpy_stream(seed, "coupling noise", int(index)).standard_normal((samples, latent_dim), dtype=np.float32)
         for index in store_index]))
 
 
@@ -263,6 +310,30 @@ def coupling_score(elbo: np.ndarray, swapped: np.ndarray) -> np.ndarray:
     return np.log(-swapped.mean(axis=1)) - np.log(-elbo)
 
 
+def swap_rank(elbo: np.ndarray, swapped: np.ndarray) -> np.ndarray:
+    """The rank statistic: the fraction of swapped copies whose ELBO is below the cell's own, ties counting one half.
+
+    Parameters
+    ----------
+    elbo : ndarray
+        ``(n,)`` ELBOs of the cells as imaged.
+    swapped : ndarray
+        ``(n, K)`` ELBOs of their copies with one reference channel swapped.
+
+    Returns
+    -------
+    ndarray
+        ``(n,)`` in [0, 1]; mean 1/2 when the structure does not depend on the swapped channel, near 1 when it does.
+
+    Examples
+    --------
+    >>> swap_rank(np.array([-100.0, -100.0]), np.array([[-150.0, -250.0], [-90.0, -100.0]])).tolist()
+    [1.0, 0.25]
+    """
+    elbo, swapped = np.asarray(elbo, np.float64)[:, None], np.asarray(swapped, np.float64)
+    return ((swapped < elbo).sum(axis=1) + 0.5 * (swapped == elbo).sum(axis=1)) / swapped.shape[1]
+
+
 def normalized_difference(membrane: np.ndarray, nucleus: np.ndarray) -> np.ndarray:
     """Eq 5's per-cell term ``(c_m - c_n) / (|c_m| + |c_n|)``: +1 membrane only, -1 nucleus only, 0 if both are 0.
 
@@ -301,10 +372,11 @@ def measure_coupling(model: torch.nn.Module, cells: pd.DataFrame, *, structures:
     -------
     DataFrame
         One row per measured cell: ``cell_id``, ``split``, ``store_index``, ``structure``, ``mitotic_stage`` and
-        ``is_mitotic`` (where the cells table has them), ``phase`` (:func:`cell_phases`), ``elbo``,
-        ``membrane_swapped_elbo`` and ``nucleus_swapped_elbo`` (means over copies), ``membrane_coupling``,
-        ``nucleus_coupling``, ``normalized_difference``, ``donor_store_indices``. Cells of a structure with no
-        other cell to take a reference channel from are left out, with a log message.
+        ``is_mitotic`` (where the cells table has them), ``phase`` (:func:`cell_phases`), ``imaging_fov`` (its
+        replicate unit), ``elbo``, ``membrane_swapped_elbo`` and ``nucleus_swapped_elbo`` (means over copies),
+        ``membrane_coupling``, ``nucleus_coupling`` (Eq 4), ``normalized_difference``, ``membrane_rank``,
+        ``nucleus_rank`` (:func:`swap_rank`), ``donors_in_fov``, ``donor_store_indices``. Cells of a structure with
+        no other cell to take a reference channel from are left out, with a log message.
 
     Raises
     ------
@@ -322,9 +394,12 @@ def measure_coupling(model: torch.nn.Module, cells: pd.DataFrame, *, structures:
     measured = measured[~alone].reset_index(drop=True)
     if measured.empty:
         raise ValueError(f"no cell of the {'/'.join(splits)} splits to measure coupling on")
-    donors = draw_donors(measured["store_index"].to_numpy(), measured["structure"].to_numpy(),
-                         pool_index=cells["store_index"].to_numpy(), pool_structure=cells["structure"].to_numpy(),
-                         copies=settings.coupling_copies, seed=settings.seed)
+    measured[UNIT] = replicate_units(measured).to_numpy()
+    drawn = draw_donors(measured["store_index"].to_numpy(), measured["structure"].to_numpy(),
+                        measured[UNIT].to_numpy(), pool_index=cells["store_index"].to_numpy(),
+                        pool_structure=cells["structure"].to_numpy(), pool_unit=replicate_units(cells).to_numpy(),
+                        copies=settings.coupling_copies, seed=settings.seed)
+    donors = drawn.indices
     donor_cells, donor_position = np.unique(donors, return_inverse=True)
     noise = _noise(measured["store_index"].to_numpy(), samples=settings.elbo_samples,
                    latent_dim=model.config.latent_dim, seed=settings.seed)
@@ -337,54 +412,50 @@ def measure_coupling(model: torch.nn.Module, cells: pd.DataFrame, *, structures:
     annotations = [column for column in ("mitotic_stage", "is_mitotic") if column in measured]
     table = measured[["cell_id", "split", "store_index", "structure", *annotations]].copy()
     table["phase"] = cell_phases(measured)
+    table[UNIT] = measured[UNIT]
     table["elbo"] = elbos[:, 0]
     for number, name in enumerate(SWAPPED_CHANNELS):
         swapped = elbos[:, 1 + number * copies:1 + (number + 1) * copies]
         table[f"{name}_swapped_elbo"] = swapped.mean(axis=1)
         table[f"{name}_coupling"] = coupling_score(elbos[:, 0], swapped)
+        table[RANKS[name]] = swap_rank(elbos[:, 0], swapped)
     table["normalized_difference"] = normalized_difference(table["membrane_coupling"], table["nucleus_coupling"])
+    table["donors_in_fov"] = drawn.in_fov
+    outside = int((~drawn.in_fov).sum())
+    if outside:
+        log.info("%d of %d cells have no other cell of their structure in their FOV: their donors come from the "
+                 "other FOVs", outside, len(table))
     table["donor_store_indices"] = list(donors)
     return table
 
 
-def _rng(seed: int, *keys: str) -> np.random.Generator:
-    """A generator fixed by the seed and names (so one structure's resampling does not depend on the others)."""
-    return np.random.default_rng([seed, *(zlib.crc32(key.encode()) for key in keys)])
-
-
-def bootstrap_interval(values: np.ndarray, *, iterations: int, level: float,
+def bootstrap_interval(values: np.ndarray, units: np.ndarray, *, iterations: int, level: float,
                        rng: np.random.Generator) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean; NaNs with fewer than two values.
+    """Percentile interval of the mean of cells from a bootstrap over their FOVs (whole FOVs resampled).
+
+    NaNs with fewer than two FOVs (nothing to resample between).
 
     Examples
     --------
-    >>> low, high = bootstrap_interval(np.arange(10.0), iterations=2000, level=0.9, rng=np.random.default_rng(0))
+    >>> low, high = bootstrap_interval(np.arange(10.0), np.arange(10), iterations=2000, level=0.9,
+    ...                                rng=np.random.default_rng(0))
     >>> bool(low < 4.5 < high)
     True
     """
     values = np.asarray(values, np.float64)
-    if len(values) < 2:
+    grouped = pd.Series(values).groupby(np.asarray(units))
+    sums, counts = grouped.sum().to_numpy(), grouped.size().to_numpy()
+    if len(sums) < 2:
         return float("nan"), float("nan")
-    means = rng.choice(values, size=(iterations, len(values)), replace=True).mean(axis=1)
+    chosen = rng.integers(len(sums), size=(iterations, len(sums)))
+    means = sums[chosen].sum(axis=1) / counts[chosen].sum(axis=1)
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
 
 
-def _greater_than_zero(values: np.ndarray) -> float:
-    """One-sided one-sample t-test p-value of mean > 0; NaN for fewer than two values. Identical values (no spread,
-    e.g. a channel the model ignores) give 0 if positive, else 1."""
-    from scipy import stats
-
-    if len(values) < 2:
-        return float("nan")
-    if np.ptp(values) == 0:
-        return 0.0 if values[0] > 0 else 1.0
-    return float(stats.ttest_1samp(values, 0.0, alternative="greater").pvalue)
-
-
 def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) -> pd.DataFrame:
-    """Per structure and phase: mean couplings and normalized difference (Eq 5), intervals, tests and the call.
+    """Per structure and phase: the FOV-level tests of the rank statistic, the call, and Eq 4/5's means.
 
     Parameters
     ----------
@@ -397,44 +468,52 @@ def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) 
     Returns
     -------
     DataFrame
-        One row per structure and phase (phases without cells are left out): ``structure``, ``phase``, ``n_cells``;
-        per score the mean and ``_ci_low``/``_ci_high``; ``membrane_p_value``/``nucleus_p_value`` (one-sided
-        t-test of mean coupling > 0) and their Bonferroni-adjusted ``_p_adjusted``; ``couples_to`` in
-        {membrane, nucleus, both, neither, undetermined}; ``ci_level`` of the intervals.
+        One row per structure and phase (phases without cells are left out): ``structure``, ``phase``, ``n_cells``,
+        ``n_fovs``; per score (:data:`SCORES`) the mean over cells and ``_ci_low``/``_ci_high`` from a bootstrap
+        over FOVs; per channel the mean rank ``<channel>_rank`` (mean of FOV means), its one-sided FOV-level
+        ``_p_value`` (rank above 1/2) and the Bonferroni-adjusted ``_p_adjusted``; ``couples_to`` in {membrane,
+        nucleus, both, neither, undetermined} (both significant: the channel whose side of 0 the normalized
+        difference's interval lies on, else both); ``ci_level`` of the intervals.
     """
     level = 1 - settings.significance
     rows = []
     for (structure, phase), group in per_cell.groupby(["structure", "phase"], sort=True):
-        row = {"structure": structure, "phase": phase, "n_cells": len(group)}
+        units = replicate_units(group).to_numpy()
+        row = {"structure": structure, "phase": phase, "n_cells": len(group), "n_fovs": len(set(units))}
         for score in SCORES:
             values = group[score].to_numpy()
             row[score] = float(values.mean())
+            rng = numpy_stream(settings.seed, "coupling bootstrap", structure, phase, score)
             row[f"{score}_ci_low"], row[f"{score}_ci_high"] = bootstrap_interval(
-                values, iterations=settings.resampling_iterations, level=level, rng=_rng(settings.seed, structure,
-                                                                                       phase, score))
-        for channel in SWAPPED_CHANNELS:
-            row[f"{channel}_p_value"] = _greater_than_zero(group[f"{channel}_coupling"].to_numpy())
+                values, units, iterations=settings.resampling_iterations, level=level, rng=rng)
+        for channel, column in RANKS.items():
+            test = unit_mean_test(group[column].to_numpy(), units, null_mean=NULL_RANK)
+            row[column], row[f"{channel}_p_value"] = test.mean, test.p_value
         rows.append(row)
     table = pd.DataFrame(rows)
     columns = [f"{channel}_p_value" for channel in SWAPPED_CHANNELS]
-    tests = int(table[columns].notna().to_numpy().sum())
+    adjusted = bonferroni(table[columns].to_numpy().ravel()).reshape(len(table), len(columns))
     coupled = {}
-    for channel, column in zip(SWAPPED_CHANNELS, columns, strict=True):
-        table[f"{channel}_p_adjusted"] = (table[column] * tests).clip(upper=1.0)
+    for number, channel in enumerate(SWAPPED_CHANNELS):
+        table[f"{channel}_p_adjusted"] = adjusted[:, number]
         coupled[channel] = table[f"{channel}_p_adjusted"] < settings.significance
+    dominant = np.where(table["normalized_difference_ci_low"] > 0, "membrane",
+                        np.where(table["normalized_difference_ci_high"] < 0, "nucleus", "both"))
     calls = np.select([coupled["membrane"] & coupled["nucleus"], coupled["membrane"], coupled["nucleus"]],
-                      ["both", "membrane", "nucleus"], default="neither")
-    table["couples_to"] = np.where(table["n_cells"] < 2, "undetermined", calls)
+                      [dominant, "membrane", "nucleus"], default="neither")
+    table["couples_to"] = np.where(table[columns].isna().any(axis=1), "undetermined", calls)
     table["ci_level"] = level
     return table
 
 
 def mitosis_test(per_cell: pd.DataFrame, *, settings: CouplingSettings) -> pd.DataFrame:
-    """Per structure and score, a permutation test of mitotic against interphase cells.
+    """Per structure and score, a permutation test of mitotic against interphase cells, within FOVs.
 
     The statistic is the difference of the phases' means (mitosis minus interphase); its null distribution comes
-    from ``resampling_iterations`` shuffles of the phase labels among the structure's cells; the two-sided p-value
-    is ``(1 + #{|shuffled| >= |observed|}) / (1 + iterations)``, Bonferroni-adjusted over the tests made.
+    from ``resampling_iterations`` shuffles of the phase labels among the cells of each FOV (a FOV keeps its number
+    of mitotic cells, so FOV differences stay out of the null); the two-sided p-value is
+    ``(1 + #{|shuffled| >= |observed|}) / (1 + iterations)``, Bonferroni-adjusted over the tests made. A structure
+    whose mitotic cells share no FOV with interphase cells has no shuffle that changes anything, and p = 1.
 
     Cells of phase ``unannotated`` take no part.
 
@@ -455,6 +534,8 @@ def mitosis_test(per_cell: pd.DataFrame, *, settings: CouplingSettings) -> pd.Da
     for structure in sorted(per_cell["structure"].unique()):
         group = annotated[annotated["structure"] == structure]
         mitotic = (group["phase"] == "mitosis").to_numpy()
+        units = replicate_units(group).to_numpy()
+        fovs = [np.flatnonzero(units == unit) for unit in np.unique(units)]
         note = ("not tested: no mitotic annotation (is_mitotic or mitotic_stage) in the cells table"
                 if annotated.empty else "not tested: no annotated cells" if group.empty
                 else "not tested: no mitotic cells" if not mitotic.any()
@@ -466,15 +547,17 @@ def mitosis_test(per_cell: pd.DataFrame, *, settings: CouplingSettings) -> pd.Da
                    "difference": np.nan, "iterations": iterations, "p_value": np.nan, "note": note}
             if not note:
                 observed = values[mitotic].mean() - values[~mitotic].mean()
-                rng = _rng(settings.seed, structure, score)
-                shuffled = np.stack([rng.permutation(mitotic) for _ in range(iterations)])
+                rng = numpy_stream(settings.seed, "mitosis test", structure, score)
+                shuffled = np.empty((iterations, len(mitotic)), dtype=bool)
+                for members in fovs:
+                    shuffled[:, members] = rng.permuted(np.tile(mitotic[members], (iterations, 1)), axis=1)
                 null = (shuffled * values).sum(1) / mitotic.sum() - (~shuffled * values).sum(1) / (~mitotic).sum()
                 row.update(interphase_mean=values[~mitotic].mean(), mitosis_mean=values[mitotic].mean(),
                            difference=observed,
                            p_value=(1 + int((np.abs(null) >= abs(observed) - 1e-12).sum())) / (1 + iterations))
             rows.append(row)
     table = pd.DataFrame(rows)
-    table["p_adjusted"] = (table["p_value"] * int(table["p_value"].notna().sum())).clip(upper=1.0)
+    table["p_adjusted"] = bonferroni(table["p_value"])
     table["significant"] = table["p_adjusted"] < settings.significance
     return table[[column for column in table.columns if column != "note"] + ["note"]]
 

@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from statcell.seeding import integer_seed
+
 if TYPE_CHECKING:  # torch is imported where it is used, so the figure code can import this module without it
     import torch
 
     from statcell.train import ModelKind
-
-#: Noise streams of different cells are seeded ``seed * _STREAM_STRIDE + store_index`` apart.
-_STREAM_STRIDE = 1_000_003
 
 
 def mean_columns(latent_dim: int) -> list[str]:
@@ -81,7 +80,7 @@ def _cell_noise(store_indices: np.ndarray, *, samples: int, latent_dim: int, see
 
     noise = torch.empty(len(store_indices), samples, latent_dim)
     for row, index in enumerate(store_indices):
-        generator = torch.Generator().manual_seed(seed * _STREAM_STRIDE + int(index))
+        generator = torch.Generator().manual_seed(integer_seed(seed, "embedding", int(index)))
         noise[row] = torch.randn(samples, latent_dim, generator=generator)
     return noise
 

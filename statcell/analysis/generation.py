@@ -10,7 +10,10 @@
 - ``structures_in_one_cell``: one real test cell (the one with the median reference ELBO, a typical cell) hosting
   every structure class generated ``per_structure`` times from the target prior, ``(S, K, 3, Z, Y, X)``;
 - ``structure_examples``: ``examples`` real test cells per structure class (train cells where the test split has too
-  few), ``(S, E, 3, Z, Y, X)``.
+  few), ``(S, E, 3, Z, Y, X)``;
+- ``truncated``: the first prior draws decoded with only the reference model's top-k latent dimensions drawn (by mean
+  KL; the others at the prior mean, 0), for k = 1, 2, 4, ... and all, ``(K, N, 2, Z, Y, X)``: how much of a cell's
+  shape each additional dimension carries (latent-space truncation, a reviewer's request on the original work).
 
 Every draw comes from a generator seeded by ``seed`` and the draw's purpose, so results do not depend on batching.
 """
@@ -26,11 +29,8 @@ import torch
 
 from statcell.analysis.embed import structure_labels
 from statcell.io import read_cells
-from statcell.models.loss import elbo_estimate
-
-#: Draws of each purpose get their own stream: seed * 1000 + offset.
-_STREAMS: dict[str, int] = {"prior": 1, "host_elbo": 2, "test_samples": 3, "in_one_cell": 4}
-
+from statcell.models.loss import elbo_estimate, kl_per_dimension
+from statcell.seeding import integer_seed
 
 class Generation(NamedTuple):
     """The images and manifest of :func:`generate_cells` (arrays float32 in the store's channel order)."""
@@ -39,11 +39,59 @@ class Generation(NamedTuple):
     test_cells: dict[str, np.ndarray]
     structures_in_one_cell: dict[str, np.ndarray]
     structure_examples: dict[str, np.ndarray]
+    truncated: dict[str, np.ndarray]
     manifest: pd.DataFrame
 
 
+def truncation_counts(latent_dim: int) -> list[int]:
+    """Numbers of top latent dimensions kept in the truncation rows: 1, 2, 4, ... below ``latent_dim``, then all.
+
+    Examples
+    --------
+    >>> truncation_counts(32), truncation_counts(6)
+    ([1, 2, 4, 8, 16, 32], [1, 2, 4, 6])
+    """
+    counts, k = [], 1
+    while k < latent_dim:
+        counts.append(k)
+        k *= 2
+    return [*counts, latent_dim]
+
+
+@torch.no_grad()
+def truncated_prior(model: torch.nn.Module, z: torch.Tensor, *, order: list[int], counts: list[int],
+                    batch_size: int) -> np.ndarray:
+    """Decode prior draws with only the top ``k`` latent dimensions of ``order`` kept (the others set to 0).
+
+    Parameters
+    ----------
+    model : ReferenceVAE
+        The trained reference model.
+    z : Tensor
+        ``(N, latent_dim)`` draws from the prior.
+    order : list of int
+        Latent dimensions, most informative first (e.g. by mean KL on held-out cells).
+    counts : list of int
+        The ``k`` of each row.
+    batch_size : int
+        Cells per forward pass (memory only).
+
+    Returns
+    -------
+    ndarray
+        ``(len(counts), N, channels, *spatial)`` float32 in [0, 1].
+    """
+    rows = []
+    for count in counts:
+        kept = torch.zeros(z.shape[1], dtype=z.dtype)
+        kept[list(order[:count])] = 1
+        rows.append(_batched(model.decode, z * kept, batch_size=batch_size).clamp(0, 1))
+    return torch.stack(rows).numpy()
+
+
 def _generator(seed: int, purpose: str) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1000 + _STREAMS[purpose])
+    """The stream of one purpose of draws (``prior``, ``host elbo``, ``test samples``, ``in one cell``)."""
+    return torch.Generator().manual_seed(integer_seed(seed, "generation", purpose))
 
 
 @torch.no_grad()
@@ -81,7 +129,7 @@ def counterparts(real: torch.Tensor, labels: torch.Tensor, *, reference_model: t
     recon_structure = _batched(
         lambda t, r, y: target_model.decode(target_model.encode(t, r, y).mean, r, y), target, reference, labels,
         batch_size=batch_size)
-    noise = torch.randn(len(real), target_model.config.latent_dim, generator=_generator(seed, "test_samples"))
+    noise = torch.randn(len(real), target_model.config.latent_dim, generator=_generator(seed, "test samples"))
     sampled = _batched(lambda z, r, y: target_model.decode(z, r, y), noise, reference, labels, batch_size=batch_size)
     return (torch.cat([recon_reference, recon_structure], dim=1).clamp(0, 1),
             torch.cat([reference, sampled], dim=1).clamp(0, 1))
@@ -91,7 +139,7 @@ def counterparts(real: torch.Tensor, labels: torch.Tensor, *, reference_model: t
 def median_elbo_cell(reference: torch.Tensor, *, model: torch.nn.Module, samples: int, seed: int) -> int:
     """Position of the cell with the median K-sample reference ELBO (the lower middle one for an even count)."""
     elbo, _, _ = elbo_estimate(lambda: tuple(model.encode(reference)), model.decode, reference, samples=samples,
-                               generator=_generator(seed, "host_elbo"))
+                               generator=_generator(seed, "host elbo"))
     order = np.argsort(elbo.numpy(), kind="stable")
     return int(order[(len(order) - 1) // 2])
 
@@ -106,7 +154,8 @@ def _examples(cells: pd.DataFrame, structure: str, count: int) -> pd.DataFrame:
 @torch.no_grad()
 def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: torch.nn.Module,
                    target_model: torch.nn.Module, structures: list[str], generated_cells: int, per_structure: int,
-                   examples: int, elbo_samples: int, batch_size: int, seed: int) -> Generation:
+                   examples: int, elbo_samples: int, batch_size: int, seed: int,
+                   dimension_order: list[int] | None = None, truncated_cells: int = 8) -> Generation:
     """Decode the generated cells of the paper's Fig 4, S4 and S5 (see the module's notes).
 
     Parameters
@@ -129,6 +178,11 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
         Cells per forward pass (memory only).
     seed : int
         Seed of every draw.
+    dimension_order : list of int, optional
+        The reference model's latent dimensions, most informative first, for the truncation rows (default: the
+        dimensions' mean KL on the test cells).
+    truncated_cells : int
+        Prior draws decoded in each truncation row.
 
     Returns
     -------
@@ -148,12 +202,20 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
                                           batch_size=batch_size, seed=seed)
     prior_z = torch.randn(generated_cells, reference_model.config.latent_dim, generator=_generator(seed, "prior"))
     prior = _batched(reference_model.decode, prior_z, batch_size=batch_size).clamp(0, 1)
+    if dimension_order is None:
+        with torch.no_grad():
+            mean, log_var = _batched(lambda x: torch.cat(reference_model.encode(x), dim=1), real[:, :2],
+                                     batch_size=batch_size).chunk(2, dim=1)
+        dimension_order = torch.argsort(kl_per_dimension(mean, log_var).mean(dim=0), descending=True).tolist()
+    counts = truncation_counts(reference_model.config.latent_dim)
+    truncated = truncated_prior(reference_model, prior_z[:truncated_cells], order=list(dimension_order),
+                                counts=counts, batch_size=batch_size)
 
     host = median_elbo_cell(real[:, :2], model=reference_model, samples=elbo_samples, seed=seed)
     count = len(structures) * per_structure
     host_reference = real[host:host + 1, :2].repeat(count, *([1] * (real.ndim - 1)))
     host_labels = torch.arange(len(structures)).repeat_interleave(per_structure)
-    host_z = torch.randn(count, target_model.config.latent_dim, generator=_generator(seed, "in_one_cell"))
+    host_z = torch.randn(count, target_model.config.latent_dim, generator=_generator(seed, "in one cell"))
     host_structure = _batched(lambda z, r, y: target_model.decode(z, r, y), host_z, host_reference, host_labels,
                               batch_size=batch_size).clamp(0, 1)
     in_one_cell = torch.cat([host_reference, host_structure], dim=1).reshape(
@@ -191,6 +253,7 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
                                 "structures": np.array(structures)},
         structure_examples={"images": example_images, "structures": np.array(structures),
                             "counts": np.array([len(table) for table in picked])},
+        truncated={"images": truncated, "kept": np.array(counts), "order": np.array(dimension_order)},
         manifest=manifest,
     )
 

@@ -70,6 +70,54 @@ def top_dimensions(dimensions: pd.DataFrame, count: int) -> list[int]:
     return dimensions.sort_values("rank")["dimension"].head(count).astype(int).tolist()
 
 
+def grid_examples(x: np.ndarray, y: np.ndarray, *, size: int, coverage: float = 0.96) -> pd.DataFrame:
+    """Real cells at the nodes of a regular grid over a latent plane (paper Fig 2B/2D: example cells in place).
+
+    The grid spans the central ``coverage`` of both coordinates (percentiles, so a few outliers do not stretch it);
+    each node takes the nearest cell not taken by another node, if that cell lies within half a grid step of it
+    along both axes (else the node stays empty: the data have no cell there).
+
+    Parameters
+    ----------
+    x, y : ndarray
+        The cells' coordinates on the two dimensions.
+    size : int
+        Nodes per axis.
+    coverage : float
+        Fraction of the cells, per axis, the grid spans.
+
+    Returns
+    -------
+    DataFrame
+        One row per node with a cell: ``row`` (0 at the largest ``y``), ``column`` (0 at the smallest ``x``),
+        ``node_x``, ``node_y``, ``cell`` (position in ``x``/``y``).
+
+    Examples
+    --------
+    >>> grid = grid_examples(np.array([0.0, 1.0, 0.0, 1.0]), np.array([0.0, 0.0, 1.0, 1.0]), size=2, coverage=1.0)
+    >>> sorted(zip(grid["row"], grid["column"], grid["cell"]))
+    [(0, 0, 2), (0, 1, 3), (1, 0, 0), (1, 1, 1)]
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    tail = 100 * (1 - coverage) / 2
+    xs = np.linspace(*np.percentile(x, [tail, 100 - tail]), size)
+    ys = np.linspace(*np.percentile(y, [tail, 100 - tail]), size)[::-1]
+    step_x = (xs[-1] - xs[0]) / max(size - 1, 1) or 1.0
+    step_y = (ys[0] - ys[-1]) / max(size - 1, 1) or 1.0
+    taken, rows = set(), []
+    for row, node_y in enumerate(ys):
+        for column, node_x in enumerate(xs):
+            near = (np.abs(x - node_x) <= step_x / 2 + 1e-12) & (np.abs(y - node_y) <= step_y / 2 + 1e-12)
+            distance = np.hypot((x - node_x) / step_x, (y - node_y) / step_y)
+            for cell in np.flatnonzero(near)[np.argsort(distance[near], kind="stable")]:
+                if int(cell) not in taken:
+                    taken.add(int(cell))
+                    rows.append({"row": row, "column": column, "node_x": float(node_x), "node_y": float(node_y),
+                                 "cell": int(cell)})
+                    break
+    return pd.DataFrame(rows, columns=["row", "column", "node_x", "node_y", "cell"])
+
+
 def measured(embeddings: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Embeddings joined with the measurements of their cells (one row per embedded cell)."""
     columns = ["cell_id", *(column for column in cells.columns if column not in embeddings.columns)]

@@ -6,12 +6,19 @@ every drug, the treated cells are compared with the same structure's control cel
 cells (an empty ``drug`` in the manifest, shown as "untreated"); see :func:`resolve_control`. A (structure, drug)
 whose structure has no control cells is listed in the shift table, untested, with the reason in ``note``.
 
-- the **shift** is the Euclidean distance between the two groups' centroids of the posterior means ``mu``;
-- its **permutation p-value** comes from shuffling the treatment labels among the pooled cells,
-  ``p = (1 + #{shuffled distance >= observed}) / (1 + shuffles)``, each test with its own random stream seeded by the
-  analysis seed and the test's name (so a p-value depends neither on the order of the tests nor on which other tests
-  run); p-values are Bonferroni-corrected over every test of the table (both latent spaces, every structure and
-  drug);
+- the **shift** is the Euclidean distance between the two groups' centroids of the posterior means ``mu``, with its
+  standardized size (Cohen's d along the shift: the distance over the cells' pooled standard deviation along it);
+- the **energy distance** compares the two groups' whole distributions, not only their centres;
+- the **spectrum distance** ``dEIG_k`` (GILEA's) compares the square roots of the top ``k`` eigenvalues of the two
+  groups' latent covariances (``analysis.spectrum_components``): it answers whether a drug changes the *spread* of a
+  phenotype, which moves no centroid;
+- each statistic's **p-value** comes from relabeling whole FOVs, not cells: a treatment is applied per well, and
+  cells of one FOV share its brightness, density and plate position, so shuffling cells would credit FOV
+  differences to the drug (pseudo-replication). With few FOVs every relabeling is enumerated (an exact test; 7
+  FOVs per arm give 3432, a smallest p of 2/3432, as swapping the arms gives the same distance), else
+  ``analysis.permutations`` random ones; ``min_p_value`` says how small a p-value the FOVs allow. Each test draws from its own random stream named by the analysis seed and the
+  test's name (so a p-value depends neither on the order of the tests nor on which other tests run); each statistic
+  is Bonferroni-corrected over every test of the table (both latent spaces, every structure and drug);
 - the **trajectory** is the cells nearest to evenly spaced points between the untreated and treated centroids, after
   projecting every cell onto the line through them (Fig 6G).
 
@@ -37,13 +44,15 @@ projected onto the two plotted dimensions; the test itself uses all active dimen
 from __future__ import annotations
 
 import warnings
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from statcell.analysis.statistics import bonferroni, permutation_p_value, replicate_units, unit_relabelings
+from statcell.seeding import numpy_stream
+from statcell.vocabulary import IMAGING_FOV
 from statcell.vocabulary import VEHICLE
 
 
@@ -120,14 +129,36 @@ def resolve_control(drugs: Sequence[str], requested: str = AUTO_CONTROL) -> str:
 
 
 class ShiftTest(NamedTuple):
-    """Result of one centroid-shift permutation test."""
+    """Result of the FOV-level tests of one (structure, drug) against its control cells."""
 
     distance: float
-    """Euclidean distance between the centroids of the two groups (latent units)."""
+    """Euclidean distance between the centroids of the two groups of cells (latent units)."""
+    effect_size: float
+    """``distance`` over the pooled within-group standard deviation of the cells along the shift (Cohen's d)."""
     null_mean: float
-    """Mean distance over the label shuffles."""
+    """Mean centroid distance over the FOV relabelings."""
     p_value: float
-    """``(1 + #{shuffled >= observed}) / (1 + shuffles)``."""
+    """Permutation p-value of the centroid distance, FOVs relabeled."""
+    energy_distance: float
+    """Energy distance between the two groups' distributions (0 for identical distributions)."""
+    energy_p_value: float
+    """Permutation p-value of the energy distance, FOVs relabeled."""
+    spectrum_distance: float
+    """``dEIG_k``: relative change of the top ``k`` square-rooted covariance eigenvalues (a change of spread)."""
+    spectrum_p_value: float
+    """Permutation p-value of ``dEIG_k``, FOVs relabeled."""
+    fovs_control: int
+    """FOVs of control cells."""
+    fovs_treated: int
+    """FOVs of treated cells."""
+    relabelings: int
+    """FOV relabelings the p-values come from."""
+    exact: bool
+    """True when the relabelings are every possible one (an exact test)."""
+    min_p_value: float
+    """Smallest p-value these FOVs allow the centroid and energy tests: ``1 / relabelings`` for an exact test
+    (``2 / relabelings`` with as many FOVs in each arm: swapping the arms gives the same distance), else
+    ``1 / (1 + relabelings)``."""
 
 
 def active_dimensions(dimensions: pd.DataFrame, *, min_kl: float) -> list[int]:
@@ -180,15 +211,16 @@ def treatments(embeddings: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        ``embeddings`` with columns ``drug`` and ``store_index``; sorted by ``cell_id`` so results do not depend on
-        row order.
+        ``embeddings`` with columns ``drug``, ``store_index`` and ``imaging_fov`` (the replicate unit); sorted by
+        ``cell_id`` so results do not depend on row order.
 
     Raises
     ------
     ValueError
         If an embedded cell is missing from ``cells``.
     """
-    joined = embeddings.merge(cells[["cell_id", "drug", "store_index"]], on="cell_id", how="left",
+    cells = cells.assign(**{IMAGING_FOV: replicate_units(cells)})
+    joined = embeddings.merge(cells[["cell_id", "drug", "store_index", IMAGING_FOV]], on="cell_id", how="left",
                               validate="one_to_one", indicator=True)
     missing = joined.pop("_merge") != "both"
     if missing.any():
@@ -215,14 +247,49 @@ def untestable(table: pd.DataFrame, *, control: str) -> list[tuple[str, str]]:
             for drug in sorted(drugs)]
 
 
-def _stream(seed: int, name: str) -> np.random.Generator:
-    """A random stream of its own for each named test, from the analysis seed."""
-    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+def _spectrum(moments: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Covariance eigenvalues, largest first, of groups given by their second moments ``(R, d*d)``, sums ``(R, d)``
+    and sizes ``(R,)``."""
+    d = sums.shape[1]
+    means = sums / counts[:, None]
+    scatter = moments.reshape(-1, d, d) - counts[:, None, None] * means[:, :, None] * means[:, None, :]
+    covariance = scatter / np.maximum(counts - 1, 1)[:, None, None]
+    return np.clip(np.linalg.eigvalsh(covariance)[:, ::-1], 0.0, None)
 
 
-def centroid_shift_test(latents: np.ndarray, treated: np.ndarray, *, permutations: int,
-                        rng: np.random.Generator) -> ShiftTest:
-    """Permutation test of the distance between the centroids of two groups of cells.
+def spectrum_distance(control: np.ndarray, treated: np.ndarray, *, components: int) -> np.ndarray:
+    """``dEIG_k = sum_{i <= k} ((sqrt(l_i^treated) - sqrt(l_i^control)) / sqrt(l_i^control))^2`` (GILEA).
+
+    Parameters
+    ----------
+    control, treated : ndarray
+        ``(..., d)`` covariance eigenvalues of each group, largest first.
+    components : int
+        ``k``, the leading eigenvalues compared.
+
+    Returns
+    -------
+    ndarray
+        ``(...)``: 0 for equal spectra; a group twice as spread along its leading axis adds 1.
+
+    Examples
+    --------
+    >>> spectrum_distance(np.array([4.0, 1.0]), np.array([16.0, 1.0]), components=2).item()
+    1.0
+    """
+    k = min(components, control.shape[-1])
+    low, high = np.sqrt(control[..., :k]), np.sqrt(treated[..., :k])
+    return (((high - low) / np.maximum(low, 1e-12)) ** 2).sum(axis=-1)
+
+
+def shift_tests(latents: np.ndarray, treated: np.ndarray, units: np.ndarray, *, permutations: int,
+                spectrum_components: int, rng: np.random.Generator) -> ShiftTest:
+    """FOV-level permutation tests of two groups of cells: centroid distance, energy distance, covariance spectrum.
+
+    The treatment is applied per FOV, so the null distribution comes from relabeling whole FOVs (every relabeling
+    when there are at most ``permutations``, else that many at random; see
+    :func:`statcell.analysis.statistics.unit_relabelings`); each statistic is computed on the cells of each
+    relabeling.
 
     Parameters
     ----------
@@ -230,16 +297,18 @@ def centroid_shift_test(latents: np.ndarray, treated: np.ndarray, *, permutation
         ``(cells, dimensions)`` coordinates.
     treated : ndarray of bool
         ``(cells,)``: True for the second group.
+    units : ndarray
+        ``(cells,)`` FOV of each cell. A FOV whose cells carry both labels is split in two, one per label.
     permutations : int
-        Label shuffles.
+        Most FOV relabelings.
+    spectrum_components : int
+        Leading covariance eigenvalues compared by ``dEIG_k`` (at most the number of dimensions).
     rng : Generator
-        Source of the shuffles.
+        Source of random relabelings.
 
     Returns
     -------
     ShiftTest
-        Observed distance, mean shuffled distance, and the p-value ``(1 + #{shuffled >= observed}) / (1 +
-        permutations)`` (never 0; at least ``1 / (1 + permutations)``).
 
     Raises
     ------
@@ -248,54 +317,89 @@ def centroid_shift_test(latents: np.ndarray, treated: np.ndarray, *, permutation
     """
     x = np.asarray(latents, dtype=np.float64)
     labels = np.asarray(treated, dtype=bool)
-    n_treated = int(labels.sum())
+    if labels.all() or not labels.any():
+        raise ValueError(f"both groups need cells (treated {int(labels.sum())}, control {int((~labels).sum())})")
+    keys = np.char.add(np.asarray(units).astype(str), np.where(labels, "\0treated", "\0control"))
+    unit_names, unit_of = np.unique(keys, return_inverse=True)
+    unit_treated = np.zeros(len(unit_names), dtype=bool)
+    unit_treated[unit_of] = labels
+    relabeled = unit_relabelings(unit_treated, permutations=permutations, rng=rng)
+    if relabeled.exact:  # every relabeling, the observed one among them
+        rows, observed = relabeled.labels, int(np.flatnonzero((relabeled.labels == unit_treated).all(axis=1))[0])
+        null = np.arange(len(rows))
+    else:
+        rows, observed = np.vstack([unit_treated, relabeled.labels]), 0
+        null = np.arange(1, len(rows))
+    groups = rows[:, unit_of].astype(np.float64)  # (relabelings, cells): 1 in the treated group
+    n_treated = groups.sum(axis=1)
     n_control = len(labels) - n_treated
-    if n_treated == 0 or n_control == 0:
-        raise ValueError(f"both groups need cells (treated {n_treated}, control {n_control})")
-    shuffled = rng.permuted(np.tile(labels, (permutations, 1)), axis=1)
-    indicators = np.vstack([labels, shuffled]).astype(np.float64)  # row 0: the observed labels
-    treated_sums = indicators @ x
-    distances = np.linalg.norm(treated_sums / n_treated - (x.sum(axis=0) - treated_sums) / n_control, axis=1)
-    observed, null = distances[0], distances[1:]
-    exceed = np.count_nonzero(null >= observed * (1 - 1e-12))  # ties, up to rounding, count against the shift
-    return ShiftTest(float(observed), float(null.mean()), (1 + exceed) / (1 + permutations))
+
+    treated_sums = groups @ x
+    control_sums = x.sum(axis=0) - treated_sums
+    shift = treated_sums / n_treated[:, None] - control_sums / n_control[:, None]
+    distances = np.linalg.norm(shift, axis=1)
+
+    pairwise = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
+    to_treated = groups @ pairwise
+    within_treated = np.einsum("ri,ri->r", to_treated, groups)
+    across = np.einsum("ri,ri->r", to_treated, 1 - groups)
+    within_control = pairwise.sum() - within_treated - 2 * across
+    energy = 2 * across / (n_treated * n_control) - within_treated / n_treated ** 2 - within_control / n_control ** 2
+
+    products = (x[:, :, None] * x[:, None, :]).reshape(len(x), -1)
+    treated_moments = groups @ products
+    spectrum = spectrum_distance(_spectrum(products.sum(axis=0) - treated_moments, control_sums, n_control),
+                                 _spectrum(treated_moments, treated_sums, n_treated), components=spectrum_components)
+
+    along = x @ (shift[observed] / max(float(distances[observed]), 1e-30))
+    pooled = ((np.var(along[labels], ddof=1) if labels.sum() > 1 else 0.0) * (labels.sum() - 1)
+              + (np.var(along[~labels], ddof=1) if (~labels).sum() > 1 else 0.0) * ((~labels).sum() - 1))
+    spread = np.sqrt(pooled / (len(labels) - 2)) if len(labels) > 2 else 0.0
+    exact = relabeled.exact
+    symmetric = 2 if exact and 2 * unit_treated.sum() == len(unit_treated) else 1  # the arms swapped: a tie
+    return ShiftTest(
+        distance=float(distances[observed]),
+        effect_size=float(distances[observed] / spread) if spread > 0 else float("nan"),
+        null_mean=float(distances[null].mean()),
+        p_value=permutation_p_value(distances[observed], distances[null], exact=exact),
+        energy_distance=float(energy[observed]),
+        energy_p_value=permutation_p_value(energy[observed], energy[null], exact=exact),
+        spectrum_distance=float(spectrum[observed]),
+        spectrum_p_value=permutation_p_value(spectrum[observed], spectrum[null], exact=exact),
+        fovs_control=int((~unit_treated).sum()), fovs_treated=int(unit_treated.sum()), relabelings=len(null),
+        exact=exact, min_p_value=symmetric / len(null) if exact else 1 / (1 + len(null)))
 
 
-def bonferroni(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Bonferroni-corrected p-values, ``min(1, p * m)`` over the ``m`` tests made (NaN: not tested, stays NaN).
-
-    Examples
-    --------
-    >>> bonferroni([0.001, 0.02, 0.5]).tolist()
-    [0.003, 0.06, 1.0]
-    >>> bonferroni([0.01, float("nan")]).tolist()
-    [0.01, nan]
-    """
-    p = np.asarray(p_values, dtype=np.float64)
-    return np.minimum(1.0, p * np.count_nonzero(~np.isnan(p)))
+#: The FOV-level tests of the shift table: p-value column → its family's Bonferroni-corrected column and call.
+TESTS: dict[str, tuple[str, str]] = {"p_value": ("p_bonferroni", "significant"),
+                                     "energy_p_value": ("energy_p_bonferroni", "energy_significant"),
+                                     "spectrum_p_value": ("spectrum_p_bonferroni", "spectrum_significant")}
 
 
 def drug_shifts(embeddings: Mapping[str, pd.DataFrame], cells: pd.DataFrame, dimensions: Mapping[str, pd.DataFrame],
-                *, min_kl: float, permutations: int, seed: int, significance: float,
+                *, min_kl: float, permutations: int, seed: int, significance: float, spectrum_components: int = 5,
                 control: str = AUTO_CONTROL) -> pd.DataFrame:
-    """Centroid shift of every (structure, drug) against the structure's control cells, in each latent space.
+    """FOV-level tests of every (structure, drug) against the structure's control cells, in each latent space.
 
     Parameters
     ----------
     embeddings : mapping of str to DataFrame
         Drug-set embedding table of each model, keyed ``"target"`` and/or ``"reference"``.
     cells : DataFrame
-        The drug set's ``cells.parquet`` (``cell_id``, ``drug``, ``store_index``).
+        The drug set's ``cells.parquet`` (``cell_id``, ``drug``, ``store_index`` and the cells' FOVs,
+        :func:`statcell.analysis.statistics.replicate_units`).
     dimensions : mapping of str to DataFrame
         Dimension table of each model on the main dataset (``dimension``, ``kl``, ``rank``), same keys.
     min_kl : float
-        Mean KL (nats) above which a dimension is active; distances use the active dimensions only.
+        Mean KL (nats) above which a dimension is active; the statistics use the active dimensions only.
     permutations : int
-        Label shuffles per test.
+        Most FOV relabelings per test (fewer FOVs allow fewer; then every one is used, an exact test).
     seed : int
         Analysis seed; each test draws from its own stream named by space, structure and drug.
     significance : float
         Family-wise level: a test is significant when its Bonferroni-corrected p-value is below it.
+    spectrum_components : int
+        Leading covariance eigenvalues compared by the spectrum test (``dEIG_k``'s ``k``).
     control : str
         Treatment the drugs are compared with, or ``auto`` (:func:`resolve_control`).
 
@@ -303,10 +407,11 @@ def drug_shifts(embeddings: Mapping[str, pd.DataFrame], cells: pd.DataFrame, dim
     -------
     DataFrame
         One row per space, structure and drug: ``space, structure, drug, control`` (the control treatment as
-        named in figures), ``n_control, n_treated, dimensions`` (active dimensions used), ``distance``,
-        ``null_mean``, ``p_value``, ``p_bonferroni``, ``significant`` and ``note``: empty for a test made, else why
-        there is none (the structure has no control cells; its statistics are NaN and it is not counted in the
-        Bonferroni correction).
+        named in figures), ``n_control, n_treated, dimensions`` (active dimensions used), the fields of
+        :class:`ShiftTest`, per test its Bonferroni-corrected p-value and call (:data:`TESTS`; each test is its own
+        family, corrected over every row it was made for: both spaces, every structure and drug), and ``note``:
+        empty for a test made, else why there is none (the structure has no control cells; its statistics are
+        NaN and it is not counted in the corrections).
 
     Raises
     ------
@@ -323,23 +428,24 @@ def drug_shifts(embeddings: Mapping[str, pd.DataFrame], cells: pd.DataFrame, dim
         for structure, drug in comparisons(table, control=chosen_control):
             chosen = ((table["structure"] == structure) & table["drug"].isin([chosen_control, drug])).to_numpy()
             treated = (table.loc[chosen, "drug"] == drug).to_numpy()
-            result = centroid_shift_test(latents[chosen], treated, permutations=permutations,
-                                         rng=_stream(seed, f"{space}/{structure}/{drug}"))
+            result = shift_tests(latents[chosen], treated, table.loc[chosen, IMAGING_FOV].to_numpy(),
+                                 permutations=permutations, spectrum_components=spectrum_components,
+                                 rng=numpy_stream(seed, "drug test", space, structure, drug))
             rows.append({"space": space, "structure": structure, "drug": drug, "control": label,
                          "n_control": int((~treated).sum()), "n_treated": int(treated.sum()),
                          "dimensions": len(active), **result._asdict(), "note": ""})
         for structure, drug in untestable(table, control=chosen_control):
             treated = int(((table["structure"] == structure) & (table["drug"] == drug)).sum())
             rows.append({"space": space, "structure": structure, "drug": treatment_label(drug), "control": label,
-                         "n_control": 0, "n_treated": treated, "dimensions": len(active), "distance": np.nan,
-                         "null_mean": np.nan, "p_value": np.nan,
+                         "n_control": 0, "n_treated": treated, "dimensions": len(active),
                          "note": f"not tested: no {label} cells of {structure} in the drug set"})
     shifts = pd.DataFrame(rows, columns=["space", "structure", "drug", "control", "n_control", "n_treated",
                                          "dimensions", *ShiftTest._fields, "note"])
-    shifts["p_bonferroni"] = bonferroni(shifts["p_value"])
-    shifts["significant"] = shifts["p_bonferroni"] < significance
+    for p_value, (corrected, call) in TESTS.items():
+        shifts[corrected] = bonferroni(shifts[p_value].astype(np.float64))
+        shifts[call] = shifts[corrected] < significance
     order = ["space", "structure", "drug", "control", "n_control", "n_treated", "dimensions", *ShiftTest._fields,
-             "p_bonferroni", "significant", "note"]
+             *(column for pair in TESTS.values() for column in pair), "note"]
     return shifts[order]
 
 

@@ -225,3 +225,53 @@ def plot_regression(kl: pd.DataFrame, regression: pd.DataFrame, feature_pcs: pd.
     axis.set_title("d) R² of linear regressions: important dimensions → PC")
     figure.suptitle("Important latent dimensions of the 2D reference models and the features they predict")
     save(figure, output, dpi=dpi)
+
+
+def plot_generated_features(generated_features: pd.DataFrame, features: pd.DataFrame, output: str | Path, *,
+                            dpi: int) -> None:
+    """The 14 features of the generated cells against β, each cell linked across β (paper Fig 3D, S7).
+
+    Every β decodes the same latent draws, so a grey line follows one draw from β to β; the coloured line is the
+    median over draws, and the band at the right the real test cells' interquartile range with their median.
+
+    Parameters
+    ----------
+    generated_features : DataFrame
+        ``generated_features.parquet`` of ``analyze-beta-sweep`` (``beta``, ``cell`` and the 14 features).
+    features : DataFrame
+        ``features.parquet`` of ``analyze-beta-sweep`` (real cells: ``split`` and the 14 features).
+    output : path
+        PNG to write (an SVG is written beside it).
+    dpi : int
+        Resolution of the PNG.
+    """
+    from statcell.analysis.features import FEATURE_NAMES
+
+    plt = pyplot()
+    names = list(FEATURE_NAMES)
+    betas = np.sort(generated_features["beta"].unique())
+    real = features[features["split"] == EVAL_SPLIT]
+    figure, axes = plt.subplots(2, 7, figsize=(19, 6.2), constrained_layout=True)
+    _, colours = _beta_colours(betas)
+    right = betas.max() + 0.12
+    for axis, name in zip(axes.ravel(), names):
+        wide = generated_features.pivot(index="cell", columns="beta", values=name).reindex(columns=betas)
+        for _, values in wide.iterrows():
+            axis.plot(betas, values.to_numpy(), color="0.45", linewidth=0.6, alpha=0.5, zorder=1)
+        axis.plot(betas, wide.median(axis=0).to_numpy(), color="k", linewidth=1.5, zorder=3)
+        axis.scatter(betas, wide.median(axis=0).to_numpy(), c=colours, s=25, edgecolors="k", linewidths=0.5,
+                     zorder=4)
+        observed = real[name].dropna()
+        if len(observed):
+            low, middle, high = np.percentile(observed, [25, 50, 75])
+            axis.fill_between([right - 0.05, right + 0.05], low, high, color="tab:orange", alpha=0.4, zorder=2)
+            axis.plot([right - 0.05, right + 0.05], [middle, middle], color="tab:orange", linewidth=2, zorder=2)
+        axis.set_xlim(betas.min() - 0.05, right + 0.08)
+        axis.set_xticks([*np.round(betas, 2), right], [*(f"{beta:.2f}" for beta in betas), "real"], fontsize=7,
+                        rotation=90)
+        axis.set_title(name.replace("_", " "), fontsize=9)
+        axis.tick_params(axis="y", labelsize=7)
+    figure.suptitle(f"The 14 features of {wide.shape[0]} cells generated from each 2D reference model's prior, "
+                    f"against β (grey: one latent draw followed across β; black: median; orange: "
+                    f"{len(real)} real test cells, median and quartiles)", fontsize=10)
+    save(figure, output, dpi=dpi)

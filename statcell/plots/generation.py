@@ -115,3 +115,25 @@ def plot_structure_examples(examples: Mapping[str, np.ndarray], output: str | Pa
     _grid(rows, output, title="Real cells of every structure (xy above, xz below)",
           column_titles=[f"example {k + 1}" for k in range(images.shape[1])], pixel_um=float(examples["spacing"][-1]),
           dpi=dpi)
+
+
+def plot_truncated_prior(truncated: Mapping[str, np.ndarray], output: str | Path, *, dpi: int = 150) -> None:
+    """Cells from the reference prior decoded with only the top-k latent dimensions drawn, one row per k.
+
+    Parameters
+    ----------
+    truncated : mapping
+        ``truncated.npz`` of ``generate-cells``: ``images`` ``(K, N, 2, Z, Y, X)``, ``kept`` (the k of each row),
+        ``order`` (the dimensions, most informative first) and ``spacing`` (µm).
+    output : path
+        PNG to write (an SVG is written beside it).
+    dpi : int
+        PNG resolution.
+    """
+    images, kept = truncated["images"], [int(k) for k in truncated["kept"]]
+    rows = [(f"top {k}" if k < len(truncated["order"]) else f"all {k}", [views(image[:2]) for image in row])
+            for k, row in zip(kept, images)]
+    _grid(rows, output, title="Latent-space truncation: the same prior draws decoded with only the top-k reference "
+          "dimensions drawn (by mean KL; the others at 0)\nmax projections, xy above xz",
+          column_titles=[f"draw {n + 1}" for n in range(images.shape[1])], pixel_um=float(truncated["spacing"][-1]),
+          dpi=dpi)

@@ -94,6 +94,87 @@ def plot_latent_scatter(embeddings: pd.DataFrame, cells: pd.DataFrame, output: s
     return coloured_by
 
 
+def _decode_png(data: bytes) -> np.ndarray:
+    """An RGB(A) float image from PNG bytes (a thumbnail of :mod:`statcell.analysis.thumbnails`)."""
+    import io as _io
+
+    from matplotlib.image import imread
+
+    return imread(_io.BytesIO(data))
+
+
+def plot_latent_examples(embeddings: pd.DataFrame, cells: pd.DataFrame, thumbnails: pd.DataFrame,
+                         output: str | Path, *, dimensions: pd.DataFrame, grid_size: int, point_size: float,
+                         dpi: int) -> pd.DataFrame:
+    """Real cells in place on the top two reference dimensions (paper Fig 2B/2D).
+
+    A regular grid over the latent plane (:func:`statcell.analysis.latent_space.grid_examples`) picks the real cell
+    nearest each node; the right panel shows each picked cell's thumbnail (xy maximum projection above its xz view,
+    membrane magenta, DNA blue, structure yellow) at its node, the left panel the cells on the plane with the picked
+    ones circled. Controls built at normalization are left out.
+
+    Parameters
+    ----------
+    embeddings : DataFrame
+        Reference embeddings.
+    cells : DataFrame
+        ``cells.parquet`` of the dataset.
+    thumbnails : DataFrame
+        ``thumbnails.parquet`` of ``make-thumbnails`` (``cell_id``, ``xy_png``, ``xz_png``).
+    output : path
+        PNG to write (an SVG is written beside it).
+    dimensions : DataFrame
+        Ranked dimensions.
+    grid_size : int
+        Grid nodes per axis.
+    point_size, dpi
+        Marker area (points²) and resolution.
+
+    Returns
+    -------
+    DataFrame
+        The picked cells: :func:`~statcell.analysis.latent_space.grid_examples`'s table with ``cell_id``.
+    """
+    from statcell.analysis.latent_space import grid_examples
+
+    plt = pyplot()
+    joined = imaged(embeddings, cells).reset_index(drop=True)
+    joined = joined[joined["cell_id"].isin(set(thumbnails["cell_id"]))].reset_index(drop=True)
+    first, second = top_dimensions(dimensions, 2)
+    x, y = joined[f"mu_{first}"].to_numpy(), joined[f"mu_{second}"].to_numpy()
+    picked = grid_examples(x, y, size=grid_size)
+    picked["cell_id"] = joined["cell_id"].to_numpy()[picked["cell"].to_numpy()]
+    views = thumbnails.set_index("cell_id")
+    figure, (plane, gallery) = plt.subplots(1, 2, figsize=(13, 6.2), gridspec_kw={"width_ratios": [1, 1.25]})
+    plane.scatter(x, y, s=point_size, color="0.7", edgecolors="none")
+    plane.scatter(x[picked["cell"]], y[picked["cell"]], s=point_size * 4, facecolors="none", edgecolors="k",
+                  linewidths=0.8)
+    ranks = dimensions.set_index("dimension")["rank"]
+    plane.set_xlabel(f"μ{first} (rank {ranks[first]} by mean |μ|)")
+    plane.set_ylabel(f"μ{second} (rank {ranks[second]} by mean |μ|)")
+    plane.set_title(f"B  {len(joined)} cells; circled: the cells shown", loc="left", fontsize=10)
+    for row in picked.itertuples():
+        xy, xz = (_decode_png(views.at[row.cell_id, column])[..., :3] for column in ("xy_png", "xz_png"))
+        width = max(xy.shape[1], xz.shape[1])
+        pad = [np.pad(view, ((0, 0), (0, width - view.shape[1]), (0, 0)), constant_values=1.0) for view in (xy, xz)]
+        tile = np.vstack([pad[0], np.ones((1, width, 3)), pad[1]])
+        scale = 0.9 / max(tile.shape[:2])
+        half_w, half_h = tile.shape[1] * scale / 2, tile.shape[0] * scale / 2
+        gallery.imshow(tile, extent=(row.column - half_w, row.column + half_w, -row.row - half_h, -row.row + half_h),
+                       interpolation="nearest")
+    gallery.set_xlim(-0.55, grid_size - 0.45)
+    gallery.set_ylim(-grid_size + 0.45, 0.55)
+    gallery.set_xticks([])
+    gallery.set_yticks([])
+    gallery.set_xlabel(f"μ{first} →")
+    gallery.set_ylabel(f"μ{second} →")
+    gallery.set_title("D  the cell nearest each grid node (xy projection above xz)", loc="left", fontsize=10)
+    figure.suptitle("Reference latent space: real cells in place on the top two dimensions", fontsize=11)
+    figure.tight_layout()
+    save(figure, output, dpi=dpi)
+    return picked
+
+
 def plot_latent_pairs(embeddings: pd.DataFrame, output: str | Path, *, dimensions: pd.DataFrame, count: int = 4,
                       point_size: float, dpi: int, split: str | None = "test") -> None:
     """Pairwise scatter plots of the top reference dimensions, with their marginal histograms (paper S1 Fig).

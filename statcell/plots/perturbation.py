@@ -33,11 +33,14 @@ def _treatment_order(drugs: Sequence[str], control: str) -> list[str]:
 
 
 def _p_label(row: pd.Series) -> str:
-    """``drug: d = .., p = ..`` of one shift-table row (Bonferroni-corrected p), or why it was not tested."""
+    """``drug: d = .. (p ..), distribution p ..`` of one shift-table row (Bonferroni-corrected FOV-level p-values of
+    the centroid and energy-distance tests; * where a test is significant), or why it was not tested."""
     if isinstance(row.get("note"), str) and row["note"]:
         return f"{row['drug']}: {row['note']}"
-    star = " *" if row["significant"] else ""
-    return f"{row['drug']}: d = {row['distance']:.2f}, p_bonf = {row['p_bonferroni']:.2g}{star}"
+    stars = {name: " *" if row.get(column) else "" for name, column in (("centroid", "significant"),
+                                                                          ("energy", "energy_significant"))}
+    return (f"{row['drug']}: d = {row['distance']:.2f} (p {row['p_bonferroni']:.2g}{stars['centroid']}), "
+            f"distribution p {row['energy_p_bonferroni']:.2g}{stars['energy']}")
 
 
 def _scatter_treatments(axis, table: pd.DataFrame, xy: np.ndarray, *, control: str, point_size: float) -> None:
@@ -184,7 +187,8 @@ def plot_drug_target_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, dime
                     f"centroid shift; y, the other of largest variance; red arrows: {treatment_label(control)} → "
                     "treated centroid "
                     f"(projected). d: centroid distance over all {len(active)} active dimensions (KL > {min_kl:g} "
-                    "nats); p: permutation test, Bonferroni-corrected, * significant", fontsize=9, wrap=True)
+                    "nats); p: FOVs relabeled between the arms, Bonferroni-corrected, * significant; distribution: "
+                    "energy-distance test", fontsize=9, wrap=True)
     save(figure, output, dpi=dpi)
     return pd.DataFrame(shown)
 
@@ -234,7 +238,8 @@ def plot_drug_trajectory(trajectory: pd.DataFrame, images: Mapping[str, np.ndarr
         test = target.loc[(structure, drug)] if (structure, drug) in target.index else None
         control = "control" if test is None or "control" not in test else treatment_label(test["control"])
         label = f"{structure}\n{control} → {drug}"
-        label += "" if test is None else f"\np_bonf = {test['p_bonferroni']:.2g}"
+        label += "" if test is None else (f"\ncentroid p {test['p_bonferroni']:.2g}, distribution p "
+                                          f"{test['energy_p_bonferroni']:.2g}")
         axes[2 * index, 0].set_ylabel(f"{label}\nxy: y (µm)", fontsize=7)
         axes[2 * index, 0].set_xlabel("x (µm)", fontsize=6, labelpad=1)
         axes[2 * index + 1, 0].set_ylabel("yz: z (µm)", fontsize=7)

@@ -1,0 +1,62 @@
+"""The FOV as the replicate unit: unit lookup, the FOV-mean test, FOV relabelings, corrections."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from statcell.analysis import statistics
+
+
+def test_units_are_the_imaging_fov_else_the_fov_id_else_the_cell():
+    cells = pd.DataFrame({"cell_id": ["a", "b", "c"], "imaging_fov": ["f1", None, "f2"], "fov_id": ["x", "y", "z"]})
+    assert statistics.replicate_units(cells).tolist() == ["f1", "b", "f2"]
+    assert statistics.replicate_units(cells.drop(columns="imaging_fov")).tolist() == ["x", "y", "z"]
+    assert statistics.replicate_units(cells[["cell_id"]]).tolist() == ["a", "b", "c"]
+
+
+def test_fov_mean_test_counts_fovs_not_cells():
+    """Many cells in three FOVs of different offsets: as cells they look significant; as FOVs they are not."""
+    rng = np.random.default_rng(0)
+    values = np.concatenate([0.75 + rng.normal(0, 0.01, 200), 0.45 + rng.normal(0, 0.01, 200),
+                             0.6 + rng.normal(0, 0.01, 200)])
+    units = np.repeat(["f1", "f2", "f3"], 200)
+    test = statistics.unit_mean_test(values, units, null_mean=0.5)
+    assert test.units == 3 and test.mean == pytest.approx(0.6, abs=0.01) and test.p_value > 0.1
+    two = statistics.unit_mean_test(values[:400], units[:400], null_mean=0.5)
+    assert two.units == 2 and math.isnan(two.p_value)  # too few FOVs for a test
+    constant = statistics.unit_mean_test(np.ones(4), ["a", "a", "b", "c"], null_mean=0.5)
+    assert constant.p_value == 0.0 and constant.units == 3
+
+
+def test_fov_mean_test_is_calibrated_when_fovs_differ():
+    """Under the null with large FOV effects the false-positive rate stays at the level."""
+    rng = np.random.default_rng(1)
+    units = np.repeat(np.arange(6), 8)
+    p = [statistics.unit_mean_test(0.5 + rng.normal(0, 0.1, 6)[units] + rng.normal(0, 0.05, 48), units,
+                                   null_mean=0.5).p_value for _ in range(400)]
+    assert np.mean(np.asarray(p) <= 0.05) == pytest.approx(0.05, abs=0.03)
+
+
+def test_relabelings_enumerate_every_choice_or_draw_at_random():
+    treated = np.array([True, True, True, False, False, False, False])
+    every = statistics.unit_relabelings(treated, permutations=100, rng=np.random.default_rng(0))
+    assert every.exact and every.labels.shape == (math.comb(7, 3), 7)
+    assert (every.labels.sum(axis=1) == 3).all() and len({row.tobytes() for row in every.labels}) == 35
+    drawn = statistics.unit_relabelings(treated, permutations=20, rng=np.random.default_rng(0))
+    assert not drawn.exact and drawn.labels.shape == (20, 7) and (drawn.labels.sum(axis=1) == 3).all()
+
+
+def test_permutation_p_values():
+    null = np.array([1.0, 2.0, 3.0, 4.0])
+    assert statistics.permutation_p_value(4.0, null, exact=True) == 0.25
+    assert statistics.permutation_p_value(4.0, null, exact=False) == pytest.approx(2 / 5)
+    assert statistics.permutation_p_value(0.0, null, exact=True) == 1.0
+
+
+def test_bonferroni_multiplies_by_the_number_of_tests_and_caps_at_one():
+    assert statistics.bonferroni([0.01, 0.2, 0.0001, 0.5]).tolist() == pytest.approx([0.04, 0.8, 0.0004, 1.0])
+    assert statistics.bonferroni([]).shape == (0,)
