@@ -133,7 +133,7 @@ def plot_truncated_prior(truncated: Mapping[str, np.ndarray], output: str | Path
     images, kept = truncated["images"], [int(k) for k in truncated["kept"]]
     rows = [(f"top {k}" if k < len(truncated["order"]) else f"all {k}", [views(image[:2]) for image in row])
             for k, row in zip(kept, images)]
-    _grid(rows, output, title="Latent-space truncation: the same prior draws decoded with only the top-k reference "
-          "dimensions drawn (by mean KL; the others at 0)\nmax projections, xy above xz",
+    _grid(rows, output, title="Latent-space truncation: the same prior draws decoded with only\nthe top-k reference "
+          "dimensions drawn (by mean KL; the others at 0);\nmax projections, xy above xz",
           column_titles=[f"draw {n + 1}" for n in range(images.shape[1])], pixel_um=float(truncated["spacing"][-1]),
           dpi=dpi)
