@@ -6,10 +6,11 @@ tests FOV means, and a drug set of eight FOVs per structure and treatment, since
 (4 + 4 FOVs allow 70 relabelings, too few for any call after correction). So that the run fits a test session, the
 models take more, smaller steps than the default: batch 16 at a learning rate of 6e-4 for 24 epochs (about 1,700
 steps, as 80 epochs of the earlier three FOVs per structure; 50 epochs of batch 32 left the target model ignoring
-its reference and 5 of the 6 coupling checks failed), and ELBOs are averaged over 3 latent samples instead of 10. The checks and their bars
-are those of the default run (``statcell.analysis.recovery``), none left out. 6 to 7.5 minutes alone on 2 idle
-cores of the machines of 2026-12-01 and 2026-12-02 (Intel); on one about 3× slower, sharing its cores with the rest
-of the suite, it had not finished after 40 minutes, hence its own timeout of 80 minutes (``RUN_TIMEOUT_S``).
+its reference and 5 of the 6 coupling checks failed), and ELBOs are averaged over 3 latent samples instead of 10.
+The checks and their bars are those of the default run (``statcell.analysis.recovery``), none left out. With the
+162 FOVs of this colony the run is the suite's longest: preprocessing alone took about 15 minutes of the 2026-12-03
+run on 2 cores that it shared with other tests part of the time (not measured alone); hence its own timeout of 80
+minutes (``RUN_TIMEOUT_S``).
 """
 
 from __future__ import annotations
