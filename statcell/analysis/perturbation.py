@@ -49,6 +49,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy.spatial.distance import cdist
 
 from statcell.analysis.statistics import bonferroni, permutation_p_value, replicate_units, unit_relabelings
 from statcell.seeding import numpy_stream
@@ -339,7 +340,7 @@ def shift_tests(latents: np.ndarray, treated: np.ndarray, units: np.ndarray, *, 
     shift = treated_sums / n_treated[:, None] - control_sums / n_control[:, None]
     distances = np.linalg.norm(shift, axis=1)
 
-    pairwise = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
+    pairwise = cdist(x, x)  # (cells, cells); no (cells, cells, dimensions) intermediate
     to_treated = groups @ pairwise
     within_treated = np.einsum("ri,ri->r", to_treated, groups)
     across = np.einsum("ri,ri->r", to_treated, 1 - groups)
