@@ -7,6 +7,9 @@ taken from the synthetic colony and segmented here if needed)::
 
 It prints, side by side in one run:
 
+* segmentation: seconds per FOV on the FOV's own grid and on a 0.4 µm working grid (``segmentation.working_voxel_um``),
+  and the median IoU of each true cell and nucleus with its best-matching label, so speed and accuracy are seen
+  together;
 * cropping: cells per second on ``--fovs`` FOVs (segmentation excluded);
 * normalization: cells per second with 1 and 2 Dask threads, and the speedup;
 * normalization: peak RSS of the process at ``--cells`` and at 4x that many cells, each in a fresh subprocess, to
@@ -20,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +35,40 @@ from statcell.config import validate_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _fov_inputs(count: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]]:
-    """(channels, cell labels, nucleus labels, spacing) of the first ``count`` synthetic training FOVs."""
+def _synthetic_fovs(count: int) -> tuple[list[synth.SyntheticFov], tuple[float, float, float]]:
+    """``count`` synthetic training FOVs, spread over the colony's plan, and their voxel size."""
     settings = synth.SynthSettings.from_config(validate_config({})["synthetic"])
+    plans = synth.plan_fovs(settings)
+    chosen = plans[:: max(1, len(plans) // count)][:count]
+    return [synth.synthesize_fov(plan, settings) for plan in chosen], settings.pixel_size_um
+
+
+def bench_segmentation(fovs: list[synth.SyntheticFov], spacing: tuple[float, float, float]) -> None:
+    """Print seconds per FOV and median IoU against the ground truth, on the full and on the working grid."""
+    default = segment.SegmentationSettings.from_config(validate_config({})["segmentation"])
+    for name, settings in (("full grid", replace(default, working_voxel_um=0.0)),
+                           ("working grid 0.4 um", replace(default, working_voxel_um=0.4))):
+        start, nucleus_iou, cell_iou = time.perf_counter(), [], []
+        for fov in fovs:
+            channels = fov.image.astype(np.float32)
+            nuclei = segment.segment_nuclei(channels[1], spacing=spacing, settings=settings)
+            cells = segment.segment_cells(channels[0], nuclei, spacing=spacing, settings=settings)
+            nucleus_iou.extend(segment.match_labels(fov.nucleus_labels, nuclei)["iou"])
+            cell_iou.extend(segment.match_labels(fov.cell_labels, cells)["iou"])
+        seconds = (time.perf_counter() - start) / len(fovs)
+        print(f"segmentation    {name:>24}  {seconds:6.2f} s/FOV  median IoU nuclei {np.median(nucleus_iou):.3f}, "
+              f"cells {np.median(cell_iou):.3f} ({len(cell_iou)} true cells)")
+
+
+def _fov_inputs(fovs: list[synth.SyntheticFov], spacing: tuple[float, float, float]
+                ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]]:
+    """(channels, cell labels, nucleus labels, spacing) of each FOV, segmented with the default settings."""
     inputs = []
-    for plan in synth.plan_fovs(settings)[:: max(1, len(synth.plan_fovs(settings)) // count)][:count]:
-        fov = synth.synthesize_fov(plan, settings)
+    for fov in fovs:
         channels = fov.image.astype(np.float32)
-        nuclei = segment.segment_nuclei(channels[1], spacing=settings.pixel_size_um)
-        cells = segment.segment_cells(channels[0], nuclei, spacing=settings.pixel_size_um)
-        inputs.append((channels, cells, nuclei, settings.pixel_size_um))
+        nuclei = segment.segment_nuclei(channels[1], spacing=spacing)
+        cells = segment.segment_cells(channels[0], nuclei, spacing=spacing)
+        inputs.append((channels, cells, nuclei, spacing))
     return inputs
 
 
@@ -93,11 +121,13 @@ def _peak_rss_child(folder: Path, threads: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fovs", type=int, default=6, help="FOVs to crop (default 6)")
+    parser.add_argument("--fovs", type=int, default=6, help="FOVs to segment and crop (default 6)")
     parser.add_argument("--cells", type=int, default=400, help="cells of the smaller normalization run (default 400)")
     args = parser.parse_args()
 
-    inputs = _fov_inputs(args.fovs)
+    fovs, spacing = _synthetic_fovs(args.fovs)
+    bench_segmentation(fovs, spacing)
+    inputs = _fov_inputs(fovs, spacing)
     count, seconds, stacks = bench_cropping(inputs)
     print(f"cropping        {count:6d} cells  {seconds:7.2f} s  {count / seconds:7.1f} cells/s")
 

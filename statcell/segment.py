@@ -4,6 +4,13 @@ Nuclei: Gaussian smoothing, Otsu threshold, holes filled (nucleoli exclude DNA),
 on the distance transform. Cells: a seeded watershed on the smoothed membrane image, one seed per nucleus plus a
 background seed in the slices above and below the monolayer, so cells grow until they meet a membrane and the
 background floods the space outside them. All distances are physical (µm), so anisotropic voxels are handled.
+
+With ``working_voxel_um`` set, both run on a coarser working grid: a FOV imaged much finer than that (0.108 or
+0.216 µm pixels, against cells cropped at 0.8 µm) is binned by a whole factor per axis (block means), segmented, and
+its labels are repeated back onto the FOV's grid. The watersheds' cost grows with the voxel count, so this trades
+boundary accuracy for speed (``bench/bench_preprocess.py``, six synthetic FOVs at 0.216 µm binned 2 × 2 to 0.43 µm:
+3.3 times faster, median IoU with the true nuclei 0.909 → 0.882 and cells 0.925 → 0.888). The default, 0, segments
+on the FOV's own grid.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ class SegmentationSettings:
         Gaussian smoothing of the membrane image before the watershed.
     cell_min_volume_um3 : float
         Smaller cells are dropped.
+    working_voxel_um : float
+        Voxel size the segmentation works at: each axis is binned by the whole factor that brings its step closest
+        to this (0.216 µm by 2, 0.108 µm by 4, 0.29 µm by 1); 0 segments on the FOV's own grid.
     """
 
     nucleus_smoothing_um: float = 0.4
@@ -41,11 +51,63 @@ class SegmentationSettings:
     nucleus_min_volume_um3: float = 8.0
     membrane_smoothing_um: float = 0.3
     cell_min_volume_um3: float = 100.0
+    working_voxel_um: float = 0.0
 
     @classmethod
     def from_config(cls, section: dict) -> SegmentationSettings:
         """Build settings from the validated ``segmentation`` config section."""
         return cls(**{name: section[name] for name in cls.__dataclass_fields__})
+
+
+def binning_factors(spacing: tuple[float, ...], working_voxel_um: float) -> tuple[int, ...]:
+    """Whole binning factor per axis: the one that brings the step closest to ``working_voxel_um`` (at least 1).
+
+    >>> binning_factors((0.29, 0.108, 0.108), 0.4)
+    (1, 4, 4)
+    >>> binning_factors((0.29, 0.216, 0.216), 0.4)
+    (1, 2, 2)
+    >>> binning_factors((0.29, 0.216, 0.216), 0.0)
+    (1, 1, 1)
+    """
+    if working_voxel_um <= 0:
+        return tuple(1 for _ in spacing)
+    return tuple(max(1, int(np.rint(working_voxel_um / step))) for step in spacing)
+
+
+def bin_image(image: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
+    """Block means of ``factors`` voxels (float32); an incomplete last block along an axis is the mean of what it holds.
+
+    >>> bin_image(np.arange(6, dtype=np.float32).reshape(1, 1, 6), (1, 1, 4)).tolist()
+    [[[1.5, 4.5]]]
+    """
+    binned = image.astype(np.float32, copy=False)
+    for axis, factor in enumerate(factors):
+        if factor > 1:
+            starts = np.arange(0, binned.shape[axis], factor)
+            counts = np.diff(np.append(starts, binned.shape[axis])).astype(np.float32)
+            shape = [1] * binned.ndim
+            shape[axis] = counts.size
+            binned = np.add.reduceat(binned, starts, axis=axis) / counts.reshape(shape)
+    return binned
+
+
+def unbin_labels(labels: np.ndarray, factors: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """Labels of a binned grid repeated back onto the original ``shape`` (the inverse of :func:`bin_image`'s grid).
+
+    >>> unbin_labels(np.array([[[1, 2]]]), (1, 1, 4), (1, 1, 6)).tolist()
+    [[[1, 1, 1, 1, 2, 2]]]
+    """
+    for axis, factor in enumerate(factors):
+        if factor > 1:
+            labels = np.repeat(labels, factor, axis=axis)
+    return labels[tuple(slice(0, size) for size in shape)]
+
+
+def _working_grid(spacing: tuple[float, float, float], settings: SegmentationSettings
+                  ) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Binning factors of a FOV's grid and the voxel size of the working grid they give."""
+    factors = binning_factors(spacing, settings.working_voxel_um)
+    return factors, tuple(step * factor for step, factor in zip(spacing, factors))
 
 
 def _sigma(smoothing_um: float, spacing: tuple[float, float, float]) -> list[float]:
@@ -68,8 +130,15 @@ def segment_nuclei(dna: np.ndarray, *, spacing: tuple[float, float, float],
     Returns
     -------
     ndarray
-        int32 labels ``(Z, Y, X)``, 0 for background, nuclei numbered 1..N.
+        int32 labels ``(Z, Y, X)`` on the image's grid (found on the working grid, see the module's notes), 0 for
+        background, nuclei numbered 1..N.
     """
+    factors, working_spacing = _working_grid(spacing, settings)
+    labels = _nuclei_on_grid(bin_image(dna, factors), working_spacing, settings)
+    return unbin_labels(labels, factors, dna.shape)
+
+
+def _nuclei_on_grid(dna: np.ndarray, spacing: tuple[float, ...], settings: SegmentationSettings) -> np.ndarray:
     smooth = ndimage.gaussian_filter(dna.astype(np.float32), _sigma(settings.nucleus_smoothing_um, spacing))
     foreground = _refine_per_object(smooth, smooth > threshold_otsu(smooth), spacing)
     foreground = ndimage.binary_fill_holes(foreground)
@@ -163,10 +232,19 @@ def segment_cells(membrane: np.ndarray, nuclei: np.ndarray, *, spacing: tuple[fl
     Returns
     -------
     ndarray
-        int32 labels ``(Z, Y, X)``; each cell keeps its nucleus' label; 0 is background.
+        int32 labels ``(Z, Y, X)`` on the image's grid (found on the working grid, whose nuclei are read at the first
+        voxel of each block); each cell keeps its nucleus' label; 0 is background.
     """
     if membrane.shape != nuclei.shape:
         raise ValueError(f"membrane {membrane.shape} and nuclei {nuclei.shape} differ in shape")
+    factors, working_spacing = _working_grid(spacing, settings)
+    every_block = tuple(slice(None, None, factor) for factor in factors)  # nuclei from segment_nuclei repeat per block
+    labels = _cells_on_grid(bin_image(membrane, factors), nuclei[every_block], working_spacing, settings)
+    return unbin_labels(labels, factors, membrane.shape)
+
+
+def _cells_on_grid(membrane: np.ndarray, nuclei: np.ndarray, spacing: tuple[float, ...],
+                   settings: SegmentationSettings) -> np.ndarray:
     smooth = ndimage.gaussian_filter(membrane.astype(np.float32), _sigma(settings.membrane_smoothing_um, spacing))
     background = int(nuclei.max()) + 1
     markers = nuclei.astype(np.int32).copy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,24 @@ import pytest
 
 from statcell import synth
 from statcell.config import validate_config
+
+
+def worker_cores() -> int:
+    """This test process's share of the machine's cores: all of them divided among the pytest-xdist workers.
+
+    Every ``snakemake`` a test starts runs on this many cores, and torch in the test process uses this many threads:
+    two workers that each ran torch on both cores of a 2-core machine would oversubscribe it, and torch's OpenMP
+    threads, which spin while they wait, then run a training step 2-4 times slower (``bench/bench_threads.py``).
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give torch in this process its share of the cores (subprocesses get theirs from ``snakemake --cores``)."""
+    import torch
+
+    torch.set_num_threads(worker_cores())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -83,3 +83,28 @@ def test_cell_segmentation_matches_ground_truth(accuracy):
 def test_nucleus_segmentation_matches_ground_truth(accuracy):
     _, nuclei = accuracy
     assert nuclei["iou"].median() >= 0.90
+
+
+def test_a_working_grid_segments_on_binned_voxels_and_returns_labels_on_the_fovs_grid(tiny_fovs, tiny_settings):
+    """0.216 µm pixels binned 2 x 2 (0.43 µm): labels on the FOV's grid, constant over each block, nucleus k in cell
+    k, and every true cell and nucleus found nearly as well as on the full grid (the boundaries are coarser)."""
+    spacing = tiny_settings.pixel_size_um
+    full, coarse = segment.SegmentationSettings(), segment.SegmentationSettings(working_voxel_um=0.4)
+    assert segment.binning_factors(spacing, coarse.working_voxel_um) == (1, 2, 2)
+    for fov_id in ("nucleoli_00", "golgi_00", "microtubules_00"):
+        fov = tiny_fovs[fov_id]
+        interior = fov.cells.loc[~fov.cells["touches_border"], "label"]
+        scores = {}
+        for name, settings in (("full", full), ("coarse", coarse)):
+            nuclei = segment.segment_nuclei(fov.image[1], spacing=spacing, settings=settings)
+            cells = segment.segment_cells(fov.image[0], nuclei, spacing=spacing, settings=settings)
+            assert nuclei.shape == cells.shape == fov.image.shape[1:]
+            for kind, truth, found in (("cells", fov.cell_labels, cells), ("nuclei", fov.nucleus_labels, nuclei)):
+                scores[name, kind] = segment.match_labels(truth, found).set_index("label").loc[interior, "iou"]
+        even = cells[:, : cells.shape[1] // 2 * 2, : cells.shape[2] // 2 * 2]
+        assert (even[:, ::2, ::2] == even[:, 1::2, 1::2]).all()  # one label per 2 x 2 block
+        inside = nuclei > 0
+        assert (cells[inside] == nuclei[inside]).mean() > 0.99
+        for kind in ("cells", "nuclei"):
+            loss = scores["full", kind] - scores["coarse", kind]
+            assert loss.max() < 0.1 and loss.median() < 0.05, (fov_id, kind, loss)

@@ -22,6 +22,7 @@ import yaml
 
 from statcell import io
 from statcell.config import validate_config
+from tests.conftest import worker_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 # Three structures (one FOV each; the drug set's among them, so the target model embeds the drug set) and a
@@ -53,14 +54,24 @@ PREPROCESSING = {"synthesize", "segment_fov", "crop_cells", "normalize_cells", "
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 2400) -> subprocess.CompletedProcess:
-    """Run ``snakemake *args --cores 2`` in a workflow copy, with ``tiny.yaml`` unless other config files are given."""
+    """Run ``snakemake *args`` on this worker's cores in a workflow copy, with ``tiny.yaml`` unless other config files
+    are given."""
     # Targets come first: everything after --configfile is read as a config file.
     configfiles = () if "--configfile" in args else ("--configfile", "tiny.yaml")
-    command = [sys.executable, "-m", "snakemake", *args, "--cores", "2", *configfiles]
+    command = [sys.executable, "-m", "snakemake", *args, "--cores", str(worker_cores()), *configfiles]
+    started = time.time()
     run = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout)
     if check and run.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{run.stdout}\n{run.stderr}")
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{run.stdout}\n{run.stderr}"
+                             f"{_job_logs_since(workdir, started)}")
     return run
+
+
+def _job_logs_since(workdir: Path, started: float, characters: int = 4000) -> str:
+    """The end of every job log written since ``started``: what a failed job printed, for the failure message."""
+    logs = sorted(log for log in (workdir / "logs").rglob("*.log") if log.stat().st_mtime >= started)
+    return "".join(f"\n--- {log.relative_to(workdir)} (end) ---\n{log.read_text(errors='replace')[-characters:]}"
+                   for log in logs)
 
 
 def copy_workflow(folder: Path) -> Path:
