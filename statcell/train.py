@@ -348,6 +348,10 @@ def _lightning_module():
         def on_save_checkpoint(self, checkpoint: dict) -> None:
             # the latent noise draws from the global generator: a resumed run continues its stream
             checkpoint["rng_states"] = _rng_states()
+            # the loggers flush at training steps only: write this epoch's validation metrics before the checkpoint
+            # that a killed run resumes from exists, or the resumed history lacks them
+            for logger in self.trainer.loggers:
+                logger.save()
 
         def on_load_checkpoint(self, checkpoint: dict) -> None:
             self._resumed_rng_states = checkpoint.get("rng_states")

@@ -17,18 +17,30 @@ from statcell.config import validate_config
 def worker_cores() -> int:
     """This test process's share of the machine's cores: all of them divided among the pytest-xdist workers.
 
-    Every ``snakemake`` a test starts runs on this many cores, and torch in the test process uses this many threads:
-    two workers that each ran torch on both cores of a 2-core machine would oversubscribe it, and torch's OpenMP
-    threads, which spin while they wait, then run a training step 2-4 times slower (``bench/bench_threads.py``).
+    Torch in the test process uses this many threads, and so does every job of a ``snakemake`` a test starts
+    (:func:`snakemake_cpu_options`): two workers that each ran torch on both cores of a 2-core machine would
+    oversubscribe it, and torch's OpenMP threads, which spin while they wait, then run a training step 2-4 times
+    slower (``bench/bench_threads.py``).
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def snakemake_cpu_options() -> list[str]:
+    """``snakemake`` options for a test's run: every core for jobs side by side, each job at most
+    :func:`worker_cores` threads. Single-threaded jobs share a busy machine fairly; it is multi-threaded torch
+    jobs that lose far more than their share (see :func:`worker_cores`). So a run that ends up alone still uses
+    every core: the ground-truth run trains its two models side by side."""
+    return ["--cores", str(os.cpu_count() or 1), "--max-threads", str(worker_cores())]
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Give torch in this process its share of the cores (subprocesses get theirs from ``snakemake --cores``)."""
+    """Give torch in this process, and in the processes it starts, its share of the cores (``snakemake`` sets each
+    job's own from ``--max-threads``). Torch's results depend on its thread count, so a training run a test kills
+    and one it resumes in-process must have the same."""
     import torch
 
+    os.environ["OMP_NUM_THREADS"] = str(worker_cores())
     torch.set_num_threads(worker_cores())
 
 

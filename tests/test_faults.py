@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from statcell import train
-from tests.conftest import worker_cores
+from tests.conftest import snakemake_cpu_options
 from tests.test_workflow import TINY, copy_run, result_files, scheduled_jobs, snakemake, tiny_full_run
 
 SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGKILL, id="SIGKILL")]
@@ -38,7 +38,7 @@ def _kill_when(workdir: Path, target: str, ready: Callable[[], bool], sig: signa
     """Start ``snakemake target``, send ``sig`` to its process group as soon as ``ready()`` holds, and after a
     SIGKILL remove the lock the killed Snakemake left (``snakemake --unlock``)."""
     with (workdir / "killed_run.log").open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "snakemake", target, "--cores", str(worker_cores()),
+        process = subprocess.Popen([sys.executable, "-m", "snakemake", target, *snakemake_cpu_options(),
                                     "--configfile", "tiny.yaml"], cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         deadline = time.monotonic() + 600

@@ -17,7 +17,7 @@ from statcell import io, normalize, synth
 from statcell.vocabulary import CONTROLS, DRUG_DATASET, MAIN_DATASET
 from statcell.cli import main
 from tests.conftest import TINY_SYNTHETIC
-from tests.conftest import worker_cores
+from tests.conftest import snakemake_cpu_options
 from tests.test_workflow import TINY, copy_workflow, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +54,8 @@ def test_bad_fovs_become_rejects_and_the_good_ones_reach_the_store(tmp_path, use
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
     (tmp_path / "user.yaml").write_text(yaml.safe_dump(
         {"data": {"source": "manifest", "manifest": str(user_data / "manifest.csv")}}))
-    run = subprocess.run([sys.executable, "-m", "snakemake", "results/main/cells.parquet", "--cores",
-                          str(worker_cores()), "--configfile", "user.yaml"], cwd=tmp_path, capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "snakemake", "results/main/cells.parquet",
+                          *snakemake_cpu_options(), "--configfile", "user.yaml"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     cells = pd.read_parquet(tmp_path / "results" / "main" / "cells.parquet")

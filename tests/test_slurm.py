@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.slurm.cluster import LocalSlurm, NodeSize, SlurmUnavailable, local_slurm
+from tests.conftest import worker_cores
 from tests.test_workflow import copy_workflow, keep_as_second_run
 
 PROFILE = "workflow/profiles/slurm"
@@ -56,8 +57,10 @@ def workdir(tmp_path_factory) -> Path:
 def _snakemake(cluster: LocalSlurm, workdir: Path, *targets: str) -> subprocess.CompletedProcess:
     """Run the real snakemake with the SLURM profile; killed, with everything it started, after RUN_TIMEOUT_S."""
     # Targets come first: everything after --configfile is read as a config file.
+    # Jobs take the local runs' threads (tests/conftest.py:worker_cores): torch's results depend on its thread count,
+    # and test_workflow compares this run's tables with a local run's, value for value.
     command = [sys.executable, "-m", "snakemake", *targets, "--workflow-profile", PROFILE, *FAST_STATUS,
-               "--configfile", "tiny.yaml"]
+               "--max-threads", str(worker_cores()), "--configfile", "tiny.yaml"]
     process = subprocess.Popen(command, cwd=workdir, env=cluster.env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

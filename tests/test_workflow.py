@@ -22,7 +22,7 @@ import yaml
 
 from statcell import io
 from statcell.config import validate_config
-from tests.conftest import worker_cores
+from tests.conftest import snakemake_cpu_options
 
 ROOT = Path(__file__).resolve().parents[1]
 # Three structures (one FOV each; the drug set's among them, so the target model embeds the drug set) and a
@@ -54,11 +54,11 @@ PREPROCESSING = {"synthesize", "segment_fov", "crop_cells", "normalize_cells", "
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 2400) -> subprocess.CompletedProcess:
-    """Run ``snakemake *args`` on this worker's cores in a workflow copy, with ``tiny.yaml`` unless other config files
-    are given."""
+    """Run ``snakemake *args`` in a workflow copy (cores and threads: :func:`tests.conftest.snakemake_cpu_options`),
+    with ``tiny.yaml`` unless other config files are given."""
     # Targets come first: everything after --configfile is read as a config file.
     configfiles = () if "--configfile" in args else ("--configfile", "tiny.yaml")
-    command = [sys.executable, "-m", "snakemake", *args, "--cores", str(worker_cores()), *configfiles]
+    command = [sys.executable, "-m", "snakemake", *args, *snakemake_cpu_options(), *configfiles]
     started = time.time()
     run = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout)
     if check and run.returncode != 0:
