@@ -23,6 +23,8 @@ import pytest
 import yaml
 
 from statcell.analysis import recovery
+from statcell.analysis.coupling import CALIBRATION_CONTROLS
+from statcell.vocabulary import CONTROLS
 from tests.test_workflow import copy_workflow, snakemake
 
 #: The small run's config, shared with ``bench/bench_recovery.py`` (which runs it on other colonies).
@@ -37,7 +39,10 @@ def test_a_small_synthetic_run_recovers_every_planted_answer(tmp_path):
     snakemake(folder, TABLE, "--configfile", "config/ground_truth_small.yaml", timeout=RUN_TIMEOUT_S)
 
     checked = set(recovery.COUPLING_EXPECTATIONS) | {structure for structure, _, _ in recovery.SHIFT_EXPECTATIONS}
-    assert checked == set(SMALL["synthetic"]["structures"]), "the colony holds every structure checked, and no other"
+    imaged = set(SMALL["synthetic"]["structures"])
+    assert checked - imaged == set(CALIBRATION_CONTROLS), "the colony images every structure checked but the controls"
+    assert imaged <= checked, "the colony images no structure the checks leave out"
+    assert not imaged & set(CONTROLS) and SMALL["normalize"]["controls"], "its controls are built from its cells"
     table = pd.read_csv(folder / TABLE)
     expected = (len(recovery.COUPLING_EXPECTATIONS) + len(recovery.SHIFT_EXPECTATIONS)
                 + len(recovery.MEASUREMENT_EXPECTATIONS))

@@ -66,3 +66,26 @@ def test_the_report_of_a_finished_run_holds_every_figure(tmp_path_factory, tmp_p
     figures += explorer
     missing = [name for name in figures if name not in text]
     assert not missing, f"figures not in the report: {missing}"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tiny_runs")  # the session's tiny run (tests/test_workflow.py)
+def test_explorer_screenshots_go_into_the_report(tmp_path_factory, tmp_path):
+    """With ``figures.explorer.screenshot: true`` (a browser installed as tests/test_explorer.py installs it), the
+    finished run draws a PNG of each explorer page, and only those, and the report embeds them beside the pages."""
+    from tests.test_explorer import _ensure_browser
+
+    _ensure_browser()
+    run = copy_run(tiny_full_run(tmp_path_factory), tmp_path / "run")
+    settings = yaml.safe_load((run / "tiny.yaml").read_text())
+    settings["figures"]["explorer"]["screenshot"] = True
+    (run / "tiny.yaml").write_text(yaml.safe_dump(settings))
+    drawn = snakemake(run, timeout=900)
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", drawn.stdout + drawn.stderr, flags=re.MULTILINE)) - {"all"}
+    assert ran == {"screenshot_explorer"}, ran
+    shots = run / "results" / "figures" / "explorer"
+    for dataset in ("main", "drugs"):
+        assert (shots / f"{dataset}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", dataset
+    snakemake(run, "--report", "report.html", timeout=900)
+    text = (run / "report.html").read_text(errors="ignore")
+    assert all(name in text for name in ("main.png", "drugs.png", "main.html", "drugs.html"))
