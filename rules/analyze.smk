@@ -253,6 +253,7 @@ rule measure_coupling:
         cells=f"{COUPLING_DIR}/cells.parquet",
         structures=f"{COUPLING_DIR}/structures.csv",
         mitosis=f"{COUPLING_DIR}/mitosis_test.csv",
+        calibration=f"{COUPLING_DIR}/calibration.csv",
     params:
         settings=analysis_json(),
     threads: 2
@@ -268,7 +269,8 @@ rule measure_coupling:
     shell:
         f"{STATCELL} measure-coupling --settings {{params.settings:q}} --model {{input.model}} "
         "--store {input.store} --cells {input.cells} --output-cells {output.cells} "
-        "--output-structures {output.structures} --output-mitosis {output.mitosis} > {log} 2>&1"
+        "--output-structures {output.structures} --output-mitosis {output.mitosis} "
+        "--output-calibration {output.calibration} > {log} 2>&1"
 
 # Perturbation
 PERTURBATION_DIR = "results/analysis/perturbation"

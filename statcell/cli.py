@@ -631,7 +631,7 @@ def _measure_coupling(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from statcell import io
-    from statcell.analysis import coupling
+    from statcell.analysis import coupling, recovery
     from statcell.train import load_model
 
     settings = coupling.CouplingSettings.from_config(
@@ -649,10 +649,19 @@ def _measure_coupling(args: argparse.Namespace) -> None:
         log.info("%s, %s (%d cells): membrane %.4f, nucleus %.4f, normalized difference %+.3f -> %s", row.structure,
                  row.phase, row.n_cells, row.membrane_coupling, row.nucleus_coupling, row.normalized_difference,
                  row.couples_to)
-    calibration = sorted(set(coupling.CALIBRATION_CONTROLS) - set(summary["structure"]))
-    if calibration:
+    calibration = recovery.calibration_checks(summary)
+    io.write_table(calibration, args.output_calibration)
+    missing = sorted(set(coupling.CALIBRATION_CONTROLS) - set(summary["structure"]))
+    if missing:
         log.warning("no measured cells of %s: the coupling scores lack these controls' calibration (the synthetic "
-                    "colony images them; normalize.controls builds them from real cells)", ", ".join(calibration))
+                    "colony images them; normalize.controls builds them from real cells)", ", ".join(missing))
+    for check in calibration.itertuples():
+        if check.passed:
+            log.info("calibration: %s %s, as it must: %s", check.check, check.expected, check.observed)
+        else:
+            log.warning("calibration failed: %s %s, but came out %s; the coupling calls of this run are not "
+                        "calibrated (more held-out cells or FOVs, or a better-trained target model)", check.check,
+                        check.expected, check.observed)
 
 
 def _add_measure_coupling(commands: argparse._SubParsersAction) -> None:
@@ -670,6 +679,8 @@ def _add_measure_coupling(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-cells", required=True, help="per-cell table to write (.parquet)")
     parser.add_argument("--output-structures", required=True, help="per-structure table (.csv)")
     parser.add_argument("--output-mitosis", required=True, help="mitosis test table (.csv)")
+    parser.add_argument("--output-calibration", required=True,
+                        help="the calibration controls' calls against the call each must get (.csv)")
     parser.set_defaults(handler=_measure_coupling)
 
 

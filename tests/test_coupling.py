@@ -235,18 +235,22 @@ def test_summary_calls_undetermined_in_one_fov():
 
 
 def test_cli_tables_and_figures(tiny_models, tmp_path):
-    out = {name: tmp_path / name for name in ("cells.parquet", "structures.csv", "mitosis.csv", "a.png", "b.png")}
+    out = {name: tmp_path / name for name in ("cells.parquet", "structures.csv", "mitosis.csv", "calibration.csv",
+                                              "a.png", "b.png")}
     settings = '{"elbo_samples": 2, "coupling_copies": 2, "resampling_iterations": 200}'
     assert main(["measure-coupling", "--settings", settings, "--model", str(tiny_models["target"]), "--store",
                  str(tiny_models["store"]), "--cells", str(tiny_models["cells"]), "--output-cells",
                  str(out["cells.parquet"]), "--output-structures", str(out["structures.csv"]), "--output-mitosis",
-                 str(out["mitosis.csv"])]) == 0
+                 str(out["mitosis.csv"]), "--output-calibration", str(out["calibration.csv"])]) == 0
     summary = pd.read_csv(out["structures.csv"])
+    calibration = pd.read_csv(out["calibration.csv"])  # the tiny store's controls, as many as were measured
+    controls = set(summary.loc[summary["structure"].isin(coupling.CALIBRATION_CONTROLS), "structure"])
+    assert {check.removesuffix(" couples to") for check in calibration["check"]} == controls
     assert set(summary["couples_to"]) <= {"membrane", "nucleus", "both", "neither", "undetermined"}
     assert summary["n_cells"].sum() == 12
     assert main(["measure-coupling", "--settings", settings, "--model", str(tiny_models["reference"]), "--store",
                  str(tiny_models["store"]), "--cells", str(tiny_models["cells"]), "--output-cells", "x.parquet",
-                 "--output-structures", "x.csv", "--output-mitosis", "y.csv"]) == 2
+                 "--output-structures", "x.csv", "--output-mitosis", "y.csv", "--output-calibration", "z.csv"]) == 2
     for command, option, table, figure in (("plot-coupling-cells", "--per-cell", "cells.parquet", "a.png"),
                                            ("plot-coupling-structures", "--summary", "structures.csv", "b.png")):
         assert main([command, "--settings", '{"dpi": 60}', option, str(out[table]), "--output",

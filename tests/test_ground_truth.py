@@ -1,9 +1,10 @@
 """Ground-truth recovery on a small synthetic run (issue #5, item 8): the real workflow, from raw images to the table.
 
-The run's config is ``config/ground_truth_small.yaml``: the colony holds only the structures the checks are about
-(three controls, the membrane-, nucleus- and drug-related structures) in ten FOVs each, since the coupling call
-tests FOV means, and a drug set of eight FOVs per structure and treatment, since the drug tests relabel whole FOVs
-(4 + 4 FOVs allow 70 relabelings, too few for any call after correction). So that the run fits a test session, the
+The run's config is ``config/ground_truth_small.yaml``: the colony images only the structures the checks are about
+(the membrane-, nucleus- and drug-related ones) in ten FOVs each, since the coupling call tests FOV means; the three
+calibration controls checked are built from its cells at normalization with the other two, as on real data; and a
+drug set of eight FOVs per structure and treatment, since the drug tests relabel whole FOVs (4 + 4 FOVs allow 70
+relabelings, too few for any call after correction). So that the run fits a test session, the
 models take more, smaller steps than the default: batch 16 at a learning rate of 6e-4 for 24 epochs (about 1,700
 steps, as 80 epochs of the earlier three FOVs per structure; 50 epochs of batch 32 left the target model ignoring
 its reference and 5 of the 6 coupling checks failed), and ELBOs are averaged over 3 latent samples instead of 10.

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from statcell import io, normalize, synth
+from statcell.analysis.coupling import CALIBRATION_CONTROLS
 from statcell.vocabulary import CONTROLS, DRUG_DATASET, MAIN_DATASET
 from statcell.cli import main
 from tests.conftest import TINY_SYNTHETIC
@@ -155,6 +156,11 @@ def test_a_labs_manifest_reaches_every_analysis(tmp_path, lab_data):
     structures = pd.read_csv(results / "analysis" / "coupling" / "structures.csv")
     assert set(structures["phase"]) == {"unannotated"}
     assert set(CONTROLS) <= set(structures["structure"])  # measured on held-out cells: each class has some
+    calibration = pd.read_csv(results / "analysis" / "coupling" / "calibration.csv")
+    assert sorted(calibration["check"]) == sorted(f"{kind} couples to" for kind in CALIBRATION_CONTROLS)
+    assert calibration["observed"].str.contains("FOVs").all()  # checked on the unannotated cells' calls
+    said = (folder / "logs" / "measure_coupling.log").read_text()
+    assert all(f"{kind} couples to" in said for kind in CALIBRATION_CONTROLS)  # each call logged, passed or not
     mitosis = pd.read_csv(results / "analysis" / "coupling" / "mitosis_test.csv")
     assert len(mitosis) and mitosis["note"].str.contains("no mitotic annotation").all()
     assert mitosis["p_value"].isna().all()

@@ -64,6 +64,18 @@ def test_the_calibrating_controls_are_checked_with_the_calls_coupling_expects():
                                           "control_blank couples to": True}
 
 
+def test_calibration_is_checked_on_interphase_cells_or_else_on_unannotated_ones():
+    calls = {"control_membrane": "membrane", "control_dna": "neither", "control_blank": "neither",
+             "golgi": "membrane"}
+    annotated = recovery.calibration_checks(_coupling(calls)).set_index("check")
+    assert annotated["passed"].to_dict() == {"control_membrane couples to": True, "control_dna couples to": False,
+                                             "control_blank couples to": True}  # golgi is no control: not checked
+    unannotated = _coupling(calls).query("phase == 'interphase'").assign(phase="unannotated")
+    assert recovery.calibration_checks(unannotated).set_index("check")["passed"].equals(annotated["passed"])
+    without = recovery.calibration_checks(_coupling({"golgi": "membrane"}))
+    assert without.empty and list(without.columns) == recovery.COLUMNS
+
+
 def test_measurement_checks_use_the_absolute_correlation():
     table = pd.DataFrame({"measurement": ["cell_height_um", "cell_volume_um3"], "dimension": [3, 5],
                           "rank": [1, 2], "spearman": [-0.75, 0.41]})

@@ -7,6 +7,7 @@ with ``tests/test_faults.py``; tests that change anything work on a copy of it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -208,6 +209,25 @@ def test_full_run_builds_the_colony_the_stores_and_the_models(full_run, tmp_path
     report = copy_run(full_run, tmp_path / "run")  # the report is written into the folder: use a copy
     snakemake(report, "--report", "report.html")
     assert "colony_overview.png" in (report / "report.html").read_text(errors="ignore")
+
+
+@pytest.mark.slow
+@on_tiny_runs
+def test_the_run_benchmark_sums_each_rules_jobs(full_run):
+    """``bench/bench_run.py --existing``: one row per rule that ran, its jobs counted from ``benchmarks/``."""
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "bench_run.py")
+    bench_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_run)
+    table = bench_run.rule_times(full_run).set_index("rule")
+    assert table.loc["segment_fov", "jobs"] == 5 and table.loc["synthesize", "jobs"] == 1  # 3 + 2 FOVs
+    assert table.loc["train_target", "job_s"] == table.loc["train_target", "longest_job_s"] > 0
+    assert list(table["job_s"]) == sorted(table["job_s"], reverse=True)
+    assert (table["peak_rss_mib"] > 0).all()
+    shown = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_run.py"), "--existing", str(full_run)],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "train_target" in shown.stdout and "job-minutes" in shown.stdout
+    with pytest.raises(FileNotFoundError, match="no benchmark tables"):
+        bench_run.rule_times(full_run / "results")
 
 
 @pytest.mark.slow

@@ -25,12 +25,13 @@ them all), never counted as passed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from statcell.analysis.coupling import CALIBRATION_CONTROLS
+from statcell.analysis.coupling import CALIBRATION_CONTROLS, UNANNOTATED
 
 COUPLING_EXPECTATIONS: dict[str, str] = {
     "control_membrane": CALIBRATION_CONTROLS["control_membrane"],
@@ -54,7 +55,8 @@ ENERGY_P = "energy_p_bonferroni"
 COLUMNS = ["analysis", "check", "expected", "observed", "passed"]
 
 
-def coupling_checks(structures: pd.DataFrame, *, phase: str = "interphase") -> pd.DataFrame:
+def coupling_checks(structures: pd.DataFrame, *, phase: str = "interphase",
+                    expectations: Mapping[str, str] = COUPLING_EXPECTATIONS) -> pd.DataFrame:
     """Coupling calls of the planted structures against their expected partner channel.
 
     Parameters
@@ -65,6 +67,8 @@ def coupling_checks(structures: pd.DataFrame, *, phase: str = "interphase") -> p
         ``membrane_rank``, ``nucleus_rank`` and ``n_fovs``, shown in ``observed``).
     phase : str
         Cell-cycle phase whose calls are checked (interphase holds most cells).
+    expectations : mapping of str to str
+        The expected call of each structure checked (``membrane``, ``nucleus``, ``neither``).
 
     Returns
     -------
@@ -81,7 +85,7 @@ def coupling_checks(structures: pd.DataFrame, *, phase: str = "interphase") -> p
     """
     rows = []
     calls = structures[structures["phase"] == phase].set_index("structure")
-    for structure, expected in COUPLING_EXPECTATIONS.items():
+    for structure, expected in expectations.items():
         if structure not in calls.index:
             log.info("coupling check of %s left out: no %s cells of it were measured", structure, phase)
             continue
@@ -95,6 +99,39 @@ def coupling_checks(structures: pd.DataFrame, *, phase: str = "interphase") -> p
         rows.append({"analysis": "coupling", "check": f"{structure} couples to", "expected": expected,
                      "observed": observed, "passed": row["couples_to"] == expected})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def calibration_checks(structures: pd.DataFrame) -> pd.DataFrame:
+    """The calibration controls' coupling calls against the call each must get, on any dataset.
+
+    The controls' answers hold whatever the data (:data:`statcell.analysis.coupling.CALIBRATION_CONTROLS`: a copy of
+    a reference channel couples to that channel, a blank to neither), so a real dataset's coupling calls can be
+    checked on the controls built from its cells (``normalize.controls``) as the synthetic colony's are on its
+    planted answers. Interphase calls are checked where the cells have a mitotic annotation, else the calls over all
+    (``unannotated``) cells.
+
+    Parameters
+    ----------
+    structures : DataFrame
+        ``coupling/structures.csv`` (:func:`coupling_checks`).
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`COLUMNS`, one row per calibration control measured (none on a dataset without controls).
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"structure": ["control_blank", "golgi"], "phase": ["unannotated"] * 2,
+    ...                       "couples_to": ["membrane", "membrane"], "membrane_coupling": [0.2, 0.3],
+    ...                       "nucleus_coupling": [0.0, 0.1], "membrane_p_adjusted": [0.01, 0.001],
+    ...                       "nucleus_p_adjusted": [1.0, 1.0]})
+    >>> calibration_checks(table)[["check", "expected", "passed"]].values.tolist()
+    [['control_blank couples to', 'neither', False]]
+    """
+    phases = set(structures["phase"])
+    phase = "interphase" if "interphase" in phases or UNANNOTATED not in phases else UNANNOTATED
+    return coupling_checks(structures, phase=phase, expectations=CALIBRATION_CONTROLS)
 
 
 def shift_checks(shifts: pd.DataFrame, *, significance: float, space: str = "target") -> pd.DataFrame:

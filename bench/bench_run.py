@@ -1,0 +1,104 @@
+"""The whole run, timed: a workflow's wall time and each rule's share, from Snakemake's ``benchmarks/`` tables.
+
+Every rule writes ``benchmarks/<rule>[/<wildcards>].tsv`` (Snakemake's ``benchmark:`` directive: seconds, peak RSS,
+CPU time of the job). This script either runs a config from nothing in a fresh copy of the workflow and times it,
+or reads the tables of a finished run, and prints one row per rule: jobs, job-seconds (the sum over its jobs),
+the longest job, CPU seconds and the largest peak RSS, longest first.
+
+    python bench/bench_run.py --out bench/results/default_run                    # the default run, from nothing
+    python bench/bench_run.py --out bench/results/gt --configfile config/ground_truth_small.yaml \\
+        --target results/analysis/ground_truth_recovery.csv
+    python bench/bench_run.py --existing PATH/TO/A/FINISHED/RUN                   # summarize, run nothing
+
+Job-seconds add up to more than the wall time where jobs ran side by side. The README's run times come from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "workflow", "envs")
+COLUMNS = ["rule", "jobs", "job_s", "longest_job_s", "cpu_s", "peak_rss_mib"]
+
+
+def rule_times(run: Path) -> pd.DataFrame:
+    """One row per rule of a finished run, from its ``benchmarks/`` tables, longest first.
+
+    Parameters
+    ----------
+    run : Path
+        The workflow folder (``benchmarks/`` in it).
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`COLUMNS`: the rule (the table's first path component), its jobs, the sum and the maximum of
+        their wall seconds, the sum of their CPU seconds and the largest peak RSS (MiB).
+    """
+    folder = run / "benchmarks"
+    tables = sorted(folder.rglob("*.tsv"))
+    if not tables:
+        raise FileNotFoundError(f"no benchmark tables under {folder}: is {run} a finished workflow run?")
+    rows = []
+    for table in tables:
+        timing = pd.read_csv(table, sep="\t")
+        rule = table.relative_to(folder).parts[0].removesuffix(".tsv")
+        rows.append({"rule": rule, "s": float(timing["s"].iloc[-1]),
+                     "cpu_time": float(pd.to_numeric(timing.get("cpu_time", pd.Series([0.0]))).iloc[-1]),
+                     "max_rss": float(pd.to_numeric(timing["max_rss"], errors="coerce").iloc[-1])})
+    jobs = pd.DataFrame(rows)
+    summary = jobs.groupby("rule").agg(jobs=("s", "size"), job_s=("s", "sum"), longest_job_s=("s", "max"),
+                                       cpu_s=("cpu_time", "sum"), peak_rss_mib=("max_rss", "max")).reset_index()
+    return summary.sort_values("job_s", ascending=False, ignore_index=True)[COLUMNS]
+
+
+def run_workflow(folder: Path, *, cores: int, configfiles: list[str], targets: list[str]) -> float:
+    """Run the workflow from nothing in a fresh copy in ``folder``; its wall time in seconds."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for name in WORKFLOW_FILES:
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, folder / name)
+    command = [sys.executable, "-m", "snakemake", *targets, "--cores", str(cores)]
+    if configfiles:
+        command += ["--configfile", *configfiles]
+    print(" ".join(command), flush=True)
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"snakemake failed (logs under {folder}/logs):\n{done.stderr[-3000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--existing", type=Path, help="a finished run to summarize (nothing is run)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "run",
+                        help="folder of the run (emptied first)")
+    parser.add_argument("--configfile", nargs="*", default=[], help="config files, as snakemake takes them")
+    parser.add_argument("--target", nargs="*", default=[], help="targets (default: the default target)")
+    parser.add_argument("--cores", type=int, default=2)
+    args = parser.parse_args()
+    if args.existing:
+        folder, wall = args.existing, None
+    else:
+        folder = args.out
+        wall = run_workflow(folder, cores=args.cores, configfiles=args.configfile, targets=args.target)
+    table = rule_times(folder)
+    print(table.to_string(index=False, float_format=lambda value: f"{value:.1f}"))
+    total = table["job_s"].sum()
+    print(f"\n{int(table['jobs'].sum())} jobs, {total / 60:.1f} job-minutes", end="")
+    print(f"; wall {wall / 60:.1f} min on {args.cores} cores" if wall is not None else "")
+
+
+if __name__ == "__main__":
+    main()
