@@ -5,7 +5,8 @@ every core competes with the others, and torch's OpenMP threads, which spin whil
 far more than their share. For the default target model (one optimizer step at ``--batch``, the crop shape of
 ``--crop``), each in a fresh subprocess, this prints the seconds per step at 1 thread and at all cores, alone and
 beside ``--competitors`` busy processes, and with ``OMP_WAIT_POLICY=PASSIVE`` (threads that sleep instead of
-spinning)::
+spinning); then the time two models take one after the other on every core against side by side on half the cores
+each (how the workflow's two independent training rules can share a machine)::
 
     python bench/bench_threads.py
     python bench/bench_threads.py --crop 16 16 24 --batch 16 --steps 15
@@ -70,13 +71,21 @@ def main() -> None:
     cores = os.cpu_count() or 1
     common = ["--crop", *map(str, args.crop), "--batch", str(args.batch), "--steps", str(args.steps)]
 
-    def run(threads: int, *, passive: bool = False) -> float:
+    def start(threads: int, *, passive: bool = False) -> subprocess.Popen:
         environment = dict(os.environ, PYTHONPATH=str(ROOT))
         if passive:
             environment["OMP_WAIT_POLICY"] = "PASSIVE"
-        output = subprocess.run([sys.executable, __file__, *common, "--threads", str(threads)], env=environment,
-                                capture_output=True, text=True, check=True).stdout
+        return subprocess.Popen([sys.executable, __file__, *common, "--threads", str(threads)], env=environment,
+                                stdout=subprocess.PIPE, text=True)
+
+    def result(process: subprocess.Popen) -> float:
+        output, _ = process.communicate()
+        if process.returncode:
+            raise RuntimeError(f"measurement failed (exit {process.returncode})")
         return json.loads(output.strip().splitlines()[-1])["s_per_step"]
+
+    def run(threads: int, *, passive: bool = False) -> float:
+        return result(start(threads, passive=passive))
 
     print(f"{cores} cores; target model, batch {args.batch}, crop {tuple(args.crop)}; seconds per step")
     print(f"{'beside':>14} {'threads':>7} {'wait policy':>11} {'s/step':>7}")
@@ -91,6 +100,13 @@ def main() -> None:
         finally:
             for process in busy:
                 process.kill()
+    # two models to train (the reference and the target): one after the other on every core, or side by side
+    alone = run(cores)
+    pair = [result(process) for process in [start(max(1, cores // 2)) for _ in range(2)]]
+    print(f"two models, {args.steps} steps each: one after the other at {cores} threads {2 * alone * args.steps:.1f} s; "
+          f"side by side at {max(1, cores // 2)} thread(s) each {max(pair) * args.steps:.1f} s "
+          f"({', '.join(f'{seconds:.3f}' for seconds in pair)} s/step)", flush=True)
+
 
 if __name__ == "__main__":
     main()

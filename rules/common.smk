@@ -34,6 +34,14 @@ def section_json(section):
     return json.dumps(config[section], sort_keys=True)
 
 
+def training_threads(wildcards):
+    """Threads of one training job: half the local cores, so the two models (trained independently) train side by
+    side (2 cores: 8.0 s for two models' steps at 1 thread each against 8.6 s one after the other at 2 threads,
+    `python bench/bench_threads.py --batch 32`); 2 where Snakemake is given no core count (a cluster)."""
+    cores = workflow.resource_settings.cores
+    return max(1, cores // 2) if cores else 2
+
+
 def training_json(kind):
     """The `training` section as model `kind` trains with it (its own β) as JSON: a change to the other model's β
     does not retrain this one."""

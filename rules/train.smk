@@ -22,7 +22,7 @@ rule train_reference:
         command="train-reference",
         settings=training_json("reference"),
         workdir="results/models/training",
-    threads: 2
+    threads: training_threads
     resources:
         mem_mb=6000,
         runtime=600,

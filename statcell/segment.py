@@ -43,7 +43,8 @@ class SegmentationSettings:
         Smaller cells are dropped.
     working_voxel_um : float
         Voxel size the segmentation works at: each axis is binned by the whole factor that brings its step closest
-        to this (0.216 µm by 2, 0.108 µm by 4, 0.29 µm by 1); 0 segments on the FOV's own grid.
+        to this (0.216 µm by 2, 0.108 µm by 4, 0.29 µm by 1); 0 segments on the FOV's own grid. The workflow's
+        default, ``auto``, is half the crop voxel (resolved by :func:`statcell.config.validate_config`).
     """
 
     nucleus_smoothing_um: float = 0.4

@@ -145,3 +145,11 @@ def test_control_settings_defaults_and_forms():
         validate_config({"normalize": {"control_cells": 0}})
     with pytest.raises(ConfigError, match=r"'normalize\.controls': 'yes' is not of type boolean"):
         validate_config({"normalize": {"controls": "yes"}})
+
+
+def test_automatic_working_voxel_is_half_the_crop_voxel_and_a_number_is_kept():
+    assert validate_config({})["segmentation"]["working_voxel_um"] == 0.4
+    assert validate_config({"crop": {"voxel_size_um": 0.29}})["segmentation"]["working_voxel_um"] == 0.145
+    assert validate_config({"segmentation": {"working_voxel_um": 0}})["segmentation"]["working_voxel_um"] == 0
+    with pytest.raises(ConfigError, match="segmentation.working_voxel_um"):
+        validate_config({"segmentation": {"working_voxel_um": "fine"}})
