@@ -165,6 +165,23 @@ def test_dry_run_and_lint_are_clean(fresh):
 
 
 @pytest.mark.slow
+def test_the_two_models_train_side_by_side_on_half_the_cores(fresh):
+    def training_threads(cores: int) -> dict[str, int]:
+        dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "train_reference", "train_target", "--cores",
+                              str(cores), "--workflow-profile", "none", "--configfile", "tiny.yaml"], cwd=fresh,
+                             capture_output=True, text=True, check=True).stdout
+        threads = {}
+        for block in re.split(r"^(?=rule \w+:$)", dry, flags=re.MULTILINE)[1:]:
+            rule = re.match(r"rule (\w+):", block).group(1)
+            found = re.search(r"^\s+threads: (\d+)$", block, flags=re.MULTILINE)
+            threads[rule] = int(found.group(1)) if found else 1  # Snakemake prints threads above 1 only
+        return {rule: threads[rule] for rule in ("train_reference", "train_target")}
+
+    assert training_threads(8) == {"train_reference": 4, "train_target": 4}
+    assert training_threads(2) == {"train_reference": 1, "train_target": 1}
+
+
+@pytest.mark.slow
 @on_tiny_runs
 def test_full_run_builds_the_colony_the_stores_and_the_models(full_run, tmp_path):
     outdir = full_run / "results" / "synthetic"
