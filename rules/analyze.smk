@@ -29,6 +29,11 @@ rule check_models:
     output:
         kl="results/models/kl_per_dimension.csv",
         images="results/models/model_check.npz",
+        reconstruction=report(
+            "results/models/reconstruction.csv",
+            caption="../workflow/report/reconstruction.rst",
+            category="Models",
+        ),
     threads: 1
     resources:
         mem_mb=2000,
@@ -39,7 +44,8 @@ rule check_models:
         "../envs/torch.yaml"
     shell:
         f"{STATCELL} check-models --reference {{input.reference}} --target {{input.target}} "
-        "--store {input.store} --cells {input.cells} --kl {output.kl} --images {output.images} > {log} 2>&1"
+        "--store {input.store} --cells {input.cells} --kl {output.kl} --images {output.images} "
+        "--reconstruction {output.reconstruction} > {log} 2>&1"
 
 
 # Embed and latent space

@@ -355,25 +355,34 @@ def _check_models(args: argparse.Namespace) -> None:
     from statcell import io
     from statcell.analysis import model_check
 
-    kl, images = model_check.check_models(args.reference, args.target, store=args.store,
-                                          cells=pd.read_parquet(args.cells), count=args.count)
+    kl, images, reconstruction = model_check.check_models(args.reference, args.target, store=args.store,
+                                                          cells=pd.read_parquet(args.cells), count=args.count)
     io.write_table(kl, args.kl)
     Path(args.images).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.images, **images)
     for model, values in kl.groupby("model")["kl"]:
         log.info("%s model: %d of %d latent dimensions carry more than 0.6 nats", model, int((values > 0.6).sum()),
                  len(values))
+    for row in reconstruction.itertuples():
+        log.info("%s model, %s%s: median reconstruction r %.2f over %d of %d test cells", row.model, row.channel,
+                 "" if row.structure == "all" else f" of {row.structure}", row.median_pearson,
+                 row.cells_with_signal, row.cells)
+    if args.reconstruction:
+        io.write_table(reconstruction, args.reconstruction)
 
 
 def _add_check_models(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "check-models", help="each model's KL per latent dimension, and test cells with their reconstructions",
-        description="Run both models on the test cells: write each model's mean KL per latent dimension and, for "
-        "the first test cell of each structure, max projections of the cell and its reconstructions.")
+        description="Run both models on the test cells: write each model's mean KL per latent dimension, how well "
+        "each channel and structure is reconstructed and, for the first test cell of each structure, max projections "
+        "of the cell and its reconstructions.")
     _add_trained_models_options(parser)
     parser.add_argument("--count", type=int, default=6, help="test cells shown (default 6)")
     parser.add_argument("--kl", required=True, help="KL-per-dimension table to write (.csv)")
     parser.add_argument("--images", required=True, help="projections to write (.npz)")
+    parser.add_argument("--reconstruction", help="table to write (.csv): median correlation of test cells with their "
+                        "reconstructions, per channel and structure")
     parser.set_defaults(handler=_check_models)
 
 

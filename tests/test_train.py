@@ -249,8 +249,16 @@ def test_model_check_figure_and_kl_table(tmp_path, tiny_store):
         train.train_model(kind, store=tiny_store / "cells.zarr", cells=tiny_store / "cells.parquet", settings=TINY,
                           checkpoint=tmp_path / f"{kind}.ckpt", metrics=tmp_path / f"{kind}.csv",
                           workdir=tmp_path / "work")
-    kl, images = check_models(tmp_path / "reference.ckpt", tmp_path / "target.ckpt", store=tiny_store / "cells.zarr",
-                              cells=pd.read_parquet(tiny_store / "cells.parquet"))
+    cells = pd.read_parquet(tiny_store / "cells.parquet")
+    kl, images, reconstruction = check_models(tmp_path / "reference.ckpt", tmp_path / "target.ckpt",
+                                              store=tiny_store / "cells.zarr", cells=cells)
+    test = cells[cells["split"] == "test"]
+    reference_rows = reconstruction[reconstruction["model"] == "reference"]
+    assert list(reference_rows["channel"]) == ["dna", "membrane"] and set(reference_rows["structure"]) == {"all"}
+    assert (reference_rows["cells"] == len(test)).all()
+    target_rows = reconstruction[reconstruction["model"] == "target"].set_index("structure")
+    assert target_rows["cells"].to_dict() == test["structure"].value_counts().to_dict()
+    assert reconstruction["median_pearson"].dropna().between(-1, 1).all()
     shown = len(images["structure"])
     assert images["real"].shape[:2] == (shown, 3) and images["reference"].shape[:2] == (shown, 2)
     assert images["target"].shape[:2] == (shown, 1) and 0 <= images["real"].min() <= images["real"].max() <= 1
