@@ -222,10 +222,16 @@ def test_full_run_builds_the_colony_the_stores_and_the_models(full_run, tmp_path
         assert hparams["kind"] == kind and hparams["config"]["latent_dim"] == TINY["training"]["latent_dim"]
         metrics = pd.read_csv(full_run / "results" / "models" / f"{kind}_metrics.csv")
         assert list(metrics["epoch"]) == list(range(TINY["training"]["epochs"]))
+    reconstruction = pd.read_csv(full_run / "results" / "models" / "reconstruction.csv")
+    test_cells = pd.read_parquet(full_run / "results" / "main" / "cells.parquet").query("split == 'test'")
+    assert set(zip(reconstruction["model"], reconstruction["structure"])) == (
+        {("reference", "all")} | {("target", structure) for structure in test_cells["structure"].unique()})
+    assert "median reconstruction r" in (full_run / "logs" / "check_models.log").read_text()
 
     report = copy_run(full_run, tmp_path / "run")  # the report is written into the folder: use a copy
     snakemake(report, "--report", "report.html")
-    assert "colony_overview.png" in (report / "report.html").read_text(errors="ignore")
+    html = (report / "report.html").read_text(errors="ignore")
+    assert "colony_overview.png" in html and "reconstruction.csv" in html
 
 
 @pytest.mark.slow
