@@ -265,8 +265,20 @@ def to_channels_last(batch: tuple[torch.Tensor, ...], *, ndim: int) -> tuple[tor
 
 
 def _read_history(path: Path) -> pd.DataFrame:
-    """Metrics logged so far (empty when a run was killed before its logger wrote a line)."""
-    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+    """Metrics logged so far (empty when a run was killed before its logger wrote a line).
+
+    A run stopped while Lightning's CSV logger was widening its header (new metric names) can leave rows with more
+    fields than the header: their values cannot be named, so they are skipped with a warning (the training metrics
+    of the epoch being written; validation metrics come first).
+    """
+    if not (path.exists() and path.stat().st_size):
+        return pd.DataFrame()
+    skipped: list[list[str]] = []
+    table = pd.read_csv(path, engine="python", on_bad_lines=lambda fields: skipped.append(fields))
+    if skipped:
+        log.warning("%s: skipped %d row(s) with more fields than its header (a run stopped while its logger "
+                    "rewrote the header)", path, len(skipped))
+    return table
 
 
 def structure_classes(cells: pd.DataFrame) -> list[str]:

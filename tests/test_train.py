@@ -310,3 +310,11 @@ def test_a_checkpoint_write_cut_short_leaves_the_previous_checkpoint(tmp_path, m
     monkeypatch.undo()
     assert torch.load(path, weights_only=False) == {"epoch": 1}
     assert sorted(entry.name for entry in path.parent.iterdir()) == ["last.ckpt"]  # no partial file left
+
+
+def test_history_skips_rows_wider_than_a_header_left_by_a_stopped_run(tmp_path, caplog):
+    log_file = tmp_path / "metrics.csv"
+    log_file.write_text("epoch,step,val_elbo\n0,9,-5.0\n0,9,-7.0,1.0,2.0\n1,19,-4.0\n")
+    history = train._read_history(log_file)
+    assert history.to_dict("list") == {"epoch": [0, 1], "step": [9, 19], "val_elbo": [-5.0, -4.0]}
+    assert "skipped 1 row(s)" in caplog.text
