@@ -264,6 +264,7 @@ def final_targets():
     targets += expand(rules.normalize_cells.output.cells, dataset=datasets())
     targets += expand(rules.embed_cells.output.dimensions, dataset=datasets(), model=["reference", "target"])
     targets += [rules.correlate_latent_space.output.recovery, rules.measure_coupling.output.mitosis]
+    targets += [rules.export_meshes.output.quality]  # surface meshes for simulators
     targets += expand(rules.plot_explorer.output[0], dataset=datasets())  # the interactive page of each dataset
     targets += explorer_screenshots()
     if config["data"]["source"] == "synthetic":  # the answers the synthetic colony was built to contain

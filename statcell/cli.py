@@ -573,6 +573,56 @@ def _add_measure_features(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_measure_features)
 
 
+def _export_meshes(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from statcell import io
+    from statcell.analysis import meshes
+
+    settings = meshes.MeshSettings.from_section(
+        section_settings("meshes", config_path=args.config, inline_json=args.settings))
+    spacing = io.store_spacing(args.store)
+    chosen = meshes.choose_real_cells(pd.read_parquet(args.manifest), settings.cells)
+    cells = pd.read_parquet(args.cells).set_index("cell_id").loc[chosen["cell_id"]].reset_index()
+    real = io.read_cells(args.store, cells["store_index"].to_numpy(), channels=(2, 3, 4))
+    with np.load(args.test_cells) as test_cells, np.load(args.prior) as prior, np.load(args.walks) as walks:
+        reconstructions = test_cells["reconstruction"][chosen["position"].to_numpy()]
+        to_mesh = meshes.cells_to_mesh(real, cells, reconstructions=reconstructions, prior=prior["images"],
+                                       walks=dict(walks), spacing=spacing, settings=settings)
+    quality, angles = meshes.export_meshes(to_mesh, spacing=spacing, formats=settings.formats,
+                                           outdir=Path(args.quality).parent)
+    io.write_table(quality, args.quality)
+    io.write_table(angles, args.angles)
+    written = quality[quality["path"] != ""]
+    log.info("%d meshes (%s) of %d cells: %d watertight; volume / voxel volume %.3f to %.3f", len(written),
+             ", ".join(settings.formats), len(to_mesh), int(written["watertight"].sum()),
+             written["volume_ratio"].min(), written["volume_ratio"].max())
+    for row in quality[quality["note"] != ""].itertuples():
+        log.warning("%s %s: %s", row.kind, row.name, row.note)
+
+
+def _add_export_meshes(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "export-meshes", help="surface meshes (cell, nucleus, structure) for simulators, with a quality table",
+        description="Mesh real test cells, their reconstructions, cells from the prior and the representative cells of "
+        "the latent walks (--settings: the meshes section): one closed surface per cell, nucleus and structure, in "
+        "micrometres, written as OBJ, STL and PLY under the folder of --quality as KIND/NAME_PART.FORMAT.")
+    _add_settings_options(parser)
+    parser.add_argument("--store", required=True, help="cells.zarr of the training dataset")
+    parser.add_argument("--cells", required=True, help="cells.parquet beside it")
+    parser.add_argument("--test-cells", required=True, help="test_cells.npz of generate-cells")
+    parser.add_argument("--prior", required=True, help="prior.npz of generate-cells")
+    parser.add_argument("--manifest", required=True, help="manifest.parquet of generate-cells")
+    parser.add_argument("--walks", required=True, help="walks.npz of walk-latent-space")
+    parser.add_argument("--quality", required=True, help="quality table to write (.csv), one row per mesh; the "
+                        "meshes are written beside it")
+    parser.add_argument("--angles", required=True, help="histogram of the triangles' angles to write (.csv)")
+    parser.set_defaults(handler=_export_meshes)
+
+
 # Beta sweep
 def _sweep_settings(args: argparse.Namespace):
     from statcell.analysis import beta_sweep
@@ -855,6 +905,7 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_synthesize, _add_segment_fov, _add_crop_cells, _add_import_allencell, _add_normalize_cells,
     _add_project_colony, _add_train_reference, _add_train_target, _add_import_model, _add_check_models,
     _add_embed_cells, _add_correlate_latent_space, _add_walk_latent_space, _add_generate_cells, _add_measure_features,
+    _add_export_meshes,
     _add_analyze_beta_sweep, _add_measure_coupling, _add_drug_shifts, _add_drug_trajectory, _add_check_ground_truth,
 )
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from skimage.measure import marching_cubes, mesh_surface_area
 
+from statcell.geometry import mask_surface_area
 from statcell.segment import match_labels
 
 CROP_CHANNELS: tuple[str, ...] = ("membrane", "dna", "structure", "cell_mask", "nucleus_mask")
@@ -174,11 +174,13 @@ def place_at_centre(volume: np.ndarray, centre: np.ndarray, shape: tuple[int, ..
     return out
 
 
-def resample(intensities: np.ndarray, masks: np.ndarray, *, zoom: float | list[float]) -> tuple[np.ndarray, np.ndarray]:
+def resample(intensities: np.ndarray, masks: np.ndarray, *, zoom: float | list[float],
+             threshold: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Rescale channels linearly and masks by thresholding their linear interpolation at 0.5.
 
-    Voxels are treated as extents (``grid_mode``), so objects keep their physical size: a point-sampled zoom would
-    shrink them by about one voxel.
+    Voxels are treated as extents: output voxel ``i`` samples the input at ``(i + 0.5) / zoom - 0.5``, so an object
+    keeps its physical size exactly. (``scipy.ndimage.zoom`` rounds the output shape and stretches the image to fill
+    it, which changes the voxel size by up to half a voxel over the box: 2-5% of a cell's height at 0.8 µm.)
 
     Parameters
     ----------
@@ -188,15 +190,33 @@ def resample(intensities: np.ndarray, masks: np.ndarray, *, zoom: float | list[f
         ``(M, Z, Y, X)`` boolean masks; mask 1 onwards is kept inside mask 0 (a nucleus inside its cell).
     zoom : float or list of float
         Output voxels per input voxel along (z, y, x).
+    threshold : bool
+        False: return each mask's interpolated fraction (float32 in [0, 1]) unthresholded, for a caller that
+        interpolates it again (a rotation) and thresholds once at the end.
 
     Returns
     -------
     tuple of ndarray
-        float32 channels and boolean masks on the new grid.
+        float32 channels and boolean masks (or mask fractions) on the new grid, ``ceil(n * zoom)`` voxels along an
+        axis of ``n``.
+
+    Examples
+    --------
+    >>> line = np.zeros((1, 1, 1, 10), np.float32)
+    >>> line[..., 2:8] = 1  # 6 voxels of 0.3 µm: 1.8 µm
+    >>> _, mask = resample(line, line > 0, zoom=[1.0, 1.0, 0.3 / 0.6])
+    >>> mask.shape, int(mask.sum())  # 3 voxels of 0.6 µm: still 1.8 µm
+    ((1, 1, 1, 5), 3)
     """
-    options = {"zoom": zoom, "order": 1, "grid_mode": True, "mode": "grid-constant"}
-    rescaled = np.stack([ndimage.zoom(channel.astype(np.float32), **options) for channel in intensities])
-    binary = np.stack([ndimage.zoom(mask.astype(np.float32), **options) > 0.5 for mask in masks])
+    factors = np.broadcast_to(np.asarray(zoom, dtype=float), (intensities.ndim - 1,))
+    shape = tuple(int(math.ceil(n * factor - 1e-6)) for n, factor in zip(intensities.shape[1:], factors))
+    options = {"matrix": 1 / factors, "offset": 0.5 / factors - 0.5, "output_shape": shape, "order": 1,
+               "mode": "grid-constant"}
+    rescaled = np.stack([ndimage.affine_transform(channel.astype(np.float32), **options) for channel in intensities])
+    fractions = np.stack([ndimage.affine_transform(mask.astype(np.float32), **options) for mask in masks])
+    if not threshold:
+        return rescaled, fractions
+    binary = fractions > 0.5
     binary[1:] &= binary[0]
     return rescaled, binary
 
@@ -261,12 +281,13 @@ def align_cell(channels: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.nda
         the aligned full-size arrays ``aligned`` (``(5, ...)``) for measuring: there every intensity is masked to
         the cell and raw, so integrated intensities stay those of the whole cell.
     """
-    intensities, masks = resample(channels, np.stack([cell_mask, nucleus_mask]),
-                                  zoom=[step / settings.voxel_size_um for step in spacing])
-    angle = _major_axis_angle(masks[0].any(axis=0))
-    # Rotating the (y, x) plane by +angle brings an axis at `angle` (rows pointing down) onto +x.
+    intensities, fractions = resample(channels, np.stack([cell_mask, nucleus_mask]),
+                                      zoom=[step / settings.voxel_size_um for step in spacing], threshold=False)
+    angle = _major_axis_angle(fractions[0].max(axis=0) > 0.5)
+    # Rotating the (y, x) plane by +angle brings an axis at `angle` (rows pointing down) onto +x. The masks are
+    # rotated as fractions and thresholded once (thresholding before and after the rotation lost 2-7% of a cell).
     intensities = ndimage.rotate(intensities, angle, axes=(2, 3), order=1, reshape=True)
-    masks = ndimage.rotate(masks.astype(np.float32), angle, axes=(2, 3), order=1, reshape=True) > 0.5
+    masks = ndimage.rotate(fractions, angle, axes=(2, 3), order=1, reshape=True) > 0.5
     masks[1] &= masks[0]
     measured = np.concatenate([intensities * masks[0], masks.astype(np.float32)])
     volume = np.concatenate([mask_channels(intensities, masks[0], masks[1]), measured[3:]])
@@ -278,17 +299,6 @@ def align_cell(channels: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.nda
     crop = place_at_centre(volume, centre, settings.shape)
     inside = crop[3].sum() / max(float(volume[3].sum()), 1.0)
     return crop, {"angle_deg": angle, **flips, "fraction_outside_crop": 1.0 - inside, "aligned": measured}
-
-
-def _surface_area(mask: np.ndarray, voxel_um: float) -> float:
-    """Area (µm²) of the 0.5 iso-surface of the lightly smoothed mask (a raw voxel mask's staircase adds ~10%)."""
-    if mask.sum() < 2:
-        return 0.0
-    smooth = ndimage.gaussian_filter(np.pad(mask, 2).astype(np.float32), 1.0)
-    if smooth.max() <= 0.5:  # a mask thinner than the smoothing (a few voxels): the raw voxel surface
-        smooth = np.pad(mask, 2).astype(np.float32)
-    vertices, faces, _, _ = marching_cubes(smooth, 0.5, spacing=(voxel_um,) * 3)
-    return float(mesh_surface_area(vertices, faces))
 
 
 def _height(mask: np.ndarray, step_um: float) -> float:
@@ -318,7 +328,7 @@ def measure_cell(aligned: np.ndarray, *, voxel_um: float, backgrounds: tuple[flo
     values: dict[str, float] = {}
     for name, mask in (("cell", cell), ("nucleus", nucleus)):
         volume = float(mask.sum()) * voxel_um**3
-        area = _surface_area(mask, voxel_um)
+        area = mask_surface_area(mask, spacing=(voxel_um,) * 3)
         values[f"{name}_volume_um3"] = volume
         values[f"{name}_height_um"] = _height(mask, voxel_um)
         values[f"{name}_surface_area_um2"] = area

@@ -1,4 +1,5 @@
-"""File input and output: OME-TIFF images through bioio, FOV manifests, tables and the cell store (``cells.zarr``).
+"""File input and output: OME-TIFF images through bioio, FOV manifests, tables, the cell store (``cells.zarr``) and
+meshes.
 
 All image arrays are channel-first ``(C, Z, Y, X)``; voxel sizes are ``spacing=(z, y, x)`` in micrometres.
 """
@@ -14,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:  # imported where a store is opened: most jobs never need zarr
+if TYPE_CHECKING:  # imported where a store is opened or a mesh written: most jobs never need them
+    import trimesh
     import zarr
 
 MANIFEST_COLUMNS: dict[str, str] = {
@@ -530,6 +532,18 @@ def read_cells(store: str | Path | zarr.Array, indices: Sequence[int] | np.ndarr
         raise IndexError(f"cell index {outside} outside the {array.shape[0]} cells of the store {store}")
     unique, inverse = np.unique(indices, return_inverse=True)
     return np.asarray(array.get_orthogonal_selection((unique, channels)), dtype=np.float32)[inverse.reshape(-1)]
+
+
+def write_mesh(mesh: trimesh.Trimesh, path: str | Path) -> None:
+    """Write a triangle mesh in the format its suffix names (``.obj``, ``.stl``, ``.ply``), creating the folder.
+
+    The file is written beside its final name and then renamed, so a stopped job leaves no half-written mesh.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    mesh.export(partial, file_type=path.suffix.lstrip("."))
+    partial.replace(path)
 
 
 def read_stack(path: str | Path, *, axes: str) -> np.ndarray:

@@ -227,11 +227,19 @@ def test_full_run_builds_the_colony_the_stores_and_the_models(full_run, tmp_path
     assert set(zip(reconstruction["model"], reconstruction["structure"])) == (
         {("reference", "all")} | {("target", structure) for structure in test_cells["structure"].unique()})
     assert "median reconstruction r" in (full_run / "logs" / "check_models.log").read_text()
+    meshes = pd.read_csv(full_run / "results" / "meshes" / "quality.csv", keep_default_na=False, na_values=[""])
+    assert set(meshes["kind"]) == {"real", "reconstruction", "generated", "representative"}
+    written = meshes[meshes["path"].notna()]
+    assert written["watertight"].all() and len(written) >= 10
+    assert written["volume_ratio"].between(0.99, 1.01).all()
+    for path in written["path"]:
+        assert all((full_run / "results" / "meshes" / f"{path}.{suffix}").stat().st_size > 0
+                   for suffix in ("obj", "stl", "ply"))
 
     report = copy_run(full_run, tmp_path / "run")  # the report is written into the folder: use a copy
     snakemake(report, "--report", "report.html")
     html = (report / "report.html").read_text(errors="ignore")
-    assert "colony_overview.png" in html and "reconstruction.csv" in html
+    assert "colony_overview.png" in html and "reconstruction.csv" in html and "quality.csv" in html
 
 
 @pytest.mark.slow

@@ -12,4 +12,5 @@ from what they write (tables, and ``.npz`` archives of the images a figure shows
 - ``coupling``: membrane and nucleus coupling of each structure by reference-channel swaps (Fig 5).
 - ``perturbation``: drug-treated cells in the trained latent spaces and permutation tests (Fig 6).
 - ``recovery``: the synthetic colony's planted answers against what the analyses found.
+- ``meshes``: surface meshes of real, reconstructed, generated and representative cells for simulators.
 """

@@ -26,8 +26,10 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 from skimage.filters import threshold_otsu
-from skimage.measure import find_contours, marching_cubes, mesh_surface_area
+from skimage.measure import find_contours
 from skimage.morphology import convex_hull_image
+
+from statcell.geometry import enclosed_volume, mask_surface, surface_area
 
 #: The 14 features with their units (3D unit / 2D unit), in table order.
 FEATURE_NAMES: dict[str, str] = {
@@ -85,13 +87,19 @@ def _components(mask: np.ndarray, *, min_fraction: float) -> np.ndarray:
     return sizes[labels] >= max(min_fraction * sizes.max(), 1)
 
 
-def _foreground(channel: np.ndarray, *, spacing: tuple[float, ...], smoothing_um: float) -> np.ndarray:
-    """Otsu mask of the Gaussian-smoothed channel; all False for a constant channel."""
+def _smoothed(channel: np.ndarray, *, spacing: tuple[float, ...], smoothing_um: float) -> np.ndarray:
+    """The channel as float32, smoothed by a Gaussian of ``smoothing_um`` µm."""
     if len(spacing) != channel.ndim:
         raise ValueError(f"spacing {spacing} does not match an image of {channel.ndim} dimensions")
     smooth = channel.astype(np.float32)
     if smoothing_um > 0:
         smooth = ndimage.gaussian_filter(smooth, [smoothing_um / step for step in spacing])
+    return smooth
+
+
+def _foreground(channel: np.ndarray, *, spacing: tuple[float, ...], smoothing_um: float) -> np.ndarray:
+    """Otsu mask of the Gaussian-smoothed channel; all False for a constant channel."""
+    smooth = _smoothed(channel, spacing=spacing, smoothing_um=smoothing_um)
     if float(smooth.max() - smooth.min()) < 1e-6:
         return np.zeros(channel.shape, dtype=bool)
     return smooth > threshold_otsu(smooth)
@@ -118,6 +126,33 @@ def segment_cell(membrane: np.ndarray, *, spacing: tuple[float, ...], smoothing_
     return convex_hull_image(mask, offset_coordinates=False) if mask.any() else mask
 
 
+def segment_structure(structure: np.ndarray, cell: np.ndarray, *, spacing: tuple[float, ...],
+                      smoothing_um: float = 0.4) -> np.ndarray:
+    """The tagged structure inside a cell: the smoothed structure channel above Otsu's threshold of its cell voxels.
+
+    Parameters
+    ----------
+    structure : ndarray
+        ``(Z, Y, X)`` or ``(Y, X)`` intensities.
+    cell : ndarray of bool
+        The cell (:func:`segment_cell`, or a segmentation mask), same shape.
+    spacing : tuple of float
+        Pixel size in µm per axis.
+    smoothing_um : float
+        Gaussian sigma (µm) before the threshold.
+
+    Returns
+    -------
+    ndarray of bool
+        The structure, inside the cell; all False where the channel is constant inside the cell.
+    """
+    smooth = _smoothed(structure, spacing=spacing, smoothing_um=smoothing_um)
+    inside = smooth[cell]
+    if inside.size == 0 or float(inside.max() - inside.min()) < 1e-6:
+        return np.zeros(structure.shape, dtype=bool)
+    return (smooth > threshold_otsu(inside)) & cell
+
+
 def segment_nucleus(dna: np.ndarray, *, spacing: tuple[float, ...], smoothing_um: float = 0.4) -> np.ndarray:
     """Nucleus from the DNA channel: largest component of the thresholded DNA, holes filled.
 
@@ -127,17 +162,18 @@ def segment_nucleus(dna: np.ndarray, *, spacing: tuple[float, ...], smoothing_um
     return ndimage.binary_fill_holes(_components(mask, min_fraction=1.0))
 
 
-#: Gaussian sigma (pixels) applied to a mask before its boundary is traced: removes the staircase of raw pixels,
-#: which adds about 10% to a sphere's surface, while shifting a 6-pixel ball's surface by under 1%.
+#: Gaussian sigma (pixels) applied to a 2D mask before its boundary is traced: removes the staircase of raw pixels,
+#: which adds about 10% to a disc's perimeter, while shifting a 6-pixel disc's boundary by under 1%.
 _BOUNDARY_SIGMA: float = 0.7
 
 
 def shape_features(mask: np.ndarray, *, spacing: tuple[float, ...]) -> tuple[float, float, float]:
     """Size, boundary and roundness of a region.
 
-    The size counts the region's pixels. The boundary is the 0.5 iso-surface (iso-contour in 2D) of the mask smoothed
-    by a Gaussian of 0.7 pixel. Roundness compares the boundary with the size it encloses (the volume or area inside
-    the same surface), so by the isoperimetric inequality it never exceeds 1.
+    The size counts the region's pixels. In 3D the boundary is :func:`statcell.geometry.mask_surface`, which keeps the
+    mask's volume; in 2D it is the 0.5 iso-contour of the mask smoothed by a Gaussian of 0.7 pixel. Roundness compares
+    the boundary with the size it encloses (the volume or area inside the same surface), so by the isoperimetric
+    inequality it never exceeds 1.
 
     Parameters
     ----------
@@ -157,15 +193,13 @@ def shape_features(mask: np.ndarray, *, spacing: tuple[float, ...]) -> tuple[flo
     size = count * float(np.prod(spacing)) if count else math.nan
     if count < 2:
         return size, math.nan, math.nan
+    if mask.ndim == 3:
+        surface = mask_surface(mask, spacing=tuple(spacing))
+        boundary = surface_area(surface.vertices, surface.faces)
+        enclosed = enclosed_volume(surface.vertices, surface.faces)
+        return size, boundary, math.pi ** (1 / 3) * (6 * enclosed) ** (2 / 3) / boundary
     smooth = ndimage.gaussian_filter(np.pad(mask, 2).astype(np.float32), _BOUNDARY_SIGMA)
     step = np.asarray(spacing, dtype=float)
-    if mask.ndim == 3:
-        vertices, faces, _, _ = marching_cubes(smooth, 0.5, spacing=tuple(spacing))
-        boundary = float(mesh_surface_area(vertices, faces))
-        triangles = vertices[faces]
-        enclosed = abs(float(np.einsum("ij,ij->i", triangles[:, 0],
-                                       np.cross(triangles[:, 1], triangles[:, 2])).sum())) / 6
-        return size, boundary, math.pi ** (1 / 3) * (6 * enclosed) ** (2 / 3) / boundary
     contours = [contour * step for contour in find_contours(smooth, 0.5)]
     boundary = sum(float(np.linalg.norm(np.diff(contour, axis=0), axis=1).sum()) for contour in contours)
     enclosed = sum(abs(float(np.dot(c[:-1, 0], c[1:, 1]) - np.dot(c[1:, 0], c[:-1, 1]))) / 2 for c in contours)

@@ -1,0 +1,340 @@
+"""Surface meshes of cells for simulators: real cells, their reconstructions, generated and representative cells.
+
+Each cell gives up to three closed surfaces, at physical scale: the **cell**, the **nucleus** and the tagged
+**structure**'s iso-surface. Every surface is :func:`statcell.geometry.mask_surface` of a mask (the one-voxel-smoothed
+mask's iso-surface at the level that keeps the mask's volume), cleaned with trimesh (duplicate vertices merged,
+normals pointing out of the mask, into any cavity) and written as ``.obj``, ``.stl`` and ``.ply``. Vertices are ``(x, y, z)`` in
+µm, from the centre of the crop's first voxel: the cell's long axis along x, its nucleus at the crop's centre (the
+frame of ``cells.zarr``).
+
+The masks come from where each kind of cell has them:
+
+- **real**: test cells of the training dataset, one per tagged structure first (controls last); the cell and nucleus masks of the store
+  (the segmentation stage's), the structure above Otsu's threshold of its cell
+  (:func:`statcell.analysis.features.segment_structure`);
+- **reconstruction**: the same cells decoded from their posterior means (membrane and DNA by the reference model,
+  the structure by the target model: ``test_cells.npz`` of the generation step), segmented from the images the way
+  the 14 features are (:func:`~statcell.analysis.features.segment_cell`, ``segment_nucleus``, ``segment_structure``);
+- **generated**: cells drawn from the reference model's prior (``prior.npz``), cell and nucleus;
+- **representative**: the latent walks' cells (``walks.npz``) at the mean (every dimension at 0) and at ±``walk
+  range`` standard deviations along each of the top reference dimensions, cell and nucleus.
+
+The quality table has one row per surface: vertices, faces, watertight, consistent winding, Euler number, bodies,
+the mesh's volume and area against the voxel measurements (the mask's voxel volume; for real cells the area the
+cropping stage measured on the whole aligned cell, so a ratio below 1 flags a cell the crop cuts), the fraction of
+the surface's vertices inside the cell's surface (nucleus and structure), and the triangles' smallest and median
+angles. A second table is the histogram of every triangle angle per kind and part.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from statcell.analysis.features import segment_cell, segment_nucleus, segment_structure
+from statcell.geometry import Surface, mask_surface, points_inside
+from statcell.vocabulary import CONTROLS
+
+if TYPE_CHECKING:
+    import trimesh
+
+log = logging.getLogger(__name__)
+
+#: Mesh file formats trimesh writes without extra packages, in the order written.
+MESH_FORMATS: tuple[str, ...] = ("obj", "stl", "ply")
+#: The kinds of cells meshed, in table order.
+MESH_KINDS: tuple[str, ...] = ("real", "reconstruction", "generated", "representative")
+#: The surfaces of a cell, in table order.
+MESH_PARTS: tuple[str, ...] = ("cell", "nucleus", "structure")
+#: Width of the triangle-angle histogram's bins, degrees.
+ANGLE_BIN_DEG: int = 5
+#: Cell-store channels of the real cells: the structure and the two masks.
+_STRUCTURE_CHANNEL, _CELL_MASK_CHANNEL, _NUCLEUS_MASK_CHANNEL = 2, 3, 4
+
+QUALITY_COLUMNS: tuple[str, ...] = (
+    "kind", "name", "cell_id", "structure", "part", "path", "note", "vertices", "faces", "watertight",
+    "winding_consistent", "euler_number", "bodies", "mesh_volume_um3", "voxel_volume_um3", "volume_ratio",
+    "mesh_area_um2", "measured_area_um2", "area_ratio", "inside_cell_fraction", "min_angle_deg", "median_angle_deg",
+)
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """The ``meshes`` section of the configuration.
+
+    Attributes
+    ----------
+    cells : int
+        Real test cells meshed (and their reconstructions), one per structure first.
+    generated : int
+        Cells from the reference prior meshed.
+    dimensions : int
+        Top reference dimensions whose representative cells (±range) are meshed.
+    formats : tuple of str
+        File formats written, from :data:`MESH_FORMATS`.
+    """
+
+    cells: int
+    generated: int
+    dimensions: int
+    formats: tuple[str, ...]
+
+    @classmethod
+    def from_section(cls, section: Mapping) -> MeshSettings:
+        """Settings from the validated ``meshes`` section."""
+        return cls(cells=int(section["cells"]), generated=int(section["generated"]),
+                   dimensions=int(section["dimensions"]), formats=tuple(section["formats"]))
+
+
+def surface_mesh(surface: Surface) -> trimesh.Trimesh:
+    """A trimesh of a :class:`~statcell.geometry.Surface`, in ``(x, y, z)`` µm with normals pointing out of the mask.
+
+    Duplicate vertices are merged; the faces are wound so that every normal points out of the mask (into a cavity).
+    """
+    import trimesh
+
+    # (z, y, x) -> (x, y, z) mirrors the surface, so the winding is reversed too. Marching cubes winds every face
+    # the same way round the inside, so a cavity's faces already point into it; orienting each body on its own
+    # (trimesh's fix_normals) would turn a cavity inside out and add its volume.
+    mesh = trimesh.Trimesh(vertices=surface.vertices[:, ::-1], faces=surface.faces[:, ::-1], process=True)
+    if mesh.volume < 0:
+        mesh.invert()
+    return mesh
+
+
+def triangle_angles(mesh: trimesh.Trimesh) -> np.ndarray:
+    """The three inner angles of every triangle, degrees, ``(F, 3)``."""
+    return np.degrees(mesh.face_angles)
+
+
+def mesh_quality(mesh: trimesh.Trimesh, *, voxel_volume_um3: float, measured_area_um2: float = float("nan"),
+                 inside_cell_fraction: float = float("nan")) -> dict[str, object]:
+    """Topology, size and triangle shape of one mesh (the quality columns of :data:`QUALITY_COLUMNS`).
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        The mesh (:func:`surface_mesh`).
+    voxel_volume_um3 : float
+        Volume of the mask it was traced around.
+    measured_area_um2 : float
+        An area measured elsewhere to compare with (NaN: none).
+    inside_cell_fraction : float
+        Fraction of its vertices inside the cell's surface (NaN: not asked).
+    """
+    angles = triangle_angles(mesh)
+    volume, area = float(mesh.volume), float(mesh.area)
+    return {"vertices": len(mesh.vertices), "faces": len(mesh.faces), "watertight": bool(mesh.is_watertight),
+            "winding_consistent": bool(mesh.is_winding_consistent), "euler_number": int(mesh.euler_number),
+            "bodies": int(mesh.body_count), "mesh_volume_um3": volume, "voxel_volume_um3": voxel_volume_um3,
+            "volume_ratio": volume / voxel_volume_um3 if voxel_volume_um3 > 0 else float("nan"),
+            "mesh_area_um2": area, "measured_area_um2": measured_area_um2,
+            "area_ratio": area / measured_area_um2 if measured_area_um2 > 0 else float("nan"),
+            "inside_cell_fraction": inside_cell_fraction,
+            "min_angle_deg": float(angles.min()) if angles.size else float("nan"),
+            "median_angle_deg": float(np.median(angles)) if angles.size else float("nan")}
+
+
+def angle_histogram(angles: np.ndarray) -> np.ndarray:
+    """Counts of triangle angles (degrees) in :data:`ANGLE_BIN_DEG`-degree bins from 0 to 180."""
+    return np.histogram(angles, bins=np.arange(0, 180 + ANGLE_BIN_DEG, ANGLE_BIN_DEG))[0]
+
+
+def _file_stem(text: str) -> str:
+    """A file-name-safe version of an id (letters, digits, ``.``, ``_``, ``-``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "cell"
+
+
+@dataclass(frozen=True)
+class CellMasks:
+    """The masks of one cell to mesh, and what the table says about it."""
+
+    kind: str
+    name: str
+    masks: dict[str, np.ndarray]
+    cell_id: str = ""
+    structure: str = ""
+    measured_areas: Mapping[str, float] | None = None
+
+
+def _decoded_masks(image: np.ndarray, *, spacing: tuple[float, float, float]) -> dict[str, np.ndarray]:
+    """Cell, nucleus (and structure, for a 3-channel image) segmented from a decoded ``(C, Z, Y, X)`` image."""
+    cell = segment_cell(image[0], spacing=spacing)
+    masks = {"cell": cell, "nucleus": segment_nucleus(image[1], spacing=spacing)}
+    if image.shape[0] > 2:
+        masks["structure"] = segment_structure(image[2], cell, spacing=spacing)
+    return masks
+
+
+def choose_real_cells(manifest: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The test cells to mesh: one of each tagged structure first, then the next cells, controls last.
+
+    Parameters
+    ----------
+    manifest : DataFrame
+        The generation step's ``manifest.parquet``; its ``test_cells`` / ``real`` rows are the candidates, taken in
+        their ``position`` order within each rank.
+    count : int
+        Cells wanted.
+
+    Returns
+    -------
+    DataFrame
+        Up to ``count`` rows of the manifest (``position`` in ``test_cells.npz``, ``cell_id``, ``store_index``,
+        ``structure``).
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"array": "test_cells", "source": "real", "position": range(5), "cell_id": list("abcde"),
+    ...                      "structure": ["control_blank", "golgi", "golgi", "nucleoli", "golgi"]})
+    >>> choose_real_cells(rows, 4)["cell_id"].tolist()
+    ['b', 'd', 'c', 'e']
+    """
+    real = manifest[(manifest["array"] == "test_cells") & (manifest["source"] == "real")].sort_values("position")
+    ranked = real.assign(_control=real["structure"].isin(CONTROLS),
+                         _repeat=real.groupby("structure", sort=False).cumcount() > 0)
+    ranked = ranked.sort_values(["_control", "_repeat", "position"], kind="stable")
+    return ranked.drop(columns=["_control", "_repeat"]).head(count).reset_index(drop=True)
+
+
+def cells_to_mesh(real: np.ndarray, cells: pd.DataFrame, *, reconstructions: np.ndarray, prior: np.ndarray,
+                  walks: Mapping[str, np.ndarray], spacing: tuple[float, float, float],
+                  settings: MeshSettings) -> list[CellMasks]:
+    """The masks of every cell :func:`export_meshes` meshes, in table order.
+
+    Parameters
+    ----------
+    real : ndarray
+        ``(N, 3, Z, Y, X)`` store channels structure, cell mask and nucleus mask of the chosen real cells.
+    cells : DataFrame
+        Their rows (``cell_id``, ``structure``, and the cropping stage's ``cell_surface_area_um2`` and
+        ``nucleus_surface_area_um2`` where present), in the order of ``real``.
+    reconstructions : ndarray
+        ``(N, 3, Z, Y, X)`` their reconstructions (membrane, DNA, structure).
+    prior : ndarray
+        ``(G, 2, Z, Y, X)`` cells from the reference prior; the first ``settings.generated`` are meshed.
+    walks : mapping
+        ``walks.npz`` of the latent walks: ``images`` ``(D, S, 2, Z, Y, X)``, ``dimension`` ``(D,)``,
+        ``sd_offsets`` ``(S,)``.
+    spacing : tuple of float
+        Voxel size in µm.
+    settings : MeshSettings
+        How many cells of each kind.
+    """
+    chosen: list[CellMasks] = []
+    for position, row in enumerate(cells.itertuples(index=False)):
+        areas = {part: float(getattr(row, f"{part}_surface_area_um2", float("nan"))) for part in ("cell", "nucleus")}
+        cell_mask = real[position, 1] > 0.5
+        chosen.append(CellMasks(
+            kind="real", name=str(row.cell_id), cell_id=str(row.cell_id), structure=str(row.structure),
+            measured_areas=areas,
+            masks={"cell": cell_mask, "nucleus": (real[position, 2] > 0.5) & cell_mask,
+                   "structure": segment_structure(real[position, 0], cell_mask, spacing=spacing)}))
+    for position, row in enumerate(cells.itertuples(index=False)):
+        chosen.append(CellMasks(kind="reconstruction", name=str(row.cell_id), cell_id=str(row.cell_id),
+                                structure=str(row.structure),
+                                masks=_decoded_masks(reconstructions[position], spacing=spacing)))
+    for draw in range(min(settings.generated, len(prior))):
+        chosen.append(CellMasks(kind="generated", name=f"prior_{draw:02d}",
+                                masks=_decoded_masks(prior[draw], spacing=spacing)))
+    images, offsets = np.asarray(walks["images"]), np.asarray(walks["sd_offsets"], dtype=float)
+    if images.size:
+        middle = int(np.argmin(np.abs(offsets)))
+        chosen.append(CellMasks(kind="representative", name="mean",
+                                masks=_decoded_masks(images[0, middle], spacing=spacing)))
+        for row, dimension in enumerate(np.asarray(walks["dimension"])[:settings.dimensions]):
+            for step, sign in ((0, "minus"), (len(offsets) - 1, "plus")):
+                chosen.append(CellMasks(
+                    kind="representative", name=f"dim{int(dimension):02d}_{sign}{abs(offsets[step]):g}sd",
+                    masks=_decoded_masks(images[row, step], spacing=spacing)))
+    return chosen
+
+
+def mesh_cell(cell: CellMasks, *, spacing: tuple[float, float, float]
+              ) -> tuple[list[dict[str, object]], dict[str, trimesh.Trimesh]]:
+    """Mesh the parts of one cell: a quality row per part (without ``path``), and the meshes by part."""
+    rows, meshes = [], {}
+    cell_surface = None
+    voxel_volume = float(np.prod(spacing))
+    for part in MESH_PARTS:
+        if part not in cell.masks:
+            continue
+        mask = cell.masks[part]
+        row: dict[str, object] = {"kind": cell.kind, "name": cell.name, "cell_id": cell.cell_id,
+                                  "structure": cell.structure, "part": part, "note": ""}
+        if not mask.any():
+            row["note"] = f"empty {part} mask: nothing to mesh"
+            rows.append(row)
+            continue
+        surface = mask_surface(mask, spacing=spacing)
+        inside = float("nan")
+        if part == "cell":
+            cell_surface = surface
+        elif cell_surface is not None:
+            inside = float(points_inside(surface.vertices, cell.masks["cell"], cell_surface, spacing=spacing).mean())
+        mesh = surface_mesh(surface)
+        measured = (cell.measured_areas or {}).get(part, float("nan"))
+        row.update(mesh_quality(mesh, voxel_volume_um3=float(mask.sum()) * voxel_volume,
+                                measured_area_um2=measured, inside_cell_fraction=inside))
+        rows.append(row)
+        meshes[part] = mesh
+    return rows, meshes
+
+
+def export_meshes(chosen: list[CellMasks], *, spacing: tuple[float, float, float], formats: tuple[str, ...],
+                  outdir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mesh every chosen cell, write the meshes and return the quality table and the triangle-angle histogram.
+
+    Parameters
+    ----------
+    chosen : list of CellMasks
+        :func:`cells_to_mesh`.
+    spacing : tuple of float
+        Voxel size in µm.
+    formats : tuple of str
+        File formats, from :data:`MESH_FORMATS`.
+    outdir : path
+        Folder written: ``KIND/NAME_PART.FORMAT``.
+
+    Returns
+    -------
+    quality : DataFrame
+        :data:`QUALITY_COLUMNS`; ``path`` is the mesh's path in ``outdir`` without its format suffix.
+    angles : DataFrame
+        ``kind``, ``part``, ``bin_start_deg``, ``bin_end_deg``, ``triangle_angles`` (count).
+    """
+    from statcell.io import write_mesh
+
+    unknown = sorted(set(formats) - set(MESH_FORMATS))
+    if unknown:
+        raise ValueError(f"unknown mesh formats {unknown}: choose from {list(MESH_FORMATS)}")
+    outdir = Path(outdir)
+    rows, histograms = [], {}
+    for number, cell in enumerate(chosen, start=1):
+        cell_rows, meshes = mesh_cell(cell, spacing=spacing)
+        for row in cell_rows:
+            part = str(row["part"])
+            if part in meshes:
+                stem = Path(cell.kind) / f"{_file_stem(cell.name)}_{part}"
+                for suffix in formats:
+                    write_mesh(meshes[part], outdir / stem.with_suffix(f".{suffix}"))
+                row["path"] = stem.as_posix()
+                key = (cell.kind, part)
+                histograms[key] = histograms.get(key, 0) + angle_histogram(triangle_angles(meshes[part]).ravel())
+            rows.append(row)
+        log.info("meshed %s %s (%d of %d)", cell.kind, cell.name, number, len(chosen))
+    quality = pd.DataFrame(rows).reindex(columns=list(QUALITY_COLUMNS))
+    quality["path"] = quality["path"].fillna("")
+    edges = np.arange(0, 180, ANGLE_BIN_DEG)
+    angles = pd.DataFrame([{"kind": kind, "part": part, "bin_start_deg": start, "bin_end_deg": start + ANGLE_BIN_DEG,
+                            "triangle_angles": int(count)}
+                           for (kind, part), counts in histograms.items() for start, count in zip(edges, counts)],
+                          columns=["kind", "part", "bin_start_deg", "bin_end_deg", "triangle_angles"])
+    return quality, angles
