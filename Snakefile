@@ -29,7 +29,7 @@ include: "rules/allencell.smk"
 include: "rules/normalize.smk"
 include: "rules/train.smk"
 include: "rules/analyze.smk"
-include: "rules/meshes.smk"
+include: "rules/use.smk"
 include: "rules/figures.smk"
 include: "rules/explorer.smk"
 

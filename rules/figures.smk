@@ -269,6 +269,56 @@ rule plot_structures_in_one_cell:
         "--in-one-cell {input.in_one_cell} --examples {input.examples} --output {output.figure} > {log} 2>&1"
 
 
+rule plot_predicted_cells:
+    input:
+        predictions=rules.predict_cells.output.images,
+    output:
+        figure=report(
+            "results/figures/predicted_cells.png",
+            caption="../workflow/report/predicted_cells.rst",
+            category="Generation",
+        ),
+        svg="results/figures/predicted_cells.svg",
+    params:
+        settings=figure_settings("predicted_cells"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/plot_predicted_cells.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-predicted-cells --settings {{params.settings:q}} "
+        "--predictions {input.predictions} --output {output.figure} > {log} 2>&1"
+
+
+rule plot_in_silico_perturbation:
+    input:
+        steps=rules.perturb_cells.output.images,
+    output:
+        figure=report(
+            "results/figures/in_silico_perturbation.png",
+            caption="../workflow/report/in_silico_perturbation.rst",
+            category="Drug perturbations",
+        ),
+        svg="results/figures/in_silico_perturbation.svg",
+    params:
+        settings=figure_settings("in_silico_perturbation"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/plot_in_silico_perturbation.log",
+    conda:
+        "../envs/plots.yaml"
+    shell:
+        f"{STATCELL} plot-in-silico-perturbation --settings {{params.settings:q}} "
+        "--steps {input.steps} --output {output.figure} > {log} 2>&1"
+
+
 rule plot_structure_examples:
     input:
         examples=rules.generate_cells.output.examples,

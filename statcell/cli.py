@@ -623,6 +623,153 @@ def _add_export_meshes(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_export_meshes)
 
 
+def _predict_cells(args: argparse.Namespace) -> None:
+    import math
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from statcell import io
+    from statcell.analysis import prediction
+    from statcell.config import DEFAULT_CONFIG_PATH, load_config
+    from statcell.models import export
+
+    settings = prediction.PredictSettings.from_section(
+        section_settings("predict", config_path=args.config, inline_json=args.settings))
+    seed = section_settings("analysis", config_path=args.config, inline_json=args.analysis_settings)["seed"]
+    reference_model, _ = export.load_model(args.reference)
+    target_model, card = export.load_model(args.target)
+    if args.image:
+        image = io.read_image(args.image)
+        spacing = tuple(args.pixel_size) if args.pixel_size else image.spacing
+        if any(math.isnan(step) for step in spacing):
+            raise ConfigError(f"{args.image} does not state its voxel size: give --pixel-size Z Y X (µm)")
+        if card.crop_shape is None or card.voxel_size_um is None:
+            raise ConfigError(f"{args.target} does not state the crop shape and voxel size it was trained on (a "
+                              "Lightning checkpoint): give its weights-only export NAME.pt with NAME.json")
+        config = load_config(args.config or DEFAULT_CONFIG_PATH)
+        crop_section = {**config["crop"], "shape": dict(zip("zyx", card.crop_shape)),
+                        "voxel_size_um": float(card.voxel_size_um[0])}  # the grid the model was trained on
+        name = Path(args.image).name.split(".")[0]
+        channels = image.data[[args.membrane_channel, args.dna_channel]]
+        crops, table = prediction.cells_from_image(channels, spacing=spacing, segmentation=config["segmentation"],
+                                                   crop=crop_section, normalize=config["normalize"], name=name)
+        accepted = table[table["reject_reason"] == ""].sort_values("crop_index")
+        log.info("%s: %d cells found, %d cropped", args.image, len(table), len(accepted))
+        chosen = pd.DataFrame({"cell_id": accepted["cell_id"], "source": "image", "imaged_structure": ""})
+        references, voxel = crops[:, :2], tuple(float(step) for step in card.voxel_size_um)
+    else:
+        if not (args.store and args.cells):
+            raise ConfigError("give --store and --cells (cells of a dataset), or --image (a new image)")
+        cells = pd.read_parquet(args.cells)
+        voxel = io.store_spacing(args.store)
+        export.check_fits(card, model=str(args.target), data=str(args.store), voxel_size_um=voxel,
+                          crop_shape=io.open_cells(args.store).shape[2:])
+        picked = prediction.choose_cells(cells, ids=args.cell_id or settings.cells, count=settings.count,
+                                         dataset=str(args.cells))
+        references = io.read_cells(args.store, picked["store_index"].to_numpy(), channels=prediction.REFERENCE_CHANNELS)
+        chosen = pd.DataFrame({"cell_id": picked["cell_id"], "source": "store", "imaged_structure": picked["structure"]})
+    generated = prediction.generate_references(reference_model, settings.generated, seed=seed)
+    chosen = pd.concat([chosen, pd.DataFrame({"cell_id": [f"generated_{k:02d}" for k in range(settings.generated)],
+                                              "source": "generated", "imaged_structure": ""})], ignore_index=True)
+    references = np.concatenate([references, generated]).astype(np.float32)
+    mean, draws = prediction.predict_structures(references, chosen["cell_id"].tolist(), target_model=target_model,
+                                                samples=settings.samples, seed=seed)
+    outdir = Path(args.outdir)
+    files = []
+    for index, cell_id in enumerate(chosen["cell_id"]):
+        image, names = prediction.integrated_cell(references[index], mean[index], draws[index],
+                                                  structures=card.structures)
+        path = outdir / "cells" / f"{cell_id.replace('/', '-')}.ome.tiff"
+        io.write_ome_tiff(path, image, channel_names=names, spacing=voxel, image_name=cell_id)
+        files.append(path.relative_to(outdir).as_posix())
+        log.info("%s: %d structures, %d samples each -> %s", cell_id, len(card.structures), settings.samples, path)
+    chosen["file"] = files
+    io.write_table(chosen, outdir / "predictions.csv")
+    composite = np.concatenate([np.repeat(references[:, None], mean.shape[1], axis=1), mean[:, :, None]], axis=2)
+    np.savez_compressed(outdir / "predictions.npz", images=composite, structures=np.array(card.structures),
+                        cells=chosen["cell_id"].to_numpy(dtype=str),
+                        imaged=chosen["imaged_structure"].fillna("").to_numpy(dtype=str),
+                        spacing=np.asarray(voxel, dtype=float))
+
+
+def _add_predict_cells(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "predict-cells", help="every structure predicted in chosen cells, a new image's cells or generated cells",
+        description="Predict every structure the target model knows in cells from their membrane and DNA (the "
+        "integrated cell): cells of a dataset (--store, --cells; by --cell-id, else the predict section's cells or "
+        "a few test cells), or the cells of a new image (--image; segmented, cropped and normalized by the "
+        "pipeline's code on the model's grid, with the config's segmentation, crop and normalize sections), plus "
+        "predict.generated cells whose reference is drawn from the prior. Writes one OME-TIFF per cell under "
+        "OUTDIR/cells (membrane, DNA, each structure's mean prediction, then its samples), predictions.csv and "
+        "predictions.npz (for the figure).")
+    _add_settings_options(parser, settings="the predict section as JSON (used by the rules)")
+    parser.add_argument("--analysis-settings", metavar="JSON", help="the analysis section as JSON (its seed)")
+    parser.add_argument("--reference", required=True, help="reference model: NAME.pt with NAME.json")
+    parser.add_argument("--target", required=True, help="target model: NAME.pt with NAME.json")
+    parser.add_argument("--store", help="cells.zarr of the dataset whose cells to predict in")
+    parser.add_argument("--cells", help="cells.parquet beside it")
+    parser.add_argument("--cell-id", action="append", help="a cell to predict in (repeat for more)")
+    parser.add_argument("--image", help="a new image (OME-TIFF or TIFF) to segment and predict in instead")
+    parser.add_argument("--membrane-channel", type=int, default=0, help="--image's membrane channel (default 0)")
+    parser.add_argument("--dna-channel", type=int, default=1, help="--image's DNA channel (default 1)")
+    parser.add_argument("--pixel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                        help="--image's voxel size in µm, where the file does not state it")
+    parser.add_argument("--outdir", required=True, help="folder to write, e.g. results/predictions")
+    parser.set_defaults(handler=_predict_cells)
+
+
+def _perturb_cells(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from statcell import io
+    from statcell.analysis import in_silico
+    from statcell.models import export
+
+    settings = in_silico.InSilicoSettings.from_section(
+        section_settings("in_silico", config_path=args.config, inline_json=args.settings))
+    analysis = section_settings("analysis", config_path=args.config, inline_json=args.analysis_settings)
+    model, card = export.load_model(args.target)
+    features, images = in_silico.perturb_cells(
+        model, store=args.store, embeddings=pd.read_parquet(args.embeddings), cells=pd.read_parquet(args.cells),
+        dimensions=pd.read_csv(args.dimensions), structures=card.structures, settings=settings,
+        min_kl=analysis["active_kl_nats"], control=analysis["control_treatment"], spacing=io.store_spacing(args.store))
+    summary = in_silico.summarize(features)
+    io.write_table(features, args.features)
+    io.write_table(summary, args.summary)
+    Path(args.images).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.images, **images)
+    for row in summary.itertuples():
+        log.info("%s, %s: %s %.3f -> %.3f decoded (%+.3f); real %+.3f", row.structure, row.drug, row.feature,
+                 row.decoded_start, row.decoded_end, row.decoded_change, row.real_change)
+
+
+def _add_perturb_cells(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "perturb-cells", help="in-silico perturbation: control cells moved along each drug's latent shift",
+        description="For every structure and drug of the drug set, move in_silico.cells control cells from their own "
+        "target posterior mean along the drug's centroid shift (active dimensions), decode the steps in each "
+        "cell's own membrane and DNA, and measure the structure's spread, cortical fraction and concentration on "
+        "the decoded and on all real control and treated cells; writes the feature table, its summary and the "
+        "first cell's steps beside a real treated cell (.npz).")
+    _add_settings_options(parser, settings="the in_silico section as JSON (used by the rules)")
+    parser.add_argument("--analysis-settings", metavar="JSON",
+                        help="the analysis section as JSON (active_kl_nats, control_treatment)")
+    parser.add_argument("--target", required=True, help="target model: NAME.pt with NAME.json")
+    parser.add_argument("--embeddings", required=True, help="drug-set embeddings of the target model")
+    parser.add_argument("--dimensions", required=True, help="the target model's dimension table (.csv)")
+    parser.add_argument("--cells", required=True, help="cells.parquet of the drug set")
+    parser.add_argument("--store", required=True, help="cells.zarr of the drug set")
+    parser.add_argument("--features", required=True, help="feature table to write (.csv)")
+    parser.add_argument("--summary", required=True, help="summary to write (.csv): decoded against real changes")
+    parser.add_argument("--images", required=True, help="decoded steps to write (.npz)")
+    parser.set_defaults(handler=_perturb_cells)
+
+
 # Beta sweep
 def _sweep_settings(args: argparse.Namespace):
     from statcell.analysis import beta_sweep
@@ -905,7 +1052,7 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_synthesize, _add_segment_fov, _add_crop_cells, _add_import_allencell, _add_normalize_cells,
     _add_project_colony, _add_train_reference, _add_train_target, _add_import_model, _add_check_models,
     _add_embed_cells, _add_correlate_latent_space, _add_walk_latent_space, _add_generate_cells, _add_measure_features,
-    _add_export_meshes,
+    _add_export_meshes, _add_predict_cells, _add_perturb_cells,
     _add_analyze_beta_sweep, _add_measure_coupling, _add_drug_shifts, _add_drug_trajectory, _add_check_ground_truth,
 )
 

@@ -7,6 +7,8 @@ read them; what only the simulator needs (localization rules, intensities, stage
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 #: The dataset the models are trained on, ``results/main/``.
 MAIN_DATASET = "main"
 #: The drug-treated cells, ``results/drugs/``.
@@ -51,3 +53,20 @@ IMAGING_FOV = "imaging_fov"
 VEHICLE = "vehicle"
 #: Treatments of the synthetic drug set: the vehicle control, then the drugs.
 TREATMENTS: tuple[str, ...] = (VEHICLE, "paclitaxel", "brefeldin_a")
+
+
+def showcase_order(structures: Sequence[str]) -> list[int]:
+    """Positions of cells in the order to show or export a few: one of each tagged structure first, then the other
+    cells of tagged structures, controls last (their first cells before their others), each group in given order.
+
+    Examples
+    --------
+    >>> showcase_order(["control_blank", "golgi", "golgi", "nucleoli", "control_blank", "golgi"])
+    [1, 3, 2, 5, 0, 4]
+    """
+    seen: set[str] = set()
+    ranks = []
+    for position, structure in enumerate(structures):
+        ranks.append((structure in CONTROLS, structure in seen, position))
+        seen.add(structure)
+    return [position for *_, position in sorted(ranks)]

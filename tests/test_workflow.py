@@ -235,6 +235,11 @@ def test_full_run_builds_the_colony_the_stores_and_the_models(full_run, tmp_path
     for path in written["path"]:
         assert all((full_run / "results" / "meshes" / f"{path}.{suffix}").stat().st_size > 0
                    for suffix in ("obj", "stl", "ply"))
+    predictions = pd.read_csv(full_run / "results" / "predictions" / "predictions.csv", keep_default_na=False)
+    assert predictions["source"].iloc[-1] == "generated" and (predictions["source"] == "store").sum() >= 1
+    assert all((full_run / "results" / "predictions" / file).stat().st_size > 0 for file in predictions["file"])
+    in_silico = pd.read_csv(full_run / "results" / "analysis" / "in_silico" / "summary.csv")
+    assert set(in_silico["drug"]) == {"paclitaxel"} and in_silico["decoded_change"].notna().all()
 
     report = copy_run(full_run, tmp_path / "run")  # the report is written into the folder: use a copy
     snakemake(report, "--report", "report.html")

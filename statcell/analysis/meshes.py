@@ -40,7 +40,7 @@ import pandas as pd
 
 from statcell.analysis.features import segment_cell, segment_nucleus, segment_structure
 from statcell.geometry import Surface, mask_surface, points_inside
-from statcell.vocabulary import CONTROLS
+from statcell.vocabulary import showcase_order
 
 if TYPE_CHECKING:
     import trimesh
@@ -198,10 +198,7 @@ def choose_real_cells(manifest: pd.DataFrame, count: int) -> pd.DataFrame:
     ['b', 'd', 'c', 'e']
     """
     real = manifest[(manifest["array"] == "test_cells") & (manifest["source"] == "real")].sort_values("position")
-    ranked = real.assign(_control=real["structure"].isin(CONTROLS),
-                         _repeat=real.groupby("structure", sort=False).cumcount() > 0)
-    ranked = ranked.sort_values(["_control", "_repeat", "position"], kind="stable")
-    return ranked.drop(columns=["_control", "_repeat"]).head(count).reset_index(drop=True)
+    return real.iloc[showcase_order(real["structure"].astype(str).tolist())[:count]].reset_index(drop=True)
 
 
 def cells_to_mesh(real: np.ndarray, cells: pd.DataFrame, *, reconstructions: np.ndarray, prior: np.ndarray,

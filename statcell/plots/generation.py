@@ -137,3 +137,52 @@ def plot_truncated_prior(truncated: Mapping[str, np.ndarray], output: str | Path
           "dimensions drawn (by mean KL; the others at 0);\nmax projections, xy above xz",
           column_titles=[f"draw {n + 1}" for n in range(images.shape[1])], pixel_um=float(truncated["spacing"][-1]),
           dpi=dpi)
+
+
+def plot_predicted_cells(predictions: Mapping[str, np.ndarray], output: str | Path, *, dpi: int = 150) -> None:
+    """The integrated cell: every structure predicted (its mean prediction) in each chosen cell, one row per cell.
+
+    Parameters
+    ----------
+    predictions : mapping
+        ``predictions.npz`` of ``predict-cells``: ``images`` ``(N, S, 3, Z, Y, X)`` (the cell's membrane and DNA with
+        one structure's mean prediction), ``structures`` (S names), ``cells`` (N ids), ``imaged`` (the structure
+        imaged in each cell, empty for a generated or new one) and ``spacing`` (µm).
+    output : path
+        PNG to write (an SVG is written beside it).
+    dpi : int
+        PNG resolution.
+    """
+    images = predictions["images"]
+    rows = [(f"{cell}\n(imaged: {str(imaged).replace('_', ' ')})" if imaged else str(cell),
+             [views(image) for image in cell_images])
+            for cell, imaged, cell_images in zip(predictions["cells"], predictions["imaged"], images)]
+    _grid(rows, output, title="Every structure predicted from each cell's membrane and DNA (mean prediction; "
+          "xy above, xz below)", column_titles=[str(name).replace("_", " ") for name in predictions["structures"]],
+          pixel_um=float(predictions["spacing"][-1]), dpi=dpi)
+
+
+def plot_in_silico_perturbation(steps: Mapping[str, np.ndarray], output: str | Path, *, dpi: int = 150) -> None:
+    """In-silico perturbation: a control cell's structure moved along each drug's latent shift, beside a real
+    treated cell (one row per structure and drug).
+
+    Parameters
+    ----------
+    steps : mapping
+        ``steps.npz`` of ``perturb-cells``: ``images`` ``(P, S + 1, 3, Z, Y, X)`` (the cell's membrane and DNA with
+        the structure decoded at each of S steps, then a real treated cell), ``pairs`` ``(P, 2)`` (structure,
+        drug), ``alphas`` ``(S,)``, ``control`` and ``spacing`` (µm).
+    output : path
+        PNG to write (an SVG is written beside it).
+    dpi : int
+        PNG resolution.
+    """
+    images, alphas = steps["images"], [float(alpha) for alpha in steps["alphas"]]
+    if not len(images):
+        raise ValueError("steps.npz holds no (structure, drug) pair with control and treated cells: nothing to draw")
+    rows = [(f"{str(structure).replace('_', ' ')}\n{str(drug).replace('_', ' ')}", [views(image) for image in row])
+            for (structure, drug), row in zip(steps["pairs"], images)]
+    _grid(rows, output, title=f"A {steps['control']} cell's structure moved along each drug's latent shift "
+          "(α = fraction of the shift), beside a real treated cell", column_titles=[
+              *(f"α = {alpha:g}" for alpha in alphas), "real treated"],
+          pixel_um=float(steps["spacing"][-1]), dpi=dpi)

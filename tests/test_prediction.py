@@ -1,0 +1,121 @@
+"""The integrated cell: every structure predicted in chosen cells, new images and generated cells."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from bioio import BioImage
+
+from statcell import cli, io
+from statcell.analysis import prediction
+from statcell.models import export
+from tests.conftest import TINY_CELL_SHAPE, TINY_STRUCTURES, TINY_VOXEL_UM, fov_of
+
+
+def test_cells_are_chosen_by_id_in_order_or_one_of_each_structure_first():
+    cells = pd.DataFrame({"cell_id": ["d", "c", "b", "a", "e"], "split": ["test", "test", "train", "test", "test"],
+                          "structure": ["golgi", "control_dna", "golgi", "golgi", "nucleoli"],
+                          "store_index": range(5)})
+    assert prediction.choose_cells(cells, ids=["b", "e"], count=9)["store_index"].tolist() == [2, 4]
+    assert prediction.choose_cells(cells, ids=[], count=3)["cell_id"].tolist() == ["a", "e", "d"]
+    with pytest.raises(ValueError, match="cell ids not in main: x, y"):
+        prediction.choose_cells(cells, ids=["a", "x", "y"], count=1, dataset="main")
+
+
+def test_predictions_are_the_decoder_at_the_mean_and_do_not_depend_on_batch_or_other_cells(tiny_models):
+    target, card = export.load_model(tiny_models["target"])
+    references = io.read_cells(tiny_models["store"], [0, 20, 40], channels=prediction.REFERENCE_CHANNELS)
+    keys = ["cell a", "cell b", "cell c"]
+    mean, draws = prediction.predict_structures(references, keys, target_model=target, samples=2, seed=3,
+                                                batch_size=2)
+    structures = len(card.structures)
+    assert mean.shape == (3, structures, *TINY_CELL_SHAPE) and draws.shape == (3, structures, 2, *TINY_CELL_SHAPE)
+    assert 0 <= mean.min() and mean.max() <= 1
+    with torch.no_grad():
+        expected = target.decode(torch.zeros(structures, target.config.latent_dim),
+                                 torch.from_numpy(references[1]).expand(structures, *references.shape[1:]),
+                                 torch.arange(structures)).clamp(0, 1).numpy()[:, 0]
+    np.testing.assert_allclose(mean[1], expected, atol=1e-5)
+    assert not np.allclose(draws[:, :, 0], draws[:, :, 1])  # independent samples
+    alone_mean, alone_draws = prediction.predict_structures(references[1:2], ["cell b"], target_model=target,
+                                                            samples=2, seed=3, batch_size=64)
+    np.testing.assert_allclose(alone_mean[0], mean[1], atol=1e-5)
+    np.testing.assert_allclose(alone_draws[0], draws[1], atol=1e-5)
+    other_seed = prediction.predict_structures(references[1:2], ["cell b"], target_model=target, samples=2, seed=4)
+    assert not np.allclose(other_seed[1][0], draws[1])
+
+
+def _main(*arguments: str) -> int:
+    return cli.main([str(argument) for argument in arguments])
+
+
+def test_predict_cells_writes_one_ome_tiff_per_cell_that_bioio_reads(tiny_models, tmp_path):
+    cells = pd.read_parquet(tiny_models["cells"])
+    chosen = cells[cells["split"] == "test"]["cell_id"].iloc[[0, 3]].tolist()
+    settings = {"dataset": "main", "cells": [], "count": 2, "samples": 2, "generated": 1}
+    status = _main("predict-cells", "--settings", json.dumps(settings), "--reference", tiny_models["reference"],
+                   "--target", tiny_models["target"], "--store", tiny_models["store"], "--cells",
+                   tiny_models["cells"], "--cell-id", chosen[0], "--cell-id", chosen[1], "--outdir", tmp_path)
+    assert status == 0
+    table = pd.read_csv(tmp_path / "predictions.csv", keep_default_na=False)
+    assert table["cell_id"].tolist() == [*chosen, "generated_00"]
+    assert table["source"].tolist() == ["store", "store", "generated"]
+    _, card = export.load_model(tiny_models["target"])
+    image = BioImage(tmp_path / table["file"].iloc[1])
+    names = [str(name) for name in image.channel_names]
+    assert names[:2 + len(card.structures)] == ["membrane", "dna", *card.structures]
+    assert names[-1] == f"{card.structures[-1]} sample 2" and len(names) == 2 + 3 * len(card.structures)
+    assert tuple(image.physical_pixel_sizes) == (TINY_VOXEL_UM,) * 3
+    pixels = image.get_image_data("CZYX")
+    store_index = int(cells.set_index("cell_id").loc[chosen[1], "store_index"])
+    np.testing.assert_allclose(pixels[:2], io.read_cells(tiny_models["store"], [store_index], channels=(0, 1))[0])
+    with np.load(tmp_path / "predictions.npz") as archive:
+        assert archive["images"].shape == (3, len(card.structures), 3, *TINY_CELL_SHAPE)
+        assert archive["imaged"].tolist() == [*cells.set_index("cell_id").loc[chosen, "structure"], ""]
+    assert _main("plot-predicted-cells", "--predictions", tmp_path / "predictions.npz", "--output",
+                 tmp_path / "predicted_cells.png") == 0
+    assert (tmp_path / "predicted_cells.svg").exists()
+
+    assert _main("predict-cells", "--settings", json.dumps(settings), "--reference", tiny_models["reference"],
+                 "--target", tiny_models["target"], "--store", tiny_models["store"], "--cells", tiny_models["cells"],
+                 "--cell-id", "main/nope/1", "--outdir", tmp_path / "bad") == 1
+
+
+def test_a_new_image_is_segmented_cropped_on_the_models_grid_and_predicted(tiny_models, tiny_fovs, tiny_settings,
+                                                                          tmp_path, caplog):
+    """A raw FOV file, as a user would pass it: its cells are found and cropped at the model's crop shape and voxel."""
+    models = {}
+    for kind in ("reference", "target"):
+        network, card = export.load_model(tiny_models[kind])
+        card = dataclasses.replace(card, crop_shape=list(TINY_CELL_SHAPE), voxel_size_um=[TINY_VOXEL_UM] * 3,
+                                   channels=["membrane", "dna", "structure", "cell_mask", "nucleus_mask"])
+        models[kind] = tmp_path / f"{kind}.pt"
+        export.save_model(network, card, models[kind])
+    fov = fov_of(tiny_fovs, "golgi")
+    path = tmp_path / "my_cells.ome.tiff"
+    io.write_ome_tiff(path, fov.image[:2], channel_names=["CellMask", "Hoechst"], spacing=tiny_settings.pixel_size_um)
+    settings = {"dataset": "main", "cells": [], "count": 2, "samples": 1, "generated": 0}
+    status = _main("predict-cells", "--settings", json.dumps(settings), "--reference", models["reference"],
+                   "--target", models["target"], "--image", path, "--outdir", tmp_path / "out")
+    assert status == 0
+    table = pd.read_csv(tmp_path / "out" / "predictions.csv", keep_default_na=False)
+    assert len(table) >= 2 and table["cell_id"].str.startswith("my_cells/").all()  # the FOV's inner cells
+    assert (table["source"] == "image").all()
+    image = BioImage(tmp_path / "out" / table["file"].iloc[0])
+    assert (image.dims.Z, image.dims.Y, image.dims.X) == TINY_CELL_SHAPE
+    assert tuple(image.physical_pixel_sizes) == (TINY_VOXEL_UM,) * 3
+    pixels = image.get_image_data("CZYX")
+    assert pixels[0].max() == pytest.approx(1.0) and pixels[1].max() == pytest.approx(1.0)  # normalized membrane, DNA
+    assert len(image.channel_names) == 2 + 2 * len(TINY_STRUCTURES)
+    # a file without its voxel size needs --pixel-size
+    bare = tmp_path / "bare.tiff"
+    import tifffile
+
+    tifffile.imwrite(bare, fov.image[:2])
+    assert _main("predict-cells", "--settings", json.dumps(settings), "--reference", models["reference"],
+                 "--target", models["target"], "--image", bare, "--outdir", tmp_path / "bare_out") == 2
