@@ -6,7 +6,7 @@ inwards where it curves (by about σ²/R on a ball of radius R: 9% of the volume
 :func:`mask_surface` does both right: it smooths by one voxel and then picks the iso-level at which the enclosed volume
 equals the mask's voxel volume. On ellipsoids of 2.5 to 12 µm semi-axes at 0.4 and 0.8 µm voxels, the surface's area
 is then within 0.7% (1.8% for the smallest, 2 × 2.5 × 3 µm at 0.8 µm) of the analytic area, and its volume is that of
-the voxels (see ``tests/test_geometry.py``).
+the voxels (see ``tests/test_meshes.py``).
 """
 
 from __future__ import annotations

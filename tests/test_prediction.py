@@ -119,3 +119,20 @@ def test_a_new_image_is_segmented_cropped_on_the_models_grid_and_predicted(tiny_
     tifffile.imwrite(bare, fov.image[:2])
     assert _main("predict-cells", "--settings", json.dumps(settings), "--reference", models["reference"],
                  "--target", models["target"], "--image", bare, "--outdir", tmp_path / "bare_out") == 2
+
+
+def test_napari_opens_a_predicted_cell_at_its_voxel_size(tmp_path):
+    """As a user would: napari with the bioio reader plugin, headless (napari's viewer model needs no display)."""
+    from napari.components import ViewerModel
+    from napari.plugins import _initialize_plugins
+
+    rng = np.random.default_rng(0)
+    image, names = prediction.integrated_cell(rng.random((2, 4, 5, 6)), rng.random((3, 4, 5, 6)),
+                                              rng.random((3, 2, 4, 5, 6)), structures=["golgi", "nucleoli", "actin"])
+    path = tmp_path / "cell.ome.tiff"
+    io.write_ome_tiff(path, image, channel_names=names, spacing=(0.8, 0.4, 0.4))
+    _initialize_plugins()
+    layers = ViewerModel().open(str(path), plugin="napari-bioio-reader")
+    assert len(layers) == 1 and layers[0].data.shape[-4:] == image.shape
+    assert list(layers[0].scale[-3:]) == pytest.approx([0.8, 0.4, 0.4])
+    np.testing.assert_allclose(np.asarray(layers[0].data).reshape(image.shape), image, rtol=1e-6)
