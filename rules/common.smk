@@ -270,3 +270,13 @@ def final_targets():
     if config["data"]["source"] == "synthetic":  # the answers the synthetic colony was built to contain
         targets += [rules.check_ground_truth.output[0]]
     return targets
+
+
+def predict_dataset():
+    """The dataset `predict_cells` predicts in (`predict.dataset`); a dataset the run does not have stops it here,
+    before any job, naming the key and the run's datasets."""
+    dataset = config["predict"]["dataset"]
+    if dataset not in datasets():
+        raise ConfigError(f"invalid configuration: predict.dataset is {dataset!r}, which this run does not have "
+                          f"(its datasets: {', '.join(datasets())})")
+    return dataset

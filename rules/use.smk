@@ -9,8 +9,8 @@ rule predict_cells:
     input:
         reference=model_file("reference"),
         target=model_file("target"),
-        store=f"results/{config['predict']['dataset']}/cells.zarr",
-        cells=f"results/{config['predict']['dataset']}/cells.parquet",
+        store=f"results/{predict_dataset()}/cells.zarr",
+        cells=f"results/{predict_dataset()}/cells.parquet",
     output:
         cells=directory(f"{PREDICT_DIR}/cells"),
         table=f"{PREDICT_DIR}/predictions.csv",
@@ -18,7 +18,7 @@ rule predict_cells:
     params:
         settings=section_json("predict"),
         analysis=analysis_json(),
-        outdir=PREDICT_DIR,
+        outdir=lambda wildcards, output: os.path.dirname(output.table),
     threads: 2
     resources:
         mem_mb=3000,

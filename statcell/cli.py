@@ -669,7 +669,8 @@ def _predict_cells(args: argparse.Namespace) -> None:
         picked = prediction.choose_cells(cells, ids=args.cell_id or settings.cells, count=settings.count,
                                          dataset=str(args.cells))
         references = io.read_cells(args.store, picked["store_index"].to_numpy(), channels=prediction.REFERENCE_CHANNELS)
-        chosen = pd.DataFrame({"cell_id": picked["cell_id"], "source": "store", "imaged_structure": picked["structure"]})
+        chosen = pd.DataFrame({"cell_id": picked["cell_id"], "source": "store",
+                               "imaged_structure": picked["structure"]})
     generated = prediction.generate_references(reference_model, settings.generated, seed=seed)
     chosen = pd.concat([chosen, pd.DataFrame({"cell_id": [f"generated_{k:02d}" for k in range(settings.generated)],
                                               "source": "generated", "imaged_structure": ""})], ignore_index=True)

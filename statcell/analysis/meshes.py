@@ -1,16 +1,16 @@
 """Surface meshes of cells for simulators: real cells, their reconstructions, generated and representative cells.
 
 Each cell gives up to three closed surfaces, at physical scale: the **cell**, the **nucleus** and the tagged
-**structure**'s iso-surface. Every surface is :func:`statcell.geometry.mask_surface` of a mask (the one-voxel-smoothed
-mask's iso-surface at the level that keeps the mask's volume), cleaned with trimesh (duplicate vertices merged,
-normals pointing out of the mask, into any cavity) and written as ``.obj``, ``.stl`` and ``.ply``. Vertices are ``(x, y, z)`` in
-µm, from the centre of the crop's first voxel: the cell's long axis along x, its nucleus at the crop's centre (the
-frame of ``cells.zarr``).
+**structure**'s iso-surface. Every surface is :func:`statcell.geometry.mask_surface` of a mask (the
+one-voxel-smoothed mask's iso-surface at the level that keeps the mask's volume), cleaned with trimesh (duplicate
+vertices merged, normals pointing out of the mask, into any cavity) and written as ``.obj``, ``.stl`` and ``.ply``.
+Vertices are ``(x, y, z)`` in µm, from the centre of the crop's first voxel: the cell's long axis along x, its nucleus
+at the crop's centre (the frame of ``cells.zarr``).
 
 The masks come from where each kind of cell has them:
 
-- **real**: test cells of the training dataset, one per tagged structure first (controls last); the cell and nucleus masks of the store
-  (the segmentation stage's), the structure above Otsu's threshold of its cell
+- **real**: test cells of the training dataset, one per tagged structure first (controls last); the cell and nucleus
+  masks of the store (the segmentation stage's), the structure above Otsu's threshold of its cell
   (:func:`statcell.analysis.features.segment_structure`);
 - **reconstruction**: the same cells decoded from their posterior means (membrane and DNA by the reference model,
   the structure by the target model: ``test_cells.npz`` of the generation step), segmented from the images the way
