@@ -84,12 +84,14 @@ def choose_cells(cells: pd.DataFrame, *, ids: Sequence[str], count: int, dataset
         If an id is not in the table (naming the first missing ones).
     """
     if ids:
-        missing = [cell for cell in ids if cell not in set(cells["cell_id"])]
+        known = set(cells["cell_id"])
+        missing = [cell for cell in ids if cell not in known]
+        if missing and not known:
+            raise ValueError(f"{dataset} has no cells")
         if missing:
-            raise ValueError(f"cell ids not in {dataset}: {', '.join(missing[:5])}"
-                             f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''} "
-                             f"(ids look like {cells['cell_id'].iloc[0]!r})" if len(cells) else
-                             f"{dataset} has no cells")
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise ValueError(f"cell ids not in {dataset}: {', '.join(missing[:5])}{more} "
+                             f"(ids look like {cells['cell_id'].iloc[0]!r})")
         return cells.set_index("cell_id").loc[list(ids)].reset_index()
     pool = cells[cells["split"] == "test"] if (cells["split"] == "test").any() else cells
     pool = pool.sort_values("cell_id")
