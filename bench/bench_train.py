@@ -54,6 +54,7 @@ def store_loader(folder: Path, kind: str, crop_shape: tuple[int, ...], batch: in
     from torch.utils.data import DataLoader
 
     from statcell.crop import CROP_CHANNELS
+    from statcell.io import encode_cells
     from statcell.normalize import create_cell_store
     from statcell.train import CellDataset
 
@@ -61,7 +62,7 @@ def store_loader(folder: Path, kind: str, crop_shape: tuple[int, ...], batch: in
     array = create_cell_store(folder / "cells.zarr", (count, len(CROP_CHANNELS), *crop_shape), voxel_um=1.0)
     rng = np.random.default_rng(0)
     for index in range(count):
-        array[index] = masked_cell(rng, crop_shape)
+        array[index] = encode_cells(masked_cell(rng, crop_shape), array.dtype)
     dataset = CellDataset(folder / "cells.zarr", np.arange(count), kind=kind, labels=rng.integers(0, 24, count),
                           cache_in_memory=False, project=ndim == 2)
     return DataLoader(dataset, batch_size=batch, num_workers=workers, pin_memory=pin_memory, drop_last=True)

@@ -41,6 +41,9 @@ OPTIONAL_MANIFEST_COLUMNS: dict[str, str] = {
 #: Group attribute of ``cells.zarr`` that holds the project's own metadata (cell count, channel names), beside the
 #: group attribute ``ome``, which holds only what the OME-Zarr specification defines.
 STORE_ATTRIBUTE = "statcell"
+#: Encodings of a cell store's values (``normalize.store_dtype``): unsigned integers hold ``round(value * max)`` of
+#: values in [0, 1] (normalized intensities, masks), float32 the values themselves.
+STORE_DTYPES: tuple[str, ...] = ("uint8", "uint16", "float32")
 
 
 class ManifestError(ValueError):
@@ -481,16 +484,44 @@ def open_cells(store: str | Path) -> zarr.Array:
     Returns
     -------
     zarr.Array
-        Shape ``(N, C, Z, Y, X)``, float32; cells are read only when indexed.
+        Shape ``(N, C, Z, Y, X)``, encoded as :func:`encode_cells` (uint8 by default; older stores float32); cells are
+        read only when indexed. Read values through :func:`read_cells`, which decodes them.
     """
     import zarr
 
     return zarr.open_array(Path(store) / "0", mode="r")
 
 
+def encode_cells(values: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
+    """Encode cell values in [0, 1] as a store of ``dtype`` holds them: integers ``round(value * max)``, floats as is.
+
+    Values outside [0, 1] are clipped where the encoding is an integer one (normalized channels and masks never are).
+
+    Examples
+    --------
+    >>> encode_cells(np.array([0.0, 0.5, 1.0, 1.2], np.float32), "uint8").tolist()
+    [0, 128, 255, 255]
+    >>> round(float(decode_cells(encode_cells(np.array([0.3], np.float32), "uint16"))[0]), 4)
+    0.3
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind != "u":
+        return np.asarray(values, dtype=dtype)
+    top = np.iinfo(dtype).max
+    return np.rint(np.clip(values, 0.0, 1.0) * top).astype(dtype)
+
+
+def decode_cells(values: np.ndarray) -> np.ndarray:
+    """Float32 cell values from a store's encoded ones (the inverse of :func:`encode_cells`, to its step)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "u":
+        return values.astype(np.float32) * np.float32(1.0 / np.iinfo(values.dtype).max)
+    return values.astype(np.float32, copy=False)
+
+
 def read_cells(store: str | Path | zarr.Array, indices: Sequence[int] | np.ndarray, *,
                channels: Sequence[int] | None = (0, 1, 2)) -> np.ndarray:
-    """Read cells of a ``cells.zarr`` store, in the order of ``indices``.
+    """Read cells of a ``cells.zarr`` store, in the order of ``indices``, decoded to float32 (:func:`decode_cells`).
 
     The distinct indices are read once, in increasing order (one chunk per cell), and the result is put back in the
     order asked for; an index may repeat.
@@ -531,7 +562,7 @@ def read_cells(store: str | Path | zarr.Array, indices: Sequence[int] | np.ndarr
         outside = indices[(indices < 0) | (indices >= array.shape[0])][0]
         raise IndexError(f"cell index {outside} outside the {array.shape[0]} cells of the store {store}")
     unique, inverse = np.unique(indices, return_inverse=True)
-    return np.asarray(array.get_orthogonal_selection((unique, channels)), dtype=np.float32)[inverse.reshape(-1)]
+    return decode_cells(array.get_orthogonal_selection((unique, channels)))[inverse.reshape(-1)]
 
 
 def write_mesh(mesh: trimesh.Trimesh, path: str | Path) -> None:

@@ -65,6 +65,8 @@ class NormalizeSettings:
         Build the five control classes where :func:`normalize_cells` is asked to (the training dataset).
     control_cells : int or None
         Cells per built control class; ``None`` (config ``auto``): as many as the median structure class holds.
+    store_dtype : str
+        How the store holds the values (:data:`statcell.io.STORE_DTYPES`, :func:`statcell.io.encode_cells`).
     """
 
     method: str = "max"
@@ -72,6 +74,7 @@ class NormalizeSettings:
     scheduler_address: str | None = None
     controls: bool = True
     control_cells: int | None = None
+    store_dtype: str = "uint8"
 
     @classmethod
     def from_config(cls, section: dict) -> NormalizeSettings:
@@ -79,7 +82,7 @@ class NormalizeSettings:
         count = section["control_cells"]
         return cls(method=section["method"], percentile=section["percentile"],
                    scheduler_address=section["scheduler_address"], controls=section["controls"],
-                   control_cells=None if count == "auto" else int(count))
+                   control_cells=None if count == "auto" else int(count), store_dtype=section["store_dtype"])
 
 
 def split_of(cell_id: str) -> str:
@@ -375,12 +378,14 @@ def read_cell_annotations(path: str | Path) -> pd.DataFrame:
     return annotations
 
 
-def _store_attributes(voxel_um: float, shape: tuple[int, ...]) -> dict:
+def _store_attributes(voxel_um: float, shape: tuple[int, ...], dtype: str) -> dict:
     """The store's group attributes: OME-Zarr 0.5 image metadata under ``ome``, the project's own under ``statcell``.
 
     The first axis, ``cell``, has a custom type (NGFF allows one axis of a type other than space, time and channel);
-    ``ome`` holds only what the specification defines, so validators and viewers read it as an image.
+    ``ome`` holds only what the specification defines, so validators and viewers read it as an image; the channels'
+    display window is in stored units (0-255 for uint8). ``statcell.encoding`` states how values are stored.
     """
+    top = float(np.iinfo(dtype).max) if np.dtype(dtype).kind == "u" else 1.0
     axes = [{"name": "cell", "type": "cell"}, {"name": "c", "type": "channel"},
             *({"name": axis, "type": "space", "unit": "micrometer"} for axis in "zyx")]
     return {
@@ -390,18 +395,22 @@ def _store_attributes(voxel_um: float, shape: tuple[int, ...]) -> dict:
                 "path": "0",
                 "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, *(voxel_um,) * 3]}]}]}],
             "omero": {"channels": [{"label": name, "color": _COLOURS[name], "active": index < 3,
-                                    "window": {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}}
+                                    "window": {"start": 0.0, "end": top, "min": 0.0, "max": top}}
                                    for index, name in enumerate(CROP_CHANNELS)]},
         },
-        io.STORE_ATTRIBUTE: {"n_cells": shape[0], "channels": list(CROP_CHANNELS)},
+        io.STORE_ATTRIBUTE: {"n_cells": shape[0], "channels": list(CROP_CHANNELS),
+                             "encoding": {"dtype": str(np.dtype(dtype)), "scale": 1.0 / top,
+                                          "meaning": "value = stored * scale"}},
     }
 
 
-def create_cell_store(path: str | Path, shape: tuple[int, ...], *, voxel_um: float):
+def create_cell_store(path: str | Path, shape: tuple[int, ...], *, voxel_um: float, dtype: str = "uint8"):
     """Create an empty ``cells.zarr`` (replacing any at ``path``) and return its array ``0``.
 
     One chunk per cell, Zstd-compressed, with OME-Zarr (NGFF) 0.5 metadata naming the channels
-    (:data:`CROP_CHANNELS`) and the project's own (cell count, channels) under the group attribute ``statcell``.
+    (:data:`CROP_CHANNELS`) and the project's own (cell count, channels, encoding) under the group attribute
+    ``statcell``. Values are written encoded (:func:`statcell.io.encode_cells`) and read decoded
+    (:func:`statcell.io.read_cells`).
 
     Parameters
     ----------
@@ -411,28 +420,33 @@ def create_cell_store(path: str | Path, shape: tuple[int, ...], *, voxel_um: flo
         ``(N, C, Z, Y, X)``: cells, channels (as many as :data:`CROP_CHANNELS`), voxels.
     voxel_um : float
         Voxel edge in µm (metadata).
+    dtype : str
+        The encoding, one of :data:`statcell.io.STORE_DTYPES`.
 
     Returns
     -------
     zarr.Array
-        The float32 array ``0``, filled with zeros until written.
+        The array ``0`` of ``dtype``, filled with zeros until written.
     """
     import zarr
 
     if len(shape) != 5 or shape[1] != len(CROP_CHANNELS):
         raise ValueError(f"a cell store holds (N, {len(CROP_CHANNELS)}, Z, Y, X) cells, got shape {shape}")
+    if dtype not in io.STORE_DTYPES:
+        raise ValueError(f"unknown store encoding {dtype!r}; encodings are {', '.join(io.STORE_DTYPES)}")
     root = zarr.open_group(path, mode="w", zarr_format=3)
-    root.attrs.update(_store_attributes(voxel_um, shape))
-    return root.create_array("0", shape=shape, chunks=(1, *shape[1:]), dtype="float32", fill_value=0.0,
+    root.attrs.update(_store_attributes(voxel_um, shape, dtype))
+    return root.create_array("0", shape=shape, chunks=(1, *shape[1:]), dtype=dtype, fill_value=0,
                              compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=["cell", "c", "z", "y", "x"])
 
 
 def _store(cells, array, *, settings: NormalizeSettings, threads: int, regions: tuple | None = None) -> None:
-    """Compute a Dask array of cells into the store's array: on the Dask cluster of ``settings``, else on local
-    threads."""
+    """Compute a Dask array of cells, encoded as the store's array holds them (:func:`statcell.io.encode_cells`), into
+    it: on the Dask cluster of ``settings``, else on local threads."""
     import dask
     import dask.array as da
 
+    cells = cells.map_blocks(io.encode_cells, array.dtype, dtype=array.dtype)
     if settings.scheduler_address:
         from distributed import Client
 
@@ -511,7 +525,7 @@ def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str 
     store = Path(store).resolve()
     partial = Path(f"{store}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    array = create_cell_store(partial, shape, voxel_um=voxel_um)
+    array = create_cell_store(partial, shape, voxel_um=voxel_um, dtype=settings.store_dtype)
     pieces = [da.from_delayed(dask.delayed(_normalized_fov)(str(Path(path).resolve()), settings),
                               shape=(count, *crop_shape),
                               dtype=np.float32) for path, count in zip(crop_files, counts) if count]

@@ -124,9 +124,7 @@ def test_evaluate_matches_the_loss_helpers(sweep_models):
     cells = pd.read_parquet(sweep_models["cells"])
     images = beta_sweep.reference_images(sweep_models["store"], cells["store_index"].to_numpy()[:10], ndim=2)
     assert images.shape == (10, 2, 8, 16)
-    import zarr
-
-    stored = zarr.open_array(sweep_models["store"] / "0", mode="r")[cells["store_index"].to_numpy()[:10]]
+    stored = io.read_cells(sweep_models["store"], cells["store_index"].to_numpy()[:10], channels=None)
     np.testing.assert_array_equal(images.numpy(), stored[:, :2].max(axis=2))  # projected along z as in training
     result = beta_sweep.evaluate(model, images, samples=3, batch_size=4, generator=torch.Generator().manual_seed(0))
     assert result.mean.shape == result.kl.shape == (10, 6) and result.distortion.shape == (10,)

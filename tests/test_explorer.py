@@ -48,7 +48,7 @@ def _store(path: Path, cells: np.ndarray, *, voxel_um: float = 0.8) -> Path:
     array = create_cell_store(path, (len(cells), 5, *cells.shape[2:]), voxel_um=voxel_um)
     full = np.zeros(array.shape, dtype=np.float32)
     full[:, :3] = cells
-    array[:] = full
+    array[:] = io.encode_cells(full, array.dtype)
     return path
 
 

@@ -128,7 +128,7 @@ def cell_store(tmp_path):
     """A ``cells.zarr`` of 4 cells, 5 channels, 2 × 3 × 4 voxels, whose every voxel is ``10 * cell + channel``."""
     from statcell.normalize import create_cell_store
 
-    array = create_cell_store(tmp_path / "cells.zarr", (4, 5, 2, 3, 4), voxel_um=0.8)
+    array = create_cell_store(tmp_path / "cells.zarr", (4, 5, 2, 3, 4), voxel_um=0.8, dtype="float32")
     values = 10 * np.arange(4)[:, None] + np.arange(5)[None, :]
     array[:] = np.broadcast_to(values[:, :, None, None, None], array.shape).astype(np.float32)
     return tmp_path / "cells.zarr"

@@ -70,7 +70,10 @@ def test_normalize_cells_writes_store_table_and_rejects(tmp_path, threads):
     array = zarr.open_array(out / "cells.zarr" / "0", mode="r")
     assert array.shape == (5, 5, 8, 10, 12) and array.chunks == (1, 5, 8, 10, 12)
     expected = [normalize.normalize_crop(c, settings=normalize.NormalizeSettings()) for c in np.concatenate(crops)]
-    np.testing.assert_array_equal(array[:], np.stack(expected))
+    assert array.dtype == np.uint8  # the default encoding: round(value * 255)
+    np.testing.assert_allclose(io.read_cells(out / "cells.zarr", range(5), channels=None), np.stack(expected),
+                               atol=0.5 / 255 + 1e-6)
+    assert zarr.open_group(out / "cells.zarr", mode="r").attrs["statcell"]["encoding"]["scale"] == 1 / 255
     table = pd.read_parquet(out / "cells.parquet")
     assert list(table["cell_id"]) == ["main/fov_a/1", "main/fov_a/2", "main/fov_a/3", "main/fov_c/1", "main/fov_c/2"]
     assert list(table["store_index"]) == [0, 1, 2, 3, 4]
@@ -90,10 +93,27 @@ def test_normalize_cells_writes_store_table_and_rejects(tmp_path, threads):
 
 def test_cell_store_holds_one_compressed_chunk_per_cell_and_checks_its_shape(tmp_path):
     array = normalize.create_cell_store(tmp_path / "cells.zarr", (3, 5, 4, 6, 8), voxel_um=0.5)
-    assert array.shape == (3, 5, 4, 6, 8) and array.chunks == (1, 5, 4, 6, 8) and array.dtype == np.float32
+    assert array.shape == (3, 5, 4, 6, 8) and array.chunks == (1, 5, 4, 6, 8) and array.dtype == np.uint8
     assert io.store_spacing(tmp_path / "cells.zarr") == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match=r"\(N, 5, Z, Y, X\) cells, got shape \(3, 2, 4, 6, 8\)"):
         normalize.create_cell_store(tmp_path / "other.zarr", (3, 2, 4, 6, 8), voxel_um=0.5)
+    with pytest.raises(ValueError, match="unknown store encoding 'int8'; encodings are uint8, uint16, float32"):
+        normalize.create_cell_store(tmp_path / "other.zarr", (3, 5, 4, 6, 8), voxel_um=0.5, dtype="int8")
+
+
+@pytest.mark.parametrize("dtype, step", [("uint8", 1 / 255), ("uint16", 1 / 65535), ("float32", 0.0)])
+def test_each_encoding_reads_back_within_half_its_step_and_keeps_masks_exact(tmp_path, dtype, step):
+    rng = np.random.default_rng(3)
+    cells = np.stack([_normalized_cell(rng) for _ in range(3)])
+    array = normalize.create_cell_store(tmp_path / "cells.zarr", (3, 5, *cells.shape[2:]), voxel_um=0.5, dtype=dtype)
+    array[:] = io.encode_cells(cells, dtype)
+    assert array.dtype == np.dtype(dtype)
+    read = io.read_cells(tmp_path / "cells.zarr", [2, 0], channels=None)
+    assert read.dtype == np.float32
+    np.testing.assert_allclose(read, cells[[2, 0]], atol=step / 2 + 1e-7, rtol=0)
+    np.testing.assert_array_equal(read[:, 3:], cells[[2, 0], 3:])  # masks: 0 and 1 exactly
+    window = zarr.open_group(tmp_path / "cells.zarr", mode="r").attrs["ome"]["omero"]["channels"][0]["window"]
+    assert window["max"] == (np.iinfo(dtype).max if dtype != "float32" else 1.0)
 
 
 def _normalized_cell(rng, shape=(6, 8, 10)) -> np.ndarray:

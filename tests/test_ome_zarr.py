@@ -58,7 +58,8 @@ def test_the_projects_metadata_is_outside_the_ome_namespace(store):
     attributes = dict(zarr.open_group(store, mode="r").attrs)
     assert set(attributes) == {"ome", io.STORE_ATTRIBUTE}
     assert set(attributes["ome"]) <= {*ImageAttrs.model_fields, "omero"}  # only what the specification defines
-    assert attributes[io.STORE_ATTRIBUTE] == {"n_cells": 5, "channels": list(CROP_CHANNELS)}
+    assert attributes[io.STORE_ATTRIBUTE] == {"n_cells": 5, "channels": list(CROP_CHANNELS), "encoding": {
+        "dtype": "uint8", "scale": 1 / 255, "meaning": "value = stored * scale"}}
     assert io.store_metadata(store) == io.StoreMetadata(spacing=(0.5, 0.5, 0.5), channels=tuple(CROP_CHANNELS),
                                                         n_cells=5)
 
