@@ -2,10 +2,13 @@
 
 The store holds five channels per cell (membrane, DNA, structure in [0, 1] after normalization; the cell and nucleus
 masks). ``normalize.store_dtype`` chooses how they are written: ``uint8`` (the default: 1/255 steps, as the Allen
-Institute's own single-cell images), ``uint16`` (1/65535 steps) or ``float32`` (the layout before). The loader
-decodes to float32 (:func:`statcell.io.read_cells`). This writes the same cells in each encoding, at the paper's
-crop size by default, and reads every cell back through the training's dataset class (``CellDataset``, not cached)
-with a PyTorch ``DataLoader`` of N worker processes::
+Institute's own single-cell images), ``uint16`` (1/65535 steps) or ``float32`` (the layout before). Training serves
+the values as stored and decodes them on the device (``CellDataset(decode=False)``, ``train.decode_images``); other
+readers decode on the CPU (:func:`statcell.io.read_cells`). This writes the same cells in each encoding, at the
+paper's crop size by default, and reads every cell back through the training's dataset class (``CellDataset``, not
+cached, the target model's three channels) with a PyTorch ``DataLoader`` of N worker processes, both ways: decoded
+to float32 in the loader, and served as stored (the training's way; the decoding then happens on the device, and
+is not timed here)::
 
     python bench/bench_store.py --store results/main/cells.zarr --cells 64 --workers 0 1 2
 
@@ -66,13 +69,15 @@ def write_store(folder: Path, cells: np.ndarray, dtype: str) -> tuple[Path, floa
     return path, size / len(cells)
 
 
-def loader_rate(path: Path, count: int, *, workers: int, epochs: int, batch: int) -> float:
-    """Cells per second through ``CellDataset`` (target model: all three intensity channels) and a DataLoader."""
+def loader_rate(path: Path, count: int, *, workers: int, epochs: int, batch: int, decode: bool) -> float:
+    """Cells per second through ``CellDataset`` (target model: all three intensity channels) and a DataLoader,
+    decoding in the loader or serving the values as stored."""
     from torch.utils.data import DataLoader
 
     from statcell.train import CellDataset
 
-    dataset = CellDataset(path, np.arange(count), kind="target", labels=np.zeros(count, dtype=np.int64))
+    dataset = CellDataset(path, np.arange(count), kind="target", labels=np.zeros(count, dtype=np.int64),
+                          decode=decode)
     loader = DataLoader(dataset, batch_size=batch, num_workers=workers, persistent_workers=workers > 0)
     for _ in loader:  # warm-up: page cache, worker start-up
         pass
@@ -105,16 +110,17 @@ def main() -> None:
             path, per_cell = write_store(Path(folder), cells, dtype)
             decoded = io.read_cells(path, np.arange(len(cells)), channels=None)
             error = float(np.abs(decoded - cells).max())
-            rates = [loader_rate(path, len(cells), workers=workers, epochs=args.epochs, batch=args.batch)
-                     for workers in args.workers]
+            rates = [loader_rate(path, len(cells), workers=workers, epochs=args.epochs, batch=args.batch,
+                                 decode=decode) for decode in (True, False) for workers in args.workers]
             rows.append((dtype, raw * np.dtype(dtype).itemsize, per_cell, error, rates))
             print(f"  {dtype}: done", flush=True)
-    header = (f"{'encoding':>9} {'raw MB/cell':>12} {'disk MB/cell':>13} {'max error':>10} "
-              + " ".join(f"{f'cells/s, {w} workers':>19}" for w in args.workers))
-    print("\n" + header)
+    columns = [f"{way} {w}w" for way in ("decoded", "as stored") for w in args.workers]
+    print("\ncells/s through the loader with N workers (w), decoded to float32 there or served as stored:")
+    print(f"{'encoding':>9} {'raw MB/cell':>12} {'disk MB/cell':>13} {'max error':>10} "
+          + " ".join(f"{column:>14}" for column in columns))
     for dtype, raw_bytes, per_cell, error, rates in rows:
         print(f"{dtype:>9} {raw_bytes / 1e6:12.2f} {per_cell / 1e6:13.3f} {error:10.2g} "
-              + " ".join(f"{rate:19.1f}" for rate in rates))
+              + " ".join(f"{rate:14.1f}" for rate in rates))
     reference = rows[0][2]
     for dtype, _, per_cell, _, _ in rows[1:]:
         print(f"{dtype} on disk: {reference / per_cell:.1f}x smaller than float32")

@@ -137,25 +137,29 @@ class CellDataset(Dataset):
         store when needed (the store is opened lazily in each loader worker).
     project : bool
         Serve maximum-intensity projections along z (for 2D models) instead of the 3D cells.
+    decode : bool
+        Serve float32 images; False serves them as the store holds them (uint8 by default: a quarter of the bytes to
+        read, cache, collate and copy to the device), for :func:`decode_images` to decode once they are there.
     """
 
     def __init__(self, store: str | Path, indices: np.ndarray, *, kind: ModelKind, labels: np.ndarray | None = None,
-                 cache_in_memory: bool = False, project: bool = False) -> None:
+                 cache_in_memory: bool = False, project: bool = False, decode: bool = True) -> None:
         if kind == "target" and labels is None:
             raise ValueError("the target model's dataset needs structure labels")
         self.store, self.indices, self.kind = str(store), np.asarray(indices, dtype=np.int64), kind
         self.labels = None if labels is None else torch.tensor(np.asarray(labels), dtype=torch.long)
         self._channels = list(REFERENCE_CHANNELS) + ([STRUCTURE_CHANNEL] if kind == "target" else [])
-        self.project = project
+        self.project, self.decode = project, decode
         self._array = None
         self._cache = None
         if cache_in_memory and len(self.indices):
             order = np.argsort(self.indices)
             spatial = self.crop_shape[1:] if project else self.crop_shape
-            cache = np.empty((len(self.indices), len(self._channels), *spatial), dtype=np.float32)
+            dtype = np.float32 if decode else self._open().dtype
+            cache = np.empty((len(self.indices), len(self._channels), *spatial), dtype=dtype)
             for start in range(0, len(order), _CACHE_BLOCK):  # bounded memory while projecting
                 block = order[start:start + _CACHE_BLOCK]
-                cells = io.read_cells(self._open(), self.indices[block], channels=self._channels)
+                cells = io.read_cells(self._open(), self.indices[block], channels=self._channels, decode=decode)
                 cache[block] = max_projection(cells) if project else cells
             self._cache = torch.from_numpy(cache)
 
@@ -179,7 +183,7 @@ class CellDataset(Dataset):
         if self._cache is not None:
             cell = self._cache[item]
         else:
-            cell = io.read_cells(self._open(), [self.indices[item]], channels=self._channels)[0]
+            cell = io.read_cells(self._open(), [self.indices[item]], channels=self._channels, decode=self.decode)[0]
             cell = torch.from_numpy(max_projection(cell) if self.project else cell)
         if self.kind == "reference":
             return (cell,)
@@ -235,6 +239,26 @@ def _set_rng_states(states: dict[str, torch.Tensor | list[torch.Tensor]]) -> Non
     torch.set_rng_state(states["cpu"])
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+#: Largest value of each unsigned integer dtype a store may hold (:data:`statcell.io.STORE_DTYPES`).
+_ENCODED_MAX = {torch.uint8: 255, torch.uint16: 65535}
+
+
+def decode_images(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A batch served encoded (``CellDataset(decode=False)``) with its images decoded to float32, where it lies (on
+    the device: the bytes copied there are the store's). Labels and images already float are left as they are.
+
+    The values equal :func:`statcell.io.decode_cells`' bit for bit (``stored * float32(1 / max)``).
+
+    Examples
+    --------
+    >>> images, labels = decode_images((torch.tensor([0, 51, 255], dtype=torch.uint8), torch.tensor([3])))
+    >>> [round(value, 6) for value in images.tolist()], images.dtype, labels.tolist()
+    ([0.0, 0.2, 1.0], torch.float32, [3])
+    """
+    return tuple(tensor.float() * np.float32(1.0 / _ENCODED_MAX[tensor.dtype]) if tensor.dtype in _ENCODED_MAX
+                 else tensor for tensor in batch)
 
 
 def memory_format(ndim: int) -> torch.memory_format:
@@ -378,8 +402,9 @@ def _lightning_module():
                 self.model.to(memory_format=memory_format(ndim))
 
         def on_after_batch_transfer(self, batch: tuple[torch.Tensor, ...], dataloader_idx: int):
+            batch = decode_images(tuple(batch))  # served as stored (uint8): decoded here, on the device
             if self._channels_last:
-                return to_channels_last(tuple(batch), ndim=self.model.config.ndim)
+                return to_channels_last(batch, ndim=self.model.config.ndim)
             return batch
 
         def on_train_start(self) -> None:
@@ -563,7 +588,7 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
             raise ValueError(f"{cells}: the {split} split holds {len(rows)} cell(s); at least 2 are needed")
         labels = rows["structure"].map(label_of).to_numpy()
         dataset = CellDataset(store, rows["store_index"].to_numpy(), kind=kind, labels=labels,
-                              cache_in_memory=settings.cache_in_memory, project=settings.ndim == 2)
+                              cache_in_memory=settings.cache_in_memory, project=settings.ndim == 2, decode=False)
         sampler = EpochShuffle(len(dataset), seed=settings.seed) if split == "train" else None
         # a loader draws a seed for its workers at every epoch, from its generator or else from the global stream,
         # which the latent noise uses and checkpoints restore: keep it off that stream so resumption replays it

@@ -101,6 +101,27 @@ def test_dataset_serves_max_projections_cached_or_streamed(tiny_store):
             torch.testing.assert_close(streamed_part, cached_part, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+@pytest.mark.parametrize("project", [False, True])
+def test_a_dataset_served_as_stored_decodes_on_the_device_to_the_float_values(tmp_path, dtype, project):
+    from statcell.normalize import create_cell_store
+
+    values = np.random.default_rng(4).random((6, 5, 4, 6, 8), dtype=np.float32)
+    store = create_cell_store(tmp_path / "cells.zarr", values.shape, voxel_um=1.0, dtype=dtype)
+    store[:] = io.encode_cells(values, dtype)
+    indices, labels = np.array([4, 1, 3]), np.array([0, 1, 0])
+    options = dict(kind="target", labels=labels, project=project)
+    served = {(decode, cache): train.CellDataset(tmp_path / "cells.zarr", indices, decode=decode,
+                                                 cache_in_memory=cache, **options)
+              for decode in (True, False) for cache in (True, False)}
+    for cache in (True, False):
+        encoded = torch.utils.data.default_collate([served[False, cache][i] for i in range(3)])
+        decoded = torch.utils.data.default_collate([served[True, cache][i] for i in range(3)])
+        assert encoded[0].dtype == getattr(torch, dtype) and decoded[0].dtype == torch.float32
+        for on_device, read in zip(train.decode_images(tuple(encoded)), decoded, strict=True):
+            torch.testing.assert_close(on_device, read, rtol=0, atol=0)  # bit for bit
+
+
 def test_model_config_projects_the_crop_for_2d_models():
     flat = dataclasses.replace(TINY, ndim=2)
     assert train.model_config("reference", flat, (8, 8, 16), 2).image_shape == (8, 16)
