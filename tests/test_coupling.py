@@ -243,9 +243,12 @@ def test_cli_tables_and_figures(tiny_models, tmp_path):
                  str(out["cells.parquet"]), "--output-structures", str(out["structures.csv"]), "--output-mitosis",
                  str(out["mitosis.csv"]), "--output-calibration", str(out["calibration.csv"])]) == 0
     summary = pd.read_csv(out["structures.csv"])
-    calibration = pd.read_csv(out["calibration.csv"])  # the tiny store's controls, as many as were measured
-    controls = set(summary.loc[summary["structure"].isin(coupling.CALIBRATION_CONTROLS), "structure"])
-    assert {check.removesuffix(" couples to") for check in calibration["check"]} == controls
+    calibration = pd.read_csv(out["calibration.csv"]).set_index("check")  # every control, measured or not
+    assert calibration.index.tolist() == [f"{control} couples to" for control in coupling.CALIBRATION_CONTROLS]
+    measured = set(summary.loc[summary["structure"].isin(coupling.CALIBRATION_CONTROLS), "structure"])
+    for control in coupling.CALIBRATION_CONTROLS:
+        observed = calibration.at[f"{control} couples to", "observed"]
+        assert observed.startswith("not measured") != (control in measured), observed
     assert set(summary["couples_to"]) <= {"membrane", "nucleus", "both", "neither", "undetermined"}
     assert summary["n_cells"].sum() == 12
     assert main(["measure-coupling", "--settings", settings, "--model", str(tiny_models["reference"]), "--store",

@@ -65,6 +65,8 @@ def test_the_calibrating_controls_are_checked_with_the_calls_coupling_expects():
 
 
 def test_calibration_is_checked_on_interphase_cells_or_else_on_unannotated_ones():
+    from statcell.analysis.coupling import CALIBRATION_CONTROLS
+
     calls = {"control_membrane": "membrane", "control_dna": "neither", "control_blank": "neither",
              "golgi": "membrane"}
     annotated = recovery.calibration_checks(_coupling(calls)).set_index("check")
@@ -72,8 +74,10 @@ def test_calibration_is_checked_on_interphase_cells_or_else_on_unannotated_ones(
                                              "control_blank couples to": True}  # golgi is no control: not checked
     unannotated = _coupling(calls).query("phase == 'interphase'").assign(phase="unannotated")
     assert recovery.calibration_checks(unannotated).set_index("check")["passed"].equals(annotated["passed"])
-    without = recovery.calibration_checks(_coupling({"golgi": "membrane"}))
-    assert without.empty and list(without.columns) == recovery.COLUMNS
+    without = recovery.calibration_checks(_coupling({"golgi": "membrane"}))  # a dataset without controls
+    assert list(without.columns) == recovery.COLUMNS and not without["passed"].any()
+    assert without["check"].tolist() == [f"{control} couples to" for control in CALIBRATION_CONTROLS]
+    assert without["observed"].str.startswith("not measured: no interphase held-out cells of control_").all()
 
 
 def test_measurement_checks_use_the_absolute_correlation():

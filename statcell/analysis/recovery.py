@@ -53,6 +53,8 @@ MIN_ABS_SPEARMAN = 0.6
 #: Column of the shift table whose test the drug checks use: the FOV-level energy-distance test, corrected.
 ENERGY_P = "energy_p_bonferroni"
 COLUMNS = ["analysis", "check", "expected", "observed", "passed"]
+#: How ``observed`` begins for a calibration control without measured cells.
+NOT_MEASURED = "not measured"
 
 
 def coupling_checks(structures: pd.DataFrame, *, phase: str = "interphase",
@@ -118,7 +120,8 @@ def calibration_checks(structures: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        Columns :data:`COLUMNS`, one row per calibration control measured (none on a dataset without controls).
+        Columns :data:`COLUMNS`, one row per calibration control; a control without measured cells (a dataset
+        without controls, or none held out) does not pass, and ``observed`` says so.
 
     Examples
     --------
@@ -127,11 +130,21 @@ def calibration_checks(structures: pd.DataFrame) -> pd.DataFrame:
     ...                       "nucleus_coupling": [0.0, 0.1], "membrane_p_adjusted": [0.01, 0.001],
     ...                       "nucleus_p_adjusted": [1.0, 1.0]})
     >>> calibration_checks(table)[["check", "expected", "passed"]].values.tolist()
-    [['control_blank couples to', 'neither', False]]
+    [['control_membrane couples to', 'membrane', False], ['control_dna couples to', 'nucleus', False], ['control_blank couples to', 'neither', False]]
     """
     phases = set(structures["phase"])
     phase = "interphase" if "interphase" in phases or UNANNOTATED not in phases else UNANNOTATED
-    return coupling_checks(structures, phase=phase, expectations=CALIBRATION_CONTROLS)
+    measured = coupling_checks(structures, phase=phase, expectations=CALIBRATION_CONTROLS).set_index("check")
+    rows = []
+    for control, expected in CALIBRATION_CONTROLS.items():
+        check = f"{control} couples to"
+        if check in measured.index:
+            rows.append({"check": check, **measured.loc[check].to_dict()})
+        else:
+            rows.append({"analysis": "coupling", "check": check, "expected": expected, "passed": False,
+                         "observed": f"{NOT_MEASURED}: no {phase} held-out cells of {control} (normalize.controls "
+                                     "builds the controls from the dataset's cells)"})
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def shift_checks(shifts: pd.DataFrame, *, significance: float, space: str = "target") -> pd.DataFrame:
