@@ -205,7 +205,7 @@ def test_full_run_builds_the_colony_the_stores_and_the_models(full_run, tmp_path
     for dataset in ("main", "drugs"):
         cells = pd.read_parquet(full_run / "results" / dataset / "cells.parquet")
         store = zarr.open_array(full_run / "results" / dataset / "cells.zarr" / "0", mode="r")
-        assert len(cells) > 0 and store.shape == (len(cells), 5, 16, 16, 24) and store.dtype == np.uint8
+        assert len(cells) > 0 and store.shape == (len(cells), 5, 16, 16, 24) and store.dtype == "uint8"
         assert list(cells["store_index"]) == list(range(len(cells)))
         assert cells["mitotic_stage"].notna().all() and (cells["truth_iou"] > 0.7).all()
         first = io.read_cells(store, [0], channels=None)[0]
