@@ -9,7 +9,6 @@ import pandas as pd
 
 from statcell import allencell, io, synth, vocabulary
 from statcell.config import ConfigError, model_training_section
-from statcell.models import export
 from statcell.analysis import beta_sweep, perturbation
 from statcell.plots import explorer, registry
 from snakemake.logging import logger
@@ -125,6 +124,8 @@ def control_options(wildcards):
         return ""
     if not config["models"]["target"]:
         return "--build-controls"
+    from statcell.models import export  # here, not at the top: it imports torch, 2-4 s of every workflow parse
+
     known = set(export.read_card(config["models"]["target"]).structures)
     classes = [kind for kind in vocabulary.CONTROLS if kind in known]
     if len(classes) < len(vocabulary.CONTROLS):

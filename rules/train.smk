@@ -6,8 +6,6 @@ weights-only export every analysis loads, `{model}.pt` (tensors only) with its c
 is then never scheduled.
 """
 
-from statcell import train
-
 
 rule train_reference:
     input:
@@ -56,6 +54,9 @@ use rule train_reference as train_target with:
 
 
 if given_models():
+    # imported only here: statcell.train imports torch, 2-4 s that every other parse of the workflow would pay
+    from statcell import train
+
     # a model that cannot serve this run's crops stops it here, before any job, naming the key and what differs
     for _kind in given_models():
         train.check_given_model(config["models"][_kind], kind=_kind, crop=config["crop"])

@@ -165,6 +165,18 @@ def test_dry_run_and_lint_are_clean(fresh):
 
 
 @pytest.mark.slow
+def test_parsing_the_workflow_imports_no_torch(fresh):
+    """Every Snakemake start parses the workflow (a no-op rerun, and each cluster job): torch's import, 2-4 s, is left
+    to the jobs that train or embed."""
+    parse = subprocess.run([sys.executable, "-X", "importtime", "-m", "snakemake", "-n", "--configfile", "tiny.yaml"],
+                           cwd=fresh, capture_output=True, text=True, timeout=300)
+    assert parse.returncode == 0, parse.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in parse.stderr.splitlines() if line.startswith("import time:")}
+    assert "snakemake.workflow" in imported and "statcell.config" in imported
+    assert not {name for name in imported if name.split(".")[0] in ("torch", "lightning")}
+
+
+@pytest.mark.slow
 def test_the_two_models_train_side_by_side_on_half_the_cores(fresh):
     def training_threads(cores: int) -> dict[str, int]:
         dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "train_reference", "train_target", "--cores",
