@@ -9,6 +9,11 @@ the longest job, CPU seconds and the largest peak RSS, longest first.
     python bench/bench_run.py --out bench/results/gt --configfile config/ground_truth_small.yaml \\
         --target results/analysis/ground_truth_recovery.csv
     python bench/bench_run.py --existing PATH/TO/A/FINISHED/RUN                   # summarize, run nothing
+    python bench/bench_run.py --existing RUN --noop 3 --configfile ...           # and time 3 no-op reruns of it
+
+A no-op rerun (``--noop N``) runs ``snakemake`` on the finished run as a user would after changing nothing: it must
+schedule no job, and its wall time is the cost of every Snakemake start (parsing the workflow, building the DAG,
+checking the files); the median of N is printed.
 
 Job-seconds add up to more than the wall time where jobs ran side by side. The README's run times come from it.
 """
@@ -79,6 +84,19 @@ def run_workflow(folder: Path, *, cores: int, configfiles: list[str], targets: l
     return seconds
 
 
+def noop_rerun_seconds(folder: Path, *, cores: int, configfiles: list[str], targets: list[str]) -> float:
+    """Wall seconds of one rerun of a finished run that must do nothing (it fails if it scheduled a job)."""
+    command = [sys.executable, "-m", "snakemake", *targets, "--cores", str(cores)]
+    command += ["--configfile", *configfiles] if configfiles else []
+    start = time.perf_counter()
+    run = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    said = run.stdout + run.stderr
+    if run.returncode != 0 or "Nothing to be done" not in said:
+        raise RuntimeError(f"the rerun in {folder} was no no-op:\n{said[-3000:]}")
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--existing", type=Path, help="a finished run to summarize (nothing is run)")
@@ -87,6 +105,7 @@ def main() -> None:
     parser.add_argument("--configfile", nargs="*", default=[], help="config files, as snakemake takes them")
     parser.add_argument("--target", nargs="*", default=[], help="targets (default: the default target)")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--noop", type=int, default=0, metavar="N", help="then time N no-op reruns of the run")
     args = parser.parse_args()
     if args.existing:
         folder, wall = args.existing, None
@@ -98,6 +117,11 @@ def main() -> None:
     total = table["job_s"].sum()
     print(f"\n{int(table['jobs'].sum())} jobs, {total / 60:.1f} job-minutes", end="")
     print(f"; wall {wall / 60:.1f} min on {args.cores} cores" if wall is not None else "")
+    if args.noop:
+        seconds = [noop_rerun_seconds(folder, cores=args.cores, configfiles=args.configfile, targets=args.target)
+                   for _ in range(args.noop)]
+        print(f"no-op rerun: {', '.join(f'{value:.1f}' for value in seconds)} s (median "
+              f"{sorted(seconds)[len(seconds) // 2]:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -145,9 +145,15 @@ def fov_ids(dataset):
     return list(fov_table(dataset)["fov_id"])
 
 
+@cache
+def fov_rows(dataset):
+    """Each FOV's manifest row as a dict, by FOV id (built once: a per-job table filter cost a no-op rerun of the
+    ground-truth run about half its time)."""
+    return {row["fov_id"]: row for row in fov_table(dataset).to_dict("records")}
+
+
 def fov_row(wildcards):
-    table = fov_table(wildcards.dataset)
-    return table[table["fov_id"] == wildcards.fov].iloc[0].to_dict()
+    return fov_rows(wildcards.dataset)[wildcards.fov]
 
 
 def fov_record_json(wildcards):
