@@ -44,6 +44,8 @@ STORE_ATTRIBUTE = "statcell"
 #: Encodings of a cell store's values (``normalize.store_dtype``): unsigned integers hold ``round(value * max)`` of
 #: values in [0, 1] (normalized intensities, masks), float32 the values themselves.
 STORE_DTYPES: tuple[str, ...] = ("uint8", "uint16", "float32")
+#: Most consecutive cells :func:`read_cells` reads in one slice.
+_READ_RUN = 32
 
 
 class ManifestError(ValueError):
@@ -566,9 +568,11 @@ def read_cells(store: str | Path | zarr.Array, indices: Sequence[int] | np.ndarr
         raise IndexError(f"cell index {outside} outside the {array.shape[0]} cells of the store {store}")
     unique, inverse = np.unique(indices, return_inverse=True)
     # Runs of consecutive cells as basic slices: a chunk holds one whole cell, so this decompresses what any read
-    # would; zarr's orthogonal selection took 7 times as long on paper-size cells (bench/bench_store.py).
+    # would; zarr's orthogonal selection took 7 times as long on paper-size cells (bench/bench_store.py). Slices of
+    # at most _READ_RUN cells bound the memory of the channels read and dropped.
     breaks = np.flatnonzero(np.diff(unique) != 1) + 1
-    runs = [(int(run[0]), int(run[-1]) + 1) for run in np.split(unique, breaks)]
+    runs = [(int(start), min(int(start) + _READ_RUN, int(run[-1]) + 1))
+            for run in np.split(unique, breaks) for start in run[::_READ_RUN]]
     stored = np.concatenate([np.asarray(array[start:stop])[:, channels] for start, stop in runs])
     return (decode_cells(stored) if decode else stored)[inverse.reshape(-1)]
 

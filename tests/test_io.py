@@ -134,6 +134,16 @@ def cell_store(tmp_path):
     return tmp_path / "cells.zarr"
 
 
+def test_read_cells_reads_long_runs_gaps_and_repeats_in_the_order_asked(tmp_path):
+    import zarr
+
+    values = np.random.default_rng(2).random((80, 5, 2, 3, 4), dtype=np.float32)
+    zarr.create_array(tmp_path / "bare.zarr" / "0", data=values, chunks=(1, 5, 2, 3, 4))
+    indices = np.r_[79, 0:70, 75, 3, 78, 77]  # a run longer than two slices, gaps, a repeat, any order
+    np.testing.assert_array_equal(io.read_cells(tmp_path / "bare.zarr", indices, channels=[4, 1]),
+                                  values[indices][:, [4, 1]])
+
+
 def test_read_cells_follows_the_order_of_the_indices_repeats_included(cell_store):
     cells = io.read_cells(cell_store, [3, 0, 3, 1])
     assert cells.shape == (4, 3, 2, 3, 4) and cells.dtype == np.float32
