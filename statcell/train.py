@@ -241,10 +241,6 @@ def _set_rng_states(states: dict[str, torch.Tensor | list[torch.Tensor]]) -> Non
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-#: Largest value of each unsigned integer dtype a store may hold (:data:`statcell.io.STORE_DTYPES`).
-_ENCODED_MAX = {torch.uint8: 255, torch.uint16: 65535}
-
-
 def decode_images(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """A batch served encoded (``CellDataset(decode=False)``) with its images decoded to float32, where it lies (on
     the device: the bytes copied there are the store's). Labels and images already float are left as they are.
@@ -257,8 +253,13 @@ def decode_images(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     >>> [round(value, 6) for value in images.tolist()], images.dtype, labels.tolist()
     ([0.0, 0.2, 1.0], torch.float32, [3])
     """
-    return tuple(tensor.float() * np.float32(1.0 / _ENCODED_MAX[tensor.dtype]) if tensor.dtype in _ENCODED_MAX
-                 else tensor for tensor in batch)
+    return tuple(tensor.float() * np.float32(1.0 / torch.iinfo(tensor.dtype).max) if _is_encoded(tensor) else tensor
+                 for tensor in batch)
+
+
+def _is_encoded(tensor: torch.Tensor) -> bool:
+    """An image as a store holds it: an unsigned integer tensor (labels are int64, images float32 once decoded)."""
+    return not tensor.dtype.is_floating_point and not tensor.dtype.is_signed and tensor.dtype != torch.bool
 
 
 def memory_format(ndim: int) -> torch.memory_format:
