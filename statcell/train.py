@@ -36,6 +36,8 @@ from statcell.models.loss import beta_elbo
 from statcell.seeding import integer_seed
 
 log = logging.getLogger(__name__)
+#: The terms of the β-ELBO logged per epoch, as ``train_<term>`` and ``val_<term>``.
+ELBO_PARTS: tuple[str, ...] = ("loss", "elbo", "reconstruction", "kl")
 
 ModelKind = Literal["reference", "target"]
 REFERENCE_CHANNELS = (0, 1)  # membrane, DNA in cells.zarr
@@ -381,6 +383,8 @@ def _lightning_module():
             self.model = ReferenceVAE(vae_config) if kind == "reference" else TargetVAE(vae_config)
             self._resumed_rng_states = None
             self._channels_last = False
+            self._train_sums: dict[str, torch.Tensor] = {}
+            self._train_cells = torch.zeros(())
 
         def on_save_checkpoint(self, checkpoint: dict) -> None:
             # the latent noise draws from the global generator: a resumed run continues its stream
@@ -417,21 +421,38 @@ def _lightning_module():
         def forward(self, *batch: torch.Tensor):
             return self.model(*batch)
 
-        def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
+        def _step(self, batch: tuple[torch.Tensor, ...]):
             output = self.model(*batch)
-            parts = beta_elbo(batch[0], output.reconstruction, output.mean, output.log_var,
-                              beta=self.hparams.beta)
-            size = batch[0].shape[0]
-            for name in ("loss", "elbo", "reconstruction", "kl"):
-                self.log(f"{stage}_{name}", getattr(parts, name), prog_bar=name in ("loss", "elbo"),
-                         on_epoch=True, on_step=False, batch_size=size, sync_dist=True)  # averaged over DDP ranks
-            return parts.loss
+            return beta_elbo(batch[0], output.reconstruction, output.mean, output.log_var, beta=self.hparams.beta)
+
+        def on_train_epoch_start(self) -> None:
+            self._train_sums = {name: torch.zeros((), device=self.device) for name in ELBO_PARTS}
+            self._train_cells = torch.zeros((), device=self.device)
 
         def training_step(self, batch: tuple[torch.Tensor, ...], batch_index: int) -> torch.Tensor:
-            return self._step(batch, "train")
+            parts = self._step(batch)
+            size = batch[0].shape[0]
+            for name in ELBO_PARTS:
+                self._train_sums[name] += getattr(parts, name).detach() * size
+            self._train_cells += size
+            return parts.loss
 
         def validation_step(self, batch: tuple[torch.Tensor, ...], batch_index: int) -> torch.Tensor:
-            return self._step(batch, "val")
+            parts = self._step(batch)
+            for name in ELBO_PARTS:
+                self.log(f"val_{name}", getattr(parts, name), on_epoch=True, on_step=False,
+                         batch_size=batch[0].shape[0], sync_dist=True)  # averaged over DDP ranks
+            return parts.loss
+
+        def on_validation_epoch_end(self) -> None:
+            # The epoch's training means are logged here, with its validation metrics, so that both are written
+            # before the checkpoint that a killed run resumes from: Lightning's own epoch-end logging of training
+            # metrics comes after that checkpoint, and a kill in between lost them. Sums over all DDP ranks.
+            if not self._train_cells:  # no training epoch has run (validation alone)
+                return
+            cells = self.trainer.strategy.reduce(self._train_cells.clone(), reduce_op="sum")
+            for name, total in self._train_sums.items():
+                self.log(f"train_{name}", self.trainer.strategy.reduce(total.clone(), reduce_op="sum") / cells)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate, betas=self.hparams.adam_betas)
