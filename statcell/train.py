@@ -63,6 +63,7 @@ class TrainSettings:
     accelerator: str
     devices: int
     precision: str
+    structure_weighting: str = "none"
 
     @classmethod
     def from_config(cls, section: Mapping, kind: ModelKind | None = None) -> TrainSettings:
@@ -82,6 +83,50 @@ class TrainSettings:
         settings or other data are never resumed, while raising ``epochs`` continues a finished run."""
         values = {name: value for name, value in asdict(self).items() if name != "epochs"}
         return hashlib.sha256(json.dumps([kind, values, data], sort_keys=True).encode()).hexdigest()[:10]
+
+
+def structure_weights(store: str | Path, indices: np.ndarray, labels: np.ndarray, n_classes: int, *,
+                      weighting: str) -> np.ndarray:
+    """Weight of each structure class's reconstruction error in the target model's loss.
+
+    The reconstruction error sums squared errors over voxels, so a dim, sparse structure (the Golgi, microtubules,
+    tight junctions: a few percent of the cell's voxels, far below the brightest) weighs little against a bright,
+    dense one, and the model learns it last. ``energy`` weighs class ``c`` by ``Ē / E_c``, where ``E_c`` is the mean
+    sum of squares of the structure channel over the class's cells and ``Ē`` that mean over all cells: every class
+    then counts in the loss as much as it would at the average brightness. Equivalently, each class has its own β
+    (lower for dim classes). A class without signal (the blank control) keeps 1.
+
+    Parameters
+    ----------
+    store : path
+        ``cells.zarr``.
+    indices, labels : ndarray
+        Store indices of the training cells and their structure classes (``0 .. n_classes - 1``).
+    n_classes : int
+        Number of structure classes.
+    weighting : {"none", "energy"}
+        ``training.structure_weighting``.
+
+    Returns
+    -------
+    ndarray
+        ``(n_classes,)`` float32 weights; all 1 for ``none``.
+    """
+    if weighting == "none":
+        return np.ones(n_classes, dtype=np.float32)
+    if weighting != "energy":
+        raise ValueError(f"training.structure_weighting must be 'none' or 'energy', got {weighting!r}")
+    indices, labels = np.asarray(indices), np.asarray(labels)
+    energy = np.zeros(n_classes)
+    for start in range(0, len(indices), _CACHE_BLOCK):
+        cells = io.read_cells(store, indices[start:start + _CACHE_BLOCK], channels=[STRUCTURE_CHANNEL])
+        squares = np.square(cells, dtype=np.float64).reshape(len(cells), -1).sum(axis=1)
+        energy += np.bincount(labels[start:start + _CACHE_BLOCK], weights=squares, minlength=n_classes)
+    counts = np.bincount(labels, minlength=n_classes)
+    mean_energy = energy.sum() / max(counts.sum(), 1)
+    class_energy = np.divide(energy, counts, out=np.zeros(n_classes), where=counts > 0)
+    weights = np.divide(mean_energy, class_energy, out=np.ones(n_classes), where=class_energy > 0)
+    return weights.astype(np.float32)
 
 
 def table_digest(table: pd.DataFrame) -> str:
@@ -376,7 +421,8 @@ def _lightning_module():
         """One Statistical Cell model with its β-ELBO objective and Adam."""
 
         def __init__(self, kind: ModelKind, config: dict, structures: list[str], beta: float,
-                     learning_rate: float, adam_betas: tuple[float, float]) -> None:
+                     learning_rate: float, adam_betas: tuple[float, float],
+                     structure_weights: list[float] | None = None) -> None:
             super().__init__()
             self.save_hyperparameters()
             vae_config = VAEConfig(**config)
@@ -423,7 +469,11 @@ def _lightning_module():
 
         def _step(self, batch: tuple[torch.Tensor, ...]):
             output = self.model(*batch)
-            return beta_elbo(batch[0], output.reconstruction, output.mean, output.log_var, beta=self.hparams.beta)
+            weights = None
+            if self.hparams.structure_weights is not None:  # the target model: batch is (target, reference, label)
+                weights = torch.tensor(self.hparams.structure_weights, device=batch[2].device)[batch[2]]
+            return beta_elbo(batch[0], output.reconstruction, output.mean, output.log_var, beta=self.hparams.beta,
+                             weights=weights)
 
         def on_train_epoch_start(self) -> None:
             self._train_sums = {name: torch.zeros((), device=self.device) for name in ELBO_PARTS}
@@ -621,8 +671,17 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     config = model_config(kind, settings, loaders["train"].dataset.crop_shape, len(structures))
 
     L.seed_everything(integer_seed(settings.seed, "weights", kind, bits=32), workers=True, verbose=False)
+    weights = None
+    if kind == "target":
+        rows = table[table["split"] == "train"]
+        weights = structure_weights(store, rows["store_index"].to_numpy(), rows["structure"].map(label_of).to_numpy(),
+                                    len(structures), weighting=settings.structure_weighting)
+        log.info("target model: reconstruction weights (training.structure_weighting %s): %s",
+                 settings.structure_weighting,
+                 ", ".join(f"{name} {weight:.2f}" for name, weight in zip(structures, weights, strict=True)))
+        weights = [float(weight) for weight in weights]
     module = _lightning_module()(kind, asdict(config), structures, settings.beta, settings.learning_rate,
-                                 settings.adam_betas)
+                                 settings.adam_betas, structure_weights=weights)
     # the table changes with the data (its measurements come from the images), so new data never resumes old weights
     workdir = Path(workdir) / f"{kind}-{settings.fingerprint(kind, table_digest(table))}"
     workdir.mkdir(parents=True, exist_ok=True)

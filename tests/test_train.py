@@ -65,6 +65,37 @@ def tiny_store(tmp_path_factory):
     return folder
 
 
+def test_structure_weights_give_each_class_the_mean_energy(tmp_path):
+    """Constant structure channels of 0.4, 0.2 and 0 (energies 0.16 V, 0.04 V, 0): weights Ē / E_c, the blank 1."""
+    values = [0.4, 0.2, 0.0, 0.4]
+    cells = np.zeros((4, 5, 2, 2, 2), dtype=np.float32)
+    for index, value in enumerate(values):
+        cells[index, 2] = value
+    zarr.create_array(tmp_path / "cells.zarr" / "0", data=cells, chunks=(1, 5, 2, 2, 2))
+    labels = np.array([0, 1, 2, 0])
+    mean_energy = np.mean(np.square(values)) * 8
+    weights = train.structure_weights(tmp_path / "cells.zarr", np.arange(4), labels, 3, weighting="energy")
+    np.testing.assert_allclose(weights, [mean_energy / (0.16 * 8), mean_energy / (0.04 * 8), 1.0], rtol=1e-6)
+    # each class's weighted energy is the mean energy: dim classes count as much as bright ones
+    np.testing.assert_allclose(weights[:2] * np.array([0.16, 0.04]) * 8, mean_energy, rtol=1e-6)
+    np.testing.assert_array_equal(train.structure_weights(tmp_path / "cells.zarr", np.arange(4), labels, 3,
+                                                          weighting="none"), np.ones(3))
+    with pytest.raises(ValueError, match="structure_weighting"):
+        train.structure_weights(tmp_path / "cells.zarr", np.arange(4), labels, 3, weighting="brightness")
+
+
+def test_the_target_model_trains_with_its_structure_weights(tmp_path, tiny_store):
+    table = pd.read_parquet(tiny_store / "cells.parquet").query("split == 'train'")
+    expected = train.structure_weights(tiny_store / "cells.zarr", table["store_index"].to_numpy(),
+                                       (table["structure"] == "nucleoli").to_numpy(dtype=int), 2, weighting="energy")
+    assert TINY.structure_weighting == "energy"  # the default
+    train.train_model("target", store=tiny_store / "cells.zarr", cells=tiny_store / "cells.parquet", settings=TINY,
+                      checkpoint=tmp_path / "best.ckpt", metrics=tmp_path / "metrics.csv", workdir=tmp_path / "work")
+    saved = torch.load(tmp_path / "best.ckpt", weights_only=False)["hyper_parameters"]["structure_weights"]
+    np.testing.assert_allclose(saved, expected, rtol=1e-6)
+    assert not np.allclose(saved, 1.0)
+
+
 @pytest.mark.parametrize("kind", ["reference", "target"])
 def test_training_writes_best_checkpoint_and_metrics_deterministically(tmp_path, tiny_store, kind):
     weights = []

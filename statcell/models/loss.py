@@ -45,7 +45,7 @@ def sum_squared_error(x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Te
 
 
 def beta_elbo(x: torch.Tensor, reconstruction: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, *,
-              beta: float) -> LossParts:
+              beta: float, weights: torch.Tensor | None = None) -> LossParts:
     """The reparameterized β-VAE objective.
 
     Parameters
@@ -56,18 +56,30 @@ def beta_elbo(x: torch.Tensor, reconstruction: torch.Tensor, mean: torch.Tensor,
         Posterior parameters, ``(batch, latent_dim)``.
     beta : float
         Weight of the KL term, in [0, 1].
+    weights : Tensor, optional
+        ``(batch,)`` weights of each image's reconstruction error in the loss (the target model's structure-class
+        weights, :func:`statcell.train.structure_weights`); the ELBO and the reported reconstruction stay unweighted.
 
     Returns
     -------
     LossParts
         The loss to minimize and its named parts.
+
+    Examples
+    --------
+    >>> x, zero = torch.ones(2, 1, 2, 2), torch.zeros(2, 3)
+    >>> parts = beta_elbo(x, torch.zeros_like(x), zero, zero, beta=0.5, weights=torch.tensor([1.0, 3.0]))
+    >>> parts.loss.item(), parts.reconstruction.item(), parts.elbo.item()
+    (4.0, 4.0, -4.0)
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must lie in [0, 1], got {beta}")
-    reconstruction_error = sum_squared_error(x, reconstruction).mean()
+    errors = sum_squared_error(x, reconstruction)
+    reconstruction_error = errors.mean()
+    weighted_error = reconstruction_error if weights is None else (weights.to(errors.dtype) * errors).mean()
     kl_dims = kl_per_dimension(mean.float(), log_var.float())
     kl = kl_dims.sum(dim=1).mean()
-    return LossParts(loss=(1.0 - beta) * reconstruction_error + beta * kl, reconstruction=reconstruction_error,
+    return LossParts(loss=(1.0 - beta) * weighted_error + beta * kl, reconstruction=reconstruction_error,
                      kl=kl, kl_per_dim=kl_dims.mean(dim=0), elbo=-(reconstruction_error + kl))
 
 
