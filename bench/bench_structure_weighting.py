@@ -63,10 +63,10 @@ def main() -> None:
             rows += [{"epochs": epochs, "weighting": weighting, "structure": row.structure,
                       "median_pearson": row.median_pearson, "train_minutes": round(minutes, 1)}
                      for row in target.itertuples()]
-            print(f"{weighting}, {epochs} epochs: trained in {minutes:.1f} min", flush=True)
-    table = pd.DataFrame(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "reconstruction.csv", index=False)
+            print(f"{weighting}, {epochs} epochs: trained in {minutes:.1f} min; median r "
+                  + ", ".join(f"{row.structure} {row.median_pearson:.2f}" for row in target.itertuples()), flush=True)
+            table = pd.DataFrame(rows)
+            table.to_csv(args.out / "reconstruction.csv", index=False)  # after each model: a cut-short run keeps it
     wide = table.pivot_table(index="structure", columns=["epochs", "weighting"], values="median_pearson")
     print("\nmedian Pearson r of test cells with their reconstructions (target model)")
     print(wide.to_string(float_format=lambda value: f"{value:.2f}"))
