@@ -5,7 +5,8 @@ energy (:func:`statcell.train.structure_weights`), so that dim, sparse structure
 ones. This trains the target model once per weighting, with the same settings, seed and cells (a finished run's
 ``results/main/cells.zarr``), and prints the median Pearson correlation of each structure's test cells with their
 reconstructions from the posterior means, as ``results/models/reconstruction.csv`` reports it, with the run's own
-reference model for the reference rows.
+reference model for the reference rows, beside a baseline: each test cell's correlation with the mean image of its
+structure's training cells.
 
     python bench/bench_structure_weighting.py --run PATH/TO/A/FINISHED/RUN --configfile config/ground_truth_small.yaml \\
         --epochs 24 96 --out bench/results/structure_weighting
@@ -20,10 +21,12 @@ import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from statcell import train
-from statcell.analysis.model_check import check_models
+from statcell.analysis.model_check import check_models, reconstruction_correlations
+from statcell.io import read_cells
 from statcell.config import load_config
 from statcell.vocabulary import MAIN_DATASET
 
@@ -34,6 +37,23 @@ WEIGHTINGS = ("none", "energy")
 def training_settings(configfile: Path) -> train.TrainSettings:
     """The target model's settings of ``configfile`` (the schema's defaults where it is silent)."""
     return train.TrainSettings.from_config(load_config(configfile)["training"], "target")
+
+
+def class_mean_baseline(store: Path, cells: pd.DataFrame) -> pd.DataFrame:
+    """The median correlation of each structure's test cells with the mean image of its training cells: what a
+    model that ignored everything but the structure's class would reach."""
+    rows = []
+    for structure, group in cells.groupby("structure"):
+        train_rows, test_rows = group[group["split"] == "train"], group[group["split"] == "test"]
+        if train_rows.empty or test_rows.empty:
+            continue
+        mean_image = read_cells(store, train_rows["store_index"].to_numpy(), channels=[2])[:, 0].mean(axis=0)
+        test = read_cells(store, test_rows["store_index"].to_numpy(), channels=[2])[:, 0]
+        correlations = reconstruction_correlations(test, np.broadcast_to(mean_image, test.shape))
+        rows.append({"epochs": 0, "weighting": "class mean image", "structure": structure,
+                     "median_pearson": float(np.nanmedian(correlations)) if np.isfinite(correlations).any()
+                     else float("nan"), "train_minutes": 0.0})
+    return pd.DataFrame(rows)
 
 
 def main() -> None:
@@ -48,7 +68,7 @@ def main() -> None:
     cells = pd.read_parquet(args.run / "results" / MAIN_DATASET / "cells.parquet")
     reference = args.run / "results" / "models" / "reference.pt"
     base = training_settings(args.configfile)
-    rows = []
+    rows = class_mean_baseline(store, cells).to_dict("records")
     for epochs in args.epochs:
         for weighting in WEIGHTINGS:
             settings = dataclasses.replace(base, epochs=epochs, structure_weighting=weighting)
