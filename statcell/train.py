@@ -685,13 +685,16 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     # the table changes with the data (its measurements come from the images), so new data never resumes old weights
     workdir = Path(workdir) / f"{kind}-{settings.fingerprint(kind, table_digest(table))}"
     workdir.mkdir(parents=True, exist_ok=True)
-    saver = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="val_elbo", mode="max",
-                            save_last=True)
+    saver = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="val_elbo", mode="max")
+    # The checkpoint a killed or extended run resumes from, written after every epoch. Not `save_last=True`: Lightning
+    # then writes `last.ckpt` only in epochs whose validation ELBO is a new best, so a run resumed from it would redo
+    # the epochs since (and a finished run's `last.ckpt` would hold its best epoch, not its last).
+    every_epoch = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="last", enable_version_counter=False)
     on_gpu = torch.cuda.is_available() and settings.accelerator in ("auto", "gpu", "cuda")
     precision = settings.precision if settings.precision != "auto" else ("bf16-mixed" if on_gpu else "32-true")
     trainer = L.Trainer(
         max_epochs=settings.epochs, accelerator=settings.accelerator, devices=settings.devices, precision=precision,
-        strategy="ddp" if settings.devices > 1 else "auto", deterministic=not on_gpu, callbacks=[saver],
+        strategy="ddp" if settings.devices > 1 else "auto", deterministic=not on_gpu, callbacks=[saver, every_epoch],
         logger=CSVLogger(workdir, name="", version="logs", flush_logs_every_n_steps=1), enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=1, plugins=[atomic_checkpoint_io()],

@@ -229,6 +229,11 @@ def test_a_killed_training_run_resumes_to_the_weights_of_an_uninterrupted_run(tm
     assert history[["train_elbo", "val_elbo"]].notna().all(axis=None)  # both written before each checkpoint
     pd.testing.assert_frame_equal(history, pd.read_csv(paths["whole"]["metrics"]), check_exact=True,
                                   check_like=True)
+    # the validation ELBO peaks before the last epoch here, and last.ckpt still holds the last epoch of both runs
+    assert history["val_elbo"].idxmax() < settings.epochs - 1
+    for run in ("killed", "whole"):
+        last = next(paths[run]["workdir"].glob("*/checkpoints/last.ckpt"))
+        assert torch.load(last, weights_only=False)["global_step"] == settings.epochs * 16 // settings.batch_size
     resumed, whole = (_final_weights(paths[run]["workdir"]) for run in ("killed", "whole"))
     assert resumed.keys() == whole.keys()
     for name in whole:
