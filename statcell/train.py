@@ -431,6 +431,8 @@ def _lightning_module():
             self._channels_last = False
             self._train_sums: dict[str, torch.Tensor] = {}
             self._train_cells = torch.zeros(())
+            # each structure class's reconstruction weight (target model), made a tensor once, not at every step
+            self._class_weights = None if structure_weights is None else torch.tensor(structure_weights)
 
         def on_save_checkpoint(self, checkpoint: dict) -> None:
             # the latent noise draws from the global generator: a resumed run continues its stream
@@ -470,8 +472,9 @@ def _lightning_module():
         def _step(self, batch: tuple[torch.Tensor, ...]):
             output = self.model(*batch)
             weights = None
-            if self.hparams.structure_weights is not None:  # the target model: batch is (target, reference, label)
-                weights = torch.tensor(self.hparams.structure_weights, device=batch[2].device)[batch[2]]
+            if self._class_weights is not None:  # the target model: batch is (target, reference, label)
+                self._class_weights = self._class_weights.to(batch[2].device)  # a no-op once there
+                weights = self._class_weights[batch[2]]
             return beta_elbo(batch[0], output.reconstruction, output.mean, output.log_var, beta=self.hparams.beta,
                              weights=weights)
 
