@@ -11,7 +11,10 @@ For each configuration, in a fresh subprocess (so peak memory is its own), time 
 
 Each model is measured with its weights and images in contiguous and in channels-last memory (``--layouts``).
 It prints images per second, the peak resident memory (CPU) or peak allocated GPU memory of each run and, with
-``--data store``, the fraction of the timed steps spent waiting for the next batch.
+``--data store``, the fraction of the timed steps spent waiting for the next batch. The floating-point operations of
+one step are counted with torch's FLOP counter (matrix products and convolutions, forward and backward), and the
+achieved rate is set against the device's matrix-multiply peak in the same precision, measured in the same run
+(``--peak-size``; a square product timed after a warm-up, as a stand-in for what the device can do at best).
 """
 
 from __future__ import annotations
@@ -68,6 +71,26 @@ def store_loader(folder: Path, kind: str, crop_shape: tuple[int, ...], batch: in
     return DataLoader(dataset, batch_size=batch, num_workers=workers, pin_memory=pin_memory, drop_last=True)
 
 
+def matmul_peak(device: str, precision: str, size: int, seconds: float = 2.0) -> float:
+    """The device's matrix-multiply rate in FLOP/s: ``size``-square products in ``precision`` (fp32 or bf16), repeated
+    for about ``seconds`` after a warm-up, on random data (zeros run faster on some hardware)."""
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    generator = torch.Generator().manual_seed(0)
+    left, right = (torch.randn(size, size, generator=generator).to(device, dtype) for _ in range(2))
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    torch.matmul(left, right)
+    synchronize()
+    start, repeats = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        for _ in range(4):
+            torch.matmul(left, right)
+        synchronize()
+        repeats += 4
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
 def measure(preset: str, kind: str, batch: int, steps: int, device: str, precision: str, ndim: int,
             layout: str, data: str = "random", workers: int = 0) -> dict:
     """Time ``steps`` optimizer steps of one model, its weights and images in ``layout`` (run in the subprocess).
@@ -122,7 +145,12 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
         parts.loss.backward()
         optimizer.step()
 
-    step(next(batches))  # warm-up (also starts the loader workers)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    first = next(batches)
+    step(first)  # warm-up (also starts the loader workers)
+    with FlopCounterMode(display=False) as counter:  # one more step on the same batch, its operations counted
+        step(first)
     if on_cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -140,7 +168,7 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"preset": preset, "ndim": ndim, "model": kind, "layout": layout, "batch": batch,
             "parameters": sum(p.numel() for p in model.parameters()), "images_per_s": batch * steps / seconds,
-            "seconds_per_step": seconds / steps, "peak_mib": memory,
+            "seconds_per_step": seconds / steps, "peak_mib": memory, "flop_per_step": counter.get_total_flops(),
             "data_wait": waiting / seconds if data == "store" else None}
 
 
@@ -162,6 +190,9 @@ def main() -> None:
                              "streamed from a Zarr store like cells.zarr, and the fraction of time waiting for them; "
                              "both: each measured, side by side")
     parser.add_argument("--workers", type=int, default=2, help="loader processes with --data store (default 2)")
+    parser.add_argument("--peak-size", type=int, default=0,
+                        help="side of the square matrix products that measure the device's peak (default: 8192 on "
+                             "a GPU, 2048 on the CPU)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
     args = parser.parse_args()
     if args.run:
@@ -169,8 +200,13 @@ def main() -> None:
         print(json.dumps(measure(preset, kind, int(batch), args.steps, args.device, args.precision, args.ndim,
                                  layout, data, args.workers)))
         return
+    peak_size = args.peak_size or (8192 if args.device.startswith("cuda") else 2048)
+    peak = matmul_peak(args.device, args.precision, peak_size)
+    print(f"matrix-multiply peak on {args.device} in {args.precision}: {peak / 1e9:,.0f} GFLOP/s "
+          f"({peak_size}-square products)")
     print(f"{'preset':8} {'ndim':>4} {'model':9} {'layout':13} {'data':6} {'batch':>5} {'parameters':>11} "
-          f"{'images/s':>9} {'s/step':>7} {'peak MiB':>9} {'data wait':>9}")
+          f"{'images/s':>9} {'s/step':>7} {'peak MiB':>9} {'data wait':>9} {'GFLOP/step':>10} {'GFLOP/s':>9} "
+          f"{'of peak':>7}")
     presets = {"default": ("default", args.default_batch), "paper": (f"paper{args.ndim}d", args.paper_batch)}
     for preset, batch in (presets[name] for name in args.presets):
         for kind in ("reference", "target"):
@@ -180,9 +216,11 @@ def main() -> None:
                                       args.precision, "--ndim", str(args.ndim), "--workers", str(args.workers)],
                                      capture_output=True, text=True, check=True, cwd=ROOT)
                 row = json.loads(run.stdout.strip().splitlines()[-1])
+                rate = row["flop_per_step"] / row["seconds_per_step"]
                 print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['layout']:13} {data:6} "
                       f"{row['batch']:5d} {row['parameters']:11,d} {row['images_per_s']:9.2f} "
-                      f"{row['seconds_per_step']:7.2f} {row['peak_mib']:9.0f} {_share(row['data_wait']):>9}")
+                      f"{row['seconds_per_step']:7.3f} {row['peak_mib']:9.0f} {_share(row['data_wait']):>9} "
+                      f"{row['flop_per_step'] / 1e9:10.1f} {rate / 1e9:9.1f} {rate / peak:7.1%}")
 
 
 def _share(fraction: float | None) -> str:

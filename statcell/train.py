@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from collections.abc import Mapping
 from pathlib import Path
@@ -431,6 +432,7 @@ def _lightning_module():
             self._channels_last = False
             self._train_sums: dict[str, torch.Tensor] = {}
             self._train_cells = torch.zeros(())
+            self._epoch_started = self._training_seconds = 0.0
             # each structure class's reconstruction weight (target model), made a tensor once, not at every step
             self._class_weights = None if structure_weights is None else torch.tensor(structure_weights)
 
@@ -481,6 +483,11 @@ def _lightning_module():
         def on_train_epoch_start(self) -> None:
             self._train_sums = {name: torch.zeros((), device=self.device) for name in ELBO_PARTS}
             self._train_cells = torch.zeros((), device=self.device)
+            self._epoch_started = time.perf_counter()
+
+        def on_validation_epoch_start(self) -> None:
+            # the end of the epoch's training steps (validation follows them), for the progress line
+            self._training_seconds = time.perf_counter() - self._epoch_started
 
         def training_step(self, batch: tuple[torch.Tensor, ...], batch_index: int) -> torch.Tensor:
             parts = self._step(batch)
@@ -506,6 +513,10 @@ def _lightning_module():
             cells = self.trainer.strategy.reduce(self._train_cells.clone(), reduce_op="sum")
             for name, total in self._train_sums.items():
                 self.log(f"train_{name}", self.trainer.strategy.reduce(total.clone(), reduce_op="sum") / cells)
+            if self.trainer.is_global_zero:  # progress in the job's log (not in the metrics table: times vary)
+                log.info("%s epoch %d of %d: %d training cells in %.1f s (%.1f cells/s)", self.hparams.kind,
+                         self.current_epoch + 1, self.trainer.max_epochs, int(cells), self._training_seconds,
+                         int(cells) / self._training_seconds)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate, betas=self.hparams.adam_betas)
@@ -726,5 +737,5 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     history.to_csv(metrics, index=False)
     best = history["val_elbo"].max()
     log.info("%s model: best validation ELBO %.1f at epoch %d of %d", kind, best,
-             int(history.loc[history["val_elbo"].idxmax(), "epoch"]), len(history))
+             int(history.loc[history["val_elbo"].idxmax(), "epoch"]) + 1, len(history))
     return history

@@ -165,6 +165,17 @@ def test_dry_run_and_lint_are_clean(fresh):
 
 
 @pytest.mark.slow
+def test_a_colony_without_a_drug_set_plans_no_drug_jobs(fresh):
+    """``synthetic.drug_structures: []`` (a colony with no drug set, as config/gpu_check.yaml has) is a valid run: the
+    drug set's FOVs, stores and analyses are left out, everything else is planned."""
+    (fresh / "no_drugs.yaml").write_text(yaml.safe_dump({"synthetic": {"drug_structures": []}}))
+    dry = snakemake(fresh, "-n", "--configfile", "tiny.yaml", "no_drugs.yaml")
+    jobs = scheduled_jobs(dry.stdout)
+    assert {"segment_fov", "crop_cells", "train_target", "measure_coupling"} <= {job.rule for job in jobs}
+    assert not [job for job in jobs if "drugs" in job.wildcards or "drug" in job.rule]
+
+
+@pytest.mark.slow
 def test_parsing_the_workflow_imports_no_torch(fresh):
     """Every Snakemake start parses the workflow (a no-op rerun, and each cluster job): torch's import, 2-4 s, is left
     to the jobs that train or embed."""
