@@ -92,17 +92,20 @@ def matmul_peak(device: str, precision: str, size: int, seconds: float = 2.0) ->
 
 
 def measure(preset: str, kind: str, batch: int, steps: int, device: str, precision: str, ndim: int,
-            layout: str, data: str = "random", workers: int = 0) -> dict:
+            layout: str, data: str = "random", workers: int = 0, autotune: bool = False) -> dict:
     """Time ``steps`` optimizer steps of one model, its weights and images in ``layout`` (run in the subprocess).
 
     With ``data="random"`` every step reuses one random batch already on the device; with ``data="store"`` every step
     takes the next batch from a Zarr store through ``workers`` loader processes, and the time spent waiting for it
-    (reading, decompressing, collating, copying to the device) is measured apart.
+    (reading, decompressing, collating, copying to the device) is measured apart. ``autotune`` lets cuDNN time its
+    convolution algorithms for these shapes on the first step and keep the fastest (``cudnn.benchmark``).
     """
     import dataclasses
     import tempfile
 
     import torch
+
+    torch.backends.cudnn.benchmark = autotune
 
     from statcell.config import load_config, validate_config
     from statcell.models.loss import beta_elbo
@@ -190,34 +193,39 @@ def main() -> None:
                              "streamed from a Zarr store like cells.zarr, and the fraction of time waiting for them; "
                              "both: each measured, side by side")
     parser.add_argument("--workers", type=int, default=2, help="loader processes with --data store (default 2)")
+    parser.add_argument("--cudnn-benchmark", nargs="+", choices=["off", "on"], default=["off"],
+                        help="on: cuDNN times its convolution algorithms on the first step and keeps the fastest "
+                             "(GPU; default off, as training runs; both: side by side)")
     parser.add_argument("--peak-size", type=int, default=0,
                         help="side of the square matrix products that measure the device's peak (default: 8192 on "
                              "a GPU, 2048 on the CPU)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
     args = parser.parse_args()
     if args.run:
-        preset, kind, batch, layout, data = args.run.split(",")
+        preset, kind, batch, layout, data, autotune = args.run.split(",")
         print(json.dumps(measure(preset, kind, int(batch), args.steps, args.device, args.precision, args.ndim,
-                                 layout, data, args.workers)))
+                                 layout, data, args.workers, autotune == "on")))
         return
     peak_size = args.peak_size or (8192 if args.device.startswith("cuda") else 2048)
     peak = matmul_peak(args.device, args.precision, peak_size)
     print(f"matrix-multiply peak on {args.device} in {args.precision}: {peak / 1e9:,.0f} GFLOP/s "
           f"({peak_size}-square products)")
-    print(f"{'preset':8} {'ndim':>4} {'model':9} {'layout':13} {'data':6} {'batch':>5} {'parameters':>11} "
+    print(f"{'preset':8} {'ndim':>4} {'model':9} {'layout':13} {'data':6} {'tune':4} {'batch':>5} "
+          f"{'parameters':>11} "
           f"{'images/s':>9} {'s/step':>7} {'peak MiB':>9} {'data wait':>9} {'GFLOP/step':>10} {'GFLOP/s':>9} "
           f"{'of peak':>7}")
     presets = {"default": ("default", args.default_batch), "paper": (f"paper{args.ndim}d", args.paper_batch)}
     for preset, batch in (presets[name] for name in args.presets):
         for kind in ("reference", "target"):
-            for layout, data in itertools.product(args.layouts, args.data):
-                run = subprocess.run([sys.executable, __file__, "--run", f"{preset},{kind},{batch},{layout},{data}",
-                                      "--steps", str(args.steps), "--device", args.device, "--precision",
-                                      args.precision, "--ndim", str(args.ndim), "--workers", str(args.workers)],
+            for layout, data, autotune in itertools.product(args.layouts, args.data, args.cudnn_benchmark):
+                spec = f"{preset},{kind},{batch},{layout},{data},{autotune}"
+                run = subprocess.run([sys.executable, __file__, "--run", spec, "--steps", str(args.steps), "--device",
+                                      args.device, "--precision", args.precision, "--ndim", str(args.ndim),
+                                      "--workers", str(args.workers)],
                                      capture_output=True, text=True, check=True, cwd=ROOT)
                 row = json.loads(run.stdout.strip().splitlines()[-1])
                 rate = row["flop_per_step"] / row["seconds_per_step"]
-                print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['layout']:13} {data:6} "
+                print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['layout']:13} {data:6} {autotune:4} "
                       f"{row['batch']:5d} {row['parameters']:11,d} {row['images_per_s']:9.2f} "
                       f"{row['seconds_per_step']:7.3f} {row['peak_mib']:9.0f} {_share(row['data_wait']):>9} "
                       f"{row['flop_per_step'] / 1e9:10.1f} {rate / 1e9:9.1f} {rate / peak:7.1%}")

@@ -7,38 +7,44 @@
 #  2. one real training epoch of each model of the paper preset through the workflow's own rules: a few hundred
 #     synthetic cells at 0.29 µm voxels (config/gpu_check.yaml), with every rule's time from benchmarks/;
 #  3. the loader's cells/s at the paper's crop size with 1, 8 and 14 worker processes, on that run's cells.zarr.
-# Run from the repository root, with statcell's dependencies importable:
-#     bash bench/gpu_check.sh [OUTDIR]        # tables and logs under OUTDIR (default gpu_check/)
+# Run from the repository root, with statcell's dependencies importable by `python` (the rules call `python -m
+# statcell`):
+#     bash bench/gpu_check.sh [OUTDIR]        # tables and logs under OUTDIR (default gpu_check/), written as it goes
+# The workflow part stops after GPU_CHECK_WORKFLOW_S seconds (default 300) and then reports what it reached: the
+# rules' times so far, the end of every training log.
 set -euo pipefail
 out=${1:-gpu_check}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 cores=$(nproc)
+python -c "import statcell.cli, yaml, zarr, snakemake" || {
+    echo "gpu_check: 'python' must be the interpreter that has statcell's dependencies ($(command -v python))"; exit 2; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
-python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())" \
+python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())" \
     | tee -a "$out/device.txt"
 echo "$cores CPU cores" | tee -a "$out/device.txt"
 
-echo "== 1. paper3d networks, batch 32, bf16 autocast, channels-last"
-python3 bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
-    --layouts channels_last --data random store --workers 8 2>&1 | tee "$out/bench_train.txt"
+echo "== 1. paper3d networks, batch 32, bf16 autocast, channels-last; cuDNN autotuning off and on"
+python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
+    --layouts channels_last --data random --cudnn-benchmark off on 2>&1 | tee "$out/bench_train.txt"
+python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
+    --layouts channels_last --data store --workers 8 2>&1 | tail -n 2 | tee -a "$out/bench_train.txt"
 
 echo "== 2. one epoch of the paper preset through the workflow's rules"
 started=$(date +%s)
-if ! python3 -m snakemake --cores "$cores" --resources gpu=1 --configfile config/paper3d.yaml config/gpu_check.yaml \
-        results/models/reference.pt results/models/target.pt > "$out/snakemake.log" 2>&1; then
-    tail -c 4000 "$out/snakemake.log"
-    for log in logs/train_*.log; do [ -f "$log" ] && { echo "--- $log"; tail -c 3000 "$log"; }; done
-    exit 1
-fi
-echo "workflow: $(( $(date +%s) - started )) s from nothing on $cores cores" | tee "$out/workflow.txt"
-python3 bench/bench_run.py --existing . | tee -a "$out/workflow.txt"
-grep -h "epoch 1 of\|best validation\|weights" logs/train_*.log | tee -a "$out/workflow.txt"
-python3 -c "import pandas as pd; print(pd.read_parquet('results/main/cells.parquet')['split'].value_counts().to_dict())" \
-    | tee -a "$out/workflow.txt"
-cp logs/train_*.log "$out/"
+status=0
+timeout "${GPU_CHECK_WORKFLOW_S:-300}" python -m snakemake results/models/reference.pt results/models/target.pt \
+    --cores "$cores" --resources gpu=1 --configfile config/paper3d.yaml config/gpu_check.yaml \
+    > "$out/snakemake.log" 2>&1 || status=$?
+{
+    echo "workflow: exit status $status after $(( $(date +%s) - started )) s on $cores cores (124: time limit)"
+    python bench/bench_run.py --existing . || true
+    for log in logs/train_*.log; do [ -f "$log" ] && { echo "--- $log (end)"; tail -c 2000 "$log"; }; done
+    [ "$status" = 0 ] || tail -c 3000 "$out/snakemake.log"
+} 2>&1 | tee "$out/workflow.txt"
+[ "$status" = 0 ] || exit "$status"
 
 echo "== 3. the loader at paper size, the run's cells"
-python3 bench/bench_store.py --store results/main/cells.zarr --cells 192 --batch 8 --workers 1 8 14 --epochs 1 \
+python bench/bench_store.py --store results/main/cells.zarr --cells 192 --batch 8 --workers 1 8 14 --epochs 1 \
     2>&1 | tee "$out/bench_store.txt"
