@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -65,6 +66,7 @@ class TrainSettings:
     devices: int
     precision: str
     structure_weighting: str = "none"
+    learning_rate_schedule: str = "constant"
 
     @classmethod
     def from_config(cls, section: Mapping, kind: ModelKind | None = None) -> TrainSettings:
@@ -80,10 +82,37 @@ class TrainSettings:
         return cls(**values)
 
     def fingerprint(self, kind: ModelKind, data: str = "") -> str:
-        """Short hash of the settings but the epoch count, and of the dataset's digest ``data``: checkpoints of other
-        settings or other data are never resumed, while raising ``epochs`` continues a finished run."""
-        values = {name: value for name, value in asdict(self).items() if name != "epochs"}
+        """Short hash of the settings, and of the dataset's digest ``data``: checkpoints of other settings or other
+        data are never resumed. At a constant learning rate the epoch count is left out, so raising ``epochs``
+        continues a finished run; a cosine schedule is drawn over the epochs, so there they count too."""
+        values = {name: value for name, value in asdict(self).items()
+                  if name != "epochs" or self.learning_rate_schedule != "constant"}
         return hashlib.sha256(json.dumps([kind, values, data], sort_keys=True).encode()).hexdigest()[:10]
+
+
+def learning_rate_factor(step: int, total_steps: int, schedule: str) -> float:
+    """The learning rate at optimizer step ``step`` of ``total_steps``, as a fraction of ``training.learning_rate``.
+
+    ``constant`` keeps the rate (the paper's). ``cosine`` warms up linearly over the first 5% of the steps, then
+    decays along a half cosine to zero at the last step: large steps while the loss falls fast, small ones to settle
+    at the end, so fewer epochs reach a given ELBO.
+
+    Examples
+    --------
+    >>> [round(learning_rate_factor(step, 100, "cosine"), 3) for step in (0, 4, 5, 52, 99)]
+    [0.2, 1.0, 1.0, 0.5, 0.0]
+    >>> learning_rate_factor(50, 100, "constant")
+    1.0
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"training.learning_rate_schedule must be 'constant' or 'cosine', got {schedule!r}")
+    warmup = max(1, round(0.05 * total_steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - 1 - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def structure_weights(store: str | Path, indices: np.ndarray, labels: np.ndarray, n_classes: int, *,
@@ -423,7 +452,8 @@ def _lightning_module():
 
         def __init__(self, kind: ModelKind, config: dict, structures: list[str], beta: float,
                      learning_rate: float, adam_betas: tuple[float, float],
-                     structure_weights: list[float] | None = None) -> None:
+                     structure_weights: list[float] | None = None,
+                     learning_rate_schedule: str = "constant") -> None:
             super().__init__()
             self.save_hyperparameters()
             vae_config = VAEConfig(**config)
@@ -518,8 +548,17 @@ def _lightning_module():
                          self.current_epoch + 1, self.trainer.max_epochs, int(cells), self._training_seconds,
                          int(cells) / self._training_seconds)
 
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate, betas=self.hparams.adam_betas)
+        def configure_optimizers(self):
+            optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate,
+                                         betas=self.hparams.adam_betas)
+            schedule = self.hparams.get("learning_rate_schedule", "constant")
+            if schedule == "constant":
+                return optimizer
+            total = int(self.trainer.estimated_stepping_batches)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: learning_rate_factor(step, total, schedule))
+            # stepped after every optimizer step; its state is checkpointed, so a resumed run continues the schedule
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     return StatisticalCellModule
 
@@ -695,7 +734,8 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
                  ", ".join(f"{name} {weight:.2f}" for name, weight in zip(structures, weights, strict=True)))
         weights = [float(weight) for weight in weights]
     module = _lightning_module()(kind, asdict(config), structures, settings.beta, settings.learning_rate,
-                                 settings.adam_betas, structure_weights=weights)
+                                 settings.adam_betas, structure_weights=weights,
+                                 learning_rate_schedule=settings.learning_rate_schedule)
     # the table changes with the data (its measurements come from the images), so new data never resumes old weights
     workdir = Path(workdir) / f"{kind}-{settings.fingerprint(kind, table_digest(table))}"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -84,6 +84,26 @@ def test_structure_weights_give_each_class_the_mean_energy(tmp_path):
         train.structure_weights(tmp_path / "cells.zarr", np.arange(4), labels, 3, weighting="brightness")
 
 
+def test_a_cosine_schedule_warms_up_decays_to_zero_and_is_checkpointed(tmp_path, tiny_store):
+    """16 training cells in batches of 4 for 3 epochs: 12 optimizer steps, one of warm-up; the rate ends at zero."""
+    settings = dataclasses.replace(TINY, epochs=3, learning_rate_schedule="cosine")
+    factors = [train.learning_rate_factor(step, 12, "cosine") for step in range(13)]
+    assert factors[0] == 1.0 and factors[11] == pytest.approx(0.0, abs=1e-12)  # 5% of 12 steps: one warm-up step
+    assert all(later <= earlier for earlier, later in zip(factors, factors[1:]))
+    train.train_model("reference", store=tiny_store / "cells.zarr", cells=tiny_store / "cells.parquet",
+                      settings=settings, checkpoint=tmp_path / "best.ckpt", metrics=tmp_path / "metrics.csv",
+                      workdir=tmp_path / "work")
+    last = torch.load(next((tmp_path / "work").rglob("last.ckpt")), weights_only=False)
+    assert last["lr_schedulers"][0]["last_epoch"] == 12
+    assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(
+        TINY.learning_rate * train.learning_rate_factor(12, 12, "cosine"))
+    # the schedule is drawn over the epochs: another epoch count is another run, never a continuation
+    assert settings.fingerprint("reference") != dataclasses.replace(settings, epochs=4).fingerprint("reference")
+    assert TINY.fingerprint("reference") == dataclasses.replace(TINY, epochs=4).fingerprint("reference")
+    with pytest.raises(ValueError, match="learning_rate_schedule"):
+        train.learning_rate_factor(0, 12, "linear")
+
+
 def test_the_target_model_trains_with_its_structure_weights(tmp_path, tiny_store):
     table = pd.read_parquet(tiny_store / "cells.parquet").query("split == 'train'")
     expected = train.structure_weights(tiny_store / "cells.zarr", table["store_index"].to_numpy(),
