@@ -541,8 +541,16 @@ def _lightning_module():
             if not self._train_cells:  # no training epoch has run (validation alone)
                 return
             cells = self.trainer.strategy.reduce(self._train_cells.clone(), reduce_op="sum")
-            for name, total in self._train_sums.items():
-                self.log(f"train_{name}", self.trainer.strategy.reduce(total.clone(), reduce_op="sum") / cells)
+            means = {name: self.trainer.strategy.reduce(total.clone(), reduce_op="sum") / cells
+                     for name, total in self._train_sums.items()}
+            if not all(torch.isfinite(mean) for mean in means.values()):
+                # stop here, naming the cause, rather than train on NaN weights and fail later without a reason
+                raise FloatingPointError(
+                    f"{self.hparams.kind} model: the training loss is not finite in epoch {self.current_epoch + 1} "
+                    f"(precision {self.trainer.precision}); with bf16-mixed on a CPU, use training.precision "
+                    "32-true (README: some CPUs give non-finite convolution gradients in bf16)")
+            for name, mean in means.items():
+                self.log(f"train_{name}", mean)
             if self.trainer.is_global_zero:  # progress in the job's log (not in the metrics table: times vary)
                 log.info("%s epoch %d of %d: %d training cells in %.1f s (%.1f cells/s)", self.hparams.kind,
                          self.current_epoch + 1, self.trainer.max_epochs, int(cells), self._training_seconds,

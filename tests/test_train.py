@@ -84,6 +84,19 @@ def test_structure_weights_give_each_class_the_mean_energy(tmp_path):
         train.structure_weights(tmp_path / "cells.zarr", np.arange(4), labels, 3, weighting="brightness")
 
 
+def test_a_training_loss_that_is_not_finite_stops_the_run_naming_the_model_and_epoch(tmp_path, tiny_store):
+    """One training cell holds a NaN (as bf16 convolution gradients on some CPUs make the weights): the run stops at
+    the end of epoch 1 with a reason, instead of training on and failing later on an all-NaN history."""
+    store = tmp_path / "cells.zarr"
+    cells = zarr.open_array(tiny_store / "cells.zarr" / "0")[:]
+    cells[3, 0, 2, 2, 2] = np.nan
+    zarr.create_array(store / "0", data=cells, chunks=(1, 5, 8, 8, 16))
+    with pytest.raises(FloatingPointError, match="reference model: the training loss is not finite in epoch 1"):
+        train.train_model("reference", store=store, cells=tiny_store / "cells.parquet", settings=TINY,
+                          checkpoint=tmp_path / "best.ckpt", metrics=tmp_path / "metrics.csv",
+                          workdir=tmp_path / "work")
+
+
 def test_a_cosine_schedule_warms_up_decays_to_zero_and_is_checkpointed(tmp_path, tiny_store):
     """16 training cells in batches of 4 for 3 epochs: 12 optimizer steps, one of warm-up; the rate ends at zero."""
     settings = dataclasses.replace(TINY, epochs=3, learning_rate_schedule="cosine")
