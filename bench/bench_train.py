@@ -92,13 +92,15 @@ def matmul_peak(device: str, precision: str, size: int, seconds: float = 2.0) ->
 
 
 def measure(preset: str, kind: str, batch: int, steps: int, device: str, precision: str, ndim: int,
-            layout: str, data: str = "random", workers: int = 0, autotune: bool = False) -> dict:
+            layout: str, data: str = "random", workers: int = 0, autotune: bool = False, profile: int = 0) -> dict:
     """Time ``steps`` optimizer steps of one model, its weights and images in ``layout`` (run in the subprocess).
 
     With ``data="random"`` every step reuses one random batch already on the device; with ``data="store"`` every step
     takes the next batch from a Zarr store through ``workers`` loader processes, and the time spent waiting for it
     (reading, decompressing, collating, copying to the device) is measured apart. ``autotune`` lets cuDNN time its
-    convolution algorithms for these shapes on the first step and keep the fastest (``cudnn.benchmark``).
+    convolution algorithms for these shapes on the first step and keep the fastest (``cudnn.benchmark``). With
+    ``profile`` > 0, one more step on the first batch runs under torch's profiler, and the ``profile`` operators that
+    took the most time of their own on the device (the GPU's kernels, or the CPU) are returned with their shares.
     """
     import dataclasses
     import tempfile
@@ -169,10 +171,30 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     seconds = time.perf_counter() - start
     memory = (torch.cuda.max_memory_allocated() / 2**20 if on_cuda
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    top_operators = profiled_operators(lambda: step(first), on_cuda, profile) if profile else []
     return {"preset": preset, "ndim": ndim, "model": kind, "layout": layout, "batch": batch,
             "parameters": sum(p.numel() for p in model.parameters()), "images_per_s": batch * steps / seconds,
             "seconds_per_step": seconds / steps, "peak_mib": memory, "flop_per_step": counter.get_total_flops(),
-            "data_wait": waiting / seconds if data == "store" else None}
+            "data_wait": waiting / seconds if data == "store" else None, "top_operators": top_operators}
+
+
+def profiled_operators(run_step, on_cuda: bool, count: int) -> list[tuple[str, float, float]]:
+    """The ``count`` operators of one call of ``run_step`` with the most self time on the device (CUDA kernels' time
+    on a GPU, else CPU time), each as (name, milliseconds, share of the step's total self time)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    with profile(activities=activities) as profiler:
+        run_step()
+        if on_cuda:
+            torch.cuda.synchronize()
+    attribute = "self_device_time_total" if on_cuda else "self_cpu_time_total"
+    events = [event for event in profiler.key_averages() if getattr(event, attribute) > 0]
+    total = sum(getattr(event, attribute) for event in events) or 1.0
+    events.sort(key=lambda event: getattr(event, attribute), reverse=True)
+    return [(event.key, getattr(event, attribute) / 1e3, getattr(event, attribute) / total)
+            for event in events[:count]]
 
 
 def main() -> None:
@@ -199,12 +221,14 @@ def main() -> None:
     parser.add_argument("--peak-size", type=int, default=0,
                         help="side of the square matrix products that measure the device's peak (default: 8192 on "
                              "a GPU, 2048 on the CPU)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after each row, the N operators with the most device time in one profiled step")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
     args = parser.parse_args()
     if args.run:
         preset, kind, batch, layout, data, autotune = args.run.split(",")
         print(json.dumps(measure(preset, kind, int(batch), args.steps, args.device, args.precision, args.ndim,
-                                 layout, data, args.workers, autotune == "on")))
+                                 layout, data, args.workers, autotune == "on", args.profile)))
         return
     peak_size = args.peak_size or (8192 if args.device.startswith("cuda") else 2048)
     peak = matmul_peak(args.device, args.precision, peak_size)
@@ -221,7 +245,7 @@ def main() -> None:
                 spec = f"{preset},{kind},{batch},{layout},{data},{autotune}"
                 run = subprocess.run([sys.executable, __file__, "--run", spec, "--steps", str(args.steps), "--device",
                                       args.device, "--precision", args.precision, "--ndim", str(args.ndim),
-                                      "--workers", str(args.workers)],
+                                      "--workers", str(args.workers), "--profile", str(args.profile)],
                                      capture_output=True, text=True, check=True, cwd=ROOT)
                 row = json.loads(run.stdout.strip().splitlines()[-1])
                 rate = row["flop_per_step"] / row["seconds_per_step"]
@@ -229,6 +253,8 @@ def main() -> None:
                       f"{row['batch']:5d} {row['parameters']:11,d} {row['images_per_s']:9.2f} "
                       f"{row['seconds_per_step']:7.3f} {row['peak_mib']:9.0f} {_share(row['data_wait']):>9} "
                       f"{row['flop_per_step'] / 1e9:10.1f} {rate / 1e9:9.1f} {rate / peak:7.1%}")
+                for name, milliseconds, share in row["top_operators"]:
+                    print(f"    {share:6.1%} {milliseconds:9.2f} ms  {name[:100]}")
 
 
 def _share(fraction: float | None) -> str:
