@@ -545,16 +545,19 @@ def _lightning_module():
                      for name, total in self._train_sums.items()}
             if not all(torch.isfinite(mean) for mean in means.values()):
                 # stop here, naming the cause, rather than train on NaN weights and fail later without a reason
+                on_cpu_in_bf16 = self.device.type == "cpu" and "bf16" in str(self.trainer.precision)
+                hint = ("use training.precision 32-true (README: some CPUs give non-finite convolution gradients "
+                        "in bf16)" if on_cpu_in_bf16 else "look for NaN or infinite values in the training cells, "
+                        "or lower training.learning_rate")
                 raise FloatingPointError(
                     f"{self.hparams.kind} model: the training loss is not finite in epoch {self.current_epoch + 1} "
-                    f"(precision {self.trainer.precision}); with bf16-mixed on a CPU, use training.precision "
-                    "32-true (README: some CPUs give non-finite convolution gradients in bf16)")
+                    f"(precision {self.trainer.precision}); {hint}")
             for name, mean in means.items():
                 self.log(f"train_{name}", mean)
             if self.trainer.is_global_zero:  # progress in the job's log (not in the metrics table: times vary)
                 log.info("%s epoch %d of %d: %d training cells in %.1f s (%.1f cells/s)", self.hparams.kind,
                          self.current_epoch + 1, self.trainer.max_epochs, int(cells), self._training_seconds,
-                         int(cells) / self._training_seconds)
+                         int(cells) / max(self._training_seconds, 1e-9))
 
         def configure_optimizers(self):
             optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate,

@@ -91,7 +91,8 @@ def test_a_training_loss_that_is_not_finite_stops_the_run_naming_the_model_and_e
     cells = zarr.open_array(tiny_store / "cells.zarr" / "0")[:]
     cells[3, 0, 2, 2, 2] = np.nan
     zarr.create_array(store / "0", data=cells, chunks=(1, 5, 8, 8, 16))
-    with pytest.raises(FloatingPointError, match="reference model: the training loss is not finite in epoch 1"):
+    with pytest.raises(FloatingPointError, match="reference model: the training loss is not finite in epoch 1 .*"
+                                                 "look for NaN or infinite values in the training cells"):
         train.train_model("reference", store=store, cells=tiny_store / "cells.parquet", settings=TINY,
                           checkpoint=tmp_path / "best.ckpt", metrics=tmp_path / "metrics.csv",
                           workdir=tmp_path / "work")
