@@ -92,7 +92,8 @@ def matmul_peak(device: str, precision: str, size: int, seconds: float = 2.0) ->
 
 
 def measure(preset: str, kind: str, batch: int, steps: int, device: str, precision: str, ndim: int,
-            layout: str, data: str = "random", workers: int = 0, autotune: bool = False, profile: int = 0) -> dict:
+            layout: str, data: str = "random", workers: int = 0, autotune: bool = False, profile: int = 0,
+            compiled: bool = False) -> dict:
     """Time ``steps`` optimizer steps of one model, its weights and images in ``layout`` (run in the subprocess).
 
     With ``data="random"`` every step reuses one random batch already on the device; with ``data="store"`` every step
@@ -101,6 +102,8 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     convolution algorithms for these shapes on the first step and keep the fastest (``cudnn.benchmark``). With
     ``profile`` > 0, one more step on the first batch runs under torch's profiler, and the ``profile`` operators that
     took the most time of their own on the device (the GPU's kernels, or the CPU) are returned with their shares.
+    ``compiled`` runs the model through ``torch.compile`` (fusing the elementwise work around the convolutions); the
+    compilation happens in the warm-up step, whose time is returned as ``first_step_s``.
     """
     import dataclasses
     import tempfile
@@ -123,6 +126,7 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     if layout == "channels_last":
         model = model.to(memory_format=memory_format(ndim))
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, betas=settings.adam_betas)
+    forward = torch.compile(model) if compiled else model
     dtype = torch.bfloat16 if precision == "bf16" else None
     on_cuda = device.startswith("cuda")
 
@@ -144,7 +148,7 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
 
     def step(inputs: tuple[torch.Tensor, ...]) -> None:
         with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
-            output = model(*inputs)
+            output = forward(*inputs)
             parts = beta_elbo(inputs[0], output.reconstruction, output.mean, output.log_var, beta=settings.beta)
         optimizer.zero_grad(set_to_none=True)
         parts.loss.backward()
@@ -153,7 +157,11 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     from torch.utils.flop_counter import FlopCounterMode
 
     first = next(batches)
-    step(first)  # warm-up (also starts the loader workers)
+    started = time.perf_counter()
+    step(first)  # warm-up (also starts the loader workers, and compiles a compiled model)
+    if on_cuda:
+        torch.cuda.synchronize()
+    first_step = time.perf_counter() - started
     with FlopCounterMode(display=False) as counter:  # one more step on the same batch, its operations counted
         step(first)
     if on_cuda:
@@ -175,7 +183,8 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     return {"preset": preset, "ndim": ndim, "model": kind, "layout": layout, "batch": batch,
             "parameters": sum(p.numel() for p in model.parameters()), "images_per_s": batch * steps / seconds,
             "seconds_per_step": seconds / steps, "peak_mib": memory, "flop_per_step": counter.get_total_flops(),
-            "data_wait": waiting / seconds if data == "store" else None, "top_operators": top_operators}
+            "data_wait": waiting / seconds if data == "store" else None, "top_operators": top_operators,
+            "first_step_s": first_step}
 
 
 def profiled_operators(run_step, on_cuda: bool, count: int) -> list[tuple[str, float, float]]:
@@ -221,28 +230,32 @@ def main() -> None:
     parser.add_argument("--peak-size", type=int, default=0,
                         help="side of the square matrix products that measure the device's peak (default: 8192 on "
                              "a GPU, 2048 on the CPU)")
+    parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"],
+                        help="on: the model through torch.compile, its compile time in the warm-up step (default "
+                             "off, as training runs; both: side by side)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after each row, the N operators with the most device time in one profiled step")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
     args = parser.parse_args()
     if args.run:
-        preset, kind, batch, layout, data, autotune = args.run.split(",")
+        preset, kind, batch, layout, data, autotune, compiled = args.run.split(",")
         print(json.dumps(measure(preset, kind, int(batch), args.steps, args.device, args.precision, args.ndim,
-                                 layout, data, args.workers, autotune == "on", args.profile)))
+                                 layout, data, args.workers, autotune == "on", args.profile, compiled == "on")))
         return
     peak_size = args.peak_size or (8192 if args.device.startswith("cuda") else 2048)
     peak = matmul_peak(args.device, args.precision, peak_size)
     print(f"matrix-multiply peak on {args.device} in {args.precision}: {peak / 1e9:,.0f} GFLOP/s "
           f"({peak_size}-square products)")
-    print(f"{'preset':8} {'ndim':>4} {'model':9} {'layout':13} {'data':6} {'tune':4} {'batch':>5} "
+    print(f"{'preset':8} {'ndim':>4} {'model':9} {'layout':13} {'data':6} {'tune':4} {'comp':4} {'batch':>5} "
           f"{'parameters':>11} "
           f"{'images/s':>9} {'s/step':>7} {'peak MiB':>9} {'data wait':>9} {'GFLOP/step':>10} {'GFLOP/s':>9} "
-          f"{'of peak':>7}")
+          f"{'of peak':>7} {'first step s':>12}")
     presets = {"default": ("default", args.default_batch), "paper": (f"paper{args.ndim}d", args.paper_batch)}
     for preset, batch in (presets[name] for name in args.presets):
         for kind in ("reference", "target"):
-            for layout, data, autotune in itertools.product(args.layouts, args.data, args.cudnn_benchmark):
-                spec = f"{preset},{kind},{batch},{layout},{data},{autotune}"
+            for layout, data, autotune, compiled in itertools.product(args.layouts, args.data, args.cudnn_benchmark,
+                                                                      args.compile):
+                spec = f"{preset},{kind},{batch},{layout},{data},{autotune},{compiled}"
                 run = subprocess.run([sys.executable, __file__, "--run", spec, "--steps", str(args.steps), "--device",
                                       args.device, "--precision", args.precision, "--ndim", str(args.ndim),
                                       "--workers", str(args.workers), "--profile", str(args.profile)],
@@ -250,9 +263,11 @@ def main() -> None:
                 row = json.loads(run.stdout.strip().splitlines()[-1])
                 rate = row["flop_per_step"] / row["seconds_per_step"]
                 print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['layout']:13} {data:6} {autotune:4} "
+                      f"{compiled:4} "
                       f"{row['batch']:5d} {row['parameters']:11,d} {row['images_per_s']:9.2f} "
                       f"{row['seconds_per_step']:7.3f} {row['peak_mib']:9.0f} {_share(row['data_wait']):>9} "
-                      f"{row['flop_per_step'] / 1e9:10.1f} {rate / 1e9:9.1f} {rate / peak:7.1%}")
+                      f"{row['flop_per_step'] / 1e9:10.1f} {rate / 1e9:9.1f} {rate / peak:7.1%} "
+                      f"{row['first_step_s']:12.1f}")
                 for name, milliseconds, share in row["top_operators"]:
                     print(f"    {share:6.1%} {milliseconds:9.2f} ms  {name[:100]}")
 

@@ -2,8 +2,8 @@
 # The GPU checks of the training, in one call of a few minutes, on a machine with one CUDA GPU and a multi-core CPU:
 #  1. the paper's 3D networks (config/paper3d.yaml) at batch 32 in bf16: images/s, peak GPU memory, the FLOPs of one
 #     step and their rate against the chip's bf16 matrix-multiply peak measured in the same run; once on one batch
-#     held on the GPU (the model alone; with cuDNN's autotuning off and on, and the operators that take the most GPU
-#     time), once fed from a Zarr store like cells.zarr by 8 loader processes (the share of step time spent waiting);
+#     held on the GPU (the model alone; with cuDNN's autotuning off and on, then with torch.compile, and the
+#     operators that take the most GPU time), once fed from a Zarr store like cells.zarr by 8 loader processes (the share of step time spent waiting);
 #  2. one real training epoch of each model of the paper preset through the workflow's own rules: a few hundred
 #     synthetic cells at 0.29 µm voxels (config/gpu_check.yaml), with every rule's time from benchmarks/;
 #  3. the loader's cells/s at the paper's crop size with 1, 8 and 14 worker processes, on that run's cells.zarr.
@@ -28,6 +28,8 @@ echo "$cores CPU cores" | tee -a "$out/device.txt"
 echo "== 1. paper3d networks, batch 32, bf16 autocast, channels-last; cuDNN autotuning off and on; the top operators"
 python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
     --layouts channels_last --data random --cudnn-benchmark off on --profile 12 2>&1 | tee "$out/bench_train.txt"
+python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
+    --layouts channels_last --data random --cudnn-benchmark on --compile on 2>&1 | tail -n 2 | tee -a "$out/bench_train.txt"
 python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
     --layouts channels_last --data store --workers 8 2>&1 | tail -n 2 | tee -a "$out/bench_train.txt"
 
