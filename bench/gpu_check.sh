@@ -3,7 +3,8 @@
 #  1. the paper's 3D networks (config/paper3d.yaml) at batch 32 in bf16: images/s, peak GPU memory, the FLOPs of one
 #     step and their rate against the chip's bf16 matrix-multiply peak measured in the same run; once on one batch
 #     held on the GPU (the model alone; with cuDNN's autotuning off and on, then with torch.compile, and the
-#     operators that take the most GPU time), once fed from a Zarr store like cells.zarr by 8 loader processes (the share of step time spent waiting);
+#     operators that take the most GPU time), once fed from a Zarr store like cells.zarr by 8 loader processes
+#     (the share of step time spent waiting);
 #  2. one real training epoch of each model of the paper preset through the workflow's own rules: a few hundred
 #     synthetic cells at 0.29 µm voxels (config/gpu_check.yaml), with every rule's time from benchmarks/;
 #  3. the loader's cells/s at the paper's crop size with 1, 8 and 14 worker processes, on that run's cells.zarr.
@@ -18,7 +19,9 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 cores=$(nproc)
 python -c "import statcell.cli, yaml, zarr, snakemake" || {
-    echo "gpu_check: 'python' must be the interpreter that has statcell's dependencies ($(command -v python))"; exit 2; }
+    echo "gpu_check: 'python' must be the interpreter with statcell's dependencies ($(command -v python))"
+    exit 2
+}
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
 python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())" \
@@ -29,7 +32,8 @@ echo "== 1. paper3d networks, batch 32, bf16 autocast, channels-last; cuDNN auto
 python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
     --layouts channels_last --data random --cudnn-benchmark off on --profile 12 2>&1 | tee "$out/bench_train.txt"
 python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
-    --layouts channels_last --data random --cudnn-benchmark on --compile on 2>&1 | tail -n 2 | tee -a "$out/bench_train.txt"
+    --layouts channels_last --data random --cudnn-benchmark on --compile on 2>&1 | tail -n 2 \
+    | tee -a "$out/bench_train.txt"
 python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
     --layouts channels_last --data store --workers 8 2>&1 | tail -n 2 | tee -a "$out/bench_train.txt"
 
