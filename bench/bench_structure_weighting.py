@@ -47,8 +47,9 @@ def class_mean_baseline(store: Path, cells: pd.DataFrame) -> pd.DataFrame:
         train_rows, test_rows = group[group["split"] == "train"], group[group["split"] == "test"]
         if train_rows.empty or test_rows.empty:
             continue
-        mean_image = read_cells(store, train_rows["store_index"].to_numpy(), channels=[2])[:, 0].mean(axis=0)
-        test = read_cells(store, test_rows["store_index"].to_numpy(), channels=[2])[:, 0]
+        mean_image = read_cells(store, train_rows["store_index"].to_numpy(),
+                                channels=[train.STRUCTURE_CHANNEL])[:, 0].mean(axis=0)
+        test = read_cells(store, test_rows["store_index"].to_numpy(), channels=[train.STRUCTURE_CHANNEL])[:, 0]
         correlations = reconstruction_correlations(test, np.broadcast_to(mean_image, test.shape))
         rows.append({"epochs": 0, "weighting": "class mean image", "structure": structure,
                      "median_pearson": float(np.nanmedian(correlations)) if np.isfinite(correlations).any()
@@ -64,8 +65,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs="+", default=[24], help="training lengths to compare")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "structure_weighting")
     args = parser.parse_args()
-    store = args.run / "results" / MAIN_DATASET / "cells.zarr"
-    cells = pd.read_parquet(args.run / "results" / MAIN_DATASET / "cells.parquet")
+    store, table = (args.run / "results" / MAIN_DATASET / name for name in ("cells.zarr", "cells.parquet"))
+    cells = pd.read_parquet(table)
     reference = args.run / "results" / "models" / "reference.pt"
     base = training_settings(args.configfile)
     rows = class_mean_baseline(store, cells).to_dict("records")
@@ -74,7 +75,7 @@ def main() -> None:
             settings = dataclasses.replace(base, epochs=epochs, structure_weighting=weighting)
             folder = args.out / f"{weighting}_{epochs}"
             start = time.perf_counter()
-            train.train_model("target", store=store, cells=args.run / "results" / MAIN_DATASET / "cells.parquet",
+            train.train_model("target", store=store, cells=table,
                               settings=settings, checkpoint=folder / "target.ckpt", metrics=folder / "metrics.csv",
                               workdir=folder / "work")
             minutes = (time.perf_counter() - start) / 60

@@ -1006,11 +1006,11 @@ def manifest_rows(plans: Iterable[FovPlan], settings: SynthSettings) -> pd.DataF
         Settings (for the pixel sizes).
     """
     z, y, x = settings.pixel_size_um
-    columns = ["fov_id", "path", "membrane_channel", "dna_channel", "structure_channel", "structure",
-               "pixel_size_z_um", "pixel_size_y_um", "pixel_size_x_um", "drug", "concentration_um"]
-    rows = [(plan.fov_id, f"raw/{plan.fov_id}.ome.tiff", 0, 1, 2, plan.structure, z, y, x, plan.drug,
-             plan.concentration_um) for plan in plans]
-    return pd.DataFrame(rows, columns=columns)  # the columns also when there is no FOV (a colony without drug set)
+    rows = [{"fov_id": plan.fov_id, "path": f"raw/{plan.fov_id}.ome.tiff", "membrane_channel": 0, "dna_channel": 1,
+             "structure_channel": 2, "structure": plan.structure, "pixel_size_z_um": z, "pixel_size_y_um": y,
+             "pixel_size_x_um": x, "drug": plan.drug, "concentration_um": plan.concentration_um} for plan in plans]
+    # the manifest's columns also when there is no FOV (a colony without a drug set)
+    return pd.DataFrame(rows, columns=[*io.MANIFEST_COLUMNS, "drug", "concentration_um"])
 
 
 def synthesize(settings: SynthSettings, outdir: str | Path, *, workers: int = 1) -> pd.DataFrame:
