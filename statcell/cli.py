@@ -1104,7 +1104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         log.error("%s", error)
         return 2
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, FloatingPointError) as error:  # a training loss gone NaN names its cause
         log.error("%s", error)
         return 1
     return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -84,7 +86,8 @@ def test_structure_weights_give_each_class_the_mean_energy(tmp_path):
         train.structure_weights(tmp_path / "cells.zarr", np.arange(4), labels, 3, weighting="brightness")
 
 
-def test_a_training_loss_that_is_not_finite_stops_the_run_naming_the_model_and_epoch(tmp_path, tiny_store):
+def test_a_training_loss_that_is_not_finite_stops_the_run_naming_the_model_and_epoch(tmp_path, tiny_store,
+                                                                                     caplog):
     """One training cell holds a NaN (as bf16 convolution gradients on some CPUs make the weights): the run stops at
     the end of epoch 1 with a reason, instead of training on and failing later on an all-NaN history."""
     store = tmp_path / "cells.zarr"
@@ -96,6 +99,15 @@ def test_a_training_loss_that_is_not_finite_stops_the_run_naming_the_model_and_e
         train.train_model("reference", store=store, cells=tiny_store / "cells.parquet", settings=TINY,
                           checkpoint=tmp_path / "best.ckpt", metrics=tmp_path / "metrics.csv",
                           workdir=tmp_path / "work")
+    # the job as a rule runs it: a one-line error in its log and a failed exit, no traceback
+    from statcell.cli import main
+
+    settings = json.dumps({**dataclasses.asdict(TINY), "widths": list(TINY.widths)})
+    with caplog.at_level(logging.ERROR, logger="statcell"):
+        assert main(["train-reference", "--settings", settings, "--store", str(store), "--cells",
+                     str(tiny_store / "cells.parquet"), "--checkpoint", str(tmp_path / "cli.pt"), "--metrics",
+                     str(tmp_path / "cli.csv"), "--workdir", str(tmp_path / "cli")]) == 1
+    assert "the training loss is not finite in epoch 1" in caplog.text
 
 
 def test_a_cosine_schedule_warms_up_decays_to_zero_and_is_checkpointed(tmp_path, tiny_store):
