@@ -18,6 +18,10 @@ out=${1:-gpu_check}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 cores=$(nproc)
+python -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || {
+    echo "gpu_check: no CUDA GPU is visible to torch here; run it on a machine with one"
+    exit 2
+}
 python -c "import statcell.cli, yaml, zarr, snakemake" || {
     echo "gpu_check: 'python' must be the interpreter with statcell's dependencies ($(command -v python))"
     exit 2
