@@ -12,7 +12,8 @@
 # statcell`):
 #     bash bench/gpu_check.sh [OUTDIR]        # tables and logs under OUTDIR (default gpu_check/), written as it goes
 # The workflow part stops after GPU_CHECK_WORKFLOW_S seconds (default 300) and then reports what it reached: the
-# rules' times so far, the end of every training log.
+# rules' times so far, the end of every training log. GPU_CHECK_PARTS picks and orders the parts (default
+# "networks workflow loader"; the loader part needs the workflow's cells.zarr).
 set -euo pipefail
 out=${1:-gpu_check}
 mkdir -p "$out"
@@ -32,29 +33,42 @@ python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version
     | tee -a "$out/device.txt"
 echo "$cores CPU cores" | tee -a "$out/device.txt"
 
-echo "== 1. paper3d networks, batch 32, bf16 autocast, channels-last; cuDNN autotuning off and on; the top operators"
-python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
-    --layouts channels_last --data random --cudnn-benchmark off on --profile 12 2>&1 | tee "$out/bench_train.txt"
-python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
-    --layouts channels_last --data random --cudnn-benchmark on --compile on 2>&1 | tail -n 2 \
-    | tee -a "$out/bench_train.txt"
-python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
-    --layouts channels_last --data store --workers 8 2>&1 | tail -n 2 | tee -a "$out/bench_train.txt"
+networks() {
+    echo "== 1. paper3d networks, batch 32, bf16 autocast, channels-last; cuDNN autotuning off and on; the top operators"
+    python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
+        --layouts channels_last --data random --cudnn-benchmark off on --profile 12 2>&1 | tee "$out/bench_train.txt"
+    python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
+        --layouts channels_last --data random --cudnn-benchmark on --compile on 2>&1 | tail -n 2 \
+        | tee -a "$out/bench_train.txt"
+    python bench/bench_train.py --device cuda --precision bf16 --presets paper --paper-batch 32 --steps 20 \
+        --layouts channels_last --data store --workers 8 2>&1 | tail -n 2 | tee -a "$out/bench_train.txt"
+}
 
-echo "== 2. one epoch of the paper preset through the workflow's rules"
-started=$(date +%s)
-status=0
-timeout "${GPU_CHECK_WORKFLOW_S:-300}" python -m snakemake results/models/reference.pt results/models/target.pt \
-    --cores "$cores" --resources gpu=1 --configfile config/paper3d.yaml config/gpu_check.yaml \
-    > "$out/snakemake.log" 2>&1 || status=$?
-{
-    echo "workflow: exit status $status after $(( $(date +%s) - started )) s on $cores cores (124: time limit)"
-    python bench/bench_run.py --existing . || true
-    for log in logs/train_*.log; do [ -f "$log" ] && { echo "--- $log (end)"; tail -c 2000 "$log"; }; done
-    [ "$status" = 0 ] || tail -c 3000 "$out/snakemake.log"
-} 2>&1 | tee "$out/workflow.txt"
-[ "$status" = 0 ] || exit "$status"
+workflow() {
+    echo "== 2. one epoch of the paper preset through the workflow's rules"
+    started=$(date +%s)
+    status=0
+    timeout "${GPU_CHECK_WORKFLOW_S:-300}" python -m snakemake results/models/reference.pt results/models/target.pt \
+        --cores "$cores" --resources gpu=1 --configfile config/paper3d.yaml config/gpu_check.yaml \
+        > "$out/snakemake.log" 2>&1 || status=$?
+    {
+        echo "workflow: exit status $status after $(( $(date +%s) - started )) s on $cores cores (124: time limit)"
+        python bench/bench_run.py --existing . || true
+        for log in logs/train_*.log; do [ -f "$log" ] && { echo "--- $log (end)"; tail -c 2000 "$log"; }; done
+        [ "$status" = 0 ] || tail -c 3000 "$out/snakemake.log"
+    } 2>&1 | tee "$out/workflow.txt"
+    return "$status"
+}
 
-echo "== 3. the loader at paper size, the run's cells"
-python bench/bench_store.py --store results/main/cells.zarr --cells 192 --batch 8 --workers 1 8 14 --epochs 1 \
-    2>&1 | tee "$out/bench_store.txt"
+loader() {
+    echo "== 3. the loader at paper size, the run's cells"
+    python bench/bench_store.py --store results/main/cells.zarr --cells 192 --batch 8 --workers 1 8 14 --epochs 1 \
+        2>&1 | tee "$out/bench_store.txt"
+}
+
+for part in ${GPU_CHECK_PARTS:-networks workflow loader}; do
+    case $part in
+        networks | workflow | loader) "$part" ;;
+        *) echo "gpu_check: unknown part '$part' in GPU_CHECK_PARTS (networks, workflow, loader)"; exit 2 ;;
+    esac
+done

@@ -757,9 +757,12 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     every_epoch = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="last", enable_version_counter=False)
     on_gpu = torch.cuda.is_available() and settings.accelerator in ("auto", "gpu", "cuda")
     precision = settings.precision if settings.precision != "auto" else ("bf16-mixed" if on_gpu else "32-true")
+    # Every crop has one shape, so cuDNN's autotuning (benchmark) pays for its first step: the paper3d networks at
+    # batch 32 in bf16 on an H200 went from 152 / 137 to 233 / 198 images/s with it (README, Measured).
     trainer = L.Trainer(
         max_epochs=settings.epochs, accelerator=settings.accelerator, devices=settings.devices, precision=precision,
-        strategy="ddp" if settings.devices > 1 else "auto", deterministic=not on_gpu, callbacks=[saver, every_epoch],
+        strategy="ddp" if settings.devices > 1 else "auto", deterministic=not on_gpu, benchmark=on_gpu,
+        callbacks=[saver, every_epoch],
         logger=CSVLogger(workdir, name="", version="logs", flush_logs_every_n_steps=1), enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=1, plugins=[atomic_checkpoint_io()],
