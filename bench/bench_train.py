@@ -188,9 +188,14 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
 
 
 def profiled_operators(run_step, on_cuda: bool, count: int) -> list[tuple[str, float, float]]:
-    """The ``count`` operators of one call of ``run_step`` with the most self time on the device (CUDA kernels' time
-    on a GPU, else CPU time), each as (name, milliseconds, share of the step's total self time)."""
+    """The ``count`` operators of one call of ``run_step`` with the most self time on the device (on a GPU the time
+    of the kernels each operator launched, else CPU time), each as (name, milliseconds, share of the step's total).
+
+    Only operators are ranked, not the kernels beside them: the profiler lists each kernel's time under its launching
+    operator too, so counting both would count that time twice.
+    """
     import torch
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
@@ -199,7 +204,8 @@ def profiled_operators(run_step, on_cuda: bool, count: int) -> list[tuple[str, f
         if on_cuda:
             torch.cuda.synchronize()
     attribute = "self_device_time_total" if on_cuda else "self_cpu_time_total"
-    events = [event for event in profiler.key_averages() if getattr(event, attribute) > 0]
+    events = [event for event in profiler.key_averages()
+              if event.device_type == DeviceType.CPU and getattr(event, attribute) > 0]
     total = sum(getattr(event, attribute) for event in events) or 1.0
     events.sort(key=lambda event: getattr(event, attribute), reverse=True)
     return [(event.key, getattr(event, attribute) / 1e3, getattr(event, attribute) / total)
@@ -224,9 +230,9 @@ def main() -> None:
                              "streamed from a Zarr store like cells.zarr, and the fraction of time waiting for them; "
                              "both: each measured, side by side")
     parser.add_argument("--workers", type=int, default=2, help="loader processes with --data store (default 2)")
-    parser.add_argument("--cudnn-benchmark", nargs="+", choices=["off", "on"], default=["off"],
+    parser.add_argument("--cudnn-benchmark", nargs="+", choices=["off", "on"], default=["on"],
                         help="on: cuDNN times its convolution algorithms on the first step and keeps the fastest "
-                             "(GPU; default off, as training runs; both: side by side)")
+                             "(GPU only; default on, as training on a GPU runs; both: side by side)")
     parser.add_argument("--peak-size", type=int, default=0,
                         help="side of the square matrix products that measure the device's peak (default: 8192 on "
                              "a GPU, 2048 on the CPU)")
