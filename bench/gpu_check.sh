@@ -19,6 +19,13 @@ out=${1:-gpu_check}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 cores=$(nproc)
+parts=${GPU_CHECK_PARTS:-networks workflow loader}
+for part in $parts; do
+    case $part in
+        networks | workflow | loader) ;;
+        *) echo "gpu_check: unknown part '$part' in GPU_CHECK_PARTS (networks, workflow, loader)"; exit 2 ;;
+    esac
+done
 python -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || {
     echo "gpu_check: no CUDA GPU is visible to torch here; run it on a machine with one"
     exit 2
@@ -66,9 +73,6 @@ loader() {
         2>&1 | tee "$out/bench_store.txt"
 }
 
-for part in ${GPU_CHECK_PARTS:-networks workflow loader}; do
-    case $part in
-        networks | workflow | loader) "$part" ;;
-        *) echo "gpu_check: unknown part '$part' in GPU_CHECK_PARTS (networks, workflow, loader)"; exit 2 ;;
-    esac
+for part in $parts; do
+    "$part"
 done
