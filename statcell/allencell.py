@@ -32,8 +32,8 @@ import pandas as pd
 from scipy import ndimage
 
 from statcell import io
-from statcell.crop import (CROP_CHANNELS, CropSettings, align_cell, mask_channels, measure_cell,
-                           most_populous_intensity, place_at_centre, resample)
+from statcell.crop import (BACKGROUND_COLUMNS, CROP_CHANNELS, CropSettings, align_cell, mask_channels, measure_cell,
+                           most_populous_intensity, place_at_centre, resample, subtract_background)
 from statcell.vocabulary import IMAGING_FOV, MITOTIC_CLASSES
 
 log = logging.getLogger(__name__)
@@ -382,14 +382,14 @@ def read_cell_table(settings: AllenCellSettings) -> pd.DataFrame:
     return cells
 
 
-def _registered_crop(intensities: np.ndarray, masks: np.ndarray, *, layout: Layout, spacing: tuple[float, ...],
+def _registered_crop(signal: np.ndarray, masks: np.ndarray, *, layout: Layout, spacing: tuple[float, ...],
                      settings: CropSettings) -> tuple[np.ndarray, np.ndarray]:
     """Crop of a registered cell: rescaled, its long axis turned onto x (a rotation), masked, centred on the nucleus."""
-    intensities, masks = resample(intensities, masks, zoom=[step / settings.voxel_size_um for step in spacing])
+    signal, masks = resample(signal, masks, zoom=[step / settings.voxel_size_um for step in spacing])
     if layout.long_axis == "y":  # +y onto +x: a proper rotation in the yx plane, never a transpose (a reflection)
-        intensities, masks = np.rot90(intensities, k=1, axes=(2, 3)), np.rot90(masks, k=1, axes=(2, 3))
-    masked = mask_channels(intensities, masks[0], masks[1])
-    measured = np.concatenate([intensities * masks[0], masks.astype(np.float32)])
+        signal, masks = np.rot90(signal, k=1, axes=(2, 3)), np.rot90(masks, k=1, axes=(2, 3))
+    masked = mask_channels(signal, masks[0], masks[1])
+    measured = np.concatenate([signal * masks[0], masks.astype(np.float32)])
     volume = np.concatenate([masked, masks.astype(np.float32)])
     centre = np.array(ndimage.center_of_mass(masks[1])) if masks[1].any() else np.array(masks.shape[1:]) / 2
     return place_at_centre(volume, centre, settings.shape), measured
@@ -397,8 +397,13 @@ def _registered_crop(intensities: np.ndarray, masks: np.ndarray, *, layout: Layo
 
 def import_cell(image: np.ndarray, segmentation: np.ndarray | None, *, channels: Mapping[str, int],
                 layout: Layout, spacing: tuple[float, float, float],
-                crop_settings: CropSettings) -> tuple[np.ndarray, np.ndarray]:
+                crop_settings: CropSettings) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """Turn one cell's files into a crop (and the aligned whole cell, for measuring).
+
+    A cell's file holds a box around it, often filled by its neighbours, so each channel's background is the most
+    populous intensity inside the cell itself (the paper's choice; a FOV's cells are measured against the FOV's
+    cell-free voxels instead, :func:`statcell.crop.fov_backgrounds`). Pipeline 4's cells were saved with that
+    background already subtracted, which leaves it at 0.
 
     Parameters
     ----------
@@ -420,7 +425,9 @@ def import_cell(image: np.ndarray, segmentation: np.ndarray | None, *, channels:
     crop, whole : ndarray
         float32 ``(5, Z, Y, X)`` of :data:`statcell.crop.CROP_CHANNELS` at the crop shape (DNA masked by the
         nucleus, membrane and structure by the cell), and the whole aligned cell with every intensity masked to the
-        cell, for :func:`statcell.crop.measure_cell`.
+        cell, for :func:`statcell.crop.measure_cell`; intensities above their background.
+    backgrounds : tuple of float
+        The background subtracted from membrane, DNA and structure.
 
     Raises
     ------
@@ -442,10 +449,13 @@ def import_cell(image: np.ndarray, segmentation: np.ndarray | None, *, channels:
         raise io.FovError("it contains NaN or infinite values")
     masks = np.stack([picked[3] > 0, picked[4] > 0])
     masks[1] &= masks[0]
+    backgrounds = tuple(most_populous_intensity(channel[masks[0]]) if masks[0].any() else 0.0
+                        for channel in intensities)
+    signal = subtract_background(intensities, backgrounds)
     if layout.registered:
-        return _registered_crop(intensities, masks, layout=layout, spacing=spacing, settings=crop_settings)
-    crop, info = align_cell(intensities, masks[0], masks[1], spacing=spacing, settings=crop_settings)
-    return crop, info["aligned"]
+        return (*_registered_crop(signal, masks, layout=layout, spacing=spacing, settings=crop_settings), backgrounds)
+    crop, info = align_cell(signal, masks[0], masks[1], spacing=spacing, settings=crop_settings)
+    return crop, info["aligned"], backgrounds
 
 
 def import_chunk(cells: pd.DataFrame, *, settings: AllenCellSettings,
@@ -478,7 +488,7 @@ def import_chunk(cells: pd.DataFrame, *, settings: AllenCellSettings,
             continue
         spacing = (cell["spacing_z_um"], cell["spacing_y_um"], cell["spacing_x_um"])
         try:
-            crop, whole = import_cell(stacks["image"], stacks.get("segmentation"),
+            crop, whole, backgrounds = import_cell(stacks["image"], stacks.get("segmentation"),
                                       channels={role: cell[f"channel_{role}"] for role in ROLES}, layout=layout,
                                       spacing=spacing, crop_settings=crop_settings)
         except io.FovError as error:
@@ -488,9 +498,8 @@ def import_chunk(cells: pd.DataFrame, *, settings: AllenCellSettings,
         if not crop[4].any():
             rows.append({**row, "reject_reason": "no_nucleus"})
             continue
-        backgrounds = tuple(most_populous_intensity(whole[c][whole[3] > 0]) for c in range(3))
         crops.append(np.clip(np.rint(crop), 0, np.iinfo(np.uint16).max).astype(np.uint16))
-        rows.append({**row, "crop_index": len(crops) - 1,
-                     **measure_cell(whole, voxel_um=crop_settings.voxel_size_um, backgrounds=backgrounds)})
+        rows.append({**row, "crop_index": len(crops) - 1, **measure_cell(whole, voxel_um=crop_settings.voxel_size_um),
+                     **dict(zip(BACKGROUND_COLUMNS, backgrounds))})
     stack = np.stack(crops) if crops else np.zeros((0, len(CROP_CHANNELS), *crop_settings.shape), dtype=np.uint16)
     return stack, pd.DataFrame(rows)

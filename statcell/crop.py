@@ -3,8 +3,9 @@
 Each accepted cell of a field of view becomes a ``(5, Z, Y, X)`` crop of isotropic voxels (membrane, DNA, structure,
 cell mask, nucleus mask), masked as in the paper (DNA by the nucleus, membrane and structure by the cell; see
 :func:`mask_channels`), the cell's major axis (of its xy footprint) along x, its nucleus' centre of mass at the
-crop's centre and its shape skewed towards +x and +y. Every dropped cell is a row with
-its reason, never a silent loss.
+crop's centre and its shape skewed towards +x and +y. Intensities are stored above their background: each channel's
+most populous intensity where the FOV has no cell (:func:`fov_backgrounds`). Every dropped cell is a row with its
+reason, never a silent loss.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from statcell.geometry import mask_surface_area
 from statcell.segment import match_labels
 
 CROP_CHANNELS: tuple[str, ...] = ("membrane", "dna", "structure", "cell_mask", "nucleus_mask")
+INTENSITY_CHANNELS: tuple[str, ...] = CROP_CHANNELS[:3]
+#: Columns of a crop table with the background subtracted from each intensity channel of the cell (camera units).
+BACKGROUND_COLUMNS: tuple[str, ...] = tuple(f"{name}_background" for name in INTENSITY_CHANNELS)
 MEASUREMENTS: tuple[str, ...] = (
     "cell_volume_um3", "nucleus_volume_um3", "cell_height_um", "nucleus_height_um", "cell_surface_area_um2",
     "nucleus_surface_area_um2", "cell_sphericity", "nucleus_sphericity", "membrane_integrated_intensity",
@@ -221,18 +225,50 @@ def resample(intensities: np.ndarray, masks: np.ndarray, *, zoom: float | list[f
     return rescaled, binary
 
 
-def mask_channels(intensities: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.ndarray) -> np.ndarray:
-    """Mask membrane, DNA and structure as the paper does: DNA by the nucleus, membrane and structure by the cell.
+def fov_backgrounds(channels: np.ndarray, cell_labels: np.ndarray) -> tuple[float, ...]:
+    """Each channel's background in one FOV: its most populous intensity where there is no cell.
 
-    The DNA's background (its most populous intensity inside the cell) is subtracted before the DNA is cut to the
-    nucleus, so the nucleus does not stand on a pedestal of camera offset: the result is what normalizing the
-    cell (:func:`statcell.normalize.normalize_crop` subtracts each channel's most populous intensity inside the cell)
-    and then masking it gives, the paper's order. Membrane and structure keep their raw intensities inside the cell.
+    Measured outside every segmented cell (the medium around and above the monolayer), so a structure's diffuse part
+    that fills its cell (a cytosolic pool, free tubulin) stays signal; a FOV whose cells leave no voxel free falls
+    back to the whole FOV's most populous intensity.
 
     Parameters
     ----------
-    intensities : ndarray
-        ``(3, Z, Y, X)`` membrane, DNA, structure.
+    channels : ndarray
+        ``(C, Z, Y, X)`` intensities.
+    cell_labels : ndarray
+        ``(Z, Y, X)`` cell segmentation, 0 where there is no cell.
+
+    Returns
+    -------
+    tuple of float
+        One background per channel.
+
+    Examples
+    --------
+    >>> labels = np.array([[[0, 0, 1, 1]]])
+    >>> fov_backgrounds(np.array([[[[5, 5, 9, 9]]]]), labels)
+    (5.0,)
+    """
+    outside = cell_labels == 0
+    region = outside if outside.any() else np.ones_like(outside)
+    return tuple(most_populous_intensity(channel[region]) for channel in channels)
+
+
+def subtract_background(intensities: np.ndarray, backgrounds: tuple[float, ...]) -> np.ndarray:
+    """Intensities above each channel's background, negatives clipped to 0 (float32, ``(C, Z, Y, X)``)."""
+    offsets = np.asarray(backgrounds, dtype=np.float32).reshape(-1, *([1] * (intensities.ndim - 1)))
+    return np.clip(intensities.astype(np.float32) - offsets, 0, None)
+
+
+def mask_channels(signal: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.ndarray) -> np.ndarray:
+    """Mask membrane, DNA and structure as the paper does: DNA by the nucleus, membrane and structure by the cell.
+
+    Parameters
+    ----------
+    signal : ndarray
+        ``(3, Z, Y, X)`` membrane, DNA, structure, background already subtracted (:func:`subtract_background`), so
+        the nucleus does not stand on a pedestal of camera offset.
     cell_mask, nucleus_mask : ndarray
         bool ``(Z, Y, X)``.
 
@@ -247,12 +283,11 @@ def mask_channels(intensities: np.ndarray, cell_mask: np.ndarray, nucleus_mask: 
     >>> nucleus = np.zeros((1, 1, 4), bool); nucleus[..., 0] = True
     >>> mask_channels(np.full((3, 1, 1, 4), 5.0) + [[[[9, 0, 0, 0]]]], cell, nucleus)[:, 0, 0]
     array([[14.,  5.,  5.,  0.],
-           [ 9.,  0.,  0.,  0.],
+           [14.,  0.,  0.,  0.],
            [14.,  5.,  5.,  0.]], dtype=float32)
     """
-    out = intensities.astype(np.float32) * cell_mask
-    background = most_populous_intensity(intensities[1][cell_mask]) if cell_mask.any() else 0.0
-    out[1] = np.clip(intensities[1] - np.float32(background), 0, None) * nucleus_mask
+    out = signal.astype(np.float32) * cell_mask
+    out[1] *= nucleus_mask
     return out
 
 
@@ -263,7 +298,8 @@ def align_cell(channels: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.nda
     Parameters
     ----------
     channels : ndarray
-        ``(3, Z, Y, X)`` membrane, DNA, structure around the cell (with some margin).
+        ``(3, Z, Y, X)`` membrane, DNA, structure around the cell (with some margin), above their background
+        (:func:`subtract_background`).
     cell_mask, nucleus_mask : ndarray
         bool ``(Z, Y, X)`` masks of the cell and its nucleus in that box.
     spacing : tuple of float
@@ -275,11 +311,11 @@ def align_cell(channels: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.nda
     -------
     crop : ndarray
         float32 ``(5, Z, Y, X)`` (channels of :data:`CROP_CHANNELS`), masked as the paper does
-        (:func:`mask_channels`: DNA by the nucleus, its background subtracted; membrane and structure by the cell).
+        (:func:`mask_channels`: DNA by the nucleus, membrane and structure by the cell).
     info : dict
         ``angle_deg`` (rotation applied), ``flip_y``, ``flip_x``, ``fraction_outside_crop`` of the cell's voxels, and
         the aligned full-size arrays ``aligned`` (``(5, ...)``) for measuring: there every intensity is masked to
-        the cell and raw, so integrated intensities stay those of the whole cell.
+        the cell, so integrated intensities stay those of the whole cell.
     """
     intensities, fractions = resample(channels, np.stack([cell_mask, nucleus_mask]),
                                       zoom=[step / settings.voxel_size_um for step in spacing], threshold=False)
@@ -307,17 +343,16 @@ def _height(mask: np.ndarray, step_um: float) -> float:
     return float((slices[-1] - slices[0] + 1) * step_um) if slices.size else 0.0
 
 
-def measure_cell(aligned: np.ndarray, *, voxel_um: float, backgrounds: tuple[float, float, float]) -> dict[str, float]:
+def measure_cell(aligned: np.ndarray, *, voxel_um: float) -> dict[str, float]:
     """Shape and intensity measurements of one aligned cell (isotropic voxels).
 
     Parameters
     ----------
     aligned : ndarray
-        ``(5, Z, Y, X)`` as in :data:`CROP_CHANNELS`, the whole cell (not cut to the crop shape).
+        ``(5, Z, Y, X)`` as in :data:`CROP_CHANNELS`, the whole cell (not cut to the crop shape), intensities above
+        their background.
     voxel_um : float
         Voxel edge in µm.
-    backgrounds : tuple of float
-        Background intensity of membrane, DNA and structure, subtracted before integrating.
 
     Returns
     -------
@@ -333,8 +368,8 @@ def measure_cell(aligned: np.ndarray, *, voxel_um: float, backgrounds: tuple[flo
         values[f"{name}_height_um"] = _height(mask, voxel_um)
         values[f"{name}_surface_area_um2"] = area
         values[f"{name}_sphericity"] = math.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area if area > 0 else 0.0
-    for index, (name, background) in enumerate(zip(("membrane", "dna", "structure"), backgrounds)):
-        values[f"{name}_integrated_intensity"] = float(np.clip(aligned[index][cell] - background, 0, None).sum())
+    for index, name in enumerate(INTENSITY_CHANNELS):
+        values[f"{name}_integrated_intensity"] = float(aligned[index][cell].sum())
     return {key: values[key] for key in MEASUREMENTS}
 
 
@@ -361,14 +396,16 @@ def crop_cells(channels: np.ndarray, cell_labels: np.ndarray, nucleus_labels: np
     crops : ndarray
         uint16 ``(N, 5, Z, Y, X)`` of the accepted cells, in table order.
     table : DataFrame
-        One row per cell (accepted or not): QC columns, ``crop_index`` (-1 if rejected), alignment, measurements.
+        One row per cell (accepted or not): QC columns, ``crop_index`` (-1 if rejected), alignment, measurements
+        and the backgrounds subtracted (:data:`BACKGROUND_COLUMNS`, the FOV's :func:`fov_backgrounds`).
     """
     table = quality_control(cell_labels, nucleus_labels, spacing=spacing, settings=settings)
     if truth_labels is not None:
         matches = match_labels(cell_labels, truth_labels).rename(columns={"matched": "truth_label",
                                                                           "iou": "truth_iou"})
         table = table.merge(matches, on="label", how="left")
-    backgrounds = tuple(most_populous_intensity(channel) for channel in channels)
+    backgrounds = fov_backgrounds(channels, cell_labels)
+    signal = subtract_background(channels, backgrounds)
     margin = [math.ceil(2 / step) for step in spacing]
     boxes = ndimage.find_objects(cell_labels)
     crops, extra = [], []
@@ -378,15 +415,15 @@ def crop_cells(channels: np.ndarray, cell_labels: np.ndarray, nucleus_labels: np
             continue
         box = tuple(slice(max(s.start - m, 0), min(s.stop + m, n))
                     for s, m, n in zip(boxes[row.label - 1], margin, cell_labels.shape))
-        crop, info = align_cell(channels[(slice(None), *box)], cell_labels[box] == row.label,
+        crop, info = align_cell(signal[(slice(None), *box)], cell_labels[box] == row.label,
                                 nucleus_labels[box] == row.nucleus_label, spacing=spacing, settings=settings)
         aligned = info.pop("aligned")
         crops.append(np.clip(np.rint(crop), 0, np.iinfo(np.uint16).max).astype(np.uint16))
-        values = measure_cell(aligned, voxel_um=settings.voxel_size_um, backgrounds=backgrounds)
+        values = measure_cell(aligned, voxel_um=settings.voxel_size_um)
         native = {"cell": cell_labels[box] == row.label, "nucleus": nucleus_labels[box] == row.nucleus_label}
         for name, mask in native.items():  # heights from the native z-steps, finer than the crop's voxels
             values[f"{name}_height_um"] = _height(mask, spacing[0])
-        extra.append({"crop_index": len(crops) - 1, **info, **values})
+        extra.append({"crop_index": len(crops) - 1, **info, **values, **dict(zip(BACKGROUND_COLUMNS, backgrounds))})
     table = pd.concat([table, pd.DataFrame(extra, index=table.index)], axis=1)
     if table.empty:  # a FOV without cells stays on record as a reject, never silently dropped
         table = pd.DataFrame([{"label": 0, "nucleus_label": 0, "reject_reason": "no_cells_found", "crop_index": -1}])

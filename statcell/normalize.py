@@ -2,8 +2,8 @@
 
 The store ``cells.zarr`` holds one array ``(N, C, Z, Y, X)`` (channels of :data:`statcell.crop.CROP_CHANNELS`), one
 cell per chunk, zstd-compressed, with OME-NGFF metadata (axes, voxel size, channel names and colours). Each intensity
-channel of each cell has its background (the most populous intensity inside the cell) subtracted, negatives clipped
-and is scaled to [0, 1]; the masks stay 0/1. Work is spread over Dask tasks, one per FOV, writing straight into the
+channel of each cell, above its background since cropping (:func:`statcell.crop.fov_backgrounds`), is scaled to
+[0, 1]; the masks stay 0/1. Work is spread over Dask tasks, one per FOV, writing straight into the
 store, so memory stays bounded however many cells there are. The store is written under a temporary name and renamed
 when complete, so a killed job never leaves a store that looks finished.
 
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from statcell import io
-from statcell.crop import CROP_CHANNELS, most_populous_intensity
+from statcell.crop import CROP_CHANNELS
 from statcell.seeding import DATA_SEED, numpy_stream, stable_fraction
 from statcell.vocabulary import CONTROLS, IMAGING_FOV
 
@@ -103,7 +103,8 @@ def normalize_crop(crop: np.ndarray, *, settings: NormalizeSettings) -> np.ndarr
     Parameters
     ----------
     crop : ndarray
-        ``(5, Z, Y, X)`` as in :data:`statcell.crop.CROP_CHANNELS` (intensities masked to the cell, masks 0/1).
+        ``(5, Z, Y, X)`` as in :data:`statcell.crop.CROP_CHANNELS`: intensities above their background (cropping
+        subtracts it) and masked to the cell, masks 0/1.
     settings : NormalizeSettings
         Scaling method.
 
@@ -117,8 +118,7 @@ def normalize_crop(crop: np.ndarray, *, settings: NormalizeSettings) -> np.ndarr
     if not inside.any():
         return np.zeros_like(out)
     for channel in range(3):
-        values = out[channel] - most_populous_intensity(crop[channel][inside])
-        values = np.clip(values, 0, None) * inside
+        values = np.clip(out[channel], 0, None) * inside
         scale = (float(values[inside].max()) if settings.method == "max"
                  else float(np.percentile(values[inside], settings.percentile)))
         out[channel] = np.clip(values / scale, 0, 1) if scale > 0 else 0.0

@@ -79,9 +79,11 @@ def cell_box(fov: synth.SyntheticFov, label: int, *, margin_um: float, spacing: 
 
 def truth_crop(fov: synth.SyntheticFov, label: int, *, spacing: tuple[float, float, float],
                settings: crop.CropSettings) -> tuple[np.ndarray, dict]:
-    """The cell cropped directly from its FOV with :func:`statcell.crop.align_cell` (its true masks)."""
+    """The cell cropped directly from its FOV with :func:`statcell.crop.align_cell` (its true masks, the FOV's
+    background)."""
     box = cell_box(fov, label, margin_um=2.0, spacing=spacing)
-    return crop.align_cell(fov.image[(slice(None), *box)].astype(np.float32), fov.cell_labels[box] == label,
+    signal = crop.subtract_background(fov.image[(slice(None), *box)], crop.fov_backgrounds(fov.image, fov.cell_labels))
+    return crop.align_cell(signal, fov.cell_labels[box] == label,
                            fov.nucleus_labels[box] == label, spacing=spacing, settings=settings)
 
 

@@ -53,7 +53,8 @@ def test_align_cell_puts_major_axis_on_x_nucleus_at_centre_and_skew_positive():
     nucleus = _ellipsoid(shape, (5.5, 9.7 + 0.5, 9.7 + 1.0), (2.0, 2.5, 2.0)) & cell
     channels = np.stack([cell * 500.0 + 100, nucleus * 800.0 + 100, np.full(shape, 110.0)]).astype(np.float32)
     settings = dataclasses.replace(DEFAULT_CROP, voxel_size_um=0.4, shape=(32, 32, 48))
-    out, info = crop.align_cell(channels, cell, nucleus, spacing=SPACING, settings=settings)
+    signal = crop.subtract_background(channels, (100.0, 100.0, 110.0))
+    out, info = crop.align_cell(signal, cell, nucleus, spacing=SPACING, settings=settings)
     assert out.shape == (5, 32, 32, 48)
     footprint = out[3].any(axis=0)
     angle = crop._major_axis_angle(footprint)
@@ -63,10 +64,10 @@ def test_align_cell_puts_major_axis_on_x_nucleus_at_centre_and_skew_positive():
     assert crop._skew(out[3] > 0, 1) >= 0 and crop._skew(out[3] > 0, 2) >= 0
     assert (out[:3][:, out[3] == 0] == 0).all()  # intensities masked to the cell
     assert (out[1][out[4] == 0] == 0).all() and out[1][out[4] > 0].min() > 0  # DNA masked to the nucleus...
-    assert out[1][out[4] > 0].max() == pytest.approx(800, abs=20)  # ...its background (100) subtracted first
+    assert out[1][out[4] > 0].max() == pytest.approx(800, abs=20)  # ...above its background (100)
     assert (out[0][(out[3] > 0) & (out[4] > 0)] > 0).all()  # membrane and structure keep the whole cell
     assert info["fraction_outside_crop"] < 0.01
-    measured = crop.measure_cell(info["aligned"], voxel_um=0.4, backgrounds=(100.0, 100.0, 110.0))
+    measured = crop.measure_cell(info["aligned"], voxel_um=0.4)
     expected = cell.sum() * float(np.prod(SPACING))
     assert abs(measured["cell_volume_um3"] - expected) / expected < 0.05
     assert 0.5 < measured["cell_sphericity"] <= 1.0
@@ -77,21 +78,37 @@ def test_mask_channels_follows_the_paper():
     cell = (y > 0) & (y < 9) & (x > 0) & (x < 9)
     nucleus = cell & (abs(y - 4.5) < 2) & (abs(x - 4.5) < 2)
     rng = np.random.default_rng(0)
-    intensities = (100 + rng.integers(0, 3, (3, *cell.shape)) + 500 * nucleus).astype(np.float32)
-    masked = crop.mask_channels(intensities, cell, nucleus)
+    signal = (rng.integers(0, 3, (3, *cell.shape)) + 500 * nucleus).astype(np.float32)
+    masked = crop.mask_channels(signal, cell, nucleus)
     assert (masked[:, ~cell] == 0).all()
     assert (masked[1][~nucleus] == 0).all()
-    np.testing.assert_array_equal(masked[[0, 2]][:, cell], intensities[[0, 2]][:, cell])
-    background = crop.most_populous_intensity(intensities[1][cell])
-    np.testing.assert_array_equal(masked[1][nucleus], intensities[1][nucleus] - background)
+    np.testing.assert_array_equal(masked[[0, 2]][:, cell], signal[[0, 2]][:, cell])
+    np.testing.assert_array_equal(masked[1][nucleus], signal[1][nucleus])
+
+
+def test_background_is_taken_where_there_is_no_cell_so_a_cell_filling_pool_stays():
+    shape = (12, 40, 40)
+    labels = np.zeros(shape, np.int32)
+    labels[2:10, 5:35, 5:35] = 1  # one cell; the medium around and above it is free
+    rng = np.random.default_rng(0)
+    camera = 100 + rng.poisson(8, (3, *shape))
+    pool = np.array([0, 0, 30])[:, None, None, None] * (labels > 0)  # the structure fills its cell at 30 ADU
+    channels = (camera + pool).astype(np.float32)
+    backgrounds = crop.fov_backgrounds(channels, labels)
+    assert all(abs(value - 108) <= 1 for value in backgrounds)
+    signal = crop.subtract_background(channels, backgrounds)
+    assert signal.min() == 0 and signal.dtype == np.float32
+    assert np.median(signal[2][labels > 0]) == pytest.approx(30, abs=2)  # the in-cell mode would have removed it
+    filled = channels[:, 2:10, 5:35, 5:35]  # a FOV the cell fills: no free voxel, so the whole FOV's mode
+    assert crop.fov_backgrounds(filled, np.ones(filled.shape[1:], np.int32))[2] == pytest.approx(138, abs=1)
 
 
 def test_sphere_measurements_match_geometry():
     voxel = 0.25
     z, y, x = np.indices((40, 40, 40))
     ball = ((z - 19.5) ** 2 + (y - 19.5) ** 2 + (x - 19.5) ** 2) * voxel**2 <= 4.0**2
-    aligned = np.stack([ball * 10.0, ball * 3.0, ball * 0.0, ball, ball]).astype(np.float32)
-    values = crop.measure_cell(aligned, voxel_um=voxel, backgrounds=(0.0, 1.0, 0.0))
+    aligned = np.stack([ball * 10.0, ball * 2.0, ball * 0.0, ball, ball]).astype(np.float32)
+    values = crop.measure_cell(aligned, voxel_um=voxel)
     assert values["cell_volume_um3"] == pytest.approx(4 / 3 * math.pi * 4**3, rel=0.03)
     assert values["cell_surface_area_um2"] == pytest.approx(4 * math.pi * 4**2, rel=0.05)
     assert values["cell_sphericity"] == pytest.approx(1.0, abs=0.06)
@@ -120,6 +137,8 @@ def test_crops_of_synthetic_cells_measure_their_true_sizes(tiny_fovs, tiny_setti
     assert np.median(np.abs(cells["cell_volume_um3"] / cells["cell_volume_um3_true"] - 1)) < 0.1
     assert np.corrcoef(cells["cell_height_um"], cells["height_um"])[0, 1] > 0.8
     assert (cells["fraction_outside_crop"] < 0.05).mean() > 0.9
+    camera = tiny_settings.offset_adu + tiny_settings.background_photons  # the synthetic camera's dark level
+    assert (cells[list(crop.BACKGROUND_COLUMNS)] - camera).abs().max().max() <= 2
 
 
 def test_empty_fov_gives_no_crops_and_one_reject_row():
