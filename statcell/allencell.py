@@ -32,8 +32,8 @@ import pandas as pd
 from scipy import ndimage
 
 from statcell import io
-from statcell.crop import (BACKGROUND_COLUMNS, CROP_CHANNELS, CropSettings, align_cell, mask_channels, measure_cell,
-                           most_populous_intensity, place_at_centre, resample, subtract_background)
+from statcell.crop import (BACKGROUND_COLUMNS, CROP_CHANNELS, CropSettings, align_cell, cell_backgrounds,
+                           mask_channels, measure_cell, place_at_centre, resample, subtract_background)
 from statcell.vocabulary import IMAGING_FOV, MITOTIC_CLASSES
 
 log = logging.getLogger(__name__)
@@ -449,8 +449,7 @@ def import_cell(image: np.ndarray, segmentation: np.ndarray | None, *, channels:
         raise io.FovError("it contains NaN or infinite values")
     masks = np.stack([picked[3] > 0, picked[4] > 0])
     masks[1] &= masks[0]
-    backgrounds = tuple(most_populous_intensity(channel[masks[0]]) if masks[0].any() else 0.0
-                        for channel in intensities)
+    backgrounds = cell_backgrounds(intensities, masks[0], regions=("cell",) * len(intensities))
     signal = subtract_background(intensities, backgrounds)
     if layout.registered:
         return (*_registered_crop(signal, masks, layout=layout, spacing=spacing, settings=crop_settings), backgrounds)

@@ -4,8 +4,9 @@ Each accepted cell of a field of view becomes a ``(5, Z, Y, X)`` crop of isotrop
 cell mask, nucleus mask), masked as in the paper (DNA by the nucleus, membrane and structure by the cell; see
 :func:`mask_channels`), the cell's major axis (of its xy footprint) along x, its nucleus' centre of mass at the
 crop's centre and its shape skewed towards +x and +y. Intensities are stored above their background: each channel's
-most populous intensity where the FOV has no cell (:func:`fov_backgrounds`). Every dropped cell is a row with its
-reason, never a silent loss.
+most populous intensity inside the cell (the paper's choice) or where the FOV has no cell (:func:`fov_backgrounds`,
+which keeps a structure's cell-filling diffuse part), per channel as configured (``crop.background``). Every dropped
+cell is a row with its reason, never a silent loss.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from statcell.segment import match_labels
 
 CROP_CHANNELS: tuple[str, ...] = ("membrane", "dna", "structure", "cell_mask", "nucleus_mask")
 INTENSITY_CHANNELS: tuple[str, ...] = CROP_CHANNELS[:3]
+#: Where a channel's background may be measured: ``cell`` inside the cell itself, ``fov`` where the FOV has no cell.
+BACKGROUND_REGIONS: tuple[str, ...] = ("cell", "fov")
 #: Columns of a crop table with the background subtracted from each intensity channel of the cell (camera units).
 BACKGROUND_COLUMNS: tuple[str, ...] = tuple(f"{name}_background" for name in INTENSITY_CHANNELS)
 MEASUREMENTS: tuple[str, ...] = (
@@ -45,6 +48,9 @@ class CropSettings:
         Cells outside this range are dropped.
     min_nucleus_inside : float
         Least fraction of a nucleus' voxels that must lie inside its cell.
+    background : tuple of str
+        Where the background of membrane, DNA and structure is measured (:data:`BACKGROUND_REGIONS`,
+        :func:`cell_backgrounds`).
     """
 
     voxel_size_um: float
@@ -52,6 +58,7 @@ class CropSettings:
     min_cell_volume_um3: float
     max_cell_volume_um3: float
     min_nucleus_inside: float
+    background: tuple[str, str, str] = ("cell", "cell", "fov")
 
     @classmethod
     def from_config(cls, section: dict) -> CropSettings:
@@ -60,7 +67,8 @@ class CropSettings:
         return cls(voxel_size_um=section["voxel_size_um"], shape=(shape["z"], shape["y"], shape["x"]),
                    min_cell_volume_um3=section["min_cell_volume_um3"],
                    max_cell_volume_um3=section["max_cell_volume_um3"],
-                   min_nucleus_inside=section["min_nucleus_inside"])
+                   min_nucleus_inside=section["min_nucleus_inside"],
+                   background=tuple(section["background"][name] for name in INTENSITY_CHANNELS))
 
 
 def most_populous_intensity(values: np.ndarray) -> float:
@@ -255,6 +263,43 @@ def fov_backgrounds(channels: np.ndarray, cell_labels: np.ndarray) -> tuple[floa
     return tuple(most_populous_intensity(channel[region]) for channel in channels)
 
 
+def cell_backgrounds(channels: np.ndarray, cell_mask: np.ndarray, *, regions: tuple[str, ...],
+                     fov: tuple[float, ...] | None = None) -> tuple[float, ...]:
+    """Each channel's background for one cell, measured where ``regions`` says.
+
+    Parameters
+    ----------
+    channels : ndarray
+        ``(C, Z, Y, X)`` intensities of the cell's box.
+    cell_mask : ndarray
+        bool ``(Z, Y, X)``, the cell in that box.
+    regions : tuple of str
+        Per channel, :data:`BACKGROUND_REGIONS`: ``cell`` takes the most populous intensity inside the cell (the
+        paper's choice: a signal that fills the cell goes with it); ``fov`` takes the channel's entry of ``fov``.
+    fov : tuple of float, optional
+        The FOV's backgrounds (:func:`fov_backgrounds`); needed where a region is ``fov``.
+
+    Returns
+    -------
+    tuple of float
+        This cell's background of each channel, in the order of ``channels``.
+
+    Examples
+    --------
+    >>> box = np.array([[[[5, 9, 9]]], [[[5, 9, 9]]]]); cell = np.array([[[False, True, True]]])
+    >>> cell_backgrounds(box, cell, regions=("cell", "fov"), fov=(5.0, 5.0))
+    (9.0, 5.0)
+    """
+    unknown = sorted(set(regions) - set(BACKGROUND_REGIONS))
+    if unknown:
+        raise ValueError(f"background region {unknown[0]!r}: expected one of {', '.join(BACKGROUND_REGIONS)}")
+    if "fov" in regions and fov is None:
+        raise ValueError("a channel's background is measured over the FOV, but no FOV backgrounds were given")
+    return tuple(fov[index] if region == "fov" else
+                 (most_populous_intensity(channel[cell_mask]) if cell_mask.any() else 0.0)
+                 for index, (channel, region) in enumerate(zip(channels, regions)))
+
+
 def subtract_background(intensities: np.ndarray, backgrounds: tuple[float, ...]) -> np.ndarray:
     """Intensities above each channel's background, negatives clipped to 0 (float32, ``(C, Z, Y, X)``)."""
     offsets = np.asarray(backgrounds, dtype=np.float32).reshape(-1, *([1] * (intensities.ndim - 1)))
@@ -397,15 +442,14 @@ def crop_cells(channels: np.ndarray, cell_labels: np.ndarray, nucleus_labels: np
         uint16 ``(N, 5, Z, Y, X)`` of the accepted cells, in table order.
     table : DataFrame
         One row per cell (accepted or not): QC columns, ``crop_index`` (-1 if rejected), alignment, measurements
-        and the backgrounds subtracted (:data:`BACKGROUND_COLUMNS`, the FOV's :func:`fov_backgrounds`).
+        and the backgrounds subtracted (:data:`BACKGROUND_COLUMNS`, measured where ``settings.background`` says).
     """
     table = quality_control(cell_labels, nucleus_labels, spacing=spacing, settings=settings)
     if truth_labels is not None:
         matches = match_labels(cell_labels, truth_labels).rename(columns={"matched": "truth_label",
                                                                           "iou": "truth_iou"})
         table = table.merge(matches, on="label", how="left")
-    backgrounds = fov_backgrounds(channels, cell_labels)
-    signal = subtract_background(channels, backgrounds)
+    fov = fov_backgrounds(channels, cell_labels) if "fov" in settings.background else None
     margin = [math.ceil(2 / step) for step in spacing]
     boxes = ndimage.find_objects(cell_labels)
     crops, extra = [], []
@@ -415,12 +459,14 @@ def crop_cells(channels: np.ndarray, cell_labels: np.ndarray, nucleus_labels: np
             continue
         box = tuple(slice(max(s.start - m, 0), min(s.stop + m, n))
                     for s, m, n in zip(boxes[row.label - 1], margin, cell_labels.shape))
-        crop, info = align_cell(signal[(slice(None), *box)], cell_labels[box] == row.label,
+        cell_mask = cell_labels[box] == row.label
+        backgrounds = cell_backgrounds(channels[(slice(None), *box)], cell_mask, regions=settings.background, fov=fov)
+        crop, info = align_cell(subtract_background(channels[(slice(None), *box)], backgrounds), cell_mask,
                                 nucleus_labels[box] == row.nucleus_label, spacing=spacing, settings=settings)
         aligned = info.pop("aligned")
         crops.append(np.clip(np.rint(crop), 0, np.iinfo(np.uint16).max).astype(np.uint16))
         values = measure_cell(aligned, voxel_um=settings.voxel_size_um)
-        native = {"cell": cell_labels[box] == row.label, "nucleus": nucleus_labels[box] == row.nucleus_label}
+        native = {"cell": cell_mask, "nucleus": nucleus_labels[box] == row.nucleus_label}
         for name, mask in native.items():  # heights from the native z-steps, finer than the crop's voxels
             values[f"{name}_height_um"] = _height(mask, spacing[0])
         extra.append({"crop_index": len(crops) - 1, **info, **values, **dict(zip(BACKGROUND_COLUMNS, backgrounds))})

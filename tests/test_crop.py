@@ -101,6 +101,12 @@ def test_background_is_taken_where_there_is_no_cell_so_a_cell_filling_pool_stays
     assert np.median(signal[2][labels > 0]) == pytest.approx(30, abs=2)  # the in-cell mode would have removed it
     filled = channels[:, 2:10, 5:35, 5:35]  # a FOV the cell fills: no free voxel, so the whole FOV's mode
     assert crop.fov_backgrounds(filled, np.ones(filled.shape[1:], np.int32))[2] == pytest.approx(138, abs=1)
+    inside = crop.cell_backgrounds(channels, labels > 0, regions=("fov", "cell", "cell"), fov=backgrounds)
+    assert inside[0] == backgrounds[0] and inside[2] == pytest.approx(138, abs=1)  # the paper's choice: pool and all
+    with pytest.raises(ValueError, match="no FOV backgrounds"):
+        crop.cell_backgrounds(channels, labels > 0, regions=("fov", "cell", "cell"))
+    with pytest.raises(ValueError, match="'nucleus'"):
+        crop.cell_backgrounds(channels, labels > 0, regions=("nucleus", "cell", "cell"))
 
 
 def test_sphere_measurements_match_geometry():
@@ -138,7 +144,9 @@ def test_crops_of_synthetic_cells_measure_their_true_sizes(tiny_fovs, tiny_setti
     assert np.corrcoef(cells["cell_height_um"], cells["height_um"])[0, 1] > 0.8
     assert (cells["fraction_outside_crop"] < 0.05).mean() > 0.9
     camera = tiny_settings.offset_adu + tiny_settings.background_photons  # the synthetic camera's dark level
-    assert (cells[list(crop.BACKGROUND_COLUMNS)] - camera).abs().max().max() <= 2
+    assert DEFAULT_CROP.background == ("cell", "cell", "fov")
+    assert (cells["structure_background"] - camera).abs().max() <= 2  # measured where there is no cell
+    assert (cells["membrane_background"] >= camera - 2).all()  # inside the cell: the camera and the dye's haze
 
 
 def test_empty_fov_gives_no_crops_and_one_reject_row():
