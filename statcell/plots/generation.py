@@ -10,6 +10,9 @@ import numpy as np
 
 from statcell.plots.style import CHANNEL_COLOURS, ROLES, pyplot, save, scale_bar, views
 
+#: Least display maximum of a generated structure (of the store's 0-1): a fainter one is drawn faint, not stretched.
+MIN_STRUCTURE_TOP = 0.05
+
 
 def _legend(figure) -> None:
     from matplotlib.patches import Patch
@@ -43,6 +46,37 @@ def _grid(rows: list[tuple[str, list[np.ndarray]]], output: str | Path, *, title
     _legend(figure)
     figure.tight_layout(rect=(0, 0.04, 1, 0.97))
     save(figure, output, dpi=dpi)
+
+
+def shared_structure_top(images: np.ndarray, *, percentile: float = 99.8) -> float:
+    """One display maximum for the structure channel of several generated cells: the ``percentile`` of their xy and
+    xz maximum projections together (a generated structure is a mean image, fainter than a real one), between
+    :data:`MIN_STRUCTURE_TOP` (so that a blank is never stretched into noise) and 1.
+
+    Parameters
+    ----------
+    images : ndarray
+        ``(..., 3, Z, Y, X)`` cells with their structure in channel 2, in [0, 1].
+    percentile : float
+        Percentile of the projections' voxels drawn at full brightness.
+
+    Returns
+    -------
+    float
+        The shared maximum.
+
+    Examples
+    --------
+    >>> cells = np.zeros((2, 3, 4, 4, 4)); cells[0, 2, 1, 1, 1] = 0.25
+    >>> shared_structure_top(cells, percentile=100)
+    0.25
+    >>> shared_structure_top(cells * 0.01, percentile=100)
+    0.05
+    """
+    structure = np.asarray(images)[..., 2, :, :, :]
+    projections = np.concatenate([structure.max(axis=-3).ravel(), structure.max(axis=-2).ravel()])
+    top = float(np.percentile(projections, percentile)) if projections.size else 1.0
+    return float(np.clip(top, MIN_STRUCTURE_TOP, 1.0))
 
 
 def plot_generated_cells(prior: Mapping[str, np.ndarray], test_cells: Mapping[str, np.ndarray],
@@ -89,9 +123,13 @@ def plot_structures_in_one_cell(in_one_cell: Mapping[str, np.ndarray], examples:
         PNG resolution.
     """
     generated = in_one_cell["images"]
-    rows = [(str(structure).replace("_", " "), [views(image) for image in images] + [views(example[0])])
-            for structure, images, example in zip(examples["structures"], generated, examples["images"])]
-    _grid(rows, output, title="Each structure generated inside one real test cell (xy above, xz below)",
+    rows = []
+    for structure, images, example in zip(examples["structures"], generated, examples["images"]):
+        top = shared_structure_top(images)
+        rows.append((f"{str(structure).replace('_', ' ')}\n(full at {top:.2g})",
+                     [views(image, structure_top=top) for image in images] + [views(example[0])]))
+    _grid(rows, output, title="Each structure generated inside one real test cell (xy above, xz below);\n"
+          "generated: one scale per row, full yellow at the value named; real examples: at 1",
           column_titles=[f"generated {k + 1}" for k in range(generated.shape[1])] + ["real example"],
           pixel_um=float(in_one_cell["spacing"][-1]), dpi=dpi)
 

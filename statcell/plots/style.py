@@ -20,6 +20,9 @@ CHANNEL_COLOURS: dict[str, tuple[float, float, float]] = {
 }
 #: Channel roles in the order of the store's first three channels.
 ROLES: tuple[str, ...] = ("membrane", "dna", "structure")
+#: Brightness of membrane and DNA in a panel that also shows a structure: dimmed to context, so that the structure,
+#: at full brightness, is what the eye finds first (at full weight the membrane's and DNA's fill hid it).
+REFERENCE_CONTEXT = 0.4
 
 
 def pyplot():
@@ -75,13 +78,15 @@ def display_range(image: np.ndarray, *, low: float = 0.5, high: float = 99.8) ->
     return np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
 
 
-def composite(channels: Mapping[str, np.ndarray]) -> np.ndarray:
+def composite(channels: Mapping[str, np.ndarray], *, weights: Mapping[str, float] | None = None) -> np.ndarray:
     """Additive RGB composite of 2D channels named as in :data:`CHANNEL_COLOURS` (each already in [0, 1]).
 
     Parameters
     ----------
     channels : mapping of str to ndarray
         ``(Y, X)`` images in [0, 1], keyed by channel role.
+    weights : mapping of str to float, optional
+        Brightness of each channel (1 where not given).
 
     Returns
     -------
@@ -91,29 +96,37 @@ def composite(channels: Mapping[str, np.ndarray]) -> np.ndarray:
     first = next(iter(channels.values()))
     rgb = np.zeros((*first.shape, 3), dtype=np.float32)
     for name, plane in channels.items():
-        rgb += plane[..., None] * np.asarray(CHANNEL_COLOURS[name], dtype=np.float32)
+        weight = 1.0 if weights is None else weights.get(name, 1.0)
+        rgb += plane[..., None] * (weight * np.asarray(CHANNEL_COLOURS[name], dtype=np.float32))
     return np.clip(rgb, 0, 1)
 
 
-def views(image: np.ndarray) -> np.ndarray:
+def views(image: np.ndarray, *, structure_top: float = 1.0) -> np.ndarray:
     """RGB panel of one cell: maximum projection along z (xy, top) over maximum projection along y (xz, bottom).
 
     Parameters
     ----------
     image : ndarray
         ``(C, Z, Y, X)`` with C = 2 (membrane, DNA) or 3 (plus structure), intensities in [0, 1].
+    structure_top : float
+        Structure intensity drawn at full brightness (1, the store's scale, by default; a figure of generated
+        structures passes one value shared by all its generated panels).
 
     Returns
     -------
     ndarray
-        ``(Y + 1 + Z, X, 3)`` RGB in [0, 1]; each channel stretched to its own 99.8th percentile (display only), a
-        one-pixel grey line between the views. The xz view shows z upwards.
+        ``(Y + 1 + Z, X, 3)`` RGB in [0, 1], a one-pixel grey line between the views; the xz view shows z upwards.
+        Membrane and DNA are stretched to their own 99.8th percentile (display only); with a structure, they are
+        drawn at :data:`REFERENCE_CONTEXT`, and the structure on a fixed scale (0 to ``structure_top``, never
+        stretched per panel), so that a faint or blank generated structure looks faint or blank.
     """
+    weights = {"membrane": REFERENCE_CONTEXT, "dna": REFERENCE_CONTEXT} if image.shape[0] > 2 else None
     panels = []
     for axis in (1, 2):
         projection = image.max(axis=axis)
-        channels = {role: display_range(plane, low=0.0, high=99.8) for role, plane in zip(ROLES, projection)}
-        rgb = composite(channels)
+        channels = {role: np.clip(plane / structure_top, 0, 1) if role == "structure" else display_range(plane, low=0.0, high=99.8)
+                    for role, plane in zip(ROLES, projection)}
+        rgb = composite(channels, weights=weights)
         panels.append(rgb[::-1] if axis == 2 else rgb)
     line = np.full((1, image.shape[-1], 3), 0.5, np.float32)
     return np.concatenate([panels[0], line, panels[1]])
