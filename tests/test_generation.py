@@ -9,7 +9,7 @@ import torch
 
 from statcell import io
 from statcell.analysis import generation
-from statcell.plots.style import views
+from statcell.plots.style import REFERENCE_CONTEXT, views
 from statcell.analysis.features import FEATURE_NAMES, feature_table, measure_features
 from statcell.train import load_model
 
@@ -152,6 +152,12 @@ def test_views_stack_xy_over_xz_in_channel_colours():
     image[2, 3, 0, 0] = 1.0  # structure voxel
     panel = views(image)
     assert panel.shape == (5 + 1 + 4, 6, 3)
-    np.testing.assert_allclose(panel[2, 3], [1.0, 0.2, 1.0])  # xy: magenta at (y 2, x 3)
+    context = np.array([1.0, 0.2, 1.0]) * REFERENCE_CONTEXT  # with a structure, the membrane is dimmed to context
+    np.testing.assert_allclose(panel[2, 3], context, rtol=1e-6)  # xy: magenta at (y 2, x 3)
     np.testing.assert_allclose(panel[0, 0], [1.0, 0.9, 0.0])  # xy: yellow at (y 0, x 0)
-    np.testing.assert_allclose(panel[6 + (3 - 1), 3], [1.0, 0.2, 1.0])  # xz, z upwards: z 1 of 4 is row 2
+    np.testing.assert_allclose(panel[6 + (3 - 1), 3], context, rtol=1e-6)  # xz, z upwards: z 1 of 4 is row 2
+    np.testing.assert_allclose(views(image[:2])[2, 3], [1.0, 0.2, 1.0])  # no structure: the membrane at full
+    faint = image.copy()
+    faint[2, 3, 0, 0] = 0.1  # a faint structure stays faint (not stretched per panel), unless a top is given
+    np.testing.assert_allclose(views(faint)[0, 0], [0.1, 0.09, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(views(faint, structure_top=0.1)[0, 0], [1.0, 0.9, 0.0], rtol=1e-6)
