@@ -488,8 +488,8 @@ def import_chunk(cells: pd.DataFrame, *, settings: AllenCellSettings,
         spacing = (cell["spacing_z_um"], cell["spacing_y_um"], cell["spacing_x_um"])
         try:
             crop, whole, backgrounds = import_cell(stacks["image"], stacks.get("segmentation"),
-                                      channels={role: cell[f"channel_{role}"] for role in ROLES}, layout=layout,
-                                      spacing=spacing, crop_settings=crop_settings)
+                                                   channels={role: cell[f"channel_{role}"] for role in ROLES},
+                                                   layout=layout, spacing=spacing, crop_settings=crop_settings)
         except io.FovError as error:
             rows.append({**row, "reject_reason": f"unusable_cell_image: {', '.join(paths.values())}: {error}"})
             log.warning("cell %s: %s: %s", cell["cell_id"], ", ".join(paths.values()), error)

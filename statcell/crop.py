@@ -459,9 +459,9 @@ def crop_cells(channels: np.ndarray, cell_labels: np.ndarray, nucleus_labels: np
             continue
         box = tuple(slice(max(s.start - m, 0), min(s.stop + m, n))
                     for s, m, n in zip(boxes[row.label - 1], margin, cell_labels.shape))
-        cell_mask = cell_labels[box] == row.label
-        backgrounds = cell_backgrounds(channels[(slice(None), *box)], cell_mask, regions=settings.background, fov=fov)
-        crop, info = align_cell(subtract_background(channels[(slice(None), *box)], backgrounds), cell_mask,
+        cell_mask, around = cell_labels[box] == row.label, channels[(slice(None), *box)]
+        backgrounds = cell_backgrounds(around, cell_mask, regions=settings.background, fov=fov)
+        crop, info = align_cell(subtract_background(around, backgrounds), cell_mask,
                                 nucleus_labels[box] == row.nucleus_label, spacing=spacing, settings=settings)
         aligned = info.pop("aligned")
         crops.append(np.clip(np.rint(crop), 0, np.iinfo(np.uint16).max).astype(np.uint16))

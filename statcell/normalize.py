@@ -2,8 +2,8 @@
 
 The store ``cells.zarr`` holds one array ``(N, C, Z, Y, X)`` (channels of :data:`statcell.crop.CROP_CHANNELS`), one
 cell per chunk, zstd-compressed, with OME-NGFF metadata (axes, voxel size, channel names and colours). Each intensity
-channel of each cell, above its background since cropping (:func:`statcell.crop.fov_backgrounds`), is scaled to
-[0, 1]; the masks stay 0/1. Work is spread over Dask tasks, one per FOV, writing straight into the
+channel of each cell, above its background since cropping (``crop.background``, :func:`statcell.crop.cell_backgrounds`),
+is scaled to [0, 1]; the masks stay 0/1. Work is spread over Dask tasks, one per FOV, writing straight into the
 store, so memory stays bounded however many cells there are. The store is written under a temporary name and renamed
 when complete, so a killed job never leaves a store that looks finished.
 
