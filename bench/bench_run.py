@@ -21,6 +21,7 @@ Job-seconds add up to more than the wall time where jobs ran side by side. The R
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -63,6 +64,81 @@ def rule_times(run: Path) -> pd.DataFrame:
     summary = jobs.groupby("rule").agg(jobs=("s", "size"), job_s=("s", "sum"), longest_job_s=("s", "max"),
                                        cpu_s=("cpu_time", "sum"), peak_rss_mib=("max_rss", "max")).reset_index()
     return summary.sort_values("job_s", ascending=False, ignore_index=True)[COLUMNS]
+
+
+STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
+STARTED = re.compile(r"^(?:local)?rule (\w+):$")
+JOB_ID = re.compile(r"^\s+jobid: (\d+)$")
+THREADS = re.compile(r"^\s+threads: (\d+)$")
+FINISHED = re.compile(r"^Finished jobid: (\d+) ")
+
+
+def job_timeline(log: Path) -> pd.DataFrame:
+    """Each job's start and end (seconds after the first job started) from a Snakemake log.
+
+    Snakemake stamps every event to the second (``[Fri Dec  4 18:37:02 2026]``), then names the rule and its
+    ``jobid`` when a job starts, and ``Finished jobid: N`` when it ends; ``threads:`` appears only above one.
+
+    Parameters
+    ----------
+    log : Path
+        One ``.snakemake/log/*.snakemake.log`` of the run.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``rule``, ``threads``, ``start``, ``end``; one row per finished job.
+    """
+    stamp, jobs, job, ends = None, {}, None, {}
+    for line in log.read_text().splitlines():
+        if match := STAMP.match(line):
+            stamp = pd.Timestamp(match.group(1)).timestamp()
+        elif match := STARTED.match(line):
+            job = {"rule": match.group(1), "threads": 1, "start": stamp}
+        elif (match := JOB_ID.match(line)) and job is not None:
+            jobs[int(match.group(1))] = job
+        elif (match := THREADS.match(line)) and job is not None:
+            job["threads"] = int(match.group(1))
+        elif match := FINISHED.match(line):
+            ends[int(match.group(1))] = stamp
+            job = None
+    rows = [dict(job, end=ends[jobid]) for jobid, job in jobs.items() if jobid in ends]
+    if not rows:
+        raise ValueError(f"no finished job in {log}: is it a Snakemake log?")
+    timeline = pd.DataFrame(rows)
+    first = timeline["start"].min()
+    timeline[["start", "end"]] -= first
+    return timeline.sort_values("start", ignore_index=True)
+
+
+def busy_threads(timeline: pd.DataFrame, *, cores: int, bin_s: float = 30.0) -> pd.DataFrame:
+    """The threads the run kept busy in each interval, and the rule that held most of them.
+
+    Parameters
+    ----------
+    timeline : DataFrame
+        :func:`job_timeline`'s table.
+    cores : int
+        The cores the run was given (a job's threads are capped to it, as Snakemake does).
+    bin_s : float
+        Interval length in seconds.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``from_s``, ``busy`` (mean threads in use, at most ``cores``) and ``mostly`` (the rule with the most
+        thread-seconds in the interval).
+    """
+    rows = []
+    end = timeline["end"].max()
+    for left in range(0, int(end) + 1, int(bin_s)):
+        right = left + bin_s
+        overlap = (timeline["end"].clip(upper=right) - timeline["start"].clip(lower=left)).clip(lower=0)
+        thread_s = overlap * timeline["threads"].clip(upper=cores)
+        by_rule = thread_s.groupby(timeline["rule"]).sum()
+        rows.append({"from_s": left, "busy": min(thread_s.sum() / bin_s, cores),
+                     "mostly": by_rule.idxmax() if by_rule.max() > 0 else "-"})
+    return pd.DataFrame(rows)
 
 
 def run_workflow(folder: Path, *, cores: int, configfiles: list[str], targets: list[str]) -> float:
@@ -117,6 +193,13 @@ def main() -> None:
     total = table["job_s"].sum()
     print(f"\n{int(table['jobs'].sum())} jobs, {total / 60:.1f} job-minutes", end="")
     print(f"; wall {wall / 60:.1f} min on {args.cores} cores" if wall is not None else "")
+    # the run's own log is the longest (a no-op rerun writes a short one)
+    logs = sorted((folder / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda path: path.stat().st_size)
+    if logs:
+        profile = busy_threads(job_timeline(logs[-1]), cores=args.cores)
+        print(f"\nthreads in use per 30 s (of {args.cores}), from {logs[-1].name}:")
+        print(profile.to_string(index=False, float_format=lambda value: f"{value:.2f}"))
+        print(f"mean {profile['busy'].mean():.2f} of {args.cores}")
     if args.noop:
         seconds = [noop_rerun_seconds(folder, cores=args.cores, configfiles=args.configfile, targets=args.target)
                    for _ in range(args.noop)]

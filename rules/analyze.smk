@@ -69,6 +69,7 @@ rule embed_cells:
         # the training dataset's dimensions are ranked on its held-out cells; other datasets on all their cells
         rank_on=lambda wildcards: "test" if wildcards.dataset == vocabulary.MAIN_DATASET else "all",
     threads: 2
+    priority: PRIORITY["after_training"]
     resources:
         mem_mb=3000,
         runtime=60,
@@ -205,6 +206,7 @@ use rule train_reference as train_beta_sweep with:
         command="train-reference",
         settings=beta_sweep_training_json,
         workdir="results/beta_sweep/training",
+    priority: PRIORITY["default"]
     wildcard_constraints:
         index=r"\d+",
     log:
@@ -263,6 +265,7 @@ rule measure_coupling:
     params:
         settings=analysis_json(),
     threads: 2
+    priority: PRIORITY["after_training"]
     resources:
         mem_mb=3000,
         runtime=120,

@@ -23,6 +23,14 @@ DATASETS = list(vocabulary.DATASETS)
 EMBED_DATASETS = list(config["data"]["embed"])
 
 
+# The order in which ready jobs take free cores (Snakemake's `priority`, higher first; without one it prefers the jobs
+# with the largest inputs). The two trainings are the run's longest jobs and independent, so both start the moment the
+# training store exists, side by side, and end together; a store is built as soon as its crops are there (the drug
+# set's embedding waits for it); the post-training jobs that others wait on (embedding, the coupling) go before the
+# figures; the β sweep's small models fill the gaps. `python bench/bench_run.py` prints the cores in use over time.
+PRIORITY = {"training": 3, "store": 2, "after_training": 1, "default": 0}
+
+
 wildcard_constraints:
     dataset="|".join(DATASETS + EMBED_DATASETS),
     fov=r"[A-Za-z0-9_\-]+",

@@ -19,6 +19,7 @@ rule normalize_cells:
                                                    if input.cell_annotations else ""),
         controls=control_options,
     threads: 2
+    priority: PRIORITY["store"]
     resources:
         mem_mb=lambda wildcards, threads: 1000 + 500 * threads,
         runtime=30,

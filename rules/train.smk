@@ -21,6 +21,7 @@ rule train_reference:
         settings=training_json("reference"),
         workdir="results/models/training",
     threads: training_threads
+    priority: PRIORITY["training"]
     resources:
         mem_mb=6000,
         runtime=600,

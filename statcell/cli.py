@@ -1019,6 +1019,84 @@ def _add_check_ground_truth(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_check_ground_truth)
 
 
+# The explorer of the cells (not a figure of the report's registry)
+def _make_thumbnails(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from statcell import io
+    from statcell.analysis import thumbnails
+
+    cells = pd.read_parquet(args.cells)
+    table = thumbnails.make_thumbnails(args.store, cells, size=args.size)
+    io.write_table(table, args.output)
+    per_cell = (table["xy_png"].map(len) + table["xz_png"].map(len)).mean() if len(table) else 0
+    log.info("wrote thumbnails of %d cells (%.0f bytes of PNG per cell) to %s", len(table), per_cell, args.output)
+
+
+def _add_make_thumbnails(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "make-thumbnails", help="xy and xz max projections of every cell, for the explorer",
+        description="Write one row per cell of CELLS: its xy and xz maximum projections in the channel colours "
+        "(membrane magenta, DNA blue, structure yellow) as small PNGs.")
+    parser.add_argument("--store", required=True, help="cells.zarr of the dataset")
+    parser.add_argument("--cells", required=True, help="cells.parquet beside it")
+    parser.add_argument("--size", type=int, default=64, help="largest side of a view in pixels (default: 64)")
+    parser.add_argument("--output", required=True, help="thumbnail table to write (.parquet)")
+    parser.set_defaults(handler=_make_thumbnails)
+
+
+def _plot_explorer(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from statcell.plots import explorer
+
+    cells = pd.read_parquet(args.cells)
+    embeddings = {Path(path).stem: pd.read_parquet(path) for path in args.embeddings}
+    thumbnails = pd.read_parquet(args.thumbnails) if args.thumbnails else None
+    features = pd.read_parquet(args.features) if args.features else None
+    table = explorer.explorer_table(cells, embeddings, thumbnails, features)
+    output = explorer.draw_explorer(table, args.output, title=args.title)
+    log.info("wrote the explorer of %d cells (%s; %.1f kB) to %s", len(table), ", ".join(embeddings) or "no latents",
+             output.stat().st_size / 1024, output)
+
+
+def _add_plot_explorer(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "plot-explorer", help="the explorer of the cells: one self-contained interactive HTML page",
+        description="Write one HTML page (no server, no network) with a scatter of every cell of CELLS: axes chosen "
+        "among the latent means and measurements, colour by structure, mitotic stage, treatment or split, the "
+        "cell's thumbnail on hover, its details on click, and a search by cell id.")
+    parser.add_argument("--cells", required=True, help="cells.parquet of the dataset")
+    parser.add_argument("--embeddings", nargs="*", default=[], metavar="PARQUET",
+                        help="embedding tables (embeddings/<model>.parquet; the file name names the model)")
+    parser.add_argument("--thumbnails", default="", help="thumbnails.parquet (make-thumbnails)")
+    parser.add_argument("--features", default="", help="optional per-cell feature table (cell_id, numeric columns)")
+    parser.add_argument("--title", default="Statistical Cell: explorer of the cells", help="page title")
+    parser.add_argument("--output", required=True, help="HTML page to write")
+    parser.set_defaults(handler=_plot_explorer)
+
+
+def _screenshot_explorer(args: argparse.Namespace) -> None:
+    from statcell.plots import explorer
+
+    output = explorer.screenshot_page(args.page, args.output, browser=args.browser)
+    log.info("wrote a screenshot of %s to %s", args.page, output)
+
+
+def _add_screenshot_explorer(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "screenshot-explorer", help="a PNG of the explorer page, drawn by headless Chromium",
+        description="Open the explorer page in a headless Chromium-family browser (offline) and save what it shows.")
+    parser.add_argument("--page", required=True, help="the explorer's HTML page (plot-explorer)")
+    parser.add_argument("--browser", default=None,
+                        help="browser executable (default: the first Chromium-family browser on the PATH, "
+                        "statcell.plots.explorer.BROWSERS)")
+    parser.add_argument("--output", required=True, help="PNG to write")
+    parser.set_defaults(handler=_screenshot_explorer)
+
+
 # Figures
 def _plot(args: argparse.Namespace) -> None:
     from statcell.plots.style import figure_settings
@@ -1054,6 +1132,7 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_embed_cells, _add_correlate_latent_space, _add_walk_latent_space, _add_generate_cells, _add_measure_features,
     _add_export_meshes, _add_predict_cells, _add_perturb_cells,
     _add_analyze_beta_sweep, _add_measure_coupling, _add_drug_shifts, _add_drug_trajectory, _add_check_ground_truth,
+    _add_make_thumbnails, _add_plot_explorer, _add_screenshot_explorer,
 )
 
 
@@ -1068,14 +1147,6 @@ def _build_parser() -> argparse.ArgumentParser:
         add(commands)
     for figure in registry.FIGURES:
         _add_plot(commands, figure)
-    # The explorer of the cells (not a figure of the report's registry): its subcommands are declared beside their
-    # handlers, in the modules that hold them.
-    from statcell.analysis import thumbnails
-    from statcell.plots import explorer
-
-    thumbnails.add_parser(commands)
-    explorer.add_parser(commands)
-    explorer.add_screenshot_parser(commands)
     return parser
 
 

@@ -16,13 +16,16 @@ on the FOV's own grid.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from scipy import ndimage
 from skimage import morphology
 from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
+
+if TYPE_CHECKING:  # imported by match_labels alone: a segmentation job never needs it
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -295,6 +298,8 @@ def match_labels(truth: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
     >>> match_labels(truth, np.array([[3, 3, 3, 0, 0]])).to_dict("list")
     {'label': [1, 2], 'matched': [3, 0], 'iou': [0.6666666666666666, 0.0]}
     """
+    import pandas as pd
+
     if truth.shape != predicted.shape:
         raise ValueError(f"label images differ in shape: {truth.shape} and {predicted.shape}")
     pairs = pd.DataFrame({"label": truth.ravel(), "matched": predicted.ravel()})

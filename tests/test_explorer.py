@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from statcell import io
+from statcell import cli, io
 from statcell.analysis import thumbnails
 from statcell.normalize import create_cell_store
 from statcell.plots import explorer
@@ -246,12 +246,6 @@ def test_page_is_self_contained_and_holds_every_cell(page_inputs):
 
 
 def test_cli_commands_write_the_thumbnails_and_the_page(page_inputs, tmp_path):
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    commands = parser.add_subparsers(dest="command", required=True)
-    thumbnails.add_parser(commands)
-    explorer.add_parser(commands)
     cells_path, output = tmp_path / "cells.parquet", tmp_path / "thumbnails.parquet"
     io.write_table(page_inputs["cells"], cells_path)
     embedding_paths = []
@@ -262,8 +256,7 @@ def test_cli_commands_write_the_thumbnails_and_the_page(page_inputs, tmp_path):
                   "--output", str(output)],
                  ["plot-explorer", "--cells", str(cells_path), "--embeddings", *embedding_paths,
                   "--thumbnails", str(output), "--output", str(tmp_path / "explorer" / "main.html")]):
-        args = parser.parse_args(argv)
-        args.handler(args)
+        assert cli.main(argv) == 0
     made = pd.read_parquet(output)
     assert made["xy_png"].tolist() == page_inputs["thumbnails"]["xy_png"].tolist()
     page = (tmp_path / "explorer" / "main.html").read_text()

@@ -13,8 +13,6 @@ Each view is stored as PNG bytes, one row per cell: what the explorer page draws
 
 from __future__ import annotations
 
-import argparse
-import logging
 import struct
 import zlib
 from pathlib import Path
@@ -24,8 +22,6 @@ import pandas as pd
 
 from statcell import io
 from statcell.plots.style import composite, display_range  # the one palette (CHANNEL_COLOURS) of every figure
-
-log = logging.getLogger(__name__)
 
 #: Channels drawn, by the palette's name; their position in the store comes from its metadata where it names them.
 THUMBNAIL_CHANNELS: tuple[str, ...] = ("membrane", "dna", "structure")
@@ -171,26 +167,3 @@ def _shrink(image: np.ndarray, size: int) -> np.ndarray:
     shape = [max(1, int(round(side * scale))) for side in image.shape[:2]]
     zoom = [new / old for new, old in zip(shape, image.shape[:2])]
     return np.clip(ndimage.zoom(image, (*zoom, 1), order=1, grid_mode=True, mode="nearest"), 0, 1)
-
-
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Add the ``make-thumbnails`` subcommand to the ``statcell`` command line."""
-    parser = commands.add_parser(
-        "make-thumbnails", help="xy and xz max projections of every cell, for the explorer",
-        description="Write one row per cell of CELLS: its xy and xz maximum projections in the channel colours "
-        "(membrane magenta, DNA blue, structure yellow) as small PNGs.")
-    parser.add_argument("--store", required=True, help="cells.zarr of the dataset")
-    parser.add_argument("--cells", required=True, help="cells.parquet beside it")
-    parser.add_argument("--size", type=int, default=64, help="largest side of a view in pixels (default: 64)")
-    parser.add_argument("--output", required=True, help="thumbnail table to write (.parquet)")
-    parser.set_defaults(handler=_make_thumbnails_command)
-
-
-def _make_thumbnails_command(args: argparse.Namespace) -> None:
-    cells = pd.read_parquet(args.cells)
-    thumbnails = make_thumbnails(args.store, cells, size=args.size)
-    io.write_table(thumbnails, args.output)
-    per_cell = (thumbnails["xy_png"].map(len) + thumbnails["xz_png"].map(len)).mean() if len(thumbnails) else 0
-    log.info("wrote thumbnails of %d cells (%.0f bytes of PNG per cell) to %s", len(thumbnails), per_cell,
-             args.output)
-

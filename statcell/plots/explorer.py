@@ -18,10 +18,8 @@ Drawing only: the tables come in computed (never imports torch or zarr).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
-import logging
 import re
 import shutil
 import subprocess
@@ -31,8 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-log = logging.getLogger(__name__)
 
 #: Categorical columns the points can be coloured by, with their labels, in the picker's order.
 COLOUR_KEYS: dict[str, str] = {"structure": "structure", "mitotic_stage": "mitotic stage", "drug": "treatment",
@@ -516,48 +512,3 @@ def screenshot_page(page: str | Path, output: str | Path, *, browser: str | None
     if done.returncode != 0 or not output.exists():
         raise RuntimeError(f"{browser} could not draw {page} (exit {done.returncode}):\n{done.stderr[-2000:]}")
     return output
-
-
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Add the ``plot-explorer`` subcommand to the ``statcell`` command line."""
-    parser = commands.add_parser(
-        "plot-explorer", help="the explorer of the cells: one self-contained interactive HTML page",
-        description="Write one HTML page (no server, no network) with a scatter of every cell of CELLS: axes chosen "
-        "among the latent means and measurements, colour by structure, mitotic stage, treatment or split, the "
-        "cell's thumbnail on hover, its details on click, and a search by cell id.")
-    parser.add_argument("--cells", required=True, help="cells.parquet of the dataset")
-    parser.add_argument("--embeddings", nargs="*", default=[], metavar="PARQUET",
-                        help="embedding tables (embeddings/<model>.parquet; the file name names the model)")
-    parser.add_argument("--thumbnails", default="", help="thumbnails.parquet (make-thumbnails)")
-    parser.add_argument("--features", default="", help="optional per-cell feature table (cell_id, numeric columns)")
-    parser.add_argument("--title", default="Statistical Cell: explorer of the cells", help="page title")
-    parser.add_argument("--output", required=True, help="HTML page to write")
-    parser.set_defaults(handler=_plot_explorer_command)
-
-
-def _plot_explorer_command(args: argparse.Namespace) -> None:
-    cells = pd.read_parquet(args.cells)
-    embeddings = {Path(path).stem: pd.read_parquet(path) for path in args.embeddings}
-    thumbnails = pd.read_parquet(args.thumbnails) if args.thumbnails else None
-    features = pd.read_parquet(args.features) if args.features else None
-    table = explorer_table(cells, embeddings, thumbnails, features)
-    output = draw_explorer(table, args.output, title=args.title)
-    log.info("wrote the explorer of %d cells (%s; %.1f kB) to %s", len(table), ", ".join(embeddings) or "no latents",
-             output.stat().st_size / 1024, output)
-
-
-def add_screenshot_parser(commands: argparse._SubParsersAction) -> None:
-    """Add the ``screenshot-explorer`` subcommand to the ``statcell`` command line."""
-    parser = commands.add_parser(
-        "screenshot-explorer", help="a PNG of the explorer page, drawn by headless Chromium",
-        description="Open the explorer page in a headless Chromium-family browser (offline) and save what it shows.")
-    parser.add_argument("--page", required=True, help="the explorer's HTML page (plot-explorer)")
-    parser.add_argument("--browser", default=None,
-                        help=f"browser executable (default: the first of {', '.join(BROWSERS)} on the PATH)")
-    parser.add_argument("--output", required=True, help="PNG to write")
-    parser.set_defaults(handler=_screenshot_explorer_command)
-
-
-def _screenshot_explorer_command(args: argparse.Namespace) -> None:
-    output = screenshot_page(args.page, args.output, browser=args.browser)
-    log.info("wrote a screenshot of %s to %s", args.page, output)
