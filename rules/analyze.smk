@@ -206,7 +206,7 @@ use rule train_reference as train_beta_sweep with:
         command="train-reference",
         settings=beta_sweep_training_json,
         workdir="results/beta_sweep/training",
-    priority: PRIORITY["default"]
+    priority: PRIORITY["default"]  # not the trainings' priority, which `use rule` would inherit
     wildcard_constraints:
         index=r"\d+",
     log:

@@ -285,6 +285,15 @@ def test_the_run_benchmark_sums_each_rules_jobs(full_run):
     shown = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_run.py"), "--existing", str(full_run)],
                            capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and "train_target" in shown.stdout and "job-minutes" in shown.stdout
+    assert "threads in use per 30 s" in shown.stdout
+    # the timeline from the run's Snakemake log holds the same jobs as the benchmark tables
+    log = max((full_run / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda path: path.stat().st_size)
+    timeline = bench_run.job_timeline(log)
+    jobs = timeline["rule"].value_counts()
+    assert all(jobs[rule] == count for rule, count in table["jobs"].items())
+    assert (timeline["end"] >= timeline["start"]).all() and timeline["start"].min() == 0
+    busy = bench_run.busy_threads(timeline, cores=2)
+    assert busy["busy"].between(0, 2).all() and busy["from_s"].iloc[-1] <= timeline["end"].max()
     with pytest.raises(FileNotFoundError, match="no benchmark tables"):
         bench_run.rule_times(full_run / "results")
 
