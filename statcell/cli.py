@@ -1175,7 +1175,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         log.error("%s", error)
         return 2
-    except (FileNotFoundError, ValueError, FloatingPointError) as error:  # a training loss gone NaN names its cause
+    except FileNotFoundError as error:
+        # a library's error (pandas, zarr) may say no more than the path: say what is wrong with it
+        said = str(error)
+        bare = said in (str(error.filename), "") or (error.filename is None and not any(c.isspace() for c in said))
+        if bare:
+            log.error("file not found: %s", error.filename or said)
+        else:
+            log.error("%s", error)
+        return 1
+    except (ValueError, FloatingPointError) as error:  # a training loss gone NaN names its cause
         log.error("%s", error)
         return 1
     return 0

@@ -82,3 +82,14 @@ def test_a_preprocessing_job_imports_no_table_or_plotting_library():
             "print(sorted(name for name in ('pandas', 'matplotlib', 'torch', 'zarr') if name in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"
+
+
+def test_a_missing_input_is_named_as_missing(tmp_path, caplog):
+    """pandas says no more than the path of a file it cannot find; the command says what is wrong with it."""
+    missing = tmp_path / "cells.parquet"
+    assert main(["make-thumbnails", "--store", str(tmp_path / "cells.zarr"), "--cells", str(missing),
+                 "--output", str(tmp_path / "thumbnails.parquet")]) == 1
+    assert f"file not found: {missing}" in caplog.text
+    assert main(["screenshot-explorer", "--page", str(tmp_path / "main.html"), "--output", str(tmp_path / "a.png"),
+                 "--browser", "chromium"]) == 1
+    assert "explorer page not found" in caplog.text and not (tmp_path / "a.png").exists()

@@ -496,10 +496,13 @@ def screenshot_page(page: str | Path, output: str | Path, *, browser: str | None
     Raises
     ------
     FileNotFoundError
-        No browser given and none of :data:`BROWSERS` on the ``PATH``.
+        ``page`` does not exist (the browser would draw its error page instead), or no browser given and none of
+        :data:`BROWSERS` on the ``PATH``.
     RuntimeError
         The browser failed or wrote no image (its last output is in the message).
     """
+    if not Path(page).is_file():
+        raise FileNotFoundError(f"explorer page not found: {page} (plot-explorer writes it)")
     browser = browser or find_browser()
     if browser is None:
         raise FileNotFoundError(f"no Chromium-family browser on the PATH (looked for {', '.join(BROWSERS)}): install "

@@ -124,8 +124,8 @@ def views(image: np.ndarray, *, structure_top: float = 1.0) -> np.ndarray:
     panels = []
     for axis in (1, 2):
         projection = image.max(axis=axis)
-        channels = {role: np.clip(plane / structure_top, 0, 1) if role == "structure" else display_range(plane, low=0.0, high=99.8)
-                    for role, plane in zip(ROLES, projection)}
+        channels = {role: np.clip(plane / structure_top, 0, 1) if role == "structure"
+                    else display_range(plane, low=0.0, high=99.8) for role, plane in zip(ROLES, projection)}
         rgb = composite(channels, weights=weights)
         panels.append(rgb[::-1] if axis == 2 else rgb)
     line = np.full((1, image.shape[-1], 3), 0.5, np.float32)
