@@ -205,6 +205,18 @@ def test_the_two_models_train_side_by_side_on_half_the_cores(fresh):
 
 
 @pytest.mark.slow
+def test_a_local_run_drops_only_snakemakes_default_job_rate_limit(tmp_path):
+    """Snakemake's default limit re-runs its scheduler in growing numbers while jobs wait for cores (rules/common.smk,
+    ``drop_idle_rescheduling``); a limit the user sets is kept."""
+    folder = copy_workflow(tmp_path / "run")
+    dropped = "default job-rate limit dropped"
+    target = "results/synthetic/main_manifest.csv"
+    assert dropped in snakemake(folder, target).stderr
+    assert dropped not in snakemake(folder, target, "--forcerun", "synthesize",
+                                    "--max-jobs-per-timespan", "50/1s").stderr
+
+
+@pytest.mark.slow
 @on_tiny_runs
 def test_full_run_builds_the_colony_the_stores_and_the_models(full_run, tmp_path):
     outdir = full_run / "results" / "synthetic"
