@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
+from statcell.models import blocks as model_blocks
 from statcell.models import (
     Decoder,
     Encoder,
@@ -221,3 +222,24 @@ def test_reparameterize() -> None:
     assert abs(z.mean().item() - 3.0) < 0.05 and abs(z.std().item() - 0.5) < 0.05
     z.sum().backward()
     assert mean.grad is not None and log_var.grad is not None
+
+
+def test_a_conv_narrower_than_its_kernel_trains_in_float32_under_cpu_autocast() -> None:
+    """The default encoder's last convolution (3x3x3 on 2x2x3) under CPU bf16 autocast: finite gradients in every
+    draw (PyTorch 2.13's bf16 kernel gave non-finite ones in 3 of 20), float32 output; the plain layer elsewhere."""
+    for seed in range(20):
+        torch.manual_seed(seed)
+        conv = model_blocks.spectral_conv(3, 32, 64, 3, padding=1)
+        x = torch.randn(16, 32, 2, 2, 3, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(x)
+        assert y.dtype == torch.float32
+        y.square().sum().backward()
+        assert torch.isfinite(conv.parametrizations.weight.original.grad).all() and torch.isfinite(x.grad).all()
+    wide = torch.randn(2, 32, 4, 4, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv(wide).dtype == torch.bfloat16  # wide enough: bf16 as autocast chooses
+    plain = parametrizations.spectral_norm(nn.Conv3d(32, 64, 3, padding=1))
+    plain.load_state_dict(conv.state_dict())  # the same parameters and keys: exported models load unchanged
+    conv.eval(), plain.eval()  # no power iteration: both use the stored spectral-norm vectors
+    assert torch.equal(conv(wide), plain(wide))

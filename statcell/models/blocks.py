@@ -39,7 +39,36 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-_CONV: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
+
+class _Float32WhereNarrow:
+    """Mixin for a convolution: computed in float32 where CPU bf16 autocast would get its gradient wrong.
+
+    PyTorch's CPU bf16 convolution backward (2.13, oneDNN) returns non-finite weight gradients, at random, for a
+    padded kernel larger than its input: the default networks' last encoder convolution (3x3x3 on a 2x2x3 map) did so
+    in 3 of 20 random draws, and training in ``bf16-mixed`` went to NaN in its first epoch. Such maps are the smallest
+    of the network, so computing them in float32 costs little; everywhere else, and outside CPU autocast, the layer is
+    the plain convolution (the same parameters and state-dict keys).
+    """
+
+    kernel_size: tuple[int, ...]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        narrow = any(size < kernel for size, kernel in zip(x.shape[2:], self.kernel_size, strict=True))
+        if narrow and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())  # type: ignore[misc]
+        return super().forward(x)  # type: ignore[misc]
+
+
+class _Conv2d(_Float32WhereNarrow, nn.Conv2d):
+    """``nn.Conv2d``, in float32 where its input is narrower than its kernel under CPU autocast."""
+
+
+class _Conv3d(_Float32WhereNarrow, nn.Conv3d):
+    """``nn.Conv3d``, in float32 where its input is narrower than its kernel under CPU autocast."""
+
+
+_CONV: dict[int, type[nn.Module]] = {2: _Conv2d, 3: _Conv3d}
 _CONV_TRANSPOSE: dict[int, type[nn.Module]] = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _BATCH_NORM: dict[int, type[nn.Module]] = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _AVG_POOL: dict[int, type[nn.Module]] = {2: nn.AvgPool2d, 3: nn.AvgPool3d}
