@@ -13,7 +13,8 @@ table applies it.
 
     python bench/bench_spread_power.py --run bench/results/default_run
 
-The run is a finished default run (``python bench/bench_run.py --out DIR``); nothing in it is changed.
+The run is a finished default run (``python bench/bench_run.py --out DIR``); nothing in it is changed. Give
+``--configfile`` the config files the run was made with beyond its own ``config/config.yaml``, as Snakemake took them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,27 @@ from statcell.vocabulary import DRUG_DATASET, IMAGING_FOV, MAIN_DATASET
 
 #: (structure, drug) pairs whose planted answer is "unchanged" in the default drug set.
 UNCHANGED_PAIRS = ("tight_junctions:paclitaxel", "golgi:paclitaxel")
+
+
+def pair(text: str) -> tuple[str, str]:
+    """A ``structure:drug`` argument as its two names."""
+    structure, _, drug = text.partition(":")
+    if not structure or not drug:
+        raise argparse.ArgumentTypeError(f"expected structure:drug (e.g. tight_junctions:paclitaxel), got {text!r}")
+    return structure, drug
+
+
+def run_analysis_settings(run: Path, configfiles: list[Path]) -> dict:
+    """The ``analysis`` section a run was made with: its ``config/config.yaml``, then ``configfiles`` over it (as
+    Snakemake merges them), defaults filled in by the schema."""
+    from snakemake.utils import update_config
+
+    config: dict = {}
+    for path in [run / "config" / "config.yaml", *configfiles]:
+        if not path.is_file():
+            raise SystemExit(f"config file not found: {path}")
+        update_config(config, yaml.safe_load(path.read_text()) or {})
+    return validate_config(config)["analysis"]
 
 
 def widen(latents: np.ndarray, treated: np.ndarray, *, axis: np.ndarray, factor: float) -> np.ndarray:
@@ -108,7 +130,9 @@ def power_table(latents: np.ndarray, treated: np.ndarray, units: np.ndarray, *, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished default run (bench_run.py --out)")
-    parser.add_argument("--pairs", nargs="+", default=list(UNCHANGED_PAIRS),
+    parser.add_argument("--configfile", type=Path, nargs="*", default=[],
+                        help="config files the run was made with beyond its config/config.yaml")
+    parser.add_argument("--pairs", type=pair, nargs="+", default=[pair(text) for text in UNCHANGED_PAIRS],
                         help="structure:drug pairs of the drug set whose planted answer is 'unchanged'")
     parser.add_argument("--axes", type=int, nargs="+", default=[0, 2, 5], help="principal axes widened (0: largest)")
     parser.add_argument("--factors", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0],
@@ -117,8 +141,11 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=5, help="random FOV subsets per row below all FOVs")
     args = parser.parse_args()
 
-    config = validate_config(yaml.safe_load((args.run / "config" / "config.yaml").read_text()))["analysis"]
-    shifts = pd.read_csv(args.run / "results" / "analysis" / "perturbation" / "shifts.csv")
+    shifts_path = args.run / "results" / "analysis" / "perturbation" / "shifts.csv"
+    if not shifts_path.is_file():
+        raise SystemExit(f"{shifts_path} not found: --run must be a finished default run (bench/bench_run.py --out)")
+    config = run_analysis_settings(args.run, args.configfile)
+    shifts = pd.read_csv(shifts_path)
     tests = int(shifts["p_value"].notna().sum())
     bar = config["significance"] / tests
     results = args.run / "results"
@@ -130,8 +157,7 @@ def main() -> None:
     print(f"target space, {len(active)} active dimensions, k = {config['spectrum_components']}, "
           f"{config['permutations']} relabelings; bar: raw p < {config['significance']} / {tests} tests = {bar:.2g}")
     pd.set_option("display.width", 200)
-    for pair in args.pairs:
-        structure, drug = pair.split(":")
+    for structure, drug in args.pairs:
         chosen = ((table["structure"] == structure) & table["drug"].isin([control, drug])).to_numpy()
         if not chosen.any():
             raise SystemExit(f"no {structure} cells of {control} or {drug} in {results / DRUG_DATASET}")

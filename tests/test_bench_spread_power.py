@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SPEC = importlib.util.spec_from_file_location(
     "bench_spread_power", Path(__file__).resolve().parents[1] / "bench" / "bench_spread_power.py")
@@ -49,3 +51,9 @@ def test_the_power_table_finds_a_wide_spread_by_its_spectrum_only():
     assert table.loc[3.0, "spectrum_found"] == 1 and table.loc[3.0, "dEIG"] > 1.0
     assert (table["centroid_found"] == 0).all()
     assert list(table["fovs_per_arm"]) == [7, 7] and list(table["draws"]) == [1, 1]
+
+
+def test_pairs_are_read_as_structure_and_drug_or_named_as_wrong():
+    assert bench.pair("tight_junctions:paclitaxel") == ("tight_junctions", "paclitaxel")
+    with pytest.raises(argparse.ArgumentTypeError, match="structure:drug"):
+        bench.pair("golgi")
