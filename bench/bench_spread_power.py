@@ -31,8 +31,9 @@ from statcell.config import validate_config
 from statcell.seeding import numpy_stream
 from statcell.vocabulary import DRUG_DATASET, IMAGING_FOV, MAIN_DATASET
 
-#: (structure, drug) pairs whose planted answer is "unchanged" in the default drug set.
-UNCHANGED_PAIRS = ("tight_junctions:paclitaxel", "golgi:paclitaxel")
+#: (structure, drug) pairs whose planted answer is "unchanged" in the default drug set (paclitaxel spreads the tight
+#: junctions' pool: ``statcell.synth.tight_junction_pools``).
+UNCHANGED_PAIRS = ("tight_junctions:brefeldin_a", "golgi:paclitaxel")
 
 
 def pair(text: str) -> tuple[str, str]:

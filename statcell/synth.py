@@ -58,6 +58,16 @@ LABEL_CHANNEL_NAMES: tuple[str, str] = ("cell_labels", "nucleus_labels")
 
 #: Thickness (µm) of the apical band that holds tight junctions.
 TIGHT_JUNCTION_BAND_UM = 1.0
+#: Range of the brightness of the junction marker's cytoplasmic pool, relative to the junctions. Untreated cells vary
+#: within it, nearly all close to its middle (normal, SD :data:`TIGHT_JUNCTION_POOL_SD`) and a few
+#: (:data:`TIGHT_JUNCTION_POOL_EVEN`) evenly over all of it, so the models see the whole range in the colony; paclitaxel
+#: puts each cell's pool at either end of the range (within :data:`TIGHT_JUNCTION_POOL_ENDS` of it): the same mean,
+#: about 4 times the spread (a drug effect on the spread alone, which the covariance-spectrum test must find and the
+#: centroid test must not).
+TIGHT_JUNCTION_POOL = (0.0, 0.15)
+TIGHT_JUNCTION_POOL_SD = 0.0075
+TIGHT_JUNCTION_POOL_EVEN = 0.1
+TIGHT_JUNCTION_POOL_ENDS = 0.1
 #: Height (µm) above the coverslip that holds matrix adhesions.
 ADHESION_BAND_UM = 0.8
 
@@ -734,12 +744,56 @@ def _golgi(colony: _Colony, rng: np.random.Generator, *, drug: str = "", respond
     return (np.clip(stacks + fragments + haze, 0, 1.5) * expression * cytoplasm).astype(np.float32)
 
 
-def _tight_junctions(colony: _Colony, rng: np.random.Generator, **_: object) -> np.ndarray:
-    z_um = colony.z_um[:, None, None]
-    band = (z_um >= colony.top_um[None] - TIGHT_JUNCTION_BAND_UM) & (z_um < colony.top_um[None])
-    ring = (colony.cells3d > 0) & colony.wall2d[None] & band
+def tight_junction_pools(labels: Iterable[int], rng: np.random.Generator, *, drug: str = "") -> dict[int, float]:
+    """Each cell's brightness of the junction marker's cytoplasmic pool, relative to its junctions.
+
+    Parameters
+    ----------
+    labels : iterable of int
+        The cells' labels.
+    rng : numpy.random.Generator
+        Random stream of the FOV.
+    drug : str
+        ``"paclitaxel"`` puts every pool at either end of the range (within :data:`TIGHT_JUNCTION_POOL_ENDS` of it),
+        with equal chance; any other value draws the untreated distribution: a normal around the range's middle
+        (:data:`TIGHT_JUNCTION_POOL_SD`, clipped to the range), and for :data:`TIGHT_JUNCTION_POOL_EVEN` of the cells an
+        even draw over the whole range.
+
+    Returns
+    -------
+    dict of int to float
+        Pool brightness per label, within :data:`TIGHT_JUNCTION_POOL`. Both distributions have the range's middle as
+        their mean.
+
+    Examples
+    --------
+    >>> draws = {drug: np.array(list(tight_junction_pools(range(4000), np.random.default_rng(0), drug=drug).values()))
+    ...          for drug in ("vehicle", "paclitaxel")}
+    >>> [round(float(draws[drug].mean()), 3) for drug in draws]
+    [0.075, 0.075]
+    >>> round(float(draws["paclitaxel"].std() / draws["vehicle"].std()), 1)
+    4.3
+    """
+    low, high = TIGHT_JUNCTION_POOL
+    end = TIGHT_JUNCTION_POOL_ENDS * (high - low)
+    pools = {}
+    for label in labels:
+        if drug == "paclitaxel":
+            offset = rng.uniform(0.0, end)
+            pools[label] = low + offset if rng.random() < 0.5 else high - offset
+        elif rng.random() < TIGHT_JUNCTION_POOL_EVEN:
+            pools[label] = rng.uniform(low, high)
+        else:
+            pools[label] = float(np.clip(rng.normal(0.5 * (low + high), TIGHT_JUNCTION_POOL_SD), low, high))
+    return pools
+
+
+def _tight_junctions(colony: _Colony, rng: np.random.Generator, *, drug: str = "", **_: object) -> np.ndarray:
+    z_um, top_um = colony.z_um[:, None, None], colony.top_um[None]
+    ring = (colony.cells3d > 0) & colony.wall2d[None] & (z_um >= top_um - TIGHT_JUNCTION_BAND_UM) & (z_um < top_um)
+    pool = colony.per_cell(tight_junction_pools(colony.cells, rng, drug=drug), colony.cells3d)
     expression = colony.per_cell(_cell_factors(colony, rng, 0.2), colony.cells3d)
-    return (ring * expression).astype(np.float32)
+    return (np.maximum(ring, pool * colony.cytoplasm) * expression).astype(np.float32)
 
 
 def _matrix_adhesions(colony: _Colony, rng: np.random.Generator, **_: object) -> np.ndarray:

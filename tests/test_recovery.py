@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from statcell.analysis import recovery
 from statcell.cli import main
@@ -35,12 +36,25 @@ def test_shift_checks_need_responders_significant_and_tight_junctions_not():
                            "structure": ["microtubules", "golgi", "tight_junctions", "tight_junctions", "golgi"],
                            "drug": ["paclitaxel", "brefeldin_a", "paclitaxel", "brefeldin_a", "brefeldin_a"],
                            "energy_p_bonferroni": [0.001, 0.02, 1.0, 0.004, 0.0001],
-                           "distance": 0.3, "p_bonferroni": [0.5, 0.001, 0.001, 1.0, 1.0]})
+                           "spectrum_p_bonferroni": [1.0, 1.0, 0.002, 1.0, 1.0], "spectrum_distance": 0.5,
+                           "distance": 0.3, "p_bonferroni": [0.5, 0.001, 0.6, 1.0, 1.0]})
     checks = recovery.shift_checks(shifts, significance=0.01).set_index("check")
     assert "centroid shift 0.3, corrected p 0.5" in checks.loc["microtubules under paclitaxel", "observed"]
     assert checks["passed"].to_dict() == {"microtubules under paclitaxel": True, "golgi under brefeldin_a": False,
                                           "tight_junctions under paclitaxel": True,
                                           "tight_junctions under brefeldin_a": False}
+
+
+@pytest.mark.parametrize("spectrum_p, centroid_p, passed", [(0.002, 0.6, True), (0.002, 0.004, False),
+                                                             (0.02, 0.6, False), (float("nan"), 0.6, False)])
+def test_the_spread_only_effect_needs_the_spectrum_test_and_not_the_centroid_test(spectrum_p, centroid_p, passed):
+    """A centroid test that also fires means the drug moved the mean: not the planted spread-only answer."""
+    shifts = pd.DataFrame({"space": ["target"], "structure": ["tight_junctions"], "drug": ["paclitaxel"],
+                           "energy_p_bonferroni": [0.5], "spectrum_p_bonferroni": [spectrum_p],
+                           "spectrum_distance": [0.4], "distance": [0.2], "p_bonferroni": [centroid_p]})
+    check = recovery.shift_checks(shifts, significance=0.01).iloc[0]
+    assert check["passed"] == passed
+    assert check["expected"].startswith("spectrum test: corrected p < 0.01")
 
 
 def test_an_untested_shift_is_listed_and_does_not_pass():

@@ -136,14 +136,16 @@ def test_mitochondria_never_in_the_nucleus(tiny_fovs):
 
 def test_tight_junctions_only_in_the_top_slices_of_each_cell(tiny_settings, tiny_fovs):
     fov = fov_of(tiny_fovs, "tight_junctions")
-    signal = fov.clean[2] > 0
-    assert signal.sum() > 100
-    z, y, x = np.nonzero(signal)
+    # The junctions proper are each cell's brightest voxels (its cytoplasmic pool is at most a sixth of them) ...
+    junctions = _relative_to_cell_maximum(fov) > 0.5
+    assert junctions.sum() > 100
+    assert fov.clean[2][fov.nucleus_labels > 0].max() == 0  # the pool is cytoplasmic
+    z, y, x = np.nonzero(junctions)
     top = _column_top_index(fov.cell_labels)
     band_slices = synth.TIGHT_JUNCTION_BAND_UM / tiny_settings.pixel_size_um[0]
     assert np.all(z >= top[y, x] - band_slices - 1)
-    # ... and on the cell's periphery: every junction voxel touches another label in xy (away from the FOV edge,
-    # where the neighbour lies outside the image).
+    # ... on the cell's periphery: every junction voxel touches another label in xy (away from the FOV edge, where the
+    # neighbour lies outside the image).
     away = (y > 0) & (x > 0) & (y < fov.cell_labels.shape[1] - 1) & (x < fov.cell_labels.shape[2] - 1)
     z, y, x = z[away], y[away], x[away]
     footprint = fov.cell_labels[z, y, x]
@@ -209,14 +211,42 @@ def test_paclitaxel_bundles_microtubules(tiny_fovs):
     assert np.percentile(paclitaxel, 99.5) / paclitaxel.mean() > 1.5 * np.percentile(vehicle, 99.5) / vehicle.mean()
 
 
-def test_drugs_leave_tight_junctions_and_cell_shape_alone(tiny_settings, tiny_fovs):
+def _relative_to_cell_maximum(fov: synth.SyntheticFov) -> np.ndarray:
+    """The clean structure channel divided by its maximum in each cell (0 outside cells)."""
+    labels = fov.cell_labels
+    maxima = np.zeros(labels.max() + 1)
+    maxima[1:] = ndimage.maximum(fov.clean[2], labels, np.arange(1, labels.max() + 1))
+    return np.divide(fov.clean[2], maxima[labels], out=np.zeros(labels.shape), where=maxima[labels] > 0)
+
+
+def _apical_pools(fov: synth.SyntheticFov) -> np.ndarray:
+    """Per cell with junctions: its cytoplasmic pool's brightness relative to the junctions (0 without a pool)."""
+    relative, labels = _relative_to_cell_maximum(fov), fov.cell_labels
+    pool = np.where(relative < 0.5, relative, 0)
+    return np.array([pool[labels == label].max() for label in np.unique(labels[relative == 1])])
+
+
+def test_paclitaxel_spreads_the_tight_junctions_cytoplasmic_pool_and_keeps_its_mean(tiny_fovs):
+    low, high = synth.TIGHT_JUNCTION_POOL
+    draws = {drug: np.array(list(synth.tight_junction_pools(range(4000), np.random.default_rng(1), drug=drug).values()))
+             for drug in ("vehicle", "brefeldin_a", "paclitaxel")}
+    assert all(low <= pools.min() and pools.max() <= high for pools in draws.values())
+    width = high - low
+    assert draws["vehicle"].min() < low + 0.02 * width and draws["vehicle"].max() > high - 0.02 * width  # the range
+    assert abs(draws["paclitaxel"].mean() - draws["vehicle"].mean()) < 0.02 * width
+    assert 3.5 < draws["paclitaxel"].std() / draws["vehicle"].std() < 5
+    assert abs(draws["brefeldin_a"].std() / draws["vehicle"].std() - 1) < 0.1  # brefeldin A leaves them alone
+    # In the images: every treated cell's pool at one end of the range, the untreated ones' less spread, one mean.
+    pools = {drug: _apical_pools(fov_of(tiny_fovs, "tight_junctions", drug)) for drug in ("vehicle", "paclitaxel")}
+    assert min(len(values) for values in pools.values()) >= 8
+    assert np.all(np.abs(pools["paclitaxel"] - 0.5 * (low + high)) > 0.4 * width)
+    assert pools["paclitaxel"].std() > 2.5 * pools["vehicle"].std()
+    assert abs(pools["paclitaxel"].mean() - pools["vehicle"].mean()) < 0.15 * width
+
+
+def test_drugs_leave_cell_shape_alone(tiny_fovs):
     import pandas as pd
 
-    band = synth.TIGHT_JUNCTION_BAND_UM / tiny_settings.pixel_size_um[0]
-    for drug in ("vehicle", "paclitaxel", "brefeldin_a"):
-        fov = fov_of(tiny_fovs, "tight_junctions", drug)
-        z, y, x = np.nonzero(fov.clean[2] > 0)
-        assert np.all(z >= _column_top_index(fov.cell_labels)[y, x] - band - 1)
     volumes = {drug: pd.concat([fov.cells for fov in tiny_fovs.values() if fov.cells["drug"].iloc[0] == drug])
                for drug in ("vehicle", "paclitaxel", "brefeldin_a")}
     means = {drug: table.loc[~table.touches_border, "cell_volume_um3"].mean() for drug, table in volumes.items()}

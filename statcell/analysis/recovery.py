@@ -2,7 +2,8 @@
 
 The synthetic colony plants known answers (``statcell.synth``): controls that copy a reference channel, structures
 whose localization follows the membrane or the nucleus, a blank channel, drugs that bundle microtubules (paclitaxel)
-or disperse the Golgi (brefeldin A) and leave tight junctions alone, and cells of varying height and volume. This
+or disperse the Golgi (brefeldin A), a drug that spreads the tight junctions' pool without moving its mean
+(paclitaxel) and one that leaves them alone (brefeldin A), and cells of varying height and volume. This
 module turns the analyses' tables into one pass/fail row per expectation (issue #5, item 8):
 
 - coupling (``coupling/structures.csv``, interphase cells): ``control_membrane`` and ``plasma_membrane`` couple to
@@ -10,11 +11,13 @@ module turns the analyses' tables into one pass/fail row per expectation (issue 
   The three controls calibrate the coupling score (:data:`statcell.analysis.coupling.CALIBRATION_CONTROLS`): the
   simulator images them, and where a colony lacks one, normalization builds it from the colony's own cells
   (``normalize.controls``), so their calls are checked on every synthetic run;
-- drug effects (``perturbation/shifts.csv``, target latent space): microtubules under paclitaxel and the Golgi under
-  brefeldin A change their distribution significantly (the FOV-level energy-distance test, Bonferroni-corrected p
-  below the bar); tight junctions change under no drug. The whole-distribution test is the check because the planted
-  answers are changes of distribution: brefeldin disperses the Golgi in 75% of the treated cells, a mixture whose
-  centroid moves less than its distribution changes; the centroid test is in the observed column beside it;
+- drug effects (``perturbation/shifts.csv``, target latent space, FOV-level tests, Bonferroni-corrected p against the
+  bar): microtubules under paclitaxel and the Golgi under brefeldin A change their distribution (the energy-distance
+  test), because the planted answers are changes of distribution: brefeldin disperses the Golgi in 75% of the
+  treated cells, a mixture whose centroid moves less than its distribution changes; the centroid test is in the
+  observed column beside it. Paclitaxel spreads the tight junctions' cytoplasmic pool without moving its
+  mean (``statcell.synth.tight_junction_pools``): the covariance-spectrum test finds it and the centroid test does not.
+  Brefeldin A leaves the tight junctions alone (the energy test finds nothing);
 - latent space (``latent_space/measurement_recovery.csv``): some top reference dimension correlates with cell
   height and some with cell volume, |Spearman| ≥ 0.6.
 
@@ -41,17 +44,23 @@ COUPLING_EXPECTATIONS: dict[str, str] = {
     "nucleoli": "nucleus",
     "control_blank": CALIBRATION_CONTROLS["control_blank"],
 }
-SHIFT_EXPECTATIONS: tuple[tuple[str, str, bool], ...] = (
-    ("microtubules", "paclitaxel", True),
-    ("golgi", "brefeldin_a", True),
-    ("tight_junctions", "paclitaxel", False),
-    ("tight_junctions", "brefeldin_a", False),
+#: What a drug does to a structure: its distribution changes (``"changed"``: the energy test significant), nothing
+#: (``"unchanged"``: not significant), or its spread changes with its mean kept (``"spread"``: the spectrum test
+#: significant and the centroid test not).
+SHIFT_EXPECTATIONS: tuple[tuple[str, str, str], ...] = (
+    ("microtubules", "paclitaxel", "changed"),
+    ("golgi", "brefeldin_a", "changed"),
+    ("tight_junctions", "paclitaxel", "spread"),
+    ("tight_junctions", "brefeldin_a", "unchanged"),
 )
 MEASUREMENT_EXPECTATIONS: tuple[str, ...] = ("cell_height_um", "cell_volume_um3")
 log = logging.getLogger(__name__)
 MIN_ABS_SPEARMAN = 0.6
-#: Column of the shift table whose test the drug checks use: the FOV-level energy-distance test, corrected.
+#: Columns of the shift table the drug checks read: the FOV-level energy-distance, covariance-spectrum and centroid
+#: tests, corrected.
 ENERGY_P = "energy_p_bonferroni"
+SPECTRUM_P = "spectrum_p_bonferroni"
+CENTROID_P = "p_bonferroni"
 COLUMNS = ["analysis", "check", "expected", "observed", "passed"]
 #: How ``observed`` begins for a calibration control without measured cells.
 NOT_MEASURED = "not measured"
@@ -148,15 +157,15 @@ def calibration_checks(structures: pd.DataFrame) -> pd.DataFrame:
 
 
 def shift_checks(shifts: pd.DataFrame, *, significance: float, space: str = "target") -> pd.DataFrame:
-    """Drug shifts of the planted responders (significant) and non-responders (not significant).
+    """Drug shifts of the planted responders, the spread-only effect and the non-responder (:data:`SHIFT_EXPECTATIONS`).
 
     Parameters
     ----------
     shifts : DataFrame
-        ``perturbation/shifts.csv``: ``space``, ``structure``, ``drug``, ``energy_p_bonferroni`` (the check) and
-        ``p_bonferroni`` (the centroid test, reported).
+        ``perturbation/shifts.csv``: ``space``, ``structure``, ``drug``, the corrected p-values :data:`ENERGY_P`,
+        :data:`SPECTRUM_P` and :data:`CENTROID_P`, and ``distance`` (the centroid shift, reported).
     significance : float
-        The corrected p-value below which a shift counts as significant.
+        The corrected p-value below which a test counts as significant.
     space : str
         Latent space whose tests are checked.
 
@@ -168,23 +177,35 @@ def shift_checks(shifts: pd.DataFrame, *, significance: float, space: str = "tar
     """
     rows = []
     tests = shifts[shifts["space"] == space].set_index(["structure", "drug"])
-    for structure, drug, shifts_expected in SHIFT_EXPECTATIONS:
+    for structure, drug, effect in SHIFT_EXPECTATIONS:
         if (structure, drug) not in tests.index:
             log.info("drug-shift check of %s under %s left out: not in the drug set", structure, drug)
             continue
         row = tests.loc[(structure, drug)]
-        p_corrected = float(row[ENERGY_P])
-        expected = f"distribution test: corrected p {'<' if shifts_expected else '≥'} {significance:g}"
-        if np.isnan(p_corrected):
-            note = tests.loc[(structure, drug)].get("note", "not tested")
-            rows.append({"analysis": "drug shift", "check": f"{structure} under {drug}", "expected": expected,
-                         "observed": str(note), "passed": False})
+        check = f"{structure} under {drug}"
+        if effect == "spread":
+            expected = (f"spectrum test: corrected p < {significance:g}; "
+                        f"centroid test: corrected p ≥ {significance:g}")
+            columns = [SPECTRUM_P, CENTROID_P]
+        else:
+            expected = f"distribution test: corrected p {'<' if effect == 'changed' else '≥'} {significance:g}"
+            columns = [ENERGY_P]
+        p_values = [float(row.get(column, np.nan)) for column in columns]
+        if np.isnan(p_values).any():
+            rows.append({"analysis": "drug shift", "check": check, "expected": expected,
+                         "observed": str(row.get("note", "not tested")), "passed": False})
             continue
-        significant = p_corrected < significance
-        centroid = f"; centroid shift {row['distance']:.3g}, corrected p {row['p_bonferroni']:.2g}" \
-            if "p_bonferroni" in row and "distance" in row else ""
-        rows.append({"analysis": "drug shift", "check": f"{structure} under {drug}", "expected": expected,
-                     "observed": f"corrected p {p_corrected:.2g}{centroid}", "passed": significant == shifts_expected})
+        if effect == "spread":
+            observed = (f"spectrum corrected p {p_values[0]:.2g} (dEIG {row.get('spectrum_distance', np.nan):.3g}); "
+                        f"centroid shift {row.get('distance', np.nan):.3g}, corrected p {p_values[1]:.2g}")
+            passed = p_values[0] < significance <= p_values[1]
+        else:
+            centroid = f"; centroid shift {row['distance']:.3g}, corrected p {row[CENTROID_P]:.2g}" \
+                if CENTROID_P in row and "distance" in row else ""
+            observed = f"corrected p {p_values[0]:.2g}{centroid}"
+            passed = (p_values[0] < significance) == (effect == "changed")
+        rows.append({"analysis": "drug shift", "check": check, "expected": expected, "observed": observed,
+                     "passed": bool(passed)})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
