@@ -359,3 +359,13 @@ def test_target_plot_shows_the_dimension_of_the_shift(tmp_path):
     single = perturbation_plots.plot_drug_target_latents(embeddings, cells, _dimensions((2.0, 0.1, 0.1, 0.1)), shifts,
                                                    tmp_path / "one.png", min_kl=0.6, dpi=40)
     assert single["x_dimension"].item() == 2 and single["y_dimension"].item() in {0, 1, 3}
+
+
+def test_the_panel_titles_give_each_test_and_star_the_significant_ones():
+    row = pd.Series({"drug": "paclitaxel", "distance": 0.42, "p_bonferroni": 1.0, "significant": False,
+                     "energy_p_bonferroni": 0.0036, "energy_significant": True, "spectrum_p_bonferroni": 0.0072,
+                     "spectrum_significant": True, "note": ""})
+    assert perturbation_plots._p_label(row) == ("paclitaxel: d = 0.42 (p 1), distribution p 0.0036 *, "
+                                                "spread p 0.0072 *")
+    older = row.drop(["spectrum_p_bonferroni", "spectrum_significant"])  # a table written before the spectrum test
+    assert perturbation_plots._p_label(older) == "paclitaxel: d = 0.42 (p 1), distribution p 0.0036 *"

@@ -33,14 +33,18 @@ def _treatment_order(drugs: Sequence[str], control: str) -> list[str]:
 
 
 def _p_label(row: pd.Series) -> str:
-    """``drug: d = .. (p ..), distribution p ..`` of one shift-table row (Bonferroni-corrected FOV-level p-values of
-    the centroid and energy-distance tests; * where a test is significant), or why it was not tested."""
+    """``drug: d = .. (p ..), distribution p .., spread p ..`` of one shift-table row (Bonferroni-corrected FOV-level
+    p-values of the centroid, energy-distance and covariance-spectrum tests; * where a test is significant; the
+    spread where the table has it), or why it was not tested."""
     if isinstance(row.get("note"), str) and row["note"]:
         return f"{row['drug']}: {row['note']}"
     stars = {name: " *" if row.get(column) else "" for name, column in (("centroid", "significant"),
-                                                                          ("energy", "energy_significant"))}
+                                                                          ("energy", "energy_significant"),
+                                                                          ("spectrum", "spectrum_significant"))}
+    spread = (f", spread p {row['spectrum_p_bonferroni']:.2g}{stars['spectrum']}"
+              if pd.notna(row.get("spectrum_p_bonferroni")) else "")
     return (f"{row['drug']}: d = {row['distance']:.2f} (p {row['p_bonferroni']:.2g}{stars['centroid']}), "
-            f"distribution p {row['energy_p_bonferroni']:.2g}{stars['energy']}")
+            f"distribution p {row['energy_p_bonferroni']:.2g}{stars['energy']}{spread}")
 
 
 def _scatter_treatments(axis, table: pd.DataFrame, xy: np.ndarray, *, control: str, point_size: float) -> None:
@@ -188,7 +192,8 @@ def plot_drug_target_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, dime
                     "treated centroid "
                     f"(projected). d: centroid distance over all {len(active)} active dimensions (KL > {min_kl:g} "
                     "nats); p: FOVs relabeled between the arms, Bonferroni-corrected, * significant; distribution: "
-                    "energy-distance test", fontsize=9, wrap=True)
+                    "energy-distance test; spread: covariance-spectrum test (GILEA's dEIG)",
+                    fontsize=9, wrap=True)
     save(figure, output, dpi=dpi)
     return pd.DataFrame(shown)
 
