@@ -111,3 +111,11 @@ def test_command_writes_the_table(tmp_path):
     assert status == 0
     checks = pd.read_csv(tmp_path / "checks.csv")
     assert len(checks) == len(recovery.COUPLING_EXPECTATIONS) + 1 and checks["passed"].all()
+
+
+def test_a_shift_table_without_the_spectrum_test_names_the_missing_column():
+    shifts = pd.DataFrame({"space": ["target"], "structure": ["tight_junctions"], "drug": ["paclitaxel"],
+                           "energy_p_bonferroni": [0.5], "distance": [0.2], "p_bonferroni": [0.6], "note": [""]})
+    check = recovery.shift_checks(shifts, significance=0.01).iloc[0]
+    assert not check["passed"]
+    assert check["observed"] == "not tested: the shift table has no spectrum_p_bonferroni column"

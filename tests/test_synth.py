@@ -219,7 +219,7 @@ def _relative_to_cell_maximum(fov: synth.SyntheticFov) -> np.ndarray:
     return np.divide(fov.clean[2], maxima[labels], out=np.zeros(labels.shape), where=maxima[labels] > 0)
 
 
-def _apical_pools(fov: synth.SyntheticFov) -> np.ndarray:
+def _junction_pools(fov: synth.SyntheticFov) -> np.ndarray:
     """Per cell with junctions: its cytoplasmic pool's brightness relative to the junctions (0 without a pool)."""
     relative, labels = _relative_to_cell_maximum(fov), fov.cell_labels
     pool = np.where(relative < 0.5, relative, 0)
@@ -237,7 +237,7 @@ def test_paclitaxel_spreads_the_tight_junctions_cytoplasmic_pool_and_keeps_its_m
     assert 3.5 < draws["paclitaxel"].std() / draws["vehicle"].std() < 5
     assert abs(draws["brefeldin_a"].std() / draws["vehicle"].std() - 1) < 0.1  # brefeldin A leaves them alone
     # In the images: every treated cell's pool at one end of the range, the untreated ones' less spread, one mean.
-    pools = {drug: _apical_pools(fov_of(tiny_fovs, "tight_junctions", drug)) for drug in ("vehicle", "paclitaxel")}
+    pools = {drug: _junction_pools(fov_of(tiny_fovs, "tight_junctions", drug)) for drug in ("vehicle", "paclitaxel")}
     assert min(len(values) for values in pools.values()) >= 8
     assert np.all(np.abs(pools["paclitaxel"] - 0.5 * (low + high)) > 0.4 * width)
     assert pools["paclitaxel"].std() > 2.5 * pools["vehicle"].std()

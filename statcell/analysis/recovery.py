@@ -190,10 +190,14 @@ def shift_checks(shifts: pd.DataFrame, *, significance: float, space: str = "tar
         else:
             expected = f"distribution test: corrected p {'<' if effect == 'changed' else '≥'} {significance:g}"
             columns = [ENERGY_P]
+        note = row.get("note")
+        missing = [column for column in columns if column not in row]
         p_values = [float(row.get(column, np.nan)) for column in columns]
-        if np.isnan(p_values).any():
-            rows.append({"analysis": "drug shift", "check": check, "expected": expected,
-                         "observed": str(row.get("note", "not tested")), "passed": False})
+        if np.isnan(p_values).any():  # the analysis's reason, else a table written before that test existed
+            reason = note if isinstance(note, str) and note else (
+                f"not tested: the shift table has no {', '.join(missing)} column" if missing else "not tested")
+            rows.append({"analysis": "drug shift", "check": check, "expected": expected, "observed": reason,
+                         "passed": False})
             continue
         if effect == "spread":
             observed = (f"spectrum corrected p {p_values[0]:.2g} (dEIG {row.get('spectrum_distance', np.nan):.3g}); "
