@@ -215,7 +215,7 @@ def _normalize_cells(args: argparse.Namespace) -> None:
     if args.annotations:
         truth = pd.read_parquet(args.annotations).rename(columns={"label": "truth_label"})
         keep = ["fov_id", "truth_label", "mitotic_stage", "is_mitotic", "drug_responder", "golgi_unlinked",
-                "height_um"]
+                "junction_pool", "height_um"]
         annotations = truth[keep].rename(columns={"height_um": "true_height_um"})
     elif args.cell_annotations:
         annotations = normalize.read_cell_annotations(args.cell_annotations)

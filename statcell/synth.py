@@ -788,10 +788,13 @@ def tight_junction_pools(labels: Iterable[int], rng: np.random.Generator, *, dru
     return pools
 
 
-def _tight_junctions(colony: _Colony, rng: np.random.Generator, *, drug: str = "", **_: object) -> np.ndarray:
+def _tight_junctions(colony: _Colony, rng: np.random.Generator, *, pools: dict[int, float] | None = None,
+                     **_: object) -> np.ndarray:
+    """The junction rings over each cell's cytoplasmic pool (``pools``: :func:`tight_junction_pools`, drawn
+    untreated here when not given)."""
     z_um, top_um = colony.z_um[:, None, None], colony.top_um[None]
     ring = (colony.cells3d > 0) & colony.wall2d[None] & (z_um >= top_um - TIGHT_JUNCTION_BAND_UM) & (z_um < top_um)
-    pool = colony.per_cell(tight_junction_pools(colony.cells, rng, drug=drug), colony.cells3d)
+    pool = colony.per_cell(tight_junction_pools(colony.cells, rng) if pools is None else pools, colony.cells3d)
     expression = colony.per_cell(_cell_factors(colony, rng, 0.2), colony.cells3d)
     return (np.maximum(ring, pool * colony.cytoplasm) * expression).astype(np.float32)
 
@@ -915,10 +918,13 @@ def synthesize_fov(plan: FovPlan, settings: SynthSettings) -> SyntheticFov:
                     if not cell.is_mitotic and rng.random() < GOLGI_G2_UNLINKED}
     membrane = _membrane_signal(colony, rng, vesicles=True)
     dna = _dna_signal(colony, rng)
+    pools: dict[int, float] = {}
+    if plan.structure == "tight_junctions":
+        pools = tight_junction_pools(colony.cells, rng, drug=plan.drug)
     donors: dict[int, tuple] = {}
     if plan.structure in _RENDERERS:
         structure = _RENDERERS[plan.structure](colony, rng, drug=plan.drug, responders=responders,
-                                               unlinked=unlinked)
+                                               unlinked=unlinked, pools=pools)
     elif plan.structure == "control_random_structure":
         structure, donors = _random_structure_control(colony, rng)
     else:  # blank, or a copy of a reference channel (made after the camera so it is an exact copy)
@@ -942,7 +948,7 @@ def synthesize_fov(plan: FovPlan, settings: SynthSettings) -> SyntheticFov:
     visible = np.flatnonzero(visible_sizes[1:]) + 1
     relabel = np.zeros(visible_sizes.size, dtype=np.uint16)
     relabel[visible] = np.arange(1, len(visible) + 1)
-    table = _ground_truth_table(plan, colony, visible_sizes, relabel, crop, pad, responders, unlinked, donors)
+    table = _ground_truth_table(plan, colony, visible_sizes, relabel, crop, pad, responders, unlinked, pools, donors)
     return SyntheticFov(image, relabel[cells3d], relabel[nuclei3d], clean, table)
 
 
@@ -976,7 +982,7 @@ def _camera(blurred: np.ndarray, settings: SynthSettings, rng: np.random.Generat
 
 def _ground_truth_table(plan: FovPlan, colony: _Colony, visible_sizes: np.ndarray, relabel: np.ndarray,
                         crop: tuple[slice, ...], pad: int, responders: set[int], unlinked: set[int],
-                        donors: dict[int, tuple]) -> pd.DataFrame:
+                        pools: dict[int, float], donors: dict[int, tuple]) -> pd.DataFrame:
     """One row per cell visible in the FOV; ``visible_sizes`` counts each label's voxels inside the FOV."""
     spacing = colony.spacing
     voxel_volume = float(np.prod(spacing))
@@ -1001,6 +1007,7 @@ def _ground_truth_table(plan: FovPlan, colony: _Colony, visible_sizes: np.ndarra
             "concentration_um": plan.concentration_um,
             "drug_responder": int(old) in responders,
             "golgi_unlinked": int(old) in unlinked,
+            "junction_pool": pools.get(int(old), math.nan),
             "cell_volume_um3": cell_sizes[old] * voxel_volume,
             "nucleus_volume_um3": nucleus_sizes[old] * voxel_volume,
             "visible_fraction": visible_sizes[old] / max(cell_sizes[old], 1),

@@ -244,6 +244,22 @@ def test_paclitaxel_spreads_the_tight_junctions_cytoplasmic_pool_and_keeps_its_m
     assert abs(pools["paclitaxel"].mean() - pools["vehicle"].mean()) < 0.15 * width
 
 
+def test_the_ground_truth_table_gives_each_cells_junction_pool_as_drawn_in_the_image(tiny_fovs):
+    for fov in tiny_fovs.values():
+        table = fov.cells.set_index("label")["junction_pool"]
+        if fov.cells["structure"].iloc[0] != "tight_junctions":
+            assert table.isna().all(), fov.cells["fov_id"].iloc[0]
+            continue
+        relative, labels = _relative_to_cell_maximum(fov), fov.cell_labels
+        with_junctions = np.unique(labels[relative == 1])
+        assert len(with_junctions) >= 8
+        for label in with_junctions:
+            in_image = np.where(relative < 0.5, relative, 0)[labels == label].max()
+            assert table[label] == pytest.approx(in_image, abs=1e-5)
+        low, high = synth.TIGHT_JUNCTION_POOL
+        assert table.between(low, high).all()  # every visible cell has one, junctions in the FOV or not
+
+
 def test_drugs_leave_cell_shape_alone(tiny_fovs):
     import pandas as pd
 
