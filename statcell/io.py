@@ -381,8 +381,8 @@ def read_fov(record: FovRecord) -> np.ndarray:
     Raises
     ------
     FovError
-        If the file is missing or unreadable, has too few channels, holds NaN or infinite values, or is empty (a
-        constant image); the message names the file.
+        If the file is missing or unreadable, has too few channels or a single z-slice, holds NaN or infinite
+        values, or is empty (a constant image); the message names the file.
     """
     try:
         image = read_image(record.path).data
@@ -394,6 +394,9 @@ def read_fov(record: FovRecord) -> np.ndarray:
     if max(wanted) >= image.shape[0]:
         raise FovError(f"FOV {record.fov_id}: {record.path} has {image.shape[0]} channel(s) but the manifest asks "
                        f"for channels {wanted}")
+    if image.shape[1] == 1:
+        raise FovError(f"FOV {record.fov_id}: {record.path} is a single z-slice (a 2D image, or a projection); "
+                       "statcell segments and crops 3D z-stacks")
     channels = image[list(wanted)].astype(np.float32)
     if not np.isfinite(channels).all():
         raise FovError(f"FOV {record.fov_id}: {record.path} contains NaN or infinite values")

@@ -56,6 +56,12 @@ def _all_zero(tmp_path, rng):
     return path, "is empty"
 
 
+def _single_slice(tmp_path, rng):
+    path = tmp_path / "bad.ome.tiff"
+    io.write_ome_tiff(path, _good_image(rng)[:, :1], channel_names=["m", "d", "s"], spacing=(0.29, 0.216, 0.216))
+    return path, "single z-slice"
+
+
 def _missing(tmp_path, rng):
     return tmp_path / "nowhere.ome.tiff", "image file not found"
 
@@ -70,7 +76,7 @@ def _segment_and_crop(record: dict, folder) -> tuple[str, str]:
     return crops, table
 
 
-@pytest.mark.parametrize("make", [_truncated, _two_channels, _with_nan, _all_zero, _missing])
+@pytest.mark.parametrize("make", [_truncated, _two_channels, _single_slice, _with_nan, _all_zero, _missing])
 def test_bad_fov_is_rejected_with_a_message_naming_the_file(tmp_path, caplog, make):
     path, message = make(tmp_path, np.random.default_rng(0))
     crops, table = _segment_and_crop(_record(path), tmp_path)
