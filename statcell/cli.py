@@ -641,7 +641,11 @@ def _predict_cells(args: argparse.Namespace) -> None:
     reference_model, _ = export.load_model(args.reference)
     target_model, card = export.load_model(args.target)
     if args.image:
-        image = io.read_image(args.image)
+        image = io.read_image(args.image, scene=args.scene or 0, timepoint=args.timepoint or 0)
+        unsaid = io.unnamed_selection(image, scene=args.scene, timepoint=args.timepoint)
+        if unsaid:
+            holds, options = (" and ".join(parts) for parts in zip(*((held, f"--{name}") for name, held in unsaid)))
+            raise ConfigError(f"{args.image} holds {holds}: give {options} (0-based)")
         spacing = tuple(args.pixel_size) if args.pixel_size else image.spacing
         if any(math.isnan(step) for step in spacing):
             raise ConfigError(f"{args.image} does not state its voxel size: give --pixel-size Z Y X (µm)")
@@ -717,6 +721,8 @@ def _add_predict_cells(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--dna-channel", type=int, default=1, help="--image's DNA channel (default 1)")
     parser.add_argument("--pixel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="--image's voxel size in µm, where the file does not state it")
+    parser.add_argument("--scene", type=int, help="--image's scene (0-based), where the file holds several")
+    parser.add_argument("--timepoint", type=int, help="--image's time point (0-based), where the file holds several")
     parser.add_argument("--outdir", required=True, help="folder to write, e.g. results/predictions")
     parser.set_defaults(handler=_predict_cells)
 

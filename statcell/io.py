@@ -35,7 +35,11 @@ OPTIONAL_MANIFEST_COLUMNS: dict[str, str] = {
     "concentration_um": "drug concentration in micromolar",
     "cell_segmentation": "existing cell label image to use instead of segmenting (same grid as the image)",
     "nucleus_segmentation": "existing nucleus label image to use instead of segmenting",
+    "scene": "0-based scene (series, stage position) of a file that holds several; required for such a file",
+    "timepoint": "0-based time point of a time-lapse file; required for such a file",
 }
+#: Optional manifest columns that select one image of a file holding several (:func:`read_fov`).
+IMAGE_SELECTORS: tuple[str, ...] = ("scene", "timepoint")
 
 
 #: Group attribute of ``cells.zarr`` that holds the project's own metadata (cell count, channel names), beside the
@@ -64,11 +68,15 @@ class Image:
         One name per channel.
     spacing : tuple of float
         Voxel size ``(z, y, x)`` in micrometres, or NaN where the file does not say.
+    scenes, timepoints : int
+        How many scenes (series, stage positions) and time points the file holds; ``data`` is one of each.
     """
 
     data: np.ndarray
     channel_names: tuple[str, ...]
     spacing: tuple[float, float, float]
+    scenes: int = 1
+    timepoints: int = 1
 
 
 def write_ome_tiff(
@@ -120,38 +128,49 @@ def _is_ome_tiff(path: Path) -> bool:
     return path.name.lower().endswith((".ome.tif", ".ome.tiff"))
 
 
-def _read_ome_tiff(path: Path) -> Image | None:
-    """Read a plain OME-TIFF (one series; axes among T, C, Z, Y, X) with tifffile; None if it is anything else."""
+def _check_index(path: Path, what: str, index: int, count: int) -> None:
+    if not 0 <= index < count:
+        raise ValueError(f"{path} holds {count} {what}(s), numbered from 0; {what} {index} was asked for")
+
+
+def _read_ome_tiff(path: Path, scene: int, timepoint: int) -> Image | None:
+    """Read an OME-TIFF (each series a scene; axes among T, C, Z, Y, X) with tifffile; None if it is anything else."""
     import xml.etree.ElementTree as ElementTree
 
     import tifffile
 
     with tifffile.TiffFile(path) as tiff:
-        if not tiff.is_ome or len(tiff.series) != 1 or not set(tiff.series[0].axes) <= set("TCZYX"):
+        if not tiff.is_ome or not tiff.series or not all(set(one.axes) <= set("TCZYX") for one in tiff.series):
             return None
-        series = tiff.series[0]
+        scenes = len(tiff.series)
+        _check_index(path, "scene", scene, scenes)
+        series = tiff.series[scene]
+        axes = series.axes
+        timepoints = series.shape[axes.index("T")] if "T" in axes else 1
+        _check_index(path, "time point", timepoint, timepoints)
         data = series.asarray()
         ome = ElementTree.fromstring(tiff.ome_metadata)
-    axes = series.axes
     if "T" in axes:
-        data, axes = np.take(data, 0, axis=axes.index("T")), axes.replace("T", "")
+        data, axes = np.take(data, timepoint, axis=axes.index("T")), axes.replace("T", "")
     for axis in "CZ":
         if axis not in axes:
             data, axes = data[np.newaxis], axis + axes
     data = np.moveaxis(data, [axes.index(axis) for axis in "CZYX"], range(4))
     namespace = {"ome": ome.tag.split("}")[0].strip("{")} if ome.tag.startswith("{") else {}
-    pixels = ome.find(".//ome:Pixels" if namespace else ".//Pixels", namespace)
+    images = ome.findall("ome:Image" if namespace else "Image", namespace)
+    pixels = images[scene].find("ome:Pixels" if namespace else "Pixels", namespace) if scene < len(images) else None
     channels = pixels.findall("ome:Channel" if namespace else "Channel", namespace) if pixels is not None else []
     names = tuple(channel.get("Name") or f"channel_{i}" for i, channel in enumerate(channels))
     if len(names) != data.shape[0]:
         names = tuple(f"channel_{i}" for i in range(data.shape[0]))
     spacing = tuple(float(pixels.get(f"PhysicalSize{axis}", "nan")) if pixels is not None else math.nan
                     for axis in "ZYX")
-    return Image(data=data, channel_names=names, spacing=spacing)  # type: ignore[arg-type]
+    return Image(data=data, channel_names=names, spacing=spacing, scenes=scenes,  # type: ignore[arg-type]
+                 timepoints=timepoints)
 
 
-def read_image(path: str | Path) -> Image:
-    """Read an image as ``(C, Z, Y, X)`` with its channel names and voxel size.
+def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image:
+    """Read one image of a file as ``(C, Z, Y, X)`` with its channel names and voxel size.
 
     OME-TIFFs are read with tifffile directly (fast to import, as every per-FOV job needs); every other format bioio
     reads (TIFF, CZI, ND2, ... with the matching bioio plugin) goes through bioio.
@@ -160,27 +179,40 @@ def read_image(path: str | Path) -> Image:
     ----------
     path : str or Path
         The image file.
+    scene, timepoint : int
+        Which scene (an OME-TIFF's series, a microscope file's stage position) and time point to read.
 
     Returns
     -------
     Image
-        Pixels (first scene, first time point) and metadata.
+        Pixels of that scene and time point, its metadata, and how many of each the file holds.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file has no such scene or time point; the message says how many it has.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     if _is_ome_tiff(path):
-        image = _read_ome_tiff(path)
+        image = _read_ome_tiff(path, scene, timepoint)
         if image is not None:
             return image
     from bioio import BioImage
 
     reader = BioImage(path)
-    data = np.asarray(reader.get_image_data("CZYX", T=0))
+    _check_index(path, "scene", scene, len(reader.scenes))
+    reader.set_scene(scene)
+    _check_index(path, "time point", timepoint, reader.dims.T)
+    data = np.asarray(reader.get_image_data("CZYX", T=timepoint))
     names = tuple(str(name) for name in (reader.channel_names or [f"channel_{i}" for i in range(data.shape[0])]))
     sizes = reader.physical_pixel_sizes
     spacing = tuple(float(value) if value is not None else math.nan for value in (sizes.Z, sizes.Y, sizes.X))
-    return Image(data=data, channel_names=names, spacing=spacing)  # type: ignore[arg-type]
+    return Image(data=data, channel_names=names, spacing=spacing, scenes=len(reader.scenes),  # type: ignore[arg-type]
+                 timepoints=reader.dims.T)
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:
@@ -278,6 +310,17 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
                 f"got {table.at[bad[0], column]!r}"
             )
         table[column] = values.astype(float)
+    for column in IMAGE_SELECTORS:
+        if column not in table.columns:
+            continue
+        blank = table[column].map(_is_blank)
+        values = pd.to_numeric(table[column].where(~blank), errors="coerce")
+        bad = table.index[~blank & (values.isna() | (values < 0) | (values != values.round()))]
+        if len(bad):
+            raise ManifestError(f"manifest {path}, row {bad[0] + 2}: column '{column}' must be a 0-based index "
+                                f"(0, 1, ...) or empty, got {table.at[bad[0], column]!r}")
+        table[column] = pd.Series([None if empty else int(value) for empty, value in zip(blank, values, strict=True)],
+                                  index=table.index, dtype=object)
     table["path"] = [str(resolve_path(entry, folder=path.parent)) for entry in table["path"]]
     return table
 
@@ -337,6 +380,11 @@ class FovRecord:
         Voxel size ``(z, y, x)`` in µm.
     concentration_um : float
         Drug concentration.
+    cell_segmentation, nucleus_segmentation : str
+        Label images to use instead of segmenting (``""``: segment).
+    scene, timepoint : int or None
+        Which scene and time point of the file is the FOV; None where the manifest does not say (then the file must
+        hold only one).
     """
 
     fov_id: str
@@ -350,10 +398,13 @@ class FovRecord:
     concentration_um: float = 0.0
     cell_segmentation: str = ""
     nucleus_segmentation: str = ""
+    scene: int | None = None
+    timepoint: int | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> FovRecord:
         """Build a record from a row of :func:`read_manifest`."""
+        selectors = {column: None if _is_blank(row.get(column)) else int(row[column]) for column in IMAGE_SELECTORS}
         return cls(
             fov_id=str(row["fov_id"]), path=str(row["path"]), membrane_channel=int(row["membrane_channel"]),
             dna_channel=int(row["dna_channel"]), structure_channel=int(row["structure_channel"]),
@@ -362,7 +413,30 @@ class FovRecord:
             drug=str(row.get("drug", "") or ""), concentration_um=float(row.get("concentration_um", 0.0) or 0.0),
             cell_segmentation=str(row.get("cell_segmentation", "") or ""),
             nucleus_segmentation=str(row.get("nucleus_segmentation", "") or ""),
+            **selectors,
         )
+
+
+def _is_blank(value: object) -> bool:
+    """True for a table cell that holds nothing (absent, None, NaN or an empty string)."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+def unnamed_selection(image: Image, *, scene: int | None, timepoint: int | None) -> list[tuple[str, str]]:
+    """The choices a reader of ``image`` left unsaid: for each of scene and time point not given (None) where the
+    file holds several, its name and what the file holds.
+
+    Examples
+    --------
+    >>> image = Image(np.zeros((3, 2, 4, 4)), ("m", "d", "s"), (1.0, 1.0, 1.0), scenes=4)
+    >>> unnamed_selection(image, scene=None, timepoint=None)
+    [('scene', '4 scenes (stage positions)')]
+    >>> unnamed_selection(image, scene=0, timepoint=None)
+    []
+    """
+    return [(name, f"{count} {what}") for name, count, what, given in (
+        ("scene", image.scenes, "scenes (stage positions)", scene),
+        ("timepoint", image.timepoints, "time points", timepoint)) if count > 1 and given is None]
 
 
 def read_fov(record: FovRecord) -> np.ndarray:
@@ -381,23 +455,30 @@ def read_fov(record: FovRecord) -> np.ndarray:
     Raises
     ------
     FovError
-        If the file is missing or unreadable, has too few channels or a single z-slice, holds NaN or infinite
+        If the file is missing or unreadable, holds several scenes or time points and the record does not say
+        which, has no such scene or time point, has too few channels or a single z-slice, holds NaN or infinite
         values, or is empty (a constant image); the message names the file.
     """
     try:
-        image = read_image(record.path).data
+        image = read_image(record.path, scene=record.scene or 0, timepoint=record.timepoint or 0)
     except FileNotFoundError as error:
         raise FovError(f"FOV {record.fov_id}: image file not found: {record.path}") from error
     except Exception as error:  # noqa: BLE001 - any reader failure means the file cannot be used; say which file
         raise FovError(f"FOV {record.fov_id}: cannot read {record.path}: {type(error).__name__}: {error}") from error
+    unsaid = unnamed_selection(image, scene=record.scene, timepoint=record.timepoint)
+    if unsaid:
+        holds, columns = (" and ".join(parts) for parts in zip(*((held, repr(name)) for name, held in unsaid)))
+        raise FovError(f"FOV {record.fov_id}: {record.path} holds {holds}; say which one is this FOV in the "
+                       f"manifest's {columns} column (0-based; one row per scene or time point to use them all)")
+    pixels = image.data
     wanted = (record.membrane_channel, record.dna_channel, record.structure_channel)
-    if max(wanted) >= image.shape[0]:
-        raise FovError(f"FOV {record.fov_id}: {record.path} has {image.shape[0]} channel(s) but the manifest asks "
+    if max(wanted) >= pixels.shape[0]:
+        raise FovError(f"FOV {record.fov_id}: {record.path} has {pixels.shape[0]} channel(s) but the manifest asks "
                        f"for channels {wanted}")
-    if image.shape[1] == 1:
+    if pixels.shape[1] == 1:
         raise FovError(f"FOV {record.fov_id}: {record.path} is a single z-slice (a 2D image, or a projection); "
                        "statcell segments and crops 3D z-stacks")
-    channels = image[list(wanted)].astype(np.float32)
+    channels = pixels[list(wanted)].astype(np.float32)
     if not np.isfinite(channels).all():
         raise FovError(f"FOV {record.fov_id}: {record.path} contains NaN or infinite values")
     for name, channel in zip(("membrane", "DNA"), channels[:2]):  # a blank structure channel is a valid control

@@ -226,3 +226,26 @@ def test_colony_overview_from_the_fovs_through_its_archive(tmp_path):
     output = tmp_path / "figures" / "colony_overview.png"
     assert cli.main(["plot-colony-overview", "--settings", "{}", "--fovs", str(archive), "--output", str(output)]) == 0
     assert output.stat().st_size > 5000 and output.with_suffix(".svg").exists()
+
+
+def test_colony_overview_passes_over_an_unusable_fov_and_reads_the_scene_named(tmp_path, caplog):
+    import tifffile
+
+    from statcell import io
+    from statcell.analysis import overview
+
+    rng = np.random.default_rng(1)
+    scenes = [(rng.random((3, 6, 40, 48)) * 1000).astype(np.uint16) for _ in range(2)]
+    with tifffile.TiffWriter(tmp_path / "positions.ome.tiff", ome=True) as positions:
+        for pixels in scenes:
+            positions.write(pixels, metadata={"axes": "CZYX"})
+    row = {"membrane_channel": 0, "dna_channel": 1, "structure_channel": 2, "structure": "golgi",
+           "pixel_size_z_um": 0.29, "pixel_size_y_um": 0.216, "pixel_size_x_um": 0.216}
+    pd.DataFrame([{**row, "fov_id": "gone", "path": "nowhere.ome.tiff", "scene": None},
+                  {**row, "fov_id": "second", "path": "positions.ome.tiff", "scene": 1}]).to_csv(
+        tmp_path / "manifest.csv", index=False)
+    arrays = overview.colony_projections([tmp_path / "manifest.csv"])
+    assert arrays["fov_id"].tolist() == ["second"]
+    np.testing.assert_array_equal(arrays["projection_0"], scenes[1].astype(np.float32).max(axis=1))
+    assert "gone: image file not found" in caplog.text
+    assert io.read_manifest(tmp_path / "manifest.csv")["scene"].tolist() == [None, 1]

@@ -69,12 +69,68 @@ def test_manifest_duplicate_fov_is_named(tmp_path):
     ("structure_channel", "two", "column 'structure_channel' must be a channel index"),
     ("pixel_size_z_um", -0.3, "column 'pixel_size_z_um' must be a positive number"),
     ("fov_id", "a/b", "may hold only letters"),
+    ("scene", -1, "column 'scene' must be a 0-based index"),
+    ("timepoint", 1.5, "column 'timepoint' must be a 0-based index"),
 ])
 def test_manifest_bad_values_name_row_and_column(tmp_path, column, value, message):
     path = tmp_path / "manifest.csv"
     _manifest(tmp_path, **{column: value}).to_csv(path, index=False)
     with pytest.raises(io.ManifestError, match=message):
         io.read_manifest(path)
+
+
+def _multi_scene_ome_tiff(path, scenes: list[np.ndarray], steps: list[float]) -> None:
+    """An OME-TIFF holding one image (series) per scene, as a microscope's multi-position export is."""
+    import tifffile
+
+    with tifffile.TiffWriter(path, ome=True) as tiff:
+        for index, (image, step) in enumerate(zip(scenes, steps, strict=True)):
+            tiff.write(image, metadata={"axes": "CZYX", "PhysicalSizeZ": 0.29, "PhysicalSizeY": step,
+                                        "PhysicalSizeX": step, "Channel": {"Name": [f"{c}{index}" for c in "mds"]}})
+
+
+def test_each_scene_and_time_point_of_a_file_reads_with_its_own_metadata(tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    scenes = [rng.integers(0, 4000, size=(3, 4, 12, 10), dtype=np.uint16) for _ in range(3)]
+    _multi_scene_ome_tiff(tmp_path / "positions.ome.tiff", scenes, [0.1, 0.2, 0.3])
+    for index, pixels in enumerate(scenes):
+        read = io.read_image(tmp_path / "positions.ome.tiff", scene=index)
+        np.testing.assert_array_equal(read.data, pixels)
+        assert (read.scenes, read.timepoints) == (3, 1)
+        assert read.channel_names == (f"m{index}", f"d{index}", f"s{index}")
+        np.testing.assert_allclose(read.spacing, (0.29, 0.1 * (index + 1), 0.1 * (index + 1)))
+    with pytest.raises(ValueError, match=r"positions.ome.tiff holds 3 scene\(s\), numbered from 0; scene 3 was"):
+        io.read_image(tmp_path / "positions.ome.tiff", scene=3)
+
+    movie = rng.integers(0, 4000, size=(5, 3, 4, 12, 10), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "movie.ome.tiff", movie, ome=True, metadata={"axes": "TCZYX"})
+    read = io.read_image(tmp_path / "movie.ome.tiff", timepoint=4)
+    np.testing.assert_array_equal(read.data, movie[4])
+    assert (read.scenes, read.timepoints) == (1, 5)
+    with pytest.raises(ValueError, match=r"holds 5 time point\(s\)"):
+        io.read_image(tmp_path / "movie.ome.tiff", timepoint=5)
+
+
+def test_a_fov_of_a_file_with_several_scenes_or_time_points_must_say_which(tmp_path):
+    rng = np.random.default_rng(1)
+    scenes = [rng.integers(90, 400, size=(3, 4, 12, 10), dtype=np.uint16) for _ in range(2)]
+    path = tmp_path / "positions.ome.tiff"
+    _multi_scene_ome_tiff(path, scenes, [0.1, 0.1])
+    manifest = _manifest(tmp_path, path=str(path))
+    manifest["scene"] = [1, None]  # the second row names none
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    table = io.read_manifest(tmp_path / "manifest.csv")
+    assert table["scene"].tolist() == [1, None]
+    records = [io.FovRecord.from_row(row) for row in table.to_dict("records")]
+    assert (records[0].scene, records[0].timepoint, records[1].scene) == (1, None, None)
+    np.testing.assert_array_equal(io.read_fov(records[0]), scenes[1].astype(np.float32))
+    with pytest.raises(io.FovError, match=r"fov_a: .*positions.ome.tiff holds 2 scenes \(stage positions\); say which "
+                                          r"one is this FOV in the manifest's 'scene' column"):
+        io.read_fov(io.FovRecord.from_row({**table.to_dict("records")[0], "scene": None}))
+    with pytest.raises(io.FovError, match="cannot read .*holds 2 scene"):
+        io.read_fov(io.FovRecord.from_row({**table.to_dict("records")[0], "scene": 2}))
 
 
 def test_written_ome_tiff_reads_back_through_bioio(tmp_path):

@@ -31,19 +31,27 @@ LAB_SETTINGS = {section: TINY[section] for section in ("training", "analysis", "
 
 @pytest.fixture(scope="module")
 def user_data(tmp_path_factory) -> Path:
-    """A folder laid out as a user's: images/, and manifest.csv naming two good FOVs and two bad ones."""
+    """A folder laid out as a user's: images/, with the two good FOVs as the two stage positions (scenes) of one
+    file, and manifest.csv naming them by scene and three bad FOVs (missing, truncated, and the two-scene file
+    without a scene)."""
+    import tifffile
+
     folder = tmp_path_factory.mktemp("user")
     settings = {**TINY_SYNTHETIC, "structures": ["golgi"], "fovs_per_structure": 2, "drug_treatments": []}
     assert main(["synthesize", "--settings", json.dumps(settings), "--outdir", str(folder / "generated")]) == 0
     (folder / "images").mkdir()
-    for fov in ("golgi_00", "golgi_01"):
-        shutil.copy(synth.raw_image_path(folder / "generated", fov), folder / "images" / f"{fov}.ome.tiff")
+    with tifffile.TiffWriter(folder / "images" / "positions.ome.tiff", ome=True) as positions:
+        for fov in ("golgi_00", "golgi_01"):
+            positions.write(io.read_image(synth.raw_image_path(folder / "generated", fov)).data,
+                            metadata={"axes": "CZYX"})
     truncated = folder / "images" / "broken.ome.tiff"
-    truncated.write_bytes((folder / "images" / "golgi_00.ome.tiff").read_bytes()[:5000])
+    truncated.write_bytes(synth.raw_image_path(folder / "generated", "golgi_00").read_bytes()[:5000])
     manifest = pd.read_csv(synth.manifest_path(folder / "generated", "main"))
-    manifest["path"] = [f"images/{fov}.ome.tiff" for fov in manifest["fov_id"]]
+    manifest["path"] = "images/positions.ome.tiff"
+    manifest["scene"] = [int(fov[-2:]) for fov in manifest["fov_id"]]
     bad = [{**manifest.iloc[0].to_dict(), "fov_id": "missing_fov", "path": "images/not_there.ome.tiff"},
-           {**manifest.iloc[0].to_dict(), "fov_id": "broken_fov", "path": "images/broken.ome.tiff"}]
+           {**manifest.iloc[0].to_dict(), "fov_id": "broken_fov", "path": "images/broken.ome.tiff"},
+           {**manifest.iloc[0].to_dict(), "fov_id": "unsaid_scene", "scene": None}]
     pd.concat([manifest, pd.DataFrame(bad)]).to_csv(folder / "manifest.csv", index=False)
     return folder
 
@@ -66,6 +74,7 @@ def test_bad_fovs_become_rejects_and_the_good_ones_reach_the_store(tmp_path, use
     unusable = rejects[rejects["reject_reason"].str.startswith("unusable_fov")].set_index("fov_id")["reject_reason"]
     assert "not_there.ome.tiff" in unusable["missing_fov"] and "image file not found" in unusable["missing_fov"]
     assert "broken.ome.tiff" in unusable["broken_fov"] and "cannot read" in unusable["broken_fov"]
+    assert "positions.ome.tiff holds 2 scenes" in unusable["unsaid_scene"] and "'scene'" in unusable["unsaid_scene"]
     log = (tmp_path / "logs" / "crop_cells" / "main" / "missing_fov.log").read_text()
     assert "not_there.ome.tiff" in log
 

@@ -119,6 +119,21 @@ def test_a_new_image_is_segmented_cropped_on_the_models_grid_and_predicted(tiny_
     tifffile.imwrite(bare, fov.image[:2])
     assert _main("predict-cells", "--settings", json.dumps(settings), "--reference", models["reference"],
                  "--target", models["target"], "--image", bare, "--outdir", tmp_path / "bare_out") == 2
+    # a time-lapse needs --timepoint, and then predicts in the frame named
+    movie = tmp_path / "movie.ome.tiff"
+    tifffile.imwrite(movie, np.stack([np.zeros_like(fov.image[:2]), fov.image[:2]]), ome=True,
+                     metadata={"axes": "TCZYX", "PhysicalSizeZ": tiny_settings.pixel_size_um[0],
+                               "PhysicalSizeY": tiny_settings.pixel_size_um[1],
+                               "PhysicalSizeX": tiny_settings.pixel_size_um[2]})
+    caplog.clear()
+    assert _main("predict-cells", "--settings", json.dumps(settings), "--reference", models["reference"],
+                 "--target", models["target"], "--image", movie, "--outdir", tmp_path / "movie_out") == 2
+    assert "movie.ome.tiff holds 2 time points: give --timepoint (0-based)" in caplog.text
+    assert _main("predict-cells", "--settings", json.dumps(settings), "--reference", models["reference"],
+                 "--target", models["target"], "--image", movie, "--timepoint", "1",
+                 "--outdir", tmp_path / "movie_out") == 0
+    assert pd.read_csv(tmp_path / "movie_out" / "predictions.csv")["cell_id"].tolist() == table["cell_id"].str.replace(
+        "my_cells/", "movie/").tolist()
 
 
 def test_napari_opens_a_predicted_cell_at_its_voxel_size(tmp_path):
