@@ -718,6 +718,14 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     structures = structure_classes(table)
     label_of = {name: index for index, name in enumerate(structures)}
     loaders = {}
+    if table.empty:
+        raise ValueError(f"{cells}: the dataset holds no cell; every FOV was rejected (see rejects.parquet beside it "
+                         "for why)")
+    held_out = int((table["split"] == "test").sum())
+    if held_out == 0:  # fail here, not in every analysis after the training
+        raise ValueError(f"{cells}: the test split holds no cell (it takes about 10% of the cells, by a hash of the "
+                         f"cell id, and {len(table)} cells gave none); every analysis is made on held-out cells, so "
+                         "the dataset needs more cells")
     for split in ("train", "val"):
         rows = table[table["split"] == split]
         if len(rows) < 2:

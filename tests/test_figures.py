@@ -249,3 +249,6 @@ def test_colony_overview_passes_over_an_unusable_fov_and_reads_the_scene_named(t
     np.testing.assert_array_equal(arrays["projection_0"], scenes[1].astype(np.float32).max(axis=1))
     assert "gone: image file not found" in caplog.text
     assert io.read_manifest(tmp_path / "manifest.csv")["scene"].tolist() == [None, 1]
+    pd.read_csv(tmp_path / "manifest.csv").head(1).to_csv(tmp_path / "none_usable.csv", index=False)
+    with pytest.raises(io.FovError, match=r"no FOV of .*none_usable.csv can be used; the first: FOV gone: image"):
+        overview.colony_projections([tmp_path / "none_usable.csv"])

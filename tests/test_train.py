@@ -110,6 +110,27 @@ def test_a_training_loss_that_is_not_finite_stops_the_run_naming_the_model_and_e
     assert "the training loss is not finite in epoch 1" in caplog.text
 
 
+@pytest.mark.parametrize("split, message", [
+    ("test", "the test split holds no cell .*every analysis is made on held-out cells"),
+    ("val", "the val split holds 0 cell"),
+    ("", r"the dataset holds no cell; every FOV was rejected \(see rejects.parquet"),
+])
+def test_a_dataset_without_held_out_cells_stops_before_training_saying_which_split(tmp_path, tiny_store, split,
+                                                                                   message):
+    """A dataset so small that no cell's id hashes into a split stops at training, naming it, not in every
+    analysis after."""
+    table = pd.read_parquet(tiny_store / "cells.parquet")
+    table.loc[table["split"] == split, "split"] = "train"
+    if not split:  # every FOV rejected: normalization wrote an empty table
+        table = table.iloc[:0]
+    table.to_parquet(tmp_path / "cells.parquet")
+    with pytest.raises(ValueError, match=f"cells.parquet: {message}"):
+        train.train_model("reference", store=tiny_store / "cells.zarr", cells=tmp_path / "cells.parquet",
+                          settings=TINY, checkpoint=tmp_path / "best.ckpt", metrics=tmp_path / "metrics.csv",
+                          workdir=tmp_path / "work")
+    assert not (tmp_path / "work").exists()
+
+
 def test_a_cosine_schedule_warms_up_decays_to_zero_and_is_checkpointed(tmp_path, tiny_store):
     """16 training cells in batches of 4 for 3 epochs: 12 optimizer steps, one of warm-up; the rate ends at zero."""
     settings = dataclasses.replace(TINY, epochs=3, learning_rate_schedule="cosine")

@@ -38,19 +38,29 @@ def colony_projections(manifests: Sequence[str | Path]) -> dict[str, np.ndarray]
         ``structure``, ``drug``, ``concentration_um`` and ``spacing`` ``(N, 3)`` (z, y, x voxel size in µm). A FOV
         that cannot be used (:func:`statcell.io.read_fov`: unreadable, empty, ...; a rejects row of the workflow) is
         passed over, with a log line, for the next of its group; a group without a usable FOV is not shown.
+
+    Raises
+    ------
+    statcell.io.FovError
+        If no FOV can be used, with the first FOV's reason.
     """
     table = pd.concat([io.read_manifest(path) for path in manifests], ignore_index=True)
     shown_rows: list[dict] = []
     channels_of: list[np.ndarray] = []
+    errors: list[str] = []
     for _, group in table.groupby(["structure", "drug"], sort=False):
         for row in group.to_dict("records"):
             try:
                 channels_of.append(io.read_fov(io.FovRecord.from_row(row)))
             except io.FovError as error:
                 log.warning("colony overview: %s; trying the next FOV of its structure and treatment", error)
+                errors.append(str(error))
                 continue
             shown_rows.append(row)
             break
+    if not shown_rows:
+        raise io.FovError(f"no FOV of {', '.join(map(str, manifests))} can be used"
+                          + (f"; the first: {errors[0]}" if errors else " (the manifests list none)"))
     shown = pd.DataFrame(shown_rows, columns=table.columns)
     arrays: dict[str, np.ndarray] = {
         "fov_id": shown["fov_id"].to_numpy(dtype=str),  # unicode arrays: an .npz loads them without pickle
