@@ -5,7 +5,7 @@ Run `snakemake` for the embedded synthetic colony; see README.md for real data a
 
 from snakemake.utils import min_version
 
-from statcell.config import validate_config
+from statcell.config import check_workflow_config, validate_config
 
 min_version("9.0")
 
@@ -19,6 +19,7 @@ report: "workflow/report/workflow.rst"
 # One schema for every key (workflow/schemas/config.schema.yaml): defaults filled in, a bad key or value stops the
 # run here, before any job, with a message naming the key.
 config.update(validate_config(config))
+check_workflow_config(config)
 
 
 include: "rules/common.smk"

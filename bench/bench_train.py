@@ -4,7 +4,7 @@ For each configuration, in a fresh subprocess (so peak memory is its own), time 
 β-ELBO, backward, Adam) of the reference model and of the target model, after one warm-up step::
 
     python bench/bench_train.py                       # default preset (batch 32) and paper 3D preset (batch 2), CPU
-    python bench/bench_train.py --ndim 2              # the same, 2D: default networks on max projections, paper2d
+    python bench/bench_train.py --ndim 2              # the same, 2D: networks on max projections (the β sweep's)
     python bench/bench_train.py --device cuda --paper-batch 32 --precision bf16   # where a GPU is available
     python bench/bench_train.py --data store --workers 8   # batches streamed from a Zarr store, time waiting for them
     python bench/bench_train.py --data random store --presets default   # model speed beside streamed batches
@@ -220,7 +220,7 @@ def main() -> None:
     parser.add_argument("--paper-batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run (default 3)")
     parser.add_argument("--ndim", type=int, choices=[2, 3], default=3,
-                        help="3: 3D networks (default, paper3d); 2: 2D networks on max projections (paper2d)")
+                        help="3: 3D networks (default, paper3d); 2: 2D networks on max projections (the β sweep's)")
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS),
                         help="memory layouts of weights and images, each measured (default: both)")
     parser.add_argument("--presets", nargs="+", choices=["default", "paper"], default=["default", "paper"],

@@ -129,6 +129,37 @@ def _missing_source_inputs(config: Mapping[str, Any]) -> list[str]:
     return [f"config key '{section}.{key}': required when data.source is '{source}' ({what})"]
 
 
+def check_workflow_config(config: Mapping[str, Any]) -> None:
+    """Check what the whole workflow needs of a validated configuration, beyond each section's own keys.
+
+    A section validated alone (:func:`section_settings`, a job's settings) may hold what the workflow does not run
+    with: ``training.ndim`` 2 is how the β sweep trains its 2D models, but the workflow's main models are 3D.
+
+    Parameters
+    ----------
+    config : mapping
+        A configuration returned by :func:`validate_config`.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key and why.
+
+    Examples
+    --------
+    >>> check_workflow_config({"training": {"ndim": 2}})
+    Traceback (most recent call last):
+    ...
+    statcell.config.ConfigError: invalid configuration: config key 'training.ndim' is 2, but the workflow's ...
+    """
+    if config["training"]["ndim"] != 3:
+        raise ConfigError(
+            f"invalid configuration: config key 'training.ndim' is {config['training']['ndim']}, but the workflow's "
+            "models are 3D (as the paper's full model: the coupling, generation, features, meshes and predictions "
+            "read 3D cells); 2D models on maximum projections are the β sweep's (section 'beta_sweep', which trains "
+            "this section's networks in 2D)")
+
+
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a configuration against the schema and fill in the defaults.
 

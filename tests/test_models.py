@@ -77,14 +77,17 @@ def test_paper_parameter_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _n_parameters(reference_2d) == 22_279_054
 
 
-def test_paper2d_preset_builds_the_paper_2d_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """config/paper2d.yaml's crops and training section give the 2D reference model the paper counts (22,279,054)."""
+def test_paper3d_preset_sweeps_beta_over_the_paper_2d_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """config/paper3d.yaml's β sweep trains 25 2D reference models with the paper's count (22,279,054)."""
+    from statcell.analysis.beta_sweep import training_section
     from statcell.config import DEFAULT_CONFIG_PATH, load_config
     from statcell.train import TrainSettings, model_config
 
     monkeypatch.setattr(parametrizations._SpectralNorm, "_power_method", lambda *args: None, raising=False)
-    config = load_config(DEFAULT_CONFIG_PATH.parent / "paper2d.yaml")
-    settings = TrainSettings.from_config(config["training"])
+    config = load_config(DEFAULT_CONFIG_PATH.parent / "paper3d.yaml")
+    assert config["beta_sweep"]["count"] == 25
+    settings = TrainSettings.from_config(training_section(config["training"], sweep=config["beta_sweep"], index=24))
+    assert settings.ndim == 2 and settings.beta == pytest.approx(0.99)
     crop_shape = tuple(config["crop"]["shape"][axis] for axis in "zyx")
     with torch.device("meta"):
         reference = ReferenceVAE(model_config("reference", settings, crop_shape, 24))

@@ -410,6 +410,7 @@ def test_two_runs_with_the_same_seed_give_identical_tables(full_run, tmp_path, t
     ({"synthetic": {"fovs_per_structure": "two"}}, "synthetic.fovs_per_structure"),
     ({"synthetic": {"seeed": 1}}, "synthetic.seeed"),
     ({"predict": {"dataset": "elsewhere"}}, "predict.dataset"),
+    ({"training": {"ndim": 2}}, "training.ndim' is 2, but the workflow's models are 3D"),
 ])
 def test_bad_config_fails_before_any_job_naming_the_key(fresh, bad, key):
     (fresh / "bad.yaml").write_text(yaml.safe_dump(bad))
