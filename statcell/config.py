@@ -133,7 +133,10 @@ def check_workflow_config(config: Mapping[str, Any]) -> None:
     """Check what the whole workflow needs of a validated configuration, beyond each section's own keys.
 
     A section validated alone (:func:`section_settings`, a job's settings) may hold what the workflow does not run
-    with: ``training.ndim`` 2 is how the β sweep trains its 2D models, but the workflow's main models are 3D.
+    with: ``training.ndim`` 2 is how the β sweep trains its 2D models, but the workflow's main models are 3D. And
+    sections depend on each other: each of the networks' ``len(training.widths)`` blocks halves the crop, so every
+    side of ``crop.shape`` must be divisible by ``2 ** len(training.widths)`` (checked here, not hours later when
+    training starts on the preprocessed cells).
 
     Parameters
     ----------
@@ -147,11 +150,23 @@ def check_workflow_config(config: Mapping[str, Any]) -> None:
 
     Examples
     --------
-    >>> check_workflow_config({"training": {"ndim": 2}})
+    >>> check_workflow_config({"training": {"ndim": 3, "widths": [8, 16]}, "crop": {"shape": {"z": 18, "y": 16}}})
+    Traceback (most recent call last):
+    ...
+    statcell.config.ConfigError: invalid configuration: config key 'crop.shape' (z 18, y 16) must be divisible by 4 ...
+    >>> check_workflow_config({"training": {"ndim": 2, "widths": [8]}, "crop": {"shape": {"z": 16}}})
     Traceback (most recent call last):
     ...
     statcell.config.ConfigError: invalid configuration: config key 'training.ndim' is 2, but the workflow's ...
     """
+    factor = 2 ** len(config["training"]["widths"])
+    shape = config["crop"]["shape"]
+    if any(side % factor for side in shape.values()):
+        sides = ", ".join(f"{axis} {shape[axis]}" for axis in "zyx" if axis in shape)
+        raise ConfigError(
+            f"invalid configuration: config key 'crop.shape' ({sides}) "
+            f"must be divisible by {factor} on every side: the networks' {len(config['training']['widths'])} blocks "
+            f"(config key 'training.widths') each halve it")
     if config["training"]["ndim"] != 3:
         raise ConfigError(
             f"invalid configuration: config key 'training.ndim' is {config['training']['ndim']}, but the workflow's "
