@@ -642,10 +642,10 @@ def _predict_cells(args: argparse.Namespace) -> None:
     target_model, card = export.load_model(args.target)
     if args.image:
         image = io.read_image(args.image, scene=args.scene or 0, timepoint=args.timepoint or 0)
-        unsaid = io.unnamed_selection(image, scene=args.scene, timepoint=args.timepoint)
+        holds, unsaid = io.unnamed_selection(image, scene=args.scene, timepoint=args.timepoint)
         if unsaid:
-            holds, options = (" and ".join(parts) for parts in zip(*((held, f"--{name}") for name, held in unsaid)))
-            raise ConfigError(f"{args.image} holds {holds}: give {options} (0-based)")
+            raise ConfigError(f"{args.image} holds {holds}: give {' and '.join(f'--{name}' for name in unsaid)} "
+                              "(0-based)")
         spacing = tuple(args.pixel_size) if args.pixel_size else image.spacing
         if any(math.isnan(step) for step in spacing):
             raise ConfigError(f"{args.image} does not state its voxel size: give --pixel-size Z Y X (µm)")

@@ -422,21 +422,29 @@ def _is_blank(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
-def unnamed_selection(image: Image, *, scene: int | None, timepoint: int | None) -> list[tuple[str, str]]:
-    """The choices a reader of ``image`` left unsaid: for each of scene and time point not given (None) where the
-    file holds several, its name and what the file holds.
+def unnamed_selection(image: Image, *, scene: int | None, timepoint: int | None) -> tuple[str, list[str]]:
+    """The choices a reader of ``image`` left unsaid: of scene and time point, those not given (None) where the file
+    holds several.
+
+    Returns
+    -------
+    holds : str
+        What the file holds of them (``""`` when nothing is left unsaid).
+    names : list of str
+        Their names, ``"scene"`` and/or ``"timepoint"``.
 
     Examples
     --------
-    >>> image = Image(np.zeros((3, 2, 4, 4)), ("m", "d", "s"), (1.0, 1.0, 1.0), scenes=4)
+    >>> image = Image(np.zeros((3, 2, 4, 4)), ("m", "d", "s"), (1.0, 1.0, 1.0), scenes=4, timepoints=2)
     >>> unnamed_selection(image, scene=None, timepoint=None)
-    [('scene', '4 scenes (stage positions)')]
-    >>> unnamed_selection(image, scene=0, timepoint=None)
-    []
+    ('4 scenes (stage positions) and 2 time points', ['scene', 'timepoint'])
+    >>> unnamed_selection(image, scene=0, timepoint=1)
+    ('', [])
     """
-    return [(name, f"{count} {what}") for name, count, what, given in (
+    unsaid = [(name, f"{count} {what}") for name, count, what, given in (
         ("scene", image.scenes, "scenes (stage positions)", scene),
         ("timepoint", image.timepoints, "time points", timepoint)) if count > 1 and given is None]
+    return " and ".join(held for _, held in unsaid), [name for name, _ in unsaid]
 
 
 def read_fov(record: FovRecord) -> np.ndarray:
@@ -465,11 +473,11 @@ def read_fov(record: FovRecord) -> np.ndarray:
         raise FovError(f"FOV {record.fov_id}: image file not found: {record.path}") from error
     except Exception as error:  # noqa: BLE001 - any reader failure means the file cannot be used; say which file
         raise FovError(f"FOV {record.fov_id}: cannot read {record.path}: {type(error).__name__}: {error}") from error
-    unsaid = unnamed_selection(image, scene=record.scene, timepoint=record.timepoint)
+    holds, unsaid = unnamed_selection(image, scene=record.scene, timepoint=record.timepoint)
     if unsaid:
-        holds, columns = (" and ".join(parts) for parts in zip(*((held, repr(name)) for name, held in unsaid)))
         raise FovError(f"FOV {record.fov_id}: {record.path} holds {holds}; say which one is this FOV in the "
-                       f"manifest's {columns} column (0-based; one row per scene or time point to use them all)")
+                       f"manifest's {' and '.join(map(repr, unsaid))} column (0-based; one row per scene or time "
+                       "point to use them all)")
     pixels = image.data
     wanted = (record.membrane_channel, record.dna_channel, record.structure_channel)
     if max(wanted) >= pixels.shape[0]:
