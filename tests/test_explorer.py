@@ -185,6 +185,14 @@ def test_features_join_on_the_cells_they_measure(page_inputs):
     assert "feature_cell_sphericity" in dict(explorer.axis_options(table))
 
 
+def test_a_column_without_any_value_is_no_axis_choice(page_inputs):
+    cells = page_inputs["cells"].assign(junction_pool=np.nan)
+    table = explorer.explorer_table(cells, {})
+    assert "junction_pool" in table.columns
+    assert "junction_pool" not in dict(explorer.axis_options(table))
+    assert "cell_volume_um3" in dict(explorer.axis_options(table))
+
+
 def test_pickers_list_every_latent_and_measured_column(page_inputs):
     from bokeh.models import AutocompleteInput, Select
 

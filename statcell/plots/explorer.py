@@ -137,11 +137,12 @@ def measurement_columns(cells: pd.DataFrame) -> list[str]:
 
 
 def axis_options(table: pd.DataFrame) -> list[tuple[str, str]]:
-    """The axis pickers' choices ``(column, label)``: latent means first (model by model), then measurements."""
+    """The axis pickers' choices ``(column, label)``: latent means first (model by model), then measurements.
+    A column without a single value (a ground-truth column of a colony that lacks it) is no choice."""
     latent = [column for column in table.columns if re.fullmatch(r"\w+_mu_\d+", column)]
     measured = [column for column in table.columns if column not in latent and column != "cell_id"
                 and column not in COLOUR_KEYS and column not in ("xy", "xz")
-                and pd.api.types.is_numeric_dtype(table[column])]
+                and pd.api.types.is_numeric_dtype(table[column]) and table[column].notna().any()]
     return [(column, _label(column)) for column in (*latent, *measured)]
 
 
