@@ -13,7 +13,9 @@ It prints, side by side in one run:
 * cropping: cells per second on ``--fovs`` FOVs (segmentation excluded);
 * normalization: cells per second with 1 and 2 Dask threads, and the speedup;
 * normalization: peak RSS of the process at ``--cells`` and at 4x that many cells, each in a fresh subprocess, to
-  show that memory does not grow with the number of cells (the crops are streamed FOV by FOV into the store).
+  show that memory does not grow with the number of cells (the crops are streamed FOV by FOV into the store);
+* reading one time point of a ``--frames``-frame OME-TIFF movie of a FOV: the whole movie read and one frame kept
+  (how the reader worked before) against ``io.read_image``, which reads that frame's pages only.
 """
 
 from __future__ import annotations
@@ -119,10 +121,33 @@ def _peak_rss_child(folder: Path, threads: int) -> float:
     return float(run.stdout.strip().splitlines()[-1])
 
 
+def bench_timepoint_read(fov: synth.SyntheticFov, frames: int) -> None:
+    """Print seconds to read the middle time point of a ``frames``-frame movie, whole movie first and frame alone."""
+    import tifffile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "movie.ome.tiff"
+        tifffile.imwrite(path, np.stack([fov.image] * frames), ome=True, compression="zlib",
+                         metadata={"axes": "TCZYX"})
+        timepoint = frames // 2
+        start = time.perf_counter()
+        with tifffile.TiffFile(path) as tiff:
+            whole = tiff.series[0].asarray()[timepoint]
+        whole_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        alone = io.read_image(path, timepoint=timepoint).data
+        alone_seconds = time.perf_counter() - start
+    if not np.array_equal(whole, alone):
+        raise AssertionError("the two reads of one time point differ")
+    print(f"time point read {frames:6d} frames  whole movie {whole_seconds:6.2f} s, the frame alone "
+          f"{alone_seconds:6.2f} s ({whole_seconds / alone_seconds:.1f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fovs", type=int, default=6, help="FOVs to segment and crop (default 6)")
     parser.add_argument("--cells", type=int, default=400, help="cells of the smaller normalization run (default 400)")
+    parser.add_argument("--frames", type=int, default=12, help="time points of the movie read (default 12)")
     args = parser.parse_args()
 
     fovs, spacing = _synthetic_fovs(args.fovs)
@@ -149,6 +174,7 @@ def main() -> None:
         small_rss, large_rss = _peak_rss_child(folder, 2), _peak_rss_child(large, 2)
         print(f"normalization peak RSS: {small_rss:.0f} MiB at {args.cells} cells, {large_rss:.0f} MiB at "
               f"{4 * args.cells} cells (ratio {large_rss / small_rss:.2f})")
+    bench_timepoint_read(fovs[0], args.frames)
 
 
 if __name__ == "__main__":

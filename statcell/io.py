@@ -148,10 +148,15 @@ def _read_ome_tiff(path: Path, scene: int, timepoint: int) -> Image | None:
         axes = series.axes
         timepoints = series.shape[axes.index("T")] if "T" in axes else 1
         _check_index(path, "time point", timepoint, timepoints)
-        data = series.asarray()
+        if "T" in axes:  # one frame's pages only, through tifffile's chunked view: not the whole movie per frame
+            import zarr
+
+            with series.aszarr() as pages:
+                frame = tuple(timepoint if axis == "T" else slice(None) for axis in axes)
+                data, axes = np.asarray(zarr.open_array(pages, mode="r")[frame]), axes.replace("T", "")
+        else:
+            data = series.asarray()
         ome = ElementTree.fromstring(tiff.ome_metadata)
-    if "T" in axes:
-        data, axes = np.take(data, timepoint, axis=axes.index("T")), axes.replace("T", "")
     for axis in "CZ":
         if axis not in axes:
             data, axes = data[np.newaxis], axis + axes

@@ -113,6 +113,27 @@ def test_each_scene_and_time_point_of_a_file_reads_with_its_own_metadata(tmp_pat
         io.read_image(tmp_path / "movie.ome.tiff", timepoint=5)
 
 
+@pytest.mark.parametrize("axes", ["TCZYX", "CTZYX", "ZTCYX", "TZYX"])
+def test_a_time_point_is_read_alone_whatever_the_movies_axis_order(tmp_path, axes, monkeypatch):
+    import tifffile
+
+    sizes = {"T": 4, "C": 3, "Z": 5, "Y": 12, "X": 10}
+    movie = np.random.default_rng(2).integers(0, 4000, size=[sizes[axis] for axis in axes], dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "movie.ome.tiff", movie, ome=True, compression="zlib", metadata={"axes": axes})
+
+    def whole_series(*args, **kwargs):
+        raise AssertionError("the whole movie was read for one time point")
+
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", whole_series)
+    read = io.read_image(tmp_path / "movie.ome.tiff", timepoint=2)
+    frame = np.take(movie, 2, axis=axes.index("T"))
+    kept = axes.replace("T", "")
+    if "C" not in kept:
+        frame, kept = frame[np.newaxis], "C" + kept
+    np.testing.assert_array_equal(read.data, np.moveaxis(frame, [kept.index(axis) for axis in "CZYX"], range(4)))
+    assert read.timepoints == 4
+
+
 def test_a_fov_of_a_file_with_several_scenes_or_time_points_must_say_which(tmp_path):
     rng = np.random.default_rng(1)
     scenes = [rng.integers(90, 400, size=(3, 4, 12, 10), dtype=np.uint16) for _ in range(2)]
