@@ -35,6 +35,11 @@ include: "rules/figures.smk"
 include: "rules/explorer.smk"
 
 
+# Every structure of the datasets the target model embeds must be one it has a label for: checked here, not at the
+# embedding job after all of their preprocessing.
+check_embedded_structures()
+
+
 rule all:
     input:
         final_targets(),

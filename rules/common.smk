@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from statcell import allencell, io, synth, vocabulary
-from statcell.config import ConfigError, model_training_section
+from statcell.config import ConfigError, check_structures_known, model_training_section
 from statcell.analysis import beta_sweep, perturbation
 from statcell.plots import explorer, registry
 from snakemake.logging import logger
@@ -123,10 +123,52 @@ def fov_table(dataset):
 
 
 @cache
+def allencell_cells():
+    """The cells of a pre-cropped Allen dataset, one row each (`allencell.read_cell_table`)."""
+    return allencell.read_cell_table(allencell.AllenCellSettings.from_config(config["allencell"]))
+
+
 def allencell_chunks():
     """Import jobs of a pre-cropped Allen dataset (each handles `allencell.chunk_size` cells of the CSV)."""
-    settings = allencell.AllenCellSettings.from_config(config["allencell"])
-    return sorted(allencell.read_cell_table(settings)["chunk"].unique())
+    return sorted(allencell_cells()["chunk"].unique())
+
+
+def dataset_name(dataset):
+    """How a message names a dataset: the config key (and file) it comes from."""
+    if dataset in EMBED_DATASETS:
+        return f"data.embed.{dataset} ({config['data']['embed'][dataset]})"
+    if config["data"]["source"] == "synthetic":
+        return "synthetic.structures" if dataset == vocabulary.MAIN_DATASET else "synthetic.drug_structures"
+    if config["data"]["source"] == "allencell":
+        return f"allencell.csv ({config['allencell']['csv']})"
+    key = "manifest" if dataset == vocabulary.MAIN_DATASET else "drug_manifest"
+    return f"data.{key} ({config['data'][key]})"
+
+
+def dataset_structures(dataset):
+    """The structures of a dataset's FOVs (of its cells, for a pre-cropped Allen dataset)."""
+    if dataset == vocabulary.MAIN_DATASET and config["data"]["source"] == "allencell":
+        return set(allencell_cells()["structure"])
+    return set(fov_table(dataset)["structure"])
+
+
+def check_embedded_structures():
+    """Stop the run before any job when the target model has no label for a structure of a dataset it embeds:
+    with a given model, every dataset; with one trained here, the drug set and the `data.embed` datasets against the
+    training set's structures and the control classes built."""
+    if config["models"]["target"]:
+        from statcell.models import export  # here, not at the top: it imports torch, 2-4 s of every workflow parse
+
+        known = export.read_card(config["models"]["target"]).structures
+        model, embedded = f"the target model models.target ({config['models']['target']})", datasets()
+    else:
+        known = dataset_structures(vocabulary.MAIN_DATASET)
+        if config["normalize"]["controls"]:
+            known |= set(vocabulary.CONTROLS)
+        model = f"the target model trained on {dataset_name(vocabulary.MAIN_DATASET)}"
+        embedded = [dataset for dataset in datasets() if dataset != vocabulary.MAIN_DATASET]
+    check_structures_known(known, {dataset_name(dataset): dataset_structures(dataset) for dataset in embedded},
+                           model=model)
 
 
 def datasets():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -173,6 +173,47 @@ def check_workflow_config(config: Mapping[str, Any]) -> None:
             "models are 3D (as the paper's full model: the coupling, generation, features, meshes and predictions "
             "read 3D cells); 2D models on maximum projections are the β sweep's (section 'beta_sweep', which trains "
             "this section's networks in 2D)")
+
+
+def check_structures_known(known: Iterable[str], datasets: Mapping[str, Iterable[str]], *, model: str) -> None:
+    """Check that the target model has a label for every structure of the datasets it embeds, before any job.
+
+    The target model is conditioned on the structure's label: a cell of a structure it was not trained on cannot be
+    embedded, and the drug set or a ``data.embed`` dataset holding one would otherwise fail at its embedding job,
+    after all of its preprocessing.
+
+    Parameters
+    ----------
+    known : iterable of str
+        The structures the target model knows (those of its training set and the control classes built, or a given
+        model's card).
+    datasets : mapping
+        Each dataset's structures, by how to name the dataset in a message (its config key and file).
+    model : str
+        How to name the target model in a message.
+
+    Raises
+    ------
+    ConfigError
+        Naming each dataset with unknown structures, those structures and the known ones.
+
+    Examples
+    --------
+    >>> check_structures_known(["golgi"], {"the drug set": ["golgi", "actin"]}, model="the model")
+    Traceback (most recent call last):
+    ...
+    statcell.config.ConfigError: invalid configuration: the drug set holds the structure(s) 'actin', which the model ...
+    """
+    known = sorted(set(known))
+    problems = []
+    for name, structures in datasets.items():
+        unknown = sorted(set(structures) - set(known))
+        if unknown:
+            problems.append(f"{name} holds the structure(s) {', '.join(map(repr, unknown))}, which {model} has no "
+                            f"label for (it knows: {', '.join(known) or 'none'}); leave those FOVs out, or add the "
+                            "structure to the training set")
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
 
 
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:

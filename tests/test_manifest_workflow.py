@@ -207,6 +207,20 @@ def test_a_dataset_without_a_drug_set_or_control_skips_the_drug_analyses_saying_
 
 
 @pytest.mark.slow
+def test_a_drug_set_structure_the_training_set_lacks_stops_the_run_before_any_job(tmp_path, lab_data):
+    drugs = pd.read_csv(lab_data / "drugs.csv", keep_default_na=False)
+    drugs.loc[drugs.index[-1], "structure"] = "TOMM20 (mitochondria)"
+    drugs.to_csv(tmp_path / "new_structure.csv", index=False)
+    refused = _dry_run(copy_workflow(tmp_path / "run"),
+                       _lab_config(lab_data, drug_manifest=str(tmp_path / "new_structure.csv")))
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "rule " not in refused.stdout
+    assert (f"data.drug_manifest ({tmp_path / 'new_structure.csv'}) holds the structure(s) 'TOMM20 (mitochondria)', "
+            f"which the target model trained on data.manifest ({lab_data / 'manifest.csv'}) has no label for "
+            "(it knows: control_blank, ") in said
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("config", "message"), [
     ({"data": {"source": "manifest"}}, "config key 'data.manifest': required when data.source is 'manifest'"),
     ({"data": {"source": "allencell"}}, "config key 'allencell.csv': required when data.source is 'allencell'"),

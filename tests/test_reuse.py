@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -243,7 +245,9 @@ def test_a_given_target_model_gets_only_the_control_classes_it_was_trained_with(
     expected = [kind for kind in CONTROLS if kind in known]
     assert expected and len(expected) < len(CONTROLS)
     crop = {"shape": {"z": 8, "y": 8, "x": 16}, "voxel_size_um": 1.0}  # the tiny models' crops
-    (run / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "crop": crop, "models": {"target": "lab_models/target.pt"}}))
+    colony = {**TINY["synthetic"], "structures": ["nucleoli", "control_membrane"], "drug_structures": ["nucleoli"]}
+    (run / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "synthetic": colony, "crop": crop,
+                                                   "models": {"target": "lab_models/target.pt"}}))
     planned = snakemake(run, "-n", "-p", "results/main/cells.parquet", "results/drugs/cells.parquet")
     commands = [line for line in planned.stdout.splitlines() if "normalize-cells" in line]
     main = next(line for line in commands if "--dataset main" in line)
@@ -312,4 +316,14 @@ def test_workflow_embeds_an_extra_dataset_with_given_models_and_trains_none(tmp_
         assert np.isfinite(new[[*mu, "elbo"]].to_numpy()).all() and new[mu].to_numpy().std(axis=0).max() > 0
         np.testing.assert_allclose(new[mu].to_numpy(), before[mu].to_numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(new["elbo"], before["elbo"], rtol=1e-5)
+
+    # An experiment of a structure the given target model has no label for stops the run before any job.
+    manifest.loc[0, "structure"] = "actin"
+    manifest.to_csv(run / "plate_7" / "actin.csv", index=False)
+    (run / "actin.yaml").write_text(yaml.safe_dump({"data": {"embed": {"plate_7": "plate_7/actin.csv"}}}))
+    refused = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "tiny.yaml", "actin.yaml"],
+                             cwd=run, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert ("data.embed.plate_7 (plate_7/actin.csv) holds the structure(s) 'actin', which the target model "
+            "models.target (lab_models/target.pt) has no label for") in refused.stdout + refused.stderr
     print(f"reuse workflow: {time.monotonic() - started:.0f} s after the tiny run")
