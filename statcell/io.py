@@ -6,6 +6,7 @@ All image arrays are channel-first ``(C, Z, Y, X)``; voxel sizes are ``spacing=(
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # imported where a table is read or written, a store opened or a mesh written: a segmentation job
     import pandas as pd  # needs none of them (pandas alone is 0.17 s of its ~0.9 s)
@@ -40,6 +43,10 @@ OPTIONAL_MANIFEST_COLUMNS: dict[str, str] = {
 }
 #: Optional manifest columns that select one image of a file holding several (:func:`read_fov`).
 IMAGE_SELECTORS: tuple[str, ...] = ("scene", "timepoint")
+#: Voxel sides a manifest may give (µm): wider than light microscopy's, narrow enough to catch nanometres or metres.
+VOXEL_SIZE_RANGE_UM: tuple[float, float] = (0.001, 20.0)
+#: Relative difference between a manifest's voxel side and the file's metadata above which the FOV's jobs warn.
+VOXEL_SIZE_TOLERANCE = 0.02
 
 
 #: Group attribute of ``cells.zarr`` that holds the project's own metadata (cell count, channel names), beside the
@@ -314,6 +321,14 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
                 f"manifest {path}, row {bad[0] + 2}: column '{column}' must be {expectation}, "
                 f"got {table.at[bad[0], column]!r}"
             )
+        if positive:
+            implausible = table.index[(values < VOXEL_SIZE_RANGE_UM[0]) | (values > VOXEL_SIZE_RANGE_UM[1])]
+            if len(implausible):
+                raise ManifestError(
+                    f"manifest {path}, row {implausible[0] + 2}: column '{column}' is "
+                    f"{values[implausible[0]]:g}, outside the {VOXEL_SIZE_RANGE_UM[0]:g}-"
+                    f"{VOXEL_SIZE_RANGE_UM[1]:g} µm of light-microscopy voxels: is it in micrometres (not nanometres "
+                    "or metres)?")
         table[column] = values.astype(float)
     for column in IMAGE_SELECTORS:
         if column not in table.columns:
@@ -452,8 +467,18 @@ def unnamed_selection(image: Image, *, scene: int | None, timepoint: int | None)
     return " and ".join(held for _, held in unsaid), [name for name, _ in unsaid]
 
 
+def _states_voxel_size(path: str | Path) -> bool:
+    """Whether a file's metadata states its voxel size: every format but plain TIFF, whose resolution tags default to
+    1 per unit when a writer leaves them out."""
+    name = Path(path).name.lower()
+    return _is_ome_tiff(Path(path)) or not name.endswith((".tif", ".tiff"))
+
+
 def read_fov(record: FovRecord) -> np.ndarray:
     """Read a FOV's membrane, DNA and structure channels, checking that they can be used.
+
+    The manifest's voxel size is the FOV's; where the file's metadata states another (by more than
+    :data:`VOXEL_SIZE_TOLERANCE` on a side), a warning names both.
 
     Parameters
     ----------
@@ -483,6 +508,12 @@ def read_fov(record: FovRecord) -> np.ndarray:
         raise FovError(f"FOV {record.fov_id}: {record.path} holds {holds}; say which one is this FOV in the "
                        f"manifest's {' and '.join(map(repr, unsaid))} column (0-based; one row per scene or time "
                        "point to use them all)")
+    differing = [f"{axis} {found:g} µm" for axis, stated, found in zip("zyx", record.spacing, image.spacing)
+                 if math.isfinite(found) and abs(found - stated) > VOXEL_SIZE_TOLERANCE * stated]
+    if differing and _states_voxel_size(record.path):
+        log.warning("FOV %s: the voxel size of the manifest (z, y, x %s µm) differs from %s's metadata (%s); the "
+                    "manifest's is used", record.fov_id, ", ".join(f"{side:g}" for side in record.spacing),
+                    record.path, ", ".join(differing))
     pixels = image.data
     wanted = (record.membrane_channel, record.dna_channel, record.structure_channel)
     if max(wanted) >= pixels.shape[0]:

@@ -68,6 +68,8 @@ def test_manifest_duplicate_fov_is_named(tmp_path):
 @pytest.mark.parametrize("column, value, message", [
     ("structure_channel", "two", "column 'structure_channel' must be a channel index"),
     ("pixel_size_z_um", -0.3, "column 'pixel_size_z_um' must be a positive number"),
+    ("pixel_size_y_um", 108, r"column 'pixel_size_y_um' is 108, outside the 0.001-20 µm .*\(not nanometres"),
+    ("pixel_size_x_um", 1.08e-7, r"column 'pixel_size_x_um' is 1.08e-07, outside"),
     ("fov_id", "a/b", "may hold only letters"),
     ("scene", -1, "column 'scene' must be a 0-based index"),
     ("timepoint", 1.5, "column 'timepoint' must be a 0-based index"),
@@ -77,6 +79,29 @@ def test_manifest_bad_values_name_row_and_column(tmp_path, column, value, messag
     _manifest(tmp_path, **{column: value}).to_csv(path, index=False)
     with pytest.raises(io.ManifestError, match=message):
         io.read_manifest(path)
+
+
+def test_a_voxel_size_the_files_metadata_contradicts_is_named_and_the_manifests_used(tmp_path, caplog):
+    image = np.random.default_rng(3).integers(90, 400, size=(3, 4, 12, 10), dtype=np.uint16)
+    io.write_ome_tiff(tmp_path / "fov.ome.tiff", image, channel_names=["m", "d", "s"], spacing=(0.29, 0.108, 0.108))
+    row = {"fov_id": "a", "path": str(tmp_path / "fov.ome.tiff"), "membrane_channel": 0, "dna_channel": 1,
+           "structure_channel": 2, "structure": "golgi", "pixel_size_z_um": 0.29, "pixel_size_y_um": 0.216,
+           "pixel_size_x_um": 0.216}
+    with caplog.at_level("WARNING", logger="statcell"):
+        io.read_fov(io.FovRecord.from_row(row))
+    assert ("FOV a: the voxel size of the manifest (z, y, x 0.29, 0.216, 0.216 µm) differs from "
+            f"{tmp_path / 'fov.ome.tiff'}'s metadata (y 0.108 µm, x 0.108 µm); the manifest's is used") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="statcell"):
+        io.read_fov(io.FovRecord.from_row({**row, "pixel_size_y_um": 0.1085, "pixel_size_x_um": 0.108}))
+    assert "differs" not in caplog.text  # within the tolerance
+    import tifffile  # a plain TIFF's resolution tags say 1 per unit when a writer leaves them out: not a statement
+
+    tifffile.imwrite(tmp_path / "plain.tif", image.transpose(1, 0, 2, 3), imagej=True, metadata={"axes": "ZCYX"},
+                     resolution=(1.0, 1.0))
+    with caplog.at_level("WARNING", logger="statcell"):
+        io.read_fov(io.FovRecord.from_row({**row, "path": str(tmp_path / "plain.tif")}))
+    assert "differs" not in caplog.text
 
 
 def _multi_scene_ome_tiff(path, scenes: list[np.ndarray], steps: list[float]) -> None:
