@@ -294,6 +294,8 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         empty = table.index[table[column].isna() | (table[column].astype(str).str.strip() == "")]
         if len(empty):
             raise ManifestError(f"manifest {path}, row {empty[0] + 2}: column '{column}' is empty")
+    for column in ("fov_id", "path", "structure", "drug"):  # "golgi " and "golgi" are one structure
+        table[column] = table[column].astype(str).str.strip()
     bad_ids = table.loc[~table["fov_id"].str.fullmatch(r"[A-Za-z0-9_\-]+"), "fov_id"]
     if len(bad_ids):
         raise ManifestError(
@@ -311,6 +313,10 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
                 f"got {table.at[bad[0], column]!r}"
             )
         table[column] = values.astype(int)
+    same = table.index[table["membrane_channel"] == table["dna_channel"]]
+    if len(same):
+        raise ManifestError(f"manifest {path}, row {same[0] + 2}: membrane_channel and dna_channel are both "
+                            f"{table.at[same[0], 'dna_channel']}; the membrane and the DNA dye are two channels")
     for column in ("pixel_size_z_um", "pixel_size_y_um", "pixel_size_x_um", "concentration_um"):
         values = pd.to_numeric(table[column], errors="coerce")
         positive = column != "concentration_um"

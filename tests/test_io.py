@@ -49,6 +49,14 @@ def test_manifest_paths_resolve_against_its_folder(tmp_path):
     assert list(table["drug"]) == ["", ""] and list(table["concentration_um"]) == [0.0, 0.0]
 
 
+def test_manifest_values_lose_the_spaces_around_them(tmp_path):
+    path = tmp_path / "manifest.csv"
+    _manifest(tmp_path, structure=" golgi ", drug="taxol ", fov_id=" fov_a").to_csv(path, index=False)
+    table = io.read_manifest(path)
+    assert list(table["structure"]) == ["golgi", "golgi"] and list(table["drug"]) == ["taxol", "taxol"]
+    assert table.loc[0, "fov_id"] == "fov_a"
+
+
 def test_manifest_missing_column_is_named(tmp_path):
     path = tmp_path / "manifest.csv"
     _manifest(tmp_path).drop(columns="dna_channel").to_csv(path, index=False)
@@ -68,6 +76,7 @@ def test_manifest_duplicate_fov_is_named(tmp_path):
 @pytest.mark.parametrize("column, value, message", [
     ("structure_channel", "two", "column 'structure_channel' must be a channel index"),
     ("pixel_size_z_um", -0.3, "column 'pixel_size_z_um' must be a positive number"),
+    ("membrane_channel", 1, "row 2: membrane_channel and dna_channel are both 1"),
     ("pixel_size_y_um", 108, r"column 'pixel_size_y_um' is 108, outside the 0.001-20 µm .*\(not nanometres"),
     ("pixel_size_x_um", 1.08e-7, r"column 'pixel_size_x_um' is 1.08e-07, outside"),
     ("fov_id", "a/b", "may hold only letters"),
