@@ -298,7 +298,7 @@ def drug_control():
         return None
     requested = config["analysis"]["control_treatment"]
     try:
-        return perturbation.resolve_control(fov_table(vocabulary.DRUG_DATASET)["drug"], requested)
+        return perturbation.resolve_control(perturbation.conditions(fov_table(vocabulary.DRUG_DATASET)), requested)
     except perturbation.NoControlError as error:
         if requested != perturbation.AUTO_CONTROL:
             raise ConfigError(f"invalid configuration: {error}") from None

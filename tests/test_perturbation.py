@@ -160,6 +160,20 @@ def test_drug_shifts_finds_the_shifted_structure_only():
     assert moved["distance"].iloc[0] == pytest.approx(8.0, abs=1.5)
 
 
+def test_each_dose_of_a_dose_series_is_its_own_condition():
+    groups = {("microtubules", "vehicle"): ZERO, ("microtubules", "paclitaxel_1"): ZERO,
+              ("microtubules", "paclitaxel_5"): FAR}
+    embeddings, cells = _tables(groups)
+    cells["concentration_um"] = cells["drug"].map({"vehicle": 0.0, "paclitaxel_1": 1.0, "paclitaxel_5": 5.0})
+    cells["drug"] = cells["drug"].str.replace(r"_\d$", "", regex=True)
+    shifts = perturbation.drug_shifts({"target": embeddings, "reference": embeddings}, cells,
+                                      {"target": _dimensions(), "reference": _dimensions()}, min_kl=0.6,
+                                      permutations=999, seed=0, significance=0.01)
+    target = shifts[shifts["space"] == "target"].set_index("drug")
+    assert sorted(target.index) == ["paclitaxel 1 µM", "paclitaxel 5 µM"] and (target["n_treated"] == 20).all()
+    assert target.at["paclitaxel 5 µM", "significant"] and not target.at["paclitaxel 1 µM", "significant"]
+
+
 def test_inactive_noisy_dimensions_are_left_out_of_the_distance():
     """A dimension without KL holds big noise: with it the shift drowns, without it the shift is found."""
     groups = {("golgi", "vehicle"): ZERO, ("golgi", "brefeldin_a"): np.array([1.5, 0.0, 0.0, 0.0])}

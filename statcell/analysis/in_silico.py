@@ -26,7 +26,7 @@ import torch
 from scipy import ndimage
 
 from statcell.analysis.embed import latent_dim_of, mean_columns, structure_labels
-from statcell.analysis.perturbation import (active_dimensions, comparisons, latent_means, resolve_control,
+from statcell.analysis.perturbation import (active_dimensions, comparisons, conditions, latent_means, resolve_control,
                                             treatment_label, treatments)
 from statcell.io import open_cells, read_cells
 
@@ -176,7 +176,7 @@ def perturb_cells(target_model: torch.nn.Module, *, store: str, embeddings: pd.D
         cell's decoded steps and a real treated cell; ``pairs`` ``(P, 2)`` names; ``alphas`` ``(steps,)``;
         ``spacing``.
     """
-    control = resolve_control(cells["drug"].fillna("").astype(str).tolist(), control)
+    control = resolve_control(conditions(cells).tolist(), control)
     table, active, shifts = latent_shifts(embeddings, cells, dimensions, min_kl=min_kl, control=control)
     alphas = np.linspace(0.0, settings.extent, settings.steps)
     like = next(target_model.parameters())

@@ -86,6 +86,26 @@ def treatment_label(drug: object) -> str:
         else str(drug)
 
 
+def conditions(cells: pd.DataFrame) -> pd.Series:
+    """Each cell's treatment condition: its ``drug``, split by ``concentration_um`` where one drug was given at
+    several (a dose series is one condition per dose, never pooled), ``""`` for untreated cells.
+
+    Examples
+    --------
+    >>> cells = pd.DataFrame({"drug": ["taxol", "taxol", "bfa", "", None],
+    ...                       "concentration_um": [1.0, 5.0, 5.0, 0.0, float("nan")]})
+    >>> conditions(cells).tolist()
+    ['taxol 1 µM', 'taxol 5 µM', 'bfa', '', '']
+    """
+    drugs = cells["drug"].fillna(UNTREATED).astype(str)
+    if "concentration_um" not in cells.columns:
+        return drugs
+    doses = pd.to_numeric(cells["concentration_um"], errors="coerce")
+    several = drugs.map(doses.groupby(drugs).nunique()) > 1
+    labelled = drugs + " " + doses.map(lambda dose: f"{dose:g}") + " µM"
+    return drugs.where(~several, labelled)
+
+
 def resolve_control(drugs: Sequence[str], requested: str = AUTO_CONTROL) -> str:
     """The control treatment of a drug set.
 
@@ -212,22 +232,21 @@ def treatments(embeddings: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        ``embeddings`` with columns ``drug``, ``store_index`` and ``imaging_fov`` (the replicate unit); sorted by
-        ``cell_id`` so results do not depend on row order.
+        ``embeddings`` with columns ``drug`` (the cell's condition, :func:`conditions`), ``store_index`` and
+        ``imaging_fov`` (the replicate unit); sorted by ``cell_id`` so results do not depend on row order.
 
     Raises
     ------
     ValueError
         If an embedded cell is missing from ``cells``.
     """
-    cells = cells.assign(**{IMAGING_FOV: replicate_units(cells)})
+    cells = cells.assign(**{IMAGING_FOV: replicate_units(cells), "drug": conditions(cells)})
     joined = embeddings.merge(cells[["cell_id", "drug", "store_index", IMAGING_FOV]], on="cell_id", how="left",
                               validate="one_to_one", indicator=True)
     missing = joined.pop("_merge") != "both"
     if missing.any():
         raise ValueError(f"{int(missing.sum())} embedded cells are not in the cell table, e.g. "
                          f"{joined.loc[missing, 'cell_id'].iloc[0]!r}")
-    joined["drug"] = joined["drug"].fillna(UNTREATED).astype(str)  # untreated cells: an empty drug
     return joined.sort_values("cell_id", ignore_index=True)
 
 
