@@ -30,7 +30,7 @@ import pandas as pd
 from statcell import io
 from statcell.crop import CROP_CHANNELS
 from statcell.seeding import DATA_SEED, numpy_stream, stable_fraction
-from statcell.vocabulary import CONTROLS, IMAGING_FOV
+from statcell.vocabulary import CONTROLS, IMAGING_FOV, INTERPHASE
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +340,10 @@ CELL_ANNOTATION_COLUMNS: dict[str, str] = {
 }
 
 
+#: Annotations of interphase by its cell-cycle phases, read as ``interphase`` (every other stage counts as mitosis).
+_INTERPHASE_NAMES: dict[str, str] = {phase: INTERPHASE for phase in ("g0", "g1", "s", "g2")}
+
+
 def read_cell_annotations(path: str | Path) -> pd.DataFrame:
     """Read a per-cell annotation table of a manifest's cells (``data.cell_annotations``).
 
@@ -351,7 +355,8 @@ def read_cell_annotations(path: str | Path) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        ``fov_id`` (str), ``label`` (int), ``mitotic_stage`` (str; ``unknown`` where empty), one row per cell.
+        ``fov_id`` (str), ``label`` (int), ``mitotic_stage`` (str, lower case: ``Interphase`` and the interphase
+        phases ``G0``, ``G1``, ``S``, ``G2`` are ``interphase``; ``unknown`` where empty), one row per cell.
 
     Raises
     ------
@@ -369,8 +374,9 @@ def read_cell_annotations(path: str | Path) -> pd.DataFrame:
         row = int(np.flatnonzero((labels.isna() | (labels != labels.round())).to_numpy())[0])
         raise ValueError(f"cell annotations {path}, row {row + 2}: label {table['label'].iloc[row]!r} is not an "
                          "integer")
-    annotations = pd.DataFrame({"fov_id": table["fov_id"], "label": labels.astype(np.int64),
-                                "mitotic_stage": table["mitotic_stage"].replace("", "unknown")})
+    stages = table["mitotic_stage"].astype(str).str.strip().str.lower().replace(_INTERPHASE_NAMES)
+    annotations = pd.DataFrame({"fov_id": table["fov_id"].astype(str).str.strip(), "label": labels.astype(np.int64),
+                                "mitotic_stage": stages.replace("", "unknown")})
     repeated = annotations.duplicated(["fov_id", "label"])
     if repeated.any():
         first = annotations[repeated].iloc[0]

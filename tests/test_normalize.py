@@ -274,6 +274,14 @@ def test_cell_annotations_are_read_checked_and_joined_on_fov_and_label(tmp_path)
         normalize.read_cell_annotations(tmp_path / "label.csv")
 
 
+def test_annotations_written_by_hand_read_as_their_phase(tmp_path):
+    (tmp_path / "notes.csv").write_text("fov_id,label,mitotic_stage\nfov_a ,1,Interphase \nfov_a,2,G1\nfov_a,3,S\n"
+                                        "fov_a,4,Prophase\nfov_a,5,Unknown\n")
+    annotations = normalize.read_cell_annotations(tmp_path / "notes.csv")
+    assert annotations["fov_id"].tolist() == ["fov_a"] * 5
+    assert annotations["mitotic_stage"].tolist() == ["interphase", "interphase", "interphase", "prophase", "unknown"]
+
+
 def test_control_classes_to_build_can_be_chosen():
     cells = pd.DataFrame({"cell_id": [f"main/f/{i}" for i in range(6)], "split": "train", "store_index": range(6),
                           "structure": ["golgi", "nucleoli"] * 3})
