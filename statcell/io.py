@@ -185,7 +185,7 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
     """Read one image of a file as ``(C, Z, Y, X)`` with its channel names and voxel size.
 
     OME-TIFFs are read with tifffile directly (fast to import, as every per-FOV job needs); every other format bioio
-    reads (TIFF, CZI, ND2, ... with the matching bioio plugin) goes through bioio.
+    reads goes through bioio (TIFF and OME-Zarr with the plugins installed; CZI, ND2, ... with theirs).
 
     Parameters
     ----------
@@ -207,7 +207,7 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
         If the file has no such scene or time point; the message says how many it has.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a file, or a folder for formats stored as one (OME-Zarr)
         raise FileNotFoundError(f"image file not found: {path}")
     if _is_ome_tiff(path):
         image = _read_ome_tiff(path, scene, timepoint)

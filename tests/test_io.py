@@ -90,6 +90,18 @@ def test_manifest_bad_values_name_row_and_column(tmp_path, column, value, messag
         io.read_manifest(path)
 
 
+def test_an_ome_zarr_fov_reads_with_its_channels_and_voxel_size(tmp_path):
+    from tests.test_manifest_workflow import _write_ome_zarr
+
+    pixels = np.random.default_rng(4).integers(0, 4000, size=(3, 5, 12, 10), dtype=np.uint16)
+    _write_ome_zarr(tmp_path / "fov.ome.zarr", io.Image(pixels, ("m", "d", "s"), (0.29, 0.108, 0.108)))
+    read = io.read_image(tmp_path / "fov.ome.zarr")
+    np.testing.assert_array_equal(read.data, pixels)
+    assert read.channel_names == ("m", "d", "s") and read.spacing == pytest.approx((0.29, 0.108, 0.108))
+    with pytest.raises(FileNotFoundError, match="image file not found"):
+        io.read_image(tmp_path / "other.ome.zarr")
+
+
 def test_a_voxel_size_the_files_metadata_contradicts_is_named_and_the_manifests_used(tmp_path, caplog):
     image = np.random.default_rng(3).integers(90, 400, size=(3, 4, 12, 10), dtype=np.uint16)
     io.write_ome_tiff(tmp_path / "fov.ome.tiff", image, channel_names=["m", "d", "s"], spacing=(0.29, 0.108, 0.108))

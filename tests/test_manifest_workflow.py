@@ -32,8 +32,8 @@ LAB_SETTINGS = {section: TINY[section] for section in ("training", "analysis", "
 @pytest.fixture(scope="module")
 def user_data(tmp_path_factory) -> Path:
     """A folder laid out as a user's: images/, with the two good FOVs as the two stage positions (scenes) of one
-    file, and manifest.csv naming them by scene and three bad FOVs (missing, truncated, and the two-scene file
-    without a scene)."""
+    file and the first again as an OME-Zarr folder, and manifest.csv naming them (by scene) and three bad FOVs
+    (missing, truncated, and the two-scene file without a scene)."""
     import tifffile
 
     folder = tmp_path_factory.mktemp("user")
@@ -44,16 +44,31 @@ def user_data(tmp_path_factory) -> Path:
         for fov in ("golgi_00", "golgi_01"):
             positions.write(io.read_image(synth.raw_image_path(folder / "generated", fov)).data,
                             metadata={"axes": "CZYX"})
+    _write_ome_zarr(folder / "images" / "golgi_00.ome.zarr",
+                    io.read_image(synth.raw_image_path(folder / "generated", "golgi_00")))
     truncated = folder / "images" / "broken.ome.tiff"
     truncated.write_bytes(synth.raw_image_path(folder / "generated", "golgi_00").read_bytes()[:5000])
     manifest = pd.read_csv(synth.manifest_path(folder / "generated", "main"))
     manifest["path"] = "images/positions.ome.tiff"
     manifest["scene"] = [int(fov[-2:]) for fov in manifest["fov_id"]]
+    as_zarr = {**manifest.iloc[0].to_dict(), "fov_id": "golgi_zarr", "path": "images/golgi_00.ome.zarr", "scene": None}
     bad = [{**manifest.iloc[0].to_dict(), "fov_id": "missing_fov", "path": "images/not_there.ome.tiff"},
            {**manifest.iloc[0].to_dict(), "fov_id": "broken_fov", "path": "images/broken.ome.tiff"},
            {**manifest.iloc[0].to_dict(), "fov_id": "unsaid_scene", "scene": None}]
-    pd.concat([manifest, pd.DataFrame(bad)]).to_csv(folder / "manifest.csv", index=False)
+    pd.concat([manifest, pd.DataFrame([as_zarr, *bad])]).to_csv(folder / "manifest.csv", index=False)
     return folder
+
+
+def _write_ome_zarr(path: Path, image: io.Image) -> None:
+    """An OME-Zarr image (NGFF 0.5, one resolution level) of a FOV, as a pipeline writing OME-Zarr stores it."""
+    from bioio_ome_zarr.writers import Channel, OMEZarrWriter
+
+    writer = OMEZarrWriter(path, level_shapes=image.data.shape, dtype=image.data.dtype,
+                           axes_names=["c", "z", "y", "x"], axes_types=["channel", "space", "space", "space"],
+                           axes_units=[None, "micrometer", "micrometer", "micrometer"],
+                           physical_pixel_size=[1.0, *image.spacing],
+                           channels=[Channel(label=name, color="FFFFFF") for name in image.channel_names])
+    writer.write_full_volume(image.data)
 
 
 @pytest.mark.slow
@@ -68,7 +83,9 @@ def test_bad_fovs_become_rejects_and_the_good_ones_reach_the_store(tmp_path, use
                          text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     cells = pd.read_parquet(tmp_path / "results" / "main" / "cells.parquet")
-    assert set(cells["fov_id"]) == {"golgi_00", "golgi_01"} and len(cells) >= 4
+    assert set(cells["fov_id"]) == {"golgi_00", "golgi_01", "golgi_zarr"} and len(cells) >= 4
+    counts = cells["fov_id"].value_counts()
+    assert counts["golgi_zarr"] == counts["golgi_00"]  # the same FOV, read from its OME-Zarr copy
     assert "mitotic_stage" not in cells  # real data: no ground truth to join
     rejects = pd.read_parquet(tmp_path / "results" / "main" / "rejects.parquet")
     unusable = rejects[rejects["reject_reason"].str.startswith("unusable_fov")].set_index("fov_id")["reject_reason"]
