@@ -116,10 +116,16 @@ def fov_table(dataset):
         for column in ("cell_segmentation", "nucleus_segmentation"):
             table[column] = ""
         return table
-    if config["data"]["source"] == "allencell":
+    if imported_from_allencell(dataset):
         return pd.DataFrame(columns=list(io.MANIFEST_COLUMNS))  # no FOVs: the cells come pre-cropped
     manifest = config["data"]["manifest" if dataset == vocabulary.MAIN_DATASET else "drug_manifest"]
     return io.read_manifest(manifest)
+
+
+def imported_from_allencell(dataset):
+    """Whether a dataset's cells come pre-cropped from an Allen dataset (the training set of `data.source:
+    allencell`; its drug set and `data.embed` datasets are FOV manifests)."""
+    return config["data"]["source"] == "allencell" and dataset == vocabulary.MAIN_DATASET
 
 
 @cache
@@ -139,7 +145,7 @@ def dataset_name(dataset):
         return f"data.embed.{dataset} ({config['data']['embed'][dataset]})"
     if config["data"]["source"] == "synthetic":
         return "synthetic.structures" if dataset == vocabulary.MAIN_DATASET else "synthetic.drug_structures"
-    if config["data"]["source"] == "allencell":
+    if imported_from_allencell(dataset):
         return f"allencell.csv ({config['allencell']['csv']})"
     key = "manifest" if dataset == vocabulary.MAIN_DATASET else "drug_manifest"
     return f"data.{key} ({config['data'][key]})"
@@ -147,7 +153,7 @@ def dataset_name(dataset):
 
 def dataset_structures(dataset):
     """The structures of a dataset's FOVs (of its cells, for a pre-cropped Allen dataset)."""
-    if dataset == vocabulary.MAIN_DATASET and config["data"]["source"] == "allencell":
+    if imported_from_allencell(dataset):
         return set(allencell_cells()["structure"])
     return set(fov_table(dataset)["structure"])
 
@@ -175,8 +181,6 @@ def datasets():
     """The datasets of the run: the training colony, the drug set if there is one, and the `data.embed` datasets."""
     if config["data"]["source"] == "synthetic":
         return [dataset for dataset in DATASETS if len(fov_table(dataset))] + EMBED_DATASETS
-    if config["data"]["source"] == "allencell":
-        return [vocabulary.MAIN_DATASET] + EMBED_DATASETS
     return (DATASETS if config["data"]["drug_manifest"] else [vocabulary.MAIN_DATASET]) + EMBED_DATASETS
 
 
@@ -259,13 +263,13 @@ def cell_annotations(wildcards):
 
 
 def dataset_crops(wildcards):
-    if config["data"]["source"] == "allencell" and wildcards.dataset not in EMBED_DATASETS:
+    if imported_from_allencell(wildcards.dataset):
         return expand(rules.import_allencell.output.crops, dataset=wildcards.dataset, chunk=allencell_chunks())
     return expand(rules.crop_cells.output.crops, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
 
 
 def dataset_tables(wildcards):
-    if config["data"]["source"] == "allencell" and wildcards.dataset not in EMBED_DATASETS:
+    if imported_from_allencell(wildcards.dataset):
         return expand(rules.import_allencell.output.table, dataset=wildcards.dataset, chunk=allencell_chunks())
     return expand(rules.crop_cells.output.table, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
 

@@ -129,6 +129,33 @@ def _missing_source_inputs(config: Mapping[str, Any]) -> list[str]:
     return [f"config key '{section}.{key}': required when data.source is '{source}' ({what})"]
 
 
+#: Data keys each source does not read: set there, they would be silently ignored.
+_UNREAD_DATA_KEYS: dict[str, tuple[str, ...]] = {
+    "synthetic": ("manifest", "drug_manifest", "cell_annotations"),  # it makes its own FOVs, drug set and truth
+    "allencell": ("manifest", "cell_annotations"),  # the CSV is the training set, with its own annotation
+}
+
+
+def _unread_data_keys(config: Mapping[str, Any]) -> list[str]:
+    """Problems of a configuration that sets a data key its source does not read (one line each).
+
+    Examples
+    --------
+    >>> _unread_data_keys({"data": {"source": "synthetic", "drug_manifest": "drugs.csv"}})
+    ["config key 'data.drug_manifest' is set, but data.source is 'synthetic', which does not read it (set \
+data.source to 'allencell' or 'manifest' to use it)"]
+    """
+    data = config.get("data", {})
+    source = data.get("source")
+    problems = []
+    for key in _UNREAD_DATA_KEYS.get(source, ()):
+        if data.get(key):
+            readers = [name for name in ("allencell", "manifest") if key not in _UNREAD_DATA_KEYS.get(name, ())]
+            problems.append(f"config key 'data.{key}' is set, but data.source is '{source}', which does not read it "
+                            f"(set data.source to {' or '.join(map(repr, readers))} to use it)")
+    return problems
+
+
 def check_workflow_config(config: Mapping[str, Any]) -> None:
     """Check what the whole workflow needs of a validated configuration, beyond each section's own keys.
 
@@ -239,7 +266,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     completed = json.loads(json.dumps(dict(config)))  # a deep, plain copy (also turns tuples into lists)
     problems = [_describe(error) for error in _iter_errors(completed, load_schema())]
     if not problems:  # keys that depend on each other, once every key has a valid type
-        problems = _missing_source_inputs(completed)
+        problems = _missing_source_inputs(completed) + _unread_data_keys(completed)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return _resolve_automatic(completed)

@@ -6,6 +6,7 @@ imported cell can be compared with the same cell cropped directly from its FOV b
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -339,10 +340,23 @@ TINY_ALLEN = {**{key: TINY[key] for key in ("training", "analysis", "beta_sweep"
 E2E_STRUCTURES = ("nucleoli", "mitochondria", "tight_junctions")
 
 
-def _workflow(folder: Path, allen: dict) -> Path:
+def _workflow(folder: Path, allen: dict, **data) -> Path:
     copy_workflow(folder)
-    (folder / "tiny.yaml").write_text(yaml.safe_dump({**TINY_ALLEN, "data": {"source": "allencell"}, "allencell": allen}))
+    (folder / "tiny.yaml").write_text(yaml.safe_dump({**TINY_ALLEN, "data": {"source": "allencell", **data},
+                                                      "allencell": allen}))
     return folder
+
+
+def _drug_manifest(folder: Path) -> Path:
+    """A lab's drug-treated FOVs of a structure of the Allen colony (a tiny synthetic drug set), as a FOV manifest."""
+    from statcell import synth
+    from statcell.cli import main
+    from tests.conftest import TINY_SYNTHETIC
+
+    settings = {**TINY_SYNTHETIC, "structures": ["tight_junctions"], "drug_structures": ["tight_junctions"],
+                "drug_treatments": ["vehicle", "paclitaxel"], "drug_fovs_per_condition": 2}
+    assert main(["synthesize", "--settings", json.dumps(settings), "--outdir", str(folder)]) == 0
+    return synth.manifest_path(folder, "drugs")
 
 
 @pytest.fixture(scope="module")
@@ -373,6 +387,19 @@ def test_workflow_from_a_pipeline4_package_to_every_supported_figure(tmp_path, e
     assert {"latent_scatter.png", "coupling_structures.png", "generated_cells.png", "structures_in_one_cell.png",
             "beta_features.png"} <= figures, run.stderr[-3000:]
     assert not any(name.startswith("drug_") for name in figures)
+
+
+def test_an_allen_training_set_takes_a_labs_drug_set_of_fovs(tmp_path, e2e_colony):
+    spacing, fovs = e2e_colony
+    csv, _ = real_layouts.write_pipeline4(tmp_path / "package", fovs, spacing=spacing)
+    drugs = _drug_manifest(tmp_path / "lab")
+    work = _workflow(tmp_path / "work", {"csv": str(csv), "image_root": str(csv.parent)}, drug_manifest=str(drugs))
+    planned = snakemake(work, "-n").stdout
+    segmented = {line.split("fov=")[1].split(",")[0].split(")")[0] for line in planned.splitlines()
+                 if "fov=" in line and "dataset=drugs" in line}
+    assert segmented == set(pd.read_csv(drugs)["fov_id"])
+    assert "rule import_allencell" in planned and "rule drug_shifts" in planned
+    assert "dataset=main, fov=" not in planned  # the training cells come pre-cropped
 
 
 @pytest.mark.slow

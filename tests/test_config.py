@@ -130,6 +130,22 @@ def test_a_data_source_without_its_input_file_names_the_key(config, key):
         validate_config(config)
 
 
+@pytest.mark.parametrize(("data", "key", "readers"), [
+    ({"drug_manifest": "drugs.csv"}, "drug_manifest", "'allencell' or 'manifest'"),
+    ({"manifest": "fovs.csv"}, "manifest", "'manifest'"),
+    ({"cell_annotations": "notes.csv"}, "cell_annotations", "'manifest'"),
+    ({"source": "allencell", "manifest": "fovs.csv"}, "manifest", "'manifest'"),
+    ({"source": "allencell", "cell_annotations": "notes.csv"}, "cell_annotations", "'manifest'"),
+])
+def test_a_data_key_the_source_does_not_read_is_named_not_ignored(data, key, readers):
+    source = data.get("source", "synthetic")
+    with pytest.raises(ConfigError, match=rf"'data\.{key}' is set, but data\.source is '{source}', which does not "
+                                          rf"read it \(set data\.source to {readers} to use it\)"):
+        validate_config({"data": data, "allencell": {"csv": "c.csv"}})
+    assert validate_config({"data": {"source": "allencell", "drug_manifest": "drugs.csv"},
+                            "allencell": {"csv": "c.csv"}})["data"]["drug_manifest"] == "drugs.csv"
+
+
 def test_a_data_source_with_its_input_file_is_valid():
     assert validate_config({"data": {"source": "manifest", "manifest": "m.csv"}})["data"]["manifest"] == "m.csv"
     assert validate_config({"data": {"source": "allencell"}, "allencell": {"csv": "c.csv"}})["allencell"]["csv"] == \
