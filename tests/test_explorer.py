@@ -185,6 +185,14 @@ def test_features_join_on_the_cells_they_measure(page_inputs):
     assert "feature_cell_sphericity" in dict(explorer.axis_options(table))
 
 
+def test_a_dose_series_is_coloured_dose_by_dose(page_inputs):
+    cells = page_inputs["cells"]
+    doses = np.where(np.arange(len(cells)) % 2, 1.0, 5.0)
+    table = explorer.explorer_table(cells.assign(drug="taxol", concentration_um=doses), {})
+    assert set(table["drug"]) == {"taxol 1 µM", "taxol 5 µM"}
+    assert set(explorer.explorer_table(cells.assign(drug=""), {})["drug"]) == {"untreated"}
+
+
 def test_a_column_without_any_value_is_no_axis_choice(page_inputs):
     cells = page_inputs["cells"].assign(junction_pool=np.nan)
     table = explorer.explorer_table(cells, {})

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from statcell.analysis.perturbation import UNTREATED, UNTREATED_LABEL, conditions
+
 #: Categorical columns the points can be coloured by, with their labels, in the picker's order.
 COLOUR_KEYS: dict[str, str] = {"structure": "structure", "mitotic_stage": "mitotic stage", "drug": "treatment",
                                "split": "split"}
@@ -89,8 +91,8 @@ def explorer_table(cells: pd.DataFrame, embeddings: Mapping[str, pd.DataFrame], 
     Returns
     -------
     DataFrame
-        In the order of ``cells``: ``cell_id``, the colour keys (as text; missing ones left out, ``drug`` empty as
-        ``untreated``, ``mitotic_stage`` from ``is_mitotic`` where only that is given), measurement columns,
+        In the order of ``cells``: ``cell_id``, the colour keys (as text; missing ones left out, ``drug`` the cell's
+        condition, :func:`~statcell.analysis.perturbation.conditions`, empty as ``untreated``, ``mitotic_stage`` from ``is_mitotic`` where only that is given), measurement columns,
         ``<model>_mu_i`` and ``xy``, ``xz`` (PNG ``data:`` URIs, empty where a cell has no thumbnail).
     """
     if "cell_id" not in cells.columns:
@@ -103,8 +105,9 @@ def explorer_table(cells: pd.DataFrame, embeddings: Mapping[str, pd.DataFrame], 
             table[key] = cells[key].astype("string").fillna("").to_numpy()
         elif key == "mitotic_stage" and "is_mitotic" in cells.columns:
             table[key] = np.where(cells["is_mitotic"].fillna(False).astype(bool), "mitotic", "interphase")
-    if "drug" in table.columns:
-        table["drug"] = table["drug"].replace("", "untreated")
+    if "drug" in table.columns:  # the treatment condition the drug analyses test: a dose series dose by dose
+        table["drug"] = conditions(cells).to_numpy()
+        table["drug"] = table["drug"].replace(UNTREATED, UNTREATED_LABEL)
     if "mitotic_stage" in table.columns:
         table["mitotic_stage"] = table["mitotic_stage"].replace("", "unknown")
     for column in measurement_columns(cells):
