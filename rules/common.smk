@@ -105,9 +105,10 @@ def input_manifests(wildcards=None):
 
 @cache
 def fov_table(dataset):
-    """The manifest rows of a dataset: from the user's manifest, or planned for the synthetic colony."""
+    """The manifest rows of a dataset: from the user's manifest, or planned for the synthetic colony. A user's
+    manifest without a row stops the run here, before any job."""
     if dataset in EMBED_DATASETS:
-        return io.read_manifest(config["data"]["embed"][dataset])
+        return user_manifest(config["data"]["embed"][dataset])
     if config["data"]["source"] == "synthetic":
         settings = synth.SynthSettings.from_config(config["synthetic"])
         plans = [plan for plan in synth.plan_fovs(settings) if plan.dataset == dataset]
@@ -118,8 +119,15 @@ def fov_table(dataset):
         return table
     if imported_from_allencell(dataset):
         return pd.DataFrame(columns=list(io.MANIFEST_COLUMNS))  # no FOVs: the cells come pre-cropped
-    manifest = config["data"]["manifest" if dataset == vocabulary.MAIN_DATASET else "drug_manifest"]
-    return io.read_manifest(manifest)
+    return user_manifest(config["data"]["manifest" if dataset == vocabulary.MAIN_DATASET else "drug_manifest"])
+
+
+def user_manifest(path):
+    """A user's FOV manifest (`io.read_manifest`), which must list at least one FOV."""
+    table = io.read_manifest(path)
+    if table.empty:
+        raise io.ManifestError(f"manifest {path} lists no FOV (it has a header and no row)")
+    return table
 
 
 def imported_from_allencell(dataset):

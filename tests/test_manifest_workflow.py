@@ -249,6 +249,15 @@ def test_a_source_without_its_input_stops_before_any_job_naming_the_key(tmp_path
 
 
 @pytest.mark.slow
+def test_a_manifest_without_a_fov_stops_before_any_job_naming_it(tmp_path, lab_data):
+    header = pd.read_csv(lab_data / "drugs.csv", nrows=0)
+    header.to_csv(tmp_path / "no_fovs.csv", index=False)
+    run = _dry_run(copy_workflow(tmp_path / "run"), _lab_config(lab_data, drug_manifest=str(tmp_path / "no_fovs.csv")))
+    assert run.returncode != 0 and "rule " not in run.stdout
+    assert f"manifest {tmp_path / 'no_fovs.csv'} lists no FOV (it has a header and no row)" in run.stdout + run.stderr
+
+
+@pytest.mark.slow
 def test_a_named_control_the_drug_set_lacks_stops_before_any_job(tmp_path, lab_data):
     config = _lab_config(lab_data, drug_manifest=str(lab_data / "drugs.csv"))
     config["analysis"] = {**config["analysis"], "control_treatment": "DMSO"}
