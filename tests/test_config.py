@@ -169,3 +169,16 @@ def test_automatic_working_voxel_is_half_the_crop_voxel_and_a_number_is_kept():
     assert validate_config({"segmentation": {"working_voxel_um": 0}})["segmentation"]["working_voxel_um"] == 0
     with pytest.raises(ConfigError, match="segmentation.working_voxel_um"):
         validate_config({"segmentation": {"working_voxel_um": "fine"}})
+
+
+def test_no_extra_dataset_may_take_the_name_of_a_results_folder_of_the_run():
+    import re
+
+    root = DEFAULT_CONFIG_PATH.parents[1]
+    written = {name for path in [root / "Snakefile", *(root / "rules").glob("*.smk")]
+               for name in re.findall(r"results/([a-z_]+)/", path.read_text())}
+    embed = load_schema()["properties"]["data"]["properties"]["embed"]["propertyNames"]
+    assert written and written <= set(embed["not"]["enum"])
+    for name in written:
+        with pytest.raises(ConfigError, match="data.embed"):
+            validate_config({"data": {"embed": {name: "m.csv"}}})
