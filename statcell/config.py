@@ -269,7 +269,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         problems = _missing_source_inputs(completed) + _unread_data_keys(completed)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-    return _resolve_automatic(completed)
+    return _expand_home(_resolve_automatic(completed))
 
 
 def _resolve_automatic(config: dict[str, Any]) -> dict[str, Any]:
@@ -286,6 +286,34 @@ def _resolve_automatic(config: dict[str, Any]) -> dict[str, Any]:
     segmentation = config.get("segmentation", {})
     if segmentation.get("working_voxel_um") == "auto":
         segmentation["working_voxel_um"] = config["crop"]["voxel_size_um"] / 2
+    return config
+
+
+#: Keys that name files or folders (``data.embed`` maps names to files).
+PATH_KEYS: tuple[tuple[str, str], ...] = (
+    ("data", "manifest"), ("data", "drug_manifest"), ("data", "cell_annotations"), ("allencell", "csv"),
+    ("allencell", "image_root"), ("models", "reference"), ("models", "target"))
+
+
+def _expand_home(config: dict[str, Any]) -> dict[str, Any]:
+    """Expand a leading ``~`` of every path a configuration names, as a shell would (Snakemake and pandas do not).
+
+    Examples
+    --------
+    >>> import os
+    >>> _expand_home({"data": {"manifest": "~/lab/m.csv", "embed": {"p7": "~/p7.csv"}}}) == {
+    ...     "data": {"manifest": os.path.expanduser("~/lab/m.csv"), "embed": {"p7": os.path.expanduser("~/p7.csv")}}}
+    True
+    """
+    import os
+
+    for section, key in PATH_KEYS:
+        values = config.get(section, {})
+        if isinstance(values.get(key), str):
+            values[key] = os.path.expanduser(values[key])
+    embed = config.get("data", {}).get("embed", {})
+    for name, path in embed.items():
+        embed[name] = os.path.expanduser(path)
     return config
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -354,7 +355,8 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 def resolve_path(entry: str, *, folder: str | Path, image_root: str | None = None, depth: int = 2) -> Path:
     """Where a path entry of a table (a FOV manifest, an Allen Institute CSV) points.
 
-    A relative entry is taken from ``image_root``, or, without one, from the table's ``folder``. An absolute entry is
+    A leading ``~`` is the user's home, as in a shell. A relative entry is taken from ``image_root``, or, without one,
+    from the table's ``folder``. An absolute entry is
     used as it is, unless ``image_root`` is set: then it is rebased, keeping its last ``depth`` components (e.g. the
     package's folder and the file name, ``crop_raw/123.ome.tiff``) below ``image_root``, as the original Allen loader
     did with its ``image_parent``; so a table written on another file system works on a downloaded copy.
@@ -382,7 +384,7 @@ def resolve_path(entry: str, *, folder: str | Path, image_root: str | None = Non
     >>> str(resolve_path("crop_raw/1.ome.tiff", folder="/d"))
     '/d/crop_raw/1.ome.tiff'
     """
-    path = PurePath(entry)
+    path = PurePath(os.path.expanduser(entry))  # "~/images/a.tiff" as a shell reads it
     if path.is_absolute():
         return Path(image_root, *path.parts[-depth:]) if image_root else Path(path)
     return (Path(image_root or folder) / path).resolve()

@@ -57,6 +57,18 @@ def test_manifest_values_lose_the_spaces_around_them(tmp_path):
     assert table.loc[0, "fov_id"] == "fov_a"
 
 
+def test_a_path_from_home_is_expanded_in_a_manifest_and_in_the_config(tmp_path, monkeypatch):
+    from statcell.config import validate_config
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = tmp_path / "manifest.csv"
+    _manifest(tmp_path, path="~/images/a.ome.tiff").to_csv(path, index=False)
+    assert io.read_manifest(path).loc[0, "path"] == str(tmp_path / "home" / "images" / "a.ome.tiff")
+    config = validate_config({"data": {"source": "manifest", "manifest": "~/lab/m.csv", "embed": {"p7": "~/p7.csv"}}})
+    assert config["data"]["manifest"] == str(tmp_path / "home" / "lab" / "m.csv")
+    assert config["data"]["embed"] == {"p7": str(tmp_path / "home" / "p7.csv")}
+
+
 def test_manifest_missing_column_is_named(tmp_path):
     path = tmp_path / "manifest.csv"
     _manifest(tmp_path).drop(columns="dna_channel").to_csv(path, index=False)
