@@ -159,7 +159,7 @@ def _read_ome_tiff(path: Path, scene: int, timepoint: int) -> Image | None:
         if "T" in axes:  # one frame's pages only, through tifffile's chunked view: not the whole movie per frame
             import zarr
 
-            with series.aszarr() as pages:
+            with series.aszarr(level=0) as pages:  # the full resolution of a pyramid
                 frame = tuple(timepoint if axis == "T" else slice(None) for axis in axes)
                 data, axes = np.asarray(zarr.open_array(pages, mode="r")[frame]), axes.replace("T", "")
         else:

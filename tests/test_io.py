@@ -192,6 +192,16 @@ def test_a_time_point_is_read_alone_whatever_the_movies_axis_order(tmp_path, axe
     assert read.timepoints == 4
 
 
+def test_a_time_point_of_a_pyramidal_movie_is_read_at_full_resolution(tmp_path):
+    import tifffile
+
+    movie = np.random.default_rng(5).integers(0, 4000, size=(3, 2, 4, 32, 32), dtype=np.uint16)
+    with tifffile.TiffWriter(tmp_path / "pyramid.ome.tiff", ome=True) as tiff:
+        tiff.write(movie, subifds=1, metadata={"axes": "TCZYX"})
+        tiff.write(movie[..., ::2, ::2], subfiletype=1)  # the half-resolution level
+    np.testing.assert_array_equal(io.read_image(tmp_path / "pyramid.ome.tiff", timepoint=1).data, movie[1])
+
+
 def test_a_fov_of_a_file_with_several_scenes_or_time_points_must_say_which(tmp_path):
     rng = np.random.default_rng(1)
     scenes = [rng.integers(90, 400, size=(3, 4, 12, 10), dtype=np.uint16) for _ in range(2)]
