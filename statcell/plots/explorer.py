@@ -92,7 +92,8 @@ def explorer_table(cells: pd.DataFrame, embeddings: Mapping[str, pd.DataFrame], 
     -------
     DataFrame
         In the order of ``cells``: ``cell_id``, the colour keys (as text; missing ones left out, ``drug`` the cell's
-        condition, :func:`~statcell.analysis.perturbation.conditions`, empty as ``untreated``, ``mitotic_stage`` from ``is_mitotic`` where only that is given), measurement columns,
+        condition, :func:`~statcell.analysis.perturbation.conditions`, empty as ``untreated``, ``mitotic_stage``
+        from ``is_mitotic`` where only that is given), measurement columns,
         ``<model>_mu_i`` and ``xy``, ``xz`` (PNG ``data:`` URIs, empty where a cell has no thumbnail).
     """
     if "cell_id" not in cells.columns:
@@ -101,13 +102,12 @@ def explorer_table(cells: pd.DataFrame, embeddings: Mapping[str, pd.DataFrame], 
         raise ValueError("the cells table holds duplicate cell ids")
     table = pd.DataFrame({"cell_id": cells["cell_id"].astype(str).to_numpy()})
     for key in COLOUR_KEYS:
-        if key in cells.columns:
+        if key == "drug" and key in cells.columns:  # the condition the drug analyses test: a dose series dose by dose
+            table[key] = conditions(cells).replace(UNTREATED, UNTREATED_LABEL).to_numpy()
+        elif key in cells.columns:
             table[key] = cells[key].astype("string").fillna("").to_numpy()
         elif key == "mitotic_stage" and "is_mitotic" in cells.columns:
             table[key] = np.where(cells["is_mitotic"].fillna(False).astype(bool), "mitotic", "interphase")
-    if "drug" in table.columns:  # the treatment condition the drug analyses test: a dose series dose by dose
-        table["drug"] = conditions(cells).to_numpy()
-        table["drug"] = table["drug"].replace(UNTREATED, UNTREATED_LABEL)
     if "mitotic_stage" in table.columns:
         table["mitotic_stage"] = table["mitotic_stage"].replace("", "unknown")
     for column in measurement_columns(cells):
