@@ -46,10 +46,9 @@ tests are significant, the call is the channel that dominates by Eq 5's normaliz
 from a bootstrap over FOVs at level ``1 - significance``, excludes 0), else *both*: a rank test detects any
 consistent loss of ELBO, and swapping a channel always makes some cells' references unlike any the model saw (a
 donor's nucleus reaching outside the recipient's membrane), so with enough FOVs the membrane copy shows a small but
-consistent nucleus coupling (Eq 4 about 0.05, against 1.5 for the membrane) beside its dominant one.
-"Neither" is "no coupling detectable with this many FOVs", not proof of independence. Eq 4's means are reported
-beside the calls as effect
-sizes, with intervals from a bootstrap over FOVs.
+consistent nucleus coupling (Eq 4 about 0.05, against 1.5 for the membrane) beside its dominant one. "Neither" is
+"no coupling detectable with this many FOVs", not proof of independence. Eq 4's means are reported beside the calls
+as effect sizes, with intervals from a bootstrap over FOVs.
 
 The controls calibrate the call (:data:`CALIBRATION_CONTROLS`, as in the paper's Fig 5A): the blank must come out
 uncoupled, the membrane and DNA copies coupled to their own channel only. The noise and random-structure controls
@@ -327,7 +326,8 @@ def swap_rank(elbo: np.ndarray, swapped: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray
-        ``(n,)`` in [0, 1]; mean 1/2 when the structure does not depend on the swapped channel, near 1 when it does.
+        ``(n,)`` in [0, 1]; mean 1/2 when the structure does not depend on the swapped channel (and the cell is
+        exchangeable with its donors: see the module), near 1 when it does.
 
     Examples
     --------
