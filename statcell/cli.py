@@ -935,7 +935,7 @@ def _drug_shifts(args: argparse.Namespace) -> None:
                  "relabeled mean %.3f), p %.2g, corrected %.2g%s; energy p %.2g; spectrum dEIG %.2f, p %.2g "
                  "(%d relabelings)", row.space, row.structure, row.drug, row.control, row.n_treated, row.n_control,
                  row.fovs_treated, row.fovs_control, row.dimensions, row.distance, row.effect_size, row.null_mean,
-                 row.p_value, row.p_bonferroni, " *" if row.significant else "", row.energy_p_value,
+                 row.p_value, row.p_adjusted, " *" if row.significant else "", row.energy_p_value,
                  row.spectrum_distance, row.spectrum_p_value, row.relabelings)
     if not (shifts["note"] == "").any():
         log.warning("no structure of the drug set has both control and treated cells: no test made")
@@ -948,7 +948,7 @@ def _add_drug_shifts(commands: argparse._SubParsersAction) -> None:
         "analysis.active_kl_nats): the distance between the treated and control centroids and its effect size, the "
         "energy distance between the two distributions and the change of the covariance spectrum (dEIG_k, "
         "analysis.spectrum_components), each with a p-value from relabeling whole FOVs (at most "
-        "analysis.permutations) and Bonferroni-corrected over all tests.")
+        "analysis.permutations) and Holm-corrected over all tests.")
     _add_settings_options(parser)
     _add_drug_inputs(parser)
     parser.add_argument("--target-embeddings", required=True, help="drug-set embeddings of the target model (.parquet)")

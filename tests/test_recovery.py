@@ -35,9 +35,9 @@ def test_shift_checks_need_responders_significant_and_tight_junctions_not():
     shifts = pd.DataFrame({"space": ["target"] * 4 + ["reference"],
                            "structure": ["microtubules", "golgi", "tight_junctions", "tight_junctions", "golgi"],
                            "drug": ["paclitaxel", "brefeldin_a", "paclitaxel", "brefeldin_a", "brefeldin_a"],
-                           "energy_p_bonferroni": [0.001, 0.02, 1.0, 0.004, 0.0001],
-                           "spectrum_p_bonferroni": [1.0, 1.0, 0.002, 1.0, 1.0], "spectrum_distance": 0.5,
-                           "distance": 0.3, "p_bonferroni": [0.5, 0.001, 0.6, 1.0, 1.0]})
+                           "energy_p_adjusted": [0.001, 0.02, 1.0, 0.004, 0.0001],
+                           "spectrum_p_adjusted": [1.0, 1.0, 0.002, 1.0, 1.0], "spectrum_distance": 0.5,
+                           "distance": 0.3, "p_adjusted": [0.5, 0.001, 0.6, 1.0, 1.0]})
     checks = recovery.shift_checks(shifts, significance=0.01).set_index("check")
     assert "centroid shift 0.3, corrected p 0.5" in checks.loc["microtubules under paclitaxel", "observed"]
     assert checks["passed"].to_dict() == {"microtubules under paclitaxel": True, "golgi under brefeldin_a": False,
@@ -50,8 +50,8 @@ def test_shift_checks_need_responders_significant_and_tight_junctions_not():
 def test_the_spread_only_effect_needs_the_spectrum_test_and_not_the_centroid_test(spectrum_p, centroid_p, passed):
     """A centroid test that also fires means the drug moved the mean: not the planted spread-only answer."""
     shifts = pd.DataFrame({"space": ["target"], "structure": ["tight_junctions"], "drug": ["paclitaxel"],
-                           "energy_p_bonferroni": [0.5], "spectrum_p_bonferroni": [spectrum_p],
-                           "spectrum_distance": [0.4], "distance": [0.2], "p_bonferroni": [centroid_p]})
+                           "energy_p_adjusted": [0.5], "spectrum_p_adjusted": [spectrum_p],
+                           "spectrum_distance": [0.4], "distance": [0.2], "p_adjusted": [centroid_p]})
     check = recovery.shift_checks(shifts, significance=0.01).iloc[0]
     assert check["passed"] == passed
     assert check["expected"].startswith("spectrum test: corrected p < 0.01")
@@ -59,7 +59,7 @@ def test_the_spread_only_effect_needs_the_spectrum_test_and_not_the_centroid_tes
 
 def test_an_untested_shift_is_listed_and_does_not_pass():
     shifts = pd.DataFrame({"space": ["target"] * 2, "structure": ["tight_junctions", "golgi"],
-                           "drug": ["paclitaxel", "brefeldin_a"], "energy_p_bonferroni": [float("nan"), 0.001],
+                           "drug": ["paclitaxel", "brefeldin_a"], "energy_p_adjusted": [float("nan"), 0.001],
                            "note": ["not tested: no vehicle cells of tight_junctions in the drug set", ""]})
     checks = recovery.shift_checks(shifts, significance=0.01).set_index("check")
     assert checks["passed"].to_dict() == {"tight_junctions under paclitaxel": False, "golgi under brefeldin_a": True}
@@ -115,7 +115,7 @@ def test_command_writes_the_table(tmp_path):
 
 def test_a_shift_table_without_the_spectrum_test_names_the_missing_column():
     shifts = pd.DataFrame({"space": ["target"], "structure": ["tight_junctions"], "drug": ["paclitaxel"],
-                           "energy_p_bonferroni": [0.5], "distance": [0.2], "p_bonferroni": [0.6], "note": [""]})
+                           "energy_p_adjusted": [0.5], "distance": [0.2], "p_adjusted": [0.6], "note": [""]})
     check = recovery.shift_checks(shifts, significance=0.01).iloc[0]
     assert not check["passed"]
-    assert check["observed"] == "not tested: the shift table has no spectrum_p_bonferroni column"
+    assert check["observed"] == "not tested: the shift table has no spectrum_p_adjusted column"

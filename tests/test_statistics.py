@@ -57,6 +57,24 @@ def test_permutation_p_values():
     assert statistics.permutation_p_value(0.0, null, exact=True) == 1.0
 
 
-def test_bonferroni_multiplies_by_the_number_of_tests_and_caps_at_one():
-    assert statistics.bonferroni([0.01, 0.2, 0.0001, 0.5]).tolist() == pytest.approx([0.04, 0.8, 0.0004, 1.0])
-    assert statistics.bonferroni([]).shape == (0,)
+def test_holm_steps_down_from_the_smallest_p_value_keeps_the_order_and_caps_at_one():
+    # sorted: 0.0001 * 4, 0.01 * 3, 0.2 * 2, 0.5 * 1 -> raised to the running maximum, capped at 1
+    assert statistics.holm([0.01, 0.2, 0.0001, 0.5]).tolist() == pytest.approx([0.03, 0.4, 0.0004, 0.5])
+    # the running maximum: 0.02 * 2 = 0.04 > 0.03 * 1, so the larger p-value inherits 0.04
+    assert statistics.holm([0.03, 0.02]).tolist() == pytest.approx([0.04, 0.04])
+    assert statistics.holm([0.6, 0.7]).tolist() == pytest.approx([1.0, 1.0])
+    assert statistics.holm([]).shape == (0,)
+
+
+def test_holm_counts_only_the_tests_made_and_keeps_the_shape():
+    adjusted = statistics.holm(np.array([[0.01, np.nan], [0.02, 0.04]]))
+    assert adjusted.shape == (2, 2) and np.isnan(adjusted[0, 1])
+    assert adjusted[~np.isnan(adjusted)].tolist() == pytest.approx([0.03, 0.04, 0.04])
+
+
+def test_holm_rejects_everything_bonferroni_rejects_and_can_reject_more():
+    p_values = np.array([0.001, 0.004, 0.015, 0.3])
+    bonferroni = np.minimum(1, p_values * len(p_values))
+    holm = statistics.holm(p_values)
+    assert (holm <= bonferroni).all()
+    assert (bonferroni < 0.05).sum() == 2 and (holm < 0.05).sum() == 3

@@ -39,7 +39,7 @@ The replicate is the field of view (:mod:`statcell.analysis.statistics`). A cell
 density) cannot pass for coupling; a cell alone with its structure in its FOV (e.g. a control built from a few
 sampled cells) takes donors from the other FOVs, and ``donors_in_fov`` says which. Per structure, phase and
 channel, the FOV means of ``q_r`` are tested against 1/2 by a one-sided t-test (cells of one FOV share donors and
-conditions, FOVs do not), Bonferroni-corrected at the family-wise level ``analysis.significance`` over every test
+conditions, FOVs do not), Holm-corrected at the family-wise level ``analysis.significance`` over every test
 made. A structure *couples to* the channel whose test is significant, to *neither* when none is, and is
 *undetermined* in a phase whose cells lie in fewer than three FOVs (too few replicates for a test). Where both
 tests are significant, the call is the channel that dominates by Eq 5's normalized difference (its interval,
@@ -58,7 +58,7 @@ images follow the cell's shape and a model that learns them couples them to it.
 
 Mitosis against interphase: per structure and score, a permutation test of the difference of the phases' means, the
 phase labels shuffled among the cells of each FOV (``analysis.resampling_iterations`` shuffles; FOVs differ, so
-shuffling across them would mix FOV differences into the null), two-sided, Bonferroni-corrected over the tests made.
+shuffling across them would mix FOV differences into the null), two-sided, Holm-corrected over the tests made.
 
 The phases come from the cells table: ``is_mitotic`` where present (the synthetic ground truth), else
 ``mitotic_stage`` (``interphase`` or a mitotic stage; ``unknown`` or empty is no annotation). A cell without an
@@ -76,7 +76,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import pandas as pd
 
-from statcell.analysis.statistics import bonferroni, replicate_units, unit_mean_test
+from statcell.analysis.statistics import holm, replicate_units, unit_mean_test
 from statcell.io import read_cells
 from statcell.seeding import numpy_stream
 from statcell.vocabulary import IMAGING_FOV
@@ -475,7 +475,7 @@ def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) 
         One row per structure and phase (phases without cells are left out): ``structure``, ``phase``, ``n_cells``,
         ``n_fovs``; per score (:data:`SCORES`) the mean over cells and ``_ci_low``/``_ci_high`` from a bootstrap
         over FOVs; per channel the mean rank ``<channel>_rank`` (mean of FOV means), its one-sided FOV-level
-        ``_p_value`` (rank above 1/2) and the Bonferroni-adjusted ``_p_adjusted``; ``couples_to`` in {membrane,
+        ``_p_value`` (rank above 1/2) and the Holm-adjusted ``_p_adjusted``; ``couples_to`` in {membrane,
         nucleus, both, neither, undetermined} (both significant: the channel whose side of 0 the normalized
         difference's interval lies on, else both); ``ci_level`` of the intervals.
     """
@@ -496,7 +496,7 @@ def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) 
         rows.append(row)
     table = pd.DataFrame(rows)
     columns = [f"{channel}_p_value" for channel in SWAPPED_CHANNELS]
-    adjusted = bonferroni(table[columns].to_numpy().ravel()).reshape(len(table), len(columns))
+    adjusted = holm(table[columns].to_numpy().ravel()).reshape(len(table), len(columns))
     coupled = {}
     for number, channel in enumerate(SWAPPED_CHANNELS):
         table[f"{channel}_p_adjusted"] = adjusted[:, number]
@@ -516,7 +516,7 @@ def mitosis_test(per_cell: pd.DataFrame, *, settings: CouplingSettings) -> pd.Da
     The statistic is the difference of the phases' means (mitosis minus interphase); its null distribution comes
     from ``resampling_iterations`` shuffles of the phase labels among the cells of each FOV (a FOV keeps its number
     of mitotic cells, so FOV differences stay out of the null); the two-sided p-value is
-    ``(1 + #{|shuffled| >= |observed|}) / (1 + iterations)``, Bonferroni-adjusted over the tests made. A structure
+    ``(1 + #{|shuffled| >= |observed|}) / (1 + iterations)``, Holm-adjusted over the tests made. A structure
     whose mitotic cells share no FOV with interphase cells has no shuffle that changes anything, and p = 1.
 
     Cells of phase ``unannotated`` take no part.
@@ -561,7 +561,7 @@ def mitosis_test(per_cell: pd.DataFrame, *, settings: CouplingSettings) -> pd.Da
                            p_value=(1 + int((np.abs(null) >= abs(observed) - 1e-12).sum())) / (1 + iterations))
             rows.append(row)
     table = pd.DataFrame(rows)
-    table["p_adjusted"] = bonferroni(table["p_value"])
+    table["p_adjusted"] = holm(table["p_value"])
     table["significant"] = table["p_adjusted"] < settings.significance
     return table[[column for column in table.columns if column != "note"] + ["note"]]
 

@@ -11,7 +11,7 @@ module turns the analyses' tables into one pass/fail row per expectation (issue 
   The three controls calibrate the coupling score (:data:`statcell.analysis.coupling.CALIBRATION_CONTROLS`): the
   simulator images them, and where a colony lacks one, normalization builds it from the colony's own cells
   (``normalize.controls``), so their calls are checked on every synthetic run;
-- drug effects (``perturbation/shifts.csv``, target latent space, FOV-level tests, Bonferroni-corrected p against the
+- drug effects (``perturbation/shifts.csv``, target latent space, FOV-level tests, Holm-corrected p against the
   bar): microtubules under paclitaxel and the Golgi under brefeldin A change their distribution (the energy-distance
   test), because the planted answers are changes of distribution: brefeldin disperses the Golgi in 75% of the
   treated cells, a mixture whose centroid moves less than its distribution changes; the centroid test is in the
@@ -58,9 +58,9 @@ log = logging.getLogger(__name__)
 MIN_ABS_SPEARMAN = 0.6
 #: Columns of the shift table the drug checks read: the FOV-level energy-distance, covariance-spectrum and centroid
 #: tests, corrected.
-ENERGY_P = "energy_p_bonferroni"
-SPECTRUM_P = "spectrum_p_bonferroni"
-CENTROID_P = "p_bonferroni"
+ENERGY_P = "energy_p_adjusted"
+SPECTRUM_P = "spectrum_p_adjusted"
+CENTROID_P = "p_adjusted"
 COLUMNS = ["analysis", "check", "expected", "observed", "passed"]
 #: How ``observed`` begins for a calibration control without measured cells.
 NOT_MEASURED = "not measured"

@@ -33,7 +33,7 @@ def _treatment_order(drugs: Sequence[str], control: str) -> list[str]:
 
 
 def _p_label(row: pd.Series) -> str:
-    """``drug: d = .. (p ..), distribution p .., spread p ..`` of one shift-table row (Bonferroni-corrected FOV-level
+    """``drug: d = .. (p ..), distribution p .., spread p ..`` of one shift-table row (Holm-corrected FOV-level
     p-values of the centroid, energy-distance and covariance-spectrum tests; * where a test is significant; the
     spread where the table has it), or why it was not tested."""
     if isinstance(row.get("note"), str) and row["note"]:
@@ -41,10 +41,10 @@ def _p_label(row: pd.Series) -> str:
     stars = {name: " *" if row.get(column) else "" for name, column in (("centroid", "significant"),
                                                                           ("energy", "energy_significant"),
                                                                           ("spectrum", "spectrum_significant"))}
-    spread = (f", spread p {row['spectrum_p_bonferroni']:.2g}{stars['spectrum']}"
-              if pd.notna(row.get("spectrum_p_bonferroni")) else "")
-    return (f"{row['drug']}: d = {row['distance']:.2f} (p {row['p_bonferroni']:.2g}{stars['centroid']}), "
-            f"distribution p {row['energy_p_bonferroni']:.2g}{stars['energy']}{spread}")
+    spread = (f", spread p {row['spectrum_p_adjusted']:.2g}{stars['spectrum']}"
+              if pd.notna(row.get("spectrum_p_adjusted")) else "")
+    return (f"{row['drug']}: d = {row['distance']:.2f} (p {row['p_adjusted']:.2g}{stars['centroid']}), "
+            f"distribution p {row['energy_p_adjusted']:.2g}{stars['energy']}{spread}")
 
 
 def _scatter_treatments(axis, table: pd.DataFrame, xy: np.ndarray, *, control: str, point_size: float) -> None:
@@ -103,7 +103,7 @@ def plot_drug_reference_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, d
     axis.legend(title="treatment (× centroid)", fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     rows = shifts[shifts["space"] == "reference"]
     lines = [f"{row['structure']} — {_p_label(row)}" for _, row in rows.iterrows()]
-    axis.text(1.02, 0.0, f"centroid shift vs {treatment_label(control)}\n(all active dimensions,\nBonferroni-corrected "
+    axis.text(1.02, 0.0, f"centroid shift vs {treatment_label(control)}\n(all active dimensions,\nHolm-corrected "
               "permutation p)\n" + "\n".join(lines), transform=axis.transAxes, fontsize=7, va="bottom")
     axis.set_title("Drug set in the reference latent space (cell and nuclear shape), all structures", fontsize=10)
     save(figure, output, dpi=dpi)
@@ -191,7 +191,7 @@ def plot_drug_target_latents(embeddings: pd.DataFrame, cells: pd.DataFrame, dime
                     f"centroid shift; y, the other of largest variance; red arrows: {treatment_label(control)} → "
                     "treated centroid "
                     f"(projected). d: centroid distance over all {len(active)} active dimensions (KL > {min_kl:g} "
-                    "nats); p: FOVs relabeled between the arms, Bonferroni-corrected, * significant; distribution: "
+                    "nats); p: FOVs relabeled between the arms, Holm-corrected, * significant; distribution: "
                     "energy-distance test; spread: covariance-spectrum test (GILEA's dEIG)",
                     fontsize=9, wrap=True)
     save(figure, output, dpi=dpi)
@@ -243,8 +243,8 @@ def plot_drug_trajectory(trajectory: pd.DataFrame, images: Mapping[str, np.ndarr
         test = target.loc[(structure, drug)] if (structure, drug) in target.index else None
         control = "control" if test is None or "control" not in test else treatment_label(test["control"])
         label = f"{structure}\n{control} → {drug}"
-        label += "" if test is None else (f"\ncentroid p {test['p_bonferroni']:.2g}, distribution p "
-                                          f"{test['energy_p_bonferroni']:.2g}")
+        label += "" if test is None else (f"\ncentroid p {test['p_adjusted']:.2g}, distribution p "
+                                          f"{test['energy_p_adjusted']:.2g}")
         axes[2 * index, 0].set_ylabel(f"{label}\nxy: y (µm)", fontsize=7)
         axes[2 * index, 0].set_xlabel("x (µm)", fontsize=6, labelpad=1)
         axes[2 * index + 1, 0].set_ylabel("yz: z (µm)", fontsize=7)
