@@ -8,8 +8,9 @@ spread along one principal axis of the pair's latents by a factor (its mean kept
 FOV-level tests (:func:`statcell.analysis.perturbation.shift_tests`, the run's active dimensions, ``k`` and number of
 relabelings) on all FOVs and on random subsets of ``n`` FOVs per arm. A widened arm is a constructed answer, so each
 row says which widening each test finds at which number of FOVs; the bar is the run's ``analysis.significance``
-Holm-corrected over the run's shift table (both latent spaces, every structure and drug), as the ground-truth
-table applies it.
+over the number of tests of the run's shift table (both latent spaces, every structure and drug): the raw p-value
+that the ground-truth table's Holm correction accepts whatever the other tests' p-values (it accepts more where
+some are smaller).
 
     python bench/bench_spread_power.py --run bench/results/default_run
 
