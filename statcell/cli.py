@@ -100,7 +100,7 @@ def _segment_fov(args: argparse.Namespace) -> None:
         log.info("%s: using the given segmentations (%d cells)", record.fov_id, len(np.unique(cells)) - 1)
     else:
         try:
-            channels = io.read_fov(record)
+            channels = io.read_fov(record, warn_voxel_size=False)  # crop_cells reads the FOV again and warns
         except io.FovError as error:  # crop_cells reads the FOV again and records it as rejected
             log.error("%s; writing empty labels", error)
             io.write_ome_tiff(args.output, np.zeros((2, 1, 1, 1), np.uint16), channel_names=names,

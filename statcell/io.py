@@ -482,7 +482,7 @@ def _states_voxel_size(path: str | Path) -> bool:
     return _is_ome_tiff(Path(path)) or not name.endswith((".tif", ".tiff"))
 
 
-def read_fov(record: FovRecord) -> np.ndarray:
+def read_fov(record: FovRecord, *, warn_voxel_size: bool = True) -> np.ndarray:
     """Read a FOV's membrane, DNA and structure channels, checking that they can be used.
 
     The manifest's voxel size is the FOV's; where the file's metadata states another (by more than
@@ -492,6 +492,8 @@ def read_fov(record: FovRecord) -> np.ndarray:
     ----------
     record : FovRecord
         The FOV's manifest row.
+    warn_voxel_size : bool
+        Whether to log the warning on a differing voxel size (a FOV read by several jobs warns in one of them).
 
     Returns
     -------
@@ -518,7 +520,7 @@ def read_fov(record: FovRecord) -> np.ndarray:
                        "point to use them all)")
     differing = [f"{axis} {found:g} µm" for axis, stated, found in zip("zyx", record.spacing, image.spacing)
                  if math.isfinite(found) and abs(found - stated) > VOXEL_SIZE_TOLERANCE * stated]
-    if differing and _states_voxel_size(record.path):
+    if warn_voxel_size and differing and _states_voxel_size(record.path):
         log.warning("FOV %s: the voxel size of the manifest (z, y, x %s µm) differs from %s's metadata (%s); the "
                     "manifest's is used", record.fov_id, ", ".join(f"{side:g}" for side in record.spacing),
                     record.path, ", ".join(differing))

@@ -137,6 +137,16 @@ def test_a_voxel_size_the_files_metadata_contradicts_is_named_and_the_manifests_
     assert "differs" not in caplog.text
 
 
+def test_a_fov_segmented_and_cropped_warns_of_its_voxel_size_once(tmp_path, caplog):
+    from tests.test_bad_input import _record, _segment_and_crop
+
+    image = np.random.default_rng(3).integers(90, 400, size=(3, 6, 20, 20), dtype=np.uint16)
+    io.write_ome_tiff(tmp_path / "fov.ome.tiff", image, channel_names=["m", "d", "s"], spacing=(0.29, 0.108, 0.108))
+    with caplog.at_level("WARNING", logger="statcell"):
+        _segment_and_crop(_record(tmp_path / "fov.ome.tiff"), tmp_path)  # the record says 0.216 µm
+    assert caplog.text.count("the voxel size of the manifest") == 1
+
+
 def _multi_scene_ome_tiff(path, scenes: list[np.ndarray], steps: list[float]) -> None:
     """An OME-TIFF holding one image (series) per scene, as a microscope's multi-position export is."""
     import tifffile

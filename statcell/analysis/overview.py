@@ -50,8 +50,8 @@ def colony_projections(manifests: Sequence[str | Path]) -> dict[str, np.ndarray]
     errors: list[str] = []
     for _, group in table.groupby(["structure", "drug"], sort=False):
         for row in group.to_dict("records"):
-            try:
-                channels_of.append(io.read_fov(io.FovRecord.from_row(row)))
+            try:  # a voxel size the file contradicts is warned of by the FOV's crop job, not again here
+                channels_of.append(io.read_fov(io.FovRecord.from_row(row), warn_voxel_size=False))
             except io.FovError as error:
                 log.warning("colony overview: %s; trying the next FOV of its structure and treatment", error)
                 errors.append(str(error))
