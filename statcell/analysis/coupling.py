@@ -29,10 +29,11 @@ none. It tests the original code's rank statistic instead: per cell and channel,
 fraction of the ``K`` swapped copies whose ELBO is below the cell's own (ties count one half). If the structure does
 not depend on the channel and the cell is exchangeable with its donors, its own channel is just one more draw from
 the same population as theirs, so its ELBO is equally likely to fall anywhere among theirs: ``q_r`` has mean 1/2,
-whatever the model, the ELBO's scale or its noise. In practice that null is not met exactly, for reasons not yet
-found: the blank control's mean ranks sit at 0.25-0.39 in default runs, with held-out donors only and with both
-channels taken from one donor as well (README, *Measured*), which makes the one-sided test conservative for it.
-Coupled cells have ``q_r`` near 1.
+whatever the model, the ELBO's scale or its noise. Most donors are training cells, which the cell is not quite
+exchangeable with (the model was fitted to their references); on the blank control that lowers the rank a little.
+The default colony's blank sits at FOV-mean ranks of 0.25-0.39 mostly for another reason: its 15 held-out cells
+include one alone in its FOV whose ELBO is below all of its donors' (rank 0), and a FOV of one cell weighs as much
+in the mean of FOV means as a FOV of five (README, *Measured*). Coupled cells have ``q_r`` near 1.
 
 The replicate is the field of view (:mod:`statcell.analysis.statistics`). A cell's donors come from its own FOV
 (other cells of its structure there), so that a FOV effect shared by the structure and the reference (brightness,
