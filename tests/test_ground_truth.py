@@ -9,11 +9,10 @@ models take more, smaller steps than the default: batch 16 at a learning rate of
 steps, as 80 epochs of the earlier three FOVs per structure; 50 epochs of batch 32 left the target model ignoring
 its reference and 5 of the 6 coupling checks failed), and ELBOs are averaged over 3 latent samples instead of 10.
 The checks and their bars are those of the default run (``statcell.analysis.recovery``), none left out. With the
-132 FOVs of this colony the run is the suite's longest. Alone on 2 cores (2026-12-03, ``bench/bench_run.py
---existing``) it took 26 minutes, 34 job-minutes: segmentation and cropping 8 each (132 jobs of each, about 3.7 s
-per job, of which importing the imaging stack takes 1 to 2 s), training 6 (reference) and 6.3 (target), synthesis 2, embedding 1.4,
-coupling 1.1. Beside the other worker, on one core, it took 54 minutes with 162 FOVs. Hence its own timeout of 80
-minutes (``RUN_TIMEOUT_S``).
+132 FOVs of this colony the run is the suite's longest: 692 s in the suite of 2026-12-05 (``--durations``, beside
+the other worker), most of it training, since segmentation and cropping jobs now take about 1 s each (they took 3.7
+s on 2026-12-03, when the run took 26 minutes alone). On one core beside the other worker an earlier, larger version
+took 54 minutes; hence its own timeout of 80 minutes (``RUN_TIMEOUT_S``).
 """
 
 from __future__ import annotations
