@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -248,13 +248,45 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
     partial.replace(path)
 
 
+def read_lab_table(path: str | Path, **options: Any) -> pd.DataFrame:
+    """Read a CSV table a user wrote (a manifest, cell annotations) as a spreadsheet may have exported it.
+
+    The separator is a comma, or the semicolon or tab of a header line without a comma (spreadsheets write
+    semicolons where the comma is the decimal mark); a semicolon-separated table is read with the comma as decimal
+    mark (a value with a point stays text, which the callers' numeric checks still read). Spaces after separators and
+    around column names are dropped, and a byte-order mark is ignored.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file.
+    **options
+        Further keyword arguments of :func:`pandas.read_csv` (``dtype``, ``keep_default_na``, ...).
+
+    Returns
+    -------
+    DataFrame
+        The table, its column names stripped.
+    """
+    import pandas as pd
+
+    with open(path, encoding="utf-8-sig", errors="replace") as file:
+        header = file.readline()
+    separator = "," if "," in header else next((mark for mark in (";", "\t") if mark in header), ",")
+    table = pd.read_csv(path, sep=separator, skipinitialspace=True, decimal="," if separator == ";" else ".",
+                        **options)
+    table.columns = [str(column).strip() for column in table.columns]
+    return table
+
+
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read and check a FOV manifest.
 
     Parameters
     ----------
     path : str or Path
-        CSV file with the columns of :data:`MANIFEST_COLUMNS` (and optionally :data:`OPTIONAL_MANIFEST_COLUMNS`).
+        CSV file with the columns of :data:`MANIFEST_COLUMNS` (and optionally :data:`OPTIONAL_MANIFEST_COLUMNS`),
+        as a spreadsheet may export it (:func:`read_lab_table`: comma, semicolon or tab separated).
 
     Returns
     -------
@@ -272,7 +304,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
-    table = pd.read_csv(path, dtype={"fov_id": str, "path": str, "structure": str, "drug": str})
+    table = read_lab_table(path, dtype={"fov_id": str, "path": str, "structure": str, "drug": str})
     missing = [column for column in MANIFEST_COLUMNS if column not in table.columns]
     if missing:
         described = "; ".join(f"{column} ({MANIFEST_COLUMNS[column]})" for column in missing)

@@ -350,7 +350,8 @@ def read_cell_annotations(path: str | Path) -> pd.DataFrame:
     Parameters
     ----------
     path : path
-        CSV with the columns of :data:`CELL_ANNOTATION_COLUMNS` (others are ignored).
+        CSV with the columns of :data:`CELL_ANNOTATION_COLUMNS` (others are ignored), comma, semicolon or tab
+        separated (:func:`statcell.io.read_lab_table`).
 
     Returns
     -------
@@ -364,7 +365,7 @@ def read_cell_annotations(path: str | Path) -> pd.DataFrame:
         If the file lacks a column, a label is not an integer, or a cell is listed twice; the message names the file
         and the column or cell.
     """
-    table = pd.read_csv(path, dtype={"fov_id": str, "mitotic_stage": str}, keep_default_na=False)
+    table = io.read_lab_table(path, dtype={"fov_id": str, "mitotic_stage": str}, keep_default_na=False)
     missing = [column for column in CELL_ANNOTATION_COLUMNS if column not in table.columns]
     if missing:
         described = "; ".join(f"{column} ({CELL_ANNOTATION_COLUMNS[column]})" for column in missing)

@@ -57,6 +57,21 @@ def test_manifest_values_lose_the_spaces_around_them(tmp_path):
     assert table.loc[0, "fov_id"] == "fov_a"
 
 
+@pytest.mark.parametrize("separator, decimal", [(";", ","), (";", "."), ("\t", "."), (", ", ".")])
+def test_a_manifest_exported_by_a_spreadsheet_reads_as_the_comma_separated_one(tmp_path, separator, decimal):
+    header = ["fov_id", "path", "membrane_channel", "dna_channel", "structure_channel", "structure",
+              "pixel_size_z_um", "pixel_size_y_um", "pixel_size_x_um"]
+    row = ["007", "images/a.ome.tiff", "0", "1", "2", "golgi", "0.29", "0.108", "0.1085"]
+    text = "\n".join(separator.join(line) for line in (header, row)).replace(".", decimal).replace(
+        f"a{decimal}ome{decimal}tiff", "a.ome.tiff") + "\n"
+    (tmp_path / "manifest.csv").write_text("\ufeff" + text, encoding="utf-8")  # with the BOM a spreadsheet writes
+    table = io.read_manifest(tmp_path / "manifest.csv")
+    assert table.loc[0, "fov_id"] == "007" and table.loc[0, "path"] == str(tmp_path / "images" / "a.ome.tiff")
+    assert table.loc[0, ["membrane_channel", "dna_channel", "structure_channel"]].tolist() == [0, 1, 2]
+    assert table.loc[0, ["pixel_size_z_um", "pixel_size_y_um", "pixel_size_x_um"]].tolist() == pytest.approx(
+        [0.29, 0.108, 0.1085])
+
+
 def test_a_path_from_home_is_expanded_in_a_manifest_and_in_the_config(tmp_path, monkeypatch):
     from statcell.config import validate_config
 

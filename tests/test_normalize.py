@@ -263,6 +263,9 @@ def test_cell_annotations_are_read_checked_and_joined_on_fov_and_label(tmp_path)
     assert cells.set_index("cell_id")["mitotic_stage"].fillna("none").to_dict() == {
         "main/fov_a/1": "interphase", "main/fov_a/2": "none", "main/fov_a/3": "prophase", "main/fov_c/1": "none",
         "main/fov_c/2": "unknown"}
+    (tmp_path / "notes_semicolons.csv").write_text("fov_id; label; mitotic_stage\nfov_a; 1; interphase\n")
+    assert normalize.read_cell_annotations(tmp_path / "notes_semicolons.csv").to_dict("list") == {
+        "fov_id": ["fov_a"], "label": [1], "mitotic_stage": ["interphase"]}
     (tmp_path / "bad.csv").write_text("fov_id,label\nfov_a,1\n")
     with pytest.raises(ValueError, match=r"bad\.csv lack the column\(s\): mitotic_stage"):
         normalize.read_cell_annotations(tmp_path / "bad.csv")
