@@ -142,13 +142,14 @@ def _check_index(path: Path, what: str, index: int, count: int) -> None:
 
 
 def _read_ome_tiff(path: Path, scene: int, timepoint: int) -> Image | None:
-    """Read an OME-TIFF (each series a scene; axes among T, C, Z, Y, X) with tifffile; None if it is anything else."""
+    """Read an OME-TIFF (each series a scene; axes among T, C, Z, Y, X, and S, the samples of a pixel, read as
+    channels) with tifffile; None if it is anything else."""
     import xml.etree.ElementTree as ElementTree
 
     import tifffile
 
     with tifffile.TiffFile(path) as tiff:
-        if not tiff.is_ome or not tiff.series or not all(set(one.axes) <= set("TCZYX") for one in tiff.series):
+        if not tiff.is_ome or not tiff.series or not all(set(one.axes) <= set("TCZYXS") for one in tiff.series):
             return None
         scenes = len(tiff.series)
         _check_index(path, "scene", scene, scenes)
@@ -165,6 +166,11 @@ def _read_ome_tiff(path: Path, scene: int, timepoint: int) -> Image | None:
         else:
             data = series.asarray()
         ome = ElementTree.fromstring(tiff.ome_metadata)
+    if "S" in axes:  # samples of a pixel (channels stored interleaved, as RGB is) are channels too
+        leading = [axes.index(axis) for axis in "CS" if axis in axes]
+        data = np.moveaxis(data, leading, range(len(leading)))
+        data = data.reshape(-1, *data.shape[len(leading):])
+        axes = "C" + "".join(axis for axis in axes if axis not in "CS")
     for axis in "CZ":
         if axis not in axes:
             data, axes = data[np.newaxis], axis + axes

@@ -162,6 +162,25 @@ def test_a_fov_segmented_and_cropped_warns_of_its_voxel_size_once(tmp_path, capl
     assert caplog.text.count("the voxel size of the manifest") == 1
 
 
+@pytest.mark.parametrize("axes", ["ZYXS", "CZYXS", "TZYXS"])
+def test_channels_stored_as_the_samples_of_a_pixel_are_read_as_channels(tmp_path, axes):
+    import tifffile
+
+    rng = np.random.default_rng(7)
+    channels = rng.integers(90, 400, size=(6, 6, 20, 20), dtype=np.uint16)  # C, Z, Y, X
+    if axes == "ZYXS":  # three channels interleaved, as an RGB-like export stores them
+        stored, expected = channels[:3].transpose(1, 2, 3, 0), channels[:3]
+    elif axes == "CZYXS":  # two channels of three samples each: six channels, a channel's samples together
+        stored, expected = channels.reshape(2, 3, 6, 20, 20).transpose(0, 2, 3, 4, 1), channels
+    else:  # a time-lapse of interleaved channels; time point 1 read
+        stored = np.stack([channels[3:], channels[:3]]).transpose(0, 2, 3, 4, 1)
+        expected = channels[:3]
+    tifffile.imwrite(tmp_path / "fov.ome.tiff", stored, ome=True, metadata={"axes": axes, "PhysicalSizeZ": 0.29})
+    image = io.read_image(tmp_path / "fov.ome.tiff", timepoint=1 if axes.startswith("T") else 0)
+    np.testing.assert_array_equal(image.data, expected)
+    assert image.spacing[0] == pytest.approx(0.29) and len(image.channel_names) == len(expected)
+
+
 def _multi_scene_ome_tiff(path, scenes: list[np.ndarray], steps: list[float]) -> None:
     """An OME-TIFF holding one image (series) per scene, as a microscope's multi-position export is."""
     import tifffile
