@@ -33,7 +33,7 @@ LAB_SETTINGS = {section: TINY[section] for section in ("training", "analysis", "
 def user_data(tmp_path_factory) -> Path:
     """A folder laid out as a user's: images/, with the two good FOVs as the two stage positions (scenes) of one
     file and the first again as an OME-Zarr folder, and manifest.csv naming them (by scene) and three bad FOVs
-    (missing, truncated, and the two-scene file without a scene)."""
+    (missing, truncated, and the two-scene file without a scene), separated by semicolons with decimal commas."""
     import tifffile
 
     folder = tmp_path_factory.mktemp("user")
@@ -55,7 +55,9 @@ def user_data(tmp_path_factory) -> Path:
     bad = [{**manifest.iloc[0].to_dict(), "fov_id": "missing_fov", "path": "images/not_there.ome.tiff"},
            {**manifest.iloc[0].to_dict(), "fov_id": "broken_fov", "path": "images/broken.ome.tiff"},
            {**manifest.iloc[0].to_dict(), "fov_id": "unsaid_scene", "scene": None}]
-    pd.concat([manifest, pd.DataFrame([as_zarr, *bad])]).to_csv(folder / "manifest.csv", index=False)
+    # written as a spreadsheet exports it where the comma is the decimal mark: semicolons, 0,29
+    pd.concat([manifest, pd.DataFrame([as_zarr, *bad])]).to_csv(folder / "manifest.csv", index=False, sep=";",
+                                                                 decimal=",")
     return folder
 
 
