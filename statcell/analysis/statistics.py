@@ -201,9 +201,10 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     [0.01, nan]
     """
     p = np.asarray(p_values, dtype=np.float64)
-    adjusted = np.full(p.shape, np.nan)
-    tested = np.flatnonzero(~np.isnan(p.ravel()))
-    order = tested[np.argsort(p.ravel()[tested], kind="stable")]
+    flat = p.reshape(-1)
+    adjusted = np.full(flat.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(flat))
+    order = tested[np.argsort(flat[tested], kind="stable")]
     multipliers = np.arange(len(order), 0, -1)
-    adjusted.ravel()[order] = np.minimum(1.0, np.maximum.accumulate(p.ravel()[order] * multipliers))
-    return adjusted
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(flat[order] * multipliers))
+    return adjusted.reshape(p.shape)
