@@ -87,6 +87,12 @@ class Image:
     timepoints: int = 1
 
 
+#: Deflate level of the OME-TIFFs statcell writes. A raw FOV of the synthetic colony is written about 5 times faster
+#: at level 1 than at zlib's default (6), for a file 3% larger; a label image as fast, 0.18 MB against 0.14; both read
+#: as fast (``bench/bench_ome_tiff.py``). Deflate, not zstd, so that every OME reader (Bio-Formats, Fiji) opens them.
+OME_TIFF_DEFLATE_LEVEL = 1
+
+
 def write_ome_tiff(
     path: str | Path,
     image: np.ndarray,
@@ -94,6 +100,7 @@ def write_ome_tiff(
     channel_names: list[str],
     spacing: tuple[float, float, float],
     image_name: str | None = None,
+    deflate_level: int = OME_TIFF_DEFLATE_LEVEL,
 ) -> None:
     """Write a ``(C, Z, Y, X)`` array as a compressed OME-TIFF with channel names and physical pixel sizes.
 
@@ -113,6 +120,8 @@ def write_ome_tiff(
         Voxel size ``(z, y, x)`` in micrometres.
     image_name : str, optional
         Name stored in the OME metadata.
+    deflate_level : int
+        Compression level of deflate (zlib), 1 (fastest) to 9.
     """
     import tifffile
 
@@ -128,7 +137,8 @@ def write_ome_tiff(
         "PhysicalSizeZ": spacing[0], "PhysicalSizeY": spacing[1], "PhysicalSizeX": spacing[2],
         "PhysicalSizeZUnit": "µm", "PhysicalSizeYUnit": "µm", "PhysicalSizeXUnit": "µm",
     }
-    tifffile.imwrite(partial, image, ome=True, photometric="minisblack", compression="zlib", metadata=metadata)
+    tifffile.imwrite(partial, image, ome=True, photometric="minisblack", compression="zlib",
+                     compressionargs={"level": deflate_level}, metadata=metadata)
     partial.replace(path)
 
 

@@ -21,6 +21,22 @@ def test_ome_tiff_round_trip_keeps_pixels_channel_names_and_pixel_sizes(tmp_path
     assert not list(tmp_path.glob("*.partial*"))
 
 
+def test_ome_tiff_is_deflated_at_the_level_asked_and_reads_back_the_same(tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(1)
+    image = (100 + rng.poisson(20.0, size=(2, 6, 48, 48)) * np.linspace(0, 1, 48)).astype(np.uint16)
+    sizes = {}
+    for level in (1, io.OME_TIFF_DEFLATE_LEVEL, 9):
+        path = tmp_path / f"level{level}.ome.tiff"
+        io.write_ome_tiff(path, image, channel_names=["a", "b"], spacing=(1, 1, 1), deflate_level=level)
+        np.testing.assert_array_equal(io.read_image(path).data, image)
+        with tifffile.TiffFile(path) as tiff:
+            assert tiff.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+        sizes[level] = path.stat().st_size
+    assert sizes[9] < sizes[1] < image.nbytes
+
+
 def test_write_rejects_mismatched_channel_names(tmp_path):
     with pytest.raises(ValueError, match="2 channel names for 3 channels"):
         io.write_ome_tiff(tmp_path / "x.ome.tiff", np.zeros((3, 2, 4, 4), np.uint16), channel_names=["a", "b"],
