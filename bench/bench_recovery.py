@@ -8,6 +8,7 @@ spacing in 9–11.5 µm, a cell height in 7.5–10 µm, an xy pixel size in 0.18
 (realistic ranges for hiPSC colonies imaged on a spinning disk; the default colony has 10, 8.5, 0.216 and 400).
 
     python bench/bench_recovery.py --colonies 3 --out bench/results/recovery
+    python bench/bench_recovery.py --only 2 3 --out bench/results/recovery_23    # some colonies only
 
 With ``--source manifest`` each colony is read as a lab's own data instead: the colony's images and its
 ``main_manifest.csv`` (relative paths, no mitotic column, no ground truth) are moved out of ``results/`` and the run
@@ -90,6 +91,8 @@ def run_colony(index: int, folder: Path, *, cores: int, source: str = "synthetic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--colonies", type=int, default=3, help="colonies to run (seeds 1 .. N)")
+    parser.add_argument("--only", type=int, nargs="+", metavar="K",
+                        help="run only these colonies (seeds), e.g. --only 2 3, instead of 1 .. --colonies")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "recovery",
                         help="folder of the colonies' runs and of recovery.csv")
     parser.add_argument("--cores", type=int, default=2)
@@ -97,8 +100,9 @@ def main() -> None:
                         help="read each colony as the synthetic source (every planted answer) or as a lab's manifest "
                              "(the calibration of the coupling on built controls)")
     args = parser.parse_args()
+    indices = args.only or list(range(1, args.colonies + 1))
     tables = []
-    for index in range(1, args.colonies + 1):
+    for index in indices:
         settings = colony_settings(index)
         print(f"colony {index}: {settings}", flush=True)
         table, seconds = run_colony(index, args.out / f"colony_{index}", cores=args.cores, source=args.source)
@@ -112,7 +116,7 @@ def main() -> None:
     wide = result.pivot(index="check", columns="colony", values="passed")
     print("\nrecovered (rows: checks, columns: colonies)")
     print(wide.replace({True: "yes", False: "NO"}).to_string())
-    print(f"\n{int(result['passed'].sum())} of {len(result)} checks passed over {args.colonies} colonies")
+    print(f"\n{int(result['passed'].sum())} of {len(result)} checks passed over {len(indices)} colonies")
     missed = result[~result["passed"]]
     if len(missed):
         print("\nmissed:\n" + missed[["colony", "check", "expected", "observed"]].to_string(index=False))
