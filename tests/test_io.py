@@ -27,14 +27,16 @@ def test_ome_tiff_is_deflated_at_the_level_asked_and_reads_back_the_same(tmp_pat
     rng = np.random.default_rng(1)
     image = (100 + rng.poisson(20.0, size=(2, 6, 48, 48)) * np.linspace(0, 1, 48)).astype(np.uint16)
     sizes = {}
-    for level in (1, io.OME_TIFF_DEFLATE_LEVEL, 9):
+    for level in sorted({1, io.OME_TIFF_DEFLATE_LEVEL, 9, None}, key=lambda level: level or 0):
         path = tmp_path / f"level{level}.ome.tiff"
-        io.write_ome_tiff(path, image, channel_names=["a", "b"], spacing=(1, 1, 1), deflate_level=level)
+        chosen = {} if level is None else {"deflate_level": level}
+        io.write_ome_tiff(path, image, channel_names=["a", "b"], spacing=(1, 1, 1), image_name="fov", **chosen)
         np.testing.assert_array_equal(io.read_image(path).data, image)
         with tifffile.TiffFile(path) as tiff:
             assert tiff.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
         sizes[level] = path.stat().st_size
     assert sizes[9] < sizes[1] < image.nbytes
+    assert sizes[None] == sizes[io.OME_TIFF_DEFLATE_LEVEL], "written at the default level unless told otherwise"
 
 
 def test_write_rejects_mismatched_channel_names(tmp_path):
