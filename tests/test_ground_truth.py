@@ -8,11 +8,11 @@ relabelings, too few for any call after correction). So that the run fits a test
 models take more, smaller steps than the default: batch 16 at a learning rate of 6e-4 for 24 epochs (about 1,700
 steps, as 80 epochs of the earlier three FOVs per structure; 50 epochs of batch 32 left the target model ignoring
 its reference and 5 of the 6 coupling checks failed), and ELBOs are averaged over 3 latent samples instead of 10.
-The checks and their bars are those of the default run (``statcell.analysis.recovery``), none left out. With the
-132 FOVs of this colony the run is the suite's longest: 692 s in a suite of 2026-12-05 (``--durations``, beside
-the other worker; 1037 s on a 1.5× slower machine), most of it training, since segmentation and cropping jobs now take about 1 s each (they took 3.7
-s on 2026-12-03, when the run took 26 minutes alone). On one core beside the other worker an earlier, larger version
-took 54 minutes; hence its own timeout of 80 minutes (``RUN_TIMEOUT_S``).
+The checks and their bars are those of the default run (``statcell.analysis.recovery``), none left out. With the 132
+FOVs of this colony the run is the suite's longest: 692 s in a suite of 2026-12-05 (``--durations``, beside the
+other worker; 1037 s on a 1.5× slower machine), most of it training, since segmentation and cropping jobs now take
+about 1 s each (they took 3.7 s on 2026-12-03, when the run took 26 minutes alone). On one core beside the other
+worker an earlier, larger version took 54 minutes; hence its own timeout of 80 minutes (``RUN_TIMEOUT_S``).
 """
 
 from __future__ import annotations
