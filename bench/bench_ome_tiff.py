@@ -2,9 +2,10 @@
 
 ``io.write_ome_tiff`` writes the synthetic colony's raw FOVs and label images, the segmentations and the predicted
 cells, compressed with deflate at ``io.OME_TIFF_DEFLATE_LEVEL``. This writes ``--fovs`` FOVs of the default synthetic
-colony (the raw image, and the cell and nucleus labels as the segmentation writes them) at each level of
-``--levels``, interleaved so that machine load affects the levels alike, and prints per kind of image and level the
-median seconds to write one, to read it back with ``io.read_image``, and the file's size against the raw bytes::
+colony (``bench_preprocess.synthetic_fovs``: the raw image, and the cell and nucleus labels as the segmentation
+writes them) at each level of ``--levels``, interleaved so that machine load affects the levels alike, and prints per
+kind of image and level the median seconds to write one, to read it back with ``io.read_image``, and the file's size
+against the raw bytes::
 
     python bench/bench_ome_tiff.py --fovs 4 --repeats 3 --levels 1 6 9
 """
@@ -19,20 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
+from bench_preprocess import synthetic_fovs
 
-from statcell import config, io, synth
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def default_fovs(count: int) -> tuple[list[synth.SyntheticFov], tuple[float, float, float]]:
-    """``count`` FOVs of the default colony's plan, taken evenly through it (so its structures and drugs mix)."""
-    settings = synth.SynthSettings.from_config(
-        config.validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))["synthetic"])
-    plans = synth.plan_fovs(settings)
-    chosen = [plans[i] for i in np.linspace(0, len(plans) - 1, count).round().astype(int)]
-    return [synth.synthesize_fov(plan, settings) for plan in chosen], settings.pixel_size_um
+from statcell import io, synth
 
 
 def time_levels(fovs: list[synth.SyntheticFov], spacing: tuple[float, float, float], levels: list[int],
@@ -89,7 +79,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="writes of each FOV at each level")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 6, 9], help="deflate levels (6: zlib's default)")
     args = parser.parse_args()
-    fovs, spacing = default_fovs(args.fovs)
+    fovs, spacing = synthetic_fovs(args.fovs)
     with tempfile.TemporaryDirectory() as folder:
         table = time_levels(fovs, spacing, args.levels, args.repeats, Path(folder))
     print(f"{args.fovs} FOVs of the default colony, {args.repeats} repeats; statcell writes at level "

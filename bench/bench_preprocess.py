@@ -37,7 +37,7 @@ from statcell.config import validate_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _synthetic_fovs(count: int) -> tuple[list[synth.SyntheticFov], tuple[float, float, float]]:
+def synthetic_fovs(count: int) -> tuple[list[synth.SyntheticFov], tuple[float, float, float]]:
     """``count`` synthetic training FOVs, spread over the colony's plan, and their voxel size."""
     settings = synth.SynthSettings.from_config(validate_config({})["synthetic"])
     plans = synth.plan_fovs(settings)
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12, help="time points of the movie read (default 12)")
     args = parser.parse_args()
 
-    fovs, spacing = _synthetic_fovs(args.fovs)
+    fovs, spacing = synthetic_fovs(args.fovs)
     bench_segmentation(fovs, spacing)
     inputs = _fov_inputs(fovs, spacing)
     count, seconds, stacks = bench_cropping(inputs)
