@@ -232,7 +232,14 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
             return image
     from bioio import BioImage
 
-    reader = BioImage(path)
+    chosen = {}
+    if path.suffix.lower() in (".tif", ".tiff") and not _is_ome_tiff(path):
+        # a plain TIFF goes straight to bioio's TIFF reader: tried first, bioio's OME-TIFF reader fails on it and
+        # bioio logs that failure as a warning in every job that reads the file
+        from bioio_tifffile import Reader as TiffReader
+
+        chosen["reader"] = TiffReader
+    reader = BioImage(path, **chosen)
     _check_index(path, "scene", scene, len(reader.scenes))
     reader.set_scene(scene)
     _check_index(path, "time point", timepoint, reader.dims.T)

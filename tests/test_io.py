@@ -311,6 +311,19 @@ def test_bioio_written_ome_tiff_and_plain_tiff_are_read(tmp_path):
     assert io.read_image(tmp_path / "plain.tif").data.size == image[:, 0].size
 
 
+def test_a_plain_imagej_tiff_is_read_with_its_axes_and_no_failed_reader_warning(tmp_path, caplog):
+    import tifffile
+
+    image = np.arange(3 * 4 * 6 * 5, dtype=np.uint16).reshape(3, 4, 6, 5)  # C, Z, Y, X
+    tifffile.imwrite(tmp_path / "hyperstack.tif", image.transpose(1, 0, 2, 3), imagej=True,
+                     metadata={"axes": "ZCYX", "spacing": 0.29, "unit": "um"}, resolution=(1 / 0.216, 1 / 0.216))
+    with caplog.at_level("WARNING"):
+        read = io.read_image(tmp_path / "hyperstack.tif")
+    np.testing.assert_array_equal(read.data, image)
+    np.testing.assert_allclose(read.spacing, (0.29, 0.216, 0.216))
+    assert not [record for record in caplog.records if record.levelname == "WARNING"], caplog.text
+
+
 def test_store_metadata_reads_old_stores_and_bare_arrays(tmp_path):
     import zarr
 
