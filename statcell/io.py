@@ -146,6 +146,14 @@ def _is_ome_tiff(path: Path) -> bool:
     return path.name.lower().endswith((".ome.tif", ".ome.tiff"))
 
 
+def _holds_ome_xml(path: Path) -> bool:
+    """Whether a TIFF file carries OME-XML (an OME-TIFF by content; some writers name them plain ``.tif``)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tiff:
+        return bool(tiff.is_ome)
+
+
 def _check_index(path: Path, what: str, index: int, count: int) -> None:
     if not 0 <= index < count:
         raise ValueError(f"{path} holds {count} {what}(s), numbered from 0; {what} {index} was asked for")
@@ -201,8 +209,9 @@ def _read_ome_tiff(path: Path, scene: int, timepoint: int) -> Image | None:
 def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image:
     """Read one image of a file as ``(C, Z, Y, X)`` with its channel names and voxel size.
 
-    OME-TIFFs are read with tifffile directly (fast to import, as every per-FOV job needs); every other format bioio
-    reads goes through bioio (TIFF and OME-Zarr with the plugins installed; CZI, ND2, ... with theirs).
+    OME-TIFFs (any TIFF that carries OME-XML) are read with tifffile directly (fast to import, as every per-FOV job
+    needs); every other format bioio reads goes through bioio (plain TIFF and OME-Zarr with the plugins installed;
+    CZI, ND2, ... with theirs).
 
     Parameters
     ----------
@@ -226,14 +235,15 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
     path = Path(path)
     if not path.exists():  # a file, or a folder for formats stored as one (OME-Zarr)
         raise FileNotFoundError(f"image file not found: {path}")
-    if _is_ome_tiff(path):
+    is_tiff = path.suffix.lower() in (".tif", ".tiff")
+    if is_tiff:  # OME-XML inside, whatever the name says
         image = _read_ome_tiff(path, scene, timepoint)
         if image is not None:
             return image
     from bioio import BioImage
 
     chosen = {}
-    if path.suffix.lower() in (".tif", ".tiff") and not _is_ome_tiff(path):
+    if is_tiff and not _holds_ome_xml(path):
         # a plain TIFF goes straight to bioio's TIFF reader: tried first, bioio's OME-TIFF reader fails on it and
         # bioio logs that failure as a warning in every job that reads the file
         from bioio_tifffile import Reader as TiffReader

@@ -322,6 +322,9 @@ def test_a_plain_imagej_tiff_is_read_with_its_axes_and_no_failed_reader_warning(
     np.testing.assert_array_equal(read.data, image)
     np.testing.assert_allclose(read.spacing, (0.29, 0.216, 0.216))
     assert not [record for record in caplog.records if record.levelname == "WARNING"], caplog.text
+    io.write_ome_tiff(tmp_path / "named_plain.tif", image, channel_names=["m", "d", "s"], spacing=(0.3, 0.2, 0.2))
+    named_plain = io.read_image(tmp_path / "named_plain.tif")  # OME-XML inside: read as an OME-TIFF
+    assert named_plain.channel_names == ("m", "d", "s") and named_plain.spacing == (0.3, 0.2, 0.2)
 
 
 def test_store_metadata_reads_old_stores_and_bare_arrays(tmp_path):
