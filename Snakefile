@@ -24,8 +24,7 @@ check_workflow_config(config)
 
 include: "rules/common.smk"
 include: "rules/synth.smk"
-include: "rules/segment.smk"
-include: "rules/crop.smk"
+include: "rules/preprocess.smk"
 include: "rules/allencell.smk"
 include: "rules/normalize.smk"
 include: "rules/train.smk"

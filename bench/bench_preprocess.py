@@ -15,12 +15,17 @@ It prints, side by side in one run:
 * normalization: peak RSS of the process at ``--cells`` and at 4x that many cells, each in a fresh subprocess, to
   show that memory does not grow with the number of cells (the crops are streamed FOV by FOV into the store);
 * reading one time point of a ``--frames``-frame OME-TIFF movie of a FOV: the whole movie read and one frame kept
-  (how the reader worked before) against ``io.read_image``, which reads that frame's pages only.
+  (how the reader worked before) against ``io.read_image``, which reads that frame's pages only;
+* per-FOV jobs as the workflow runs them, each a fresh Python process on a FOV OME-TIFF: segmentation and cropping as
+  two processes (how the rules ran before: each imported the imaging stack and read the FOV) against the one
+  ``statcell preprocess-fov`` process of rule ``preprocess_fov``; seconds per FOV, and a check that both write the
+  same labels and crops.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -143,6 +148,75 @@ def bench_timepoint_read(fov: synth.SyntheticFov, frames: int) -> None:
           f"{alone_seconds:6.2f} s ({whole_seconds / alone_seconds:.1f}x)")
 
 
+#: The two jobs per FOV that rules ``segment_fov`` and ``crop_cells`` ran before they became ``preprocess_fov``: each a
+#: process that paid the CLI's imports, its stage's and a read of the FOV (argv: FOV record JSON, then the paths).
+_SEGMENT_JOB = """
+import json, sys
+import numpy as np
+import statcell.cli
+from statcell import io, segment
+from statcell.config import validate_config
+record = io.FovRecord.from_row(json.loads(sys.argv[1]))
+settings = segment.SegmentationSettings.from_config(validate_config({})["segmentation"])
+channels = io.read_fov(record, warn_voxel_size=False)
+nuclei = segment.segment_nuclei(channels[1], spacing=record.spacing, settings=settings)
+cells = segment.segment_cells(channels[0], nuclei, spacing=record.spacing, settings=settings)
+io.write_ome_tiff(sys.argv[2], np.stack([cells, nuclei]).astype(np.uint16), channel_names=["cells", "nuclei"],
+                  spacing=record.spacing)
+"""
+_CROP_JOB = """
+import json, sys
+import statcell.cli
+from statcell import crop, io
+from statcell.config import validate_config
+record = io.FovRecord.from_row(json.loads(sys.argv[1]))
+settings = crop.CropSettings.from_config(validate_config({})["crop"])
+channels = io.read_fov(record)
+labels = io.read_image(sys.argv[2]).data
+crops, table = crop.crop_cells(channels, labels[0], labels[1], spacing=record.spacing, settings=settings)
+io.write_crops(sys.argv[3], crops)
+io.write_table(table, sys.argv[4])
+"""
+
+
+def bench_fov_jobs(fovs: list[synth.SyntheticFov], spacing: tuple[float, float, float]) -> None:
+    """Print seconds per FOV of segmentation and cropping as two processes and as one, and check they agree."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        records = []
+        for index, fov in enumerate(fovs):
+            path = folder / f"fov_{index}.ome.tiff"
+            io.write_ome_tiff(path, fov.image, channel_names=["membrane", "dna", "structure"], spacing=spacing)
+            records.append(json.dumps({"fov_id": f"fov_{index}", "path": str(path), "membrane_channel": 0,
+                                       "dna_channel": 1, "structure_channel": 2, "structure": "bench",
+                                       "pixel_size_z_um": spacing[0], "pixel_size_y_um": spacing[1],
+                                       "pixel_size_x_um": spacing[2]}))
+        seconds = {}
+        for layout in ("two processes", "one process"):
+            out = folder / layout.replace(" ", "_")
+            out.mkdir()
+            start = time.perf_counter()
+            for index, record in enumerate(records):
+                labels, crops, table = (str(out / f"fov_{index}{suffix}") for suffix in (".tiff", ".npz", ".parquet"))
+                if layout == "two processes":
+                    commands = [[sys.executable, "-c", _SEGMENT_JOB, record, labels],
+                                [sys.executable, "-c", _CROP_JOB, record, labels, crops, table]]
+                else:
+                    commands = [[sys.executable, "-m", "statcell", "preprocess-fov", "--fov-record", record,
+                                 "--labels", labels, "--crops", crops, "--table", table]]
+                for command in commands:
+                    subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+            seconds[layout] = (time.perf_counter() - start) / len(records)
+            print(f"per-FOV jobs    {layout:>24}  {seconds[layout]:6.2f} s/FOV")
+        for index in range(len(records)):
+            before, after = (folder / layout / f"fov_{index}" for layout in ("two_processes", "one_process"))
+            if not (np.array_equal(io.read_image(f"{before}.tiff").data, io.read_image(f"{after}.tiff").data)
+                    and np.array_equal(*(np.load(f"{path}.npz")["crops"] for path in (before, after)))):
+                raise AssertionError(f"FOV {index}: the two layouts wrote different labels or crops")
+    print(f"per-FOV jobs: one process {seconds['two processes'] / seconds['one process']:.2f}x as fast as two, "
+          f"the same labels and crops")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fovs", type=int, default=6, help="FOVs to segment and crop (default 6)")
@@ -175,6 +249,7 @@ def main() -> None:
         print(f"normalization peak RSS: {small_rss:.0f} MiB at {args.cells} cells, {large_rss:.0f} MiB at "
               f"{4 * args.cells} cells (ratio {large_rss / small_rss:.2f})")
     bench_timepoint_read(fovs[0], args.frames)
+    bench_fov_jobs(fovs, spacing)
 
 
 if __name__ == "__main__":

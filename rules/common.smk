@@ -36,7 +36,7 @@ def drop_idle_rescheduling(scheduler):
 
     With its default limit (`--max-jobs-per-timespan 100/1s`), every pass of Snakemake's (9.27) scheduler that leaves
     a ready job waiting starts a timer for another pass a second later, and each finished job starts one more such
-    chain: after the 248 preprocessing jobs of the default run, ~250 passes a second ran through the whole training
+    chain: after the 248 preprocessing jobs of the default run (then two per FOV), ~250 passes a second ran through the whole training
     (the scheduler took 30% of a core, and each training's epochs 3.0 s instead of 2.5). A local run needs no rate
     limit (cores limit it), so the default limit is dropped there; a limit the user set, and any cluster run, keep it.
     Returns whether it was dropped.
@@ -273,13 +273,13 @@ def cell_annotations(wildcards):
 def dataset_crops(wildcards):
     if imported_from_allencell(wildcards.dataset):
         return expand(rules.import_allencell.output.crops, dataset=wildcards.dataset, chunk=allencell_chunks())
-    return expand(rules.crop_cells.output.crops, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
+    return expand(rules.preprocess_fov.output.crops, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
 
 
 def dataset_tables(wildcards):
     if imported_from_allencell(wildcards.dataset):
         return expand(rules.import_allencell.output.table, dataset=wildcards.dataset, chunk=allencell_chunks())
-    return expand(rules.crop_cells.output.table, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
+    return expand(rules.preprocess_fov.output.table, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
 
 
 def beta_sweep_training_json(wildcards):

@@ -85,62 +85,44 @@ def _add_synthesize(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_synthesize)
 
 
-def _segment_fov(args: argparse.Namespace) -> None:
+def _fov_labels(record, channels, settings):
+    """The FOV's cell and nucleus labels, ``(2, Z, Y, X)`` uint16: the manifest's segmentations where it names them,
+    else those segmented from ``channels`` (membrane, DNA, structure)."""
     import numpy as np
 
     from statcell import io, segment
 
-    record = _fov_record(args)
-    settings = segment.SegmentationSettings.from_config(
-        section_settings("segmentation", config_path=args.config, inline_json=args.settings))
-    names = ["cell_labels", "nucleus_labels"]
     if record.cell_segmentation:
         cells = io.read_image(record.cell_segmentation).data[0]
         nuclei = io.read_image(record.nucleus_segmentation).data[0]
         log.info("%s: using the given segmentations (%d cells)", record.fov_id, len(np.unique(cells)) - 1)
     else:
-        try:
-            channels = io.read_fov(record, warn_voxel_size=False)  # crop_cells reads the FOV again and warns
-        except io.FovError as error:  # crop_cells reads the FOV again and records it as rejected
-            log.error("%s; writing empty labels", error)
-            io.write_ome_tiff(args.output, np.zeros((2, 1, 1, 1), np.uint16), channel_names=names,
-                              spacing=record.spacing)
-            return
         nuclei = segment.segment_nuclei(channels[1], spacing=record.spacing, settings=settings)
         cells = segment.segment_cells(channels[0], nuclei, spacing=record.spacing, settings=settings)
         log.info("%s: %d nuclei, %d cells", record.fov_id, nuclei.max(), len(np.unique(cells)) - 1)
-    io.write_ome_tiff(args.output, np.stack([cells, nuclei]).astype(np.uint16), channel_names=names,
-                      spacing=record.spacing)
+    return np.stack([cells, nuclei]).astype(np.uint16)
 
 
-def _add_segment_fov(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "segment-fov", help="segment the nuclei and cells of one FOV",
-        description="Label nuclei (DNA channel) and cells (membrane channel, seeded by the nuclei) of one FOV, or "
-        "take the segmentations the manifest names; writes a 2-channel label OME-TIFF (cells, nuclei).")
-    _add_settings_options(parser)
-    _add_fov_options(parser)
-    parser.add_argument("--output", required=True, help="label image to write (.ome.tiff)")
-    parser.set_defaults(handler=_segment_fov)
-
-
-def _crop_cells(args: argparse.Namespace) -> None:
+def _preprocess_fov(args: argparse.Namespace) -> None:
     import numpy as np
     import pandas as pd
 
-    from statcell import crop, io
+    from statcell import crop, io, segment
 
     record = _fov_record(args)
+    segmentation = segment.SegmentationSettings.from_config(
+        section_settings("segmentation", config_path=args.config, inline_json=args.settings))
     settings = crop.CropSettings.from_config(
-        section_settings("crop", config_path=args.config, inline_json=args.settings))
+        section_settings("crop", config_path=args.config, inline_json=args.crop_settings))
     try:
         channels = io.read_fov(record)
-        labels = io.read_image(args.labels).data
+        labels = _fov_labels(record, channels, segmentation)
         if labels.shape[1:] != channels.shape[1:]:
-            raise io.FovError(f"FOV {record.fov_id}: segmentation {args.labels} has shape {labels.shape[1:]}, "
-                              f"the image {record.path} {channels.shape[1:]}")
+            raise io.FovError(f"FOV {record.fov_id}: segmentation {record.cell_segmentation} has shape "
+                              f"{labels.shape[1:]}, the image {record.path} {channels.shape[1:]}")
     except io.FovError as error:
-        log.error("%s", error)
+        log.error("%s; writing empty labels", error)
+        labels = np.zeros((2, 1, 1, 1), np.uint16)
         crops = np.zeros((0, len(crop.CROP_CHANNELS), *settings.shape), dtype=np.uint16)
         table = pd.DataFrame([{"label": 0, "nucleus_label": 0, "reject_reason": f"unusable_fov: {error}",
                                "crop_index": -1}])
@@ -148,6 +130,7 @@ def _crop_cells(args: argparse.Namespace) -> None:
         truth = io.read_image(args.truth_labels).data[0] if args.truth_labels else None
         crops, table = crop.crop_cells(channels, labels[0], labels[1], spacing=record.spacing, settings=settings,
                                        truth_labels=truth)
+    io.write_ome_tiff(args.labels, labels, channel_names=["cell_labels", "nucleus_labels"], spacing=record.spacing)
     table.insert(0, "fov_id", record.fov_id)
     for column in ("structure", "drug", "concentration_um"):
         table[column] = getattr(record, column)
@@ -157,18 +140,22 @@ def _crop_cells(args: argparse.Namespace) -> None:
     log.info("%s: %s", record.fov_id, ", ".join(f"{count} {reason}" for reason, count in counts.items()))
 
 
-def _add_crop_cells(commands: argparse._SubParsersAction) -> None:
+def _add_preprocess_fov(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "crop-cells", help="quality-control, crop, align and measure the cells of one FOV",
-        description="Crop every cell of one FOV to isotropic voxels, aligned and centred on its nucleus; every "
-        "dropped cell is a table row with its reason.")
-    _add_settings_options(parser)
+        "preprocess-fov", help="segment one FOV, then quality-control, crop, align and measure its cells",
+        description="Label nuclei (DNA channel) and cells (membrane channel, seeded by the nuclei) of one FOV, or "
+        "take the segmentations the manifest names, and write them as a 2-channel label OME-TIFF (cells, nuclei). "
+        "Then crop every cell to isotropic voxels, aligned and centred on its nucleus; every dropped cell is a table "
+        "row with its reason, and an unreadable FOV is one rejected row. Segmenting and cropping in one process "
+        "imports the imaging stack and reads the FOV once.")
+    _add_settings_options(parser, settings="the segmentation config section as JSON (used by the rules)")
+    parser.add_argument("--crop-settings", metavar="JSON", help="the crop config section as JSON (used by the rules)")
     _add_fov_options(parser)
-    parser.add_argument("--labels", required=True, help="label image from segment-fov")
     parser.add_argument("--truth-labels", help="ground-truth label image, to match cells to true cells")
+    parser.add_argument("--labels", required=True, help="label image to write (.ome.tiff)")
     parser.add_argument("--crops", required=True, help="crops to write (.npz)")
     parser.add_argument("--table", required=True, help="per-cell table to write (.parquet)")
-    parser.set_defaults(handler=_crop_cells)
+    parser.set_defaults(handler=_preprocess_fov)
 
 
 def _import_allencell(args: argparse.Namespace) -> None:
@@ -1133,7 +1120,7 @@ def _add_plot(commands: argparse._SubParsersAction, figure: registry.Figure) -> 
 
 #: The subcommands other than the figures', in the order of the workflow (``statcell --help`` lists them so).
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_synthesize, _add_segment_fov, _add_crop_cells, _add_import_allencell, _add_normalize_cells,
+    _add_synthesize, _add_preprocess_fov, _add_import_allencell, _add_normalize_cells,
     _add_project_colony, _add_train_reference, _add_train_target, _add_import_model, _add_check_models,
     _add_embed_cells, _add_correlate_latent_space, _add_walk_latent_space, _add_generate_cells, _add_measure_features,
     _add_export_meshes, _add_predict_cells, _add_perturb_cells,

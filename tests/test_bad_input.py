@@ -67,11 +67,10 @@ def _missing(tmp_path, rng):
 
 
 def _segment_and_crop(record: dict, folder) -> tuple[str, str]:
-    """Run ``segment-fov`` and ``crop-cells`` on one FOV; return its crop archive and table."""
+    """Run ``preprocess-fov`` on one FOV; return its crop archive and table."""
     labels, crops, table = (str(folder / f"{record['fov_id']}{suffix}") for suffix in (".labels.tiff", ".npz",
                                                                                         ".parquet"))
-    assert main(["segment-fov", "--fov-record", json.dumps(record), "--output", labels]) == 0
-    assert main(["crop-cells", "--fov-record", json.dumps(record), "--labels", labels, "--crops", crops,
+    assert main(["preprocess-fov", "--fov-record", json.dumps(record), "--labels", labels, "--crops", crops,
                  "--table", table]) == 0
     return crops, table
 
@@ -147,4 +146,4 @@ def test_a_manifest_with_a_repeated_fov_id_stops_the_workflow_naming_file_and_id
                          cwd=work, capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
     assert f"manifest {manifest}: fov_id 'plate1_A01' appears more than once" in run.stdout + run.stderr
-    assert "rule segment_fov" not in run.stdout
+    assert "rule preprocess_fov" not in run.stdout

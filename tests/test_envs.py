@@ -147,7 +147,7 @@ def test_every_rule_environment_holds_what_its_command_imports():
 
     known = _import_names(_pyproject()) - _import_names(DRIVER_ONLY)
     rules = _rules()
-    assert {"plot_latent_scatter", "train_beta_sweep", "crop_cells", "check_models"} <= set(rules)
+    assert {"plot_latent_scatter", "train_beta_sweep", "preprocess_fov", "check_models"} <= set(rules)
     failures = []
     for name, rule in sorted(rules.items()):
         assert "env" in rule, f"rule {name} has no conda: env"

@@ -94,7 +94,7 @@ def test_bad_fovs_become_rejects_and_the_good_ones_reach_the_store(tmp_path, use
     assert "not_there.ome.tiff" in unusable["missing_fov"] and "image file not found" in unusable["missing_fov"]
     assert "broken.ome.tiff" in unusable["broken_fov"] and "cannot read" in unusable["broken_fov"]
     assert "positions.ome.tiff holds 2 scenes" in unusable["unsaid_scene"] and "'scene'" in unusable["unsaid_scene"]
-    log = (tmp_path / "logs" / "crop_cells" / "main" / "missing_fov.log").read_text()
+    log = (tmp_path / "logs" / "preprocess_fov" / "main" / "missing_fov.log").read_text()
     assert "not_there.ome.tiff" in log
 
 
@@ -102,11 +102,14 @@ def test_segmentations_named_in_the_manifest_are_used_as_given(tmp_path, user_da
     truth = synth.label_image_path(user_data / "generated", "golgi_00")
     record = io.read_manifest(user_data / "manifest.csv").iloc[0].to_dict()
     record.update(cell_segmentation=str(truth), nucleus_segmentation=str(truth))
-    output = tmp_path / "labels.ome.tiff"
-    assert main(["segment-fov", "--fov-record", json.dumps(record), "--output", str(output)]) == 0
+    output, crops, table = tmp_path / "labels.ome.tiff", tmp_path / "crops.npz", tmp_path / "cells.parquet"
+    assert main(["preprocess-fov", "--fov-record", json.dumps(record), "--labels", str(output), "--crops", str(crops),
+                 "--table", str(table)]) == 0
     given = io.read_image(truth).data
     written = io.read_image(output).data
     np.testing.assert_array_equal(written[0], given[0])
+    cropped = pd.read_parquet(table)
+    assert set(cropped["label"]) <= set(np.unique(given[0])) - {0} and len(cropped) == len(np.unique(given[0])) - 1
 
 
 @pytest.fixture(scope="module")

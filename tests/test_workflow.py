@@ -50,8 +50,7 @@ TINY = {
     "figures": {"explorer": {"screenshot": False}},
 }
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "workflow", "envs")
-PREPROCESSING = {"synthesize", "segment_fov", "crop_cells", "normalize_cells", "project_colony",
-                 "plot_colony_overview"}
+PREPROCESSING = {"synthesize", "preprocess_fov", "normalize_cells", "project_colony", "plot_colony_overview"}
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 2400) -> subprocess.CompletedProcess:
@@ -158,7 +157,7 @@ def fresh(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_dry_run_and_lint_are_clean(fresh):
     dry = snakemake(fresh, "-n")
-    for rule in ("synthesize", "segment_fov", "crop_cells", "normalize_cells", "train_reference", "train_target"):
+    for rule in ("synthesize", "preprocess_fov", "normalize_cells", "train_reference", "train_target"):
         assert rule in dry.stdout
     lint = snakemake(fresh, "--lint")
     assert "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr
@@ -171,7 +170,7 @@ def test_a_colony_without_a_drug_set_plans_no_drug_jobs(fresh):
     (fresh / "no_drugs.yaml").write_text(yaml.safe_dump({"synthetic": {"drug_structures": []}}))
     dry = snakemake(fresh, "-n", "--configfile", "tiny.yaml", "no_drugs.yaml")
     jobs = scheduled_jobs(dry.stdout)
-    assert {"segment_fov", "crop_cells", "train_target", "measure_coupling"} <= {job.rule for job in jobs}
+    assert {"preprocess_fov", "train_target", "measure_coupling"} <= {job.rule for job in jobs}
     assert not [job for job in jobs if "drugs" in job.wildcards or "drug" in job.rule]
 
 
@@ -290,7 +289,7 @@ def test_the_run_benchmark_sums_each_rules_jobs(full_run):
     bench_run = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_run)
     table = bench_run.rule_times(full_run).set_index("rule")
-    assert table.loc["segment_fov", "jobs"] == 5 and table.loc["synthesize", "jobs"] == 1  # 3 + 2 FOVs
+    assert table.loc["preprocess_fov", "jobs"] == 5 and table.loc["synthesize", "jobs"] == 1  # 3 + 2 FOVs
     assert table.loc["train_target", "job_s"] == table.loc["train_target", "longest_job_s"] > 0
     assert list(table["job_s"]) == sorted(table["job_s"], reverse=True)
     assert (table["peak_rss_mib"] > 0).all()
@@ -334,8 +333,8 @@ def test_touching_one_fov_reruns_only_that_fov_and_what_depends_on_it(full_run, 
     (work / "results" / "synthetic" / "raw" / "nucleoli_00.ome.tiff").touch()
     stale = scheduled_jobs(snakemake(work, "-n").stdout)
     assert {(job.rule, job.wildcards) for job in stale} == {(job.rule, job.wildcards) for job in downstream}
-    per_fov = {(job.rule, job.wildcards) for job in stale if job.rule in ("segment_fov", "crop_cells")}
-    assert per_fov == {(rule, "dataset=main, fov=nucleoli_00") for rule in ("segment_fov", "crop_cells")}
+    per_fov = {(job.rule, job.wildcards) for job in stale if job.rule == "preprocess_fov"}
+    assert per_fov == {("preprocess_fov", "dataset=main, fov=nucleoli_00")}
     assert {job.wildcards for job in stale if job.rule == "normalize_cells"} == {"dataset=main"}
     assert {"train_reference", "train_target", "plot_model_check"} <= {job.rule for job in stale}
     assert not {"synthesize", "plot_colony_overview"} & {job.rule for job in stale}
