@@ -253,8 +253,18 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
     _check_index(path, "scene", scene, len(reader.scenes))
     reader.set_scene(scene)
     _check_index(path, "time point", timepoint, reader.dims.T)
-    data = np.asarray(reader.get_image_data("CZYX", T=timepoint))
-    names = tuple(str(name) for name in (reader.channel_names or [f"channel_{i}" for i in range(data.shape[0])]))
+    samples = reader.dims.S if "S" in reader.dims.order else 1
+    if samples == 1:
+        data = np.asarray(reader.get_image_data("CZYX", T=timepoint))
+        names = tuple(str(name) for name in (reader.channel_names or [f"channel_{i}" for i in range(data.shape[0])]))
+    elif reader.dims.C == 1:  # an RGB(-like) stack, e.g. ImageJ's ZYXS: its samples are the channels
+        data = np.asarray(reader.get_image_data("SZYX", T=timepoint, C=0))
+        names = tuple(f"channel_{i}" for i in range(data.shape[0]))
+    else:
+        raise ValueError(f"{path} holds {reader.dims.C} planes of {samples} samples (colours) each and no axis "
+                         f"names (dimensions {reader.dims.order} as read): channels stored both as planes and as "
+                         "samples are ambiguous; save it as an OME-TIFF or an ImageJ hyperstack of one sample per "
+                         "pixel")
     sizes = reader.physical_pixel_sizes
     spacing = tuple(float(value) if value is not None else math.nan for value in (sizes.Z, sizes.Y, sizes.X))
     return Image(data=data, channel_names=names, spacing=spacing, scenes=len(reader.scenes),  # type: ignore[arg-type]

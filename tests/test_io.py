@@ -327,6 +327,20 @@ def test_a_plain_imagej_tiff_is_read_with_its_axes_and_no_failed_reader_warning(
     assert named_plain.channel_names == ("m", "d", "s") and named_plain.spacing == (0.3, 0.2, 0.2)
 
 
+def test_an_rgb_stack_is_read_with_its_samples_as_channels_and_an_unnamed_one_is_refused(tmp_path):
+    import tifffile
+
+    image = np.arange(3 * 4 * 6 * 5, dtype=np.uint8).reshape(3, 4, 6, 5)  # C, Z, Y, X
+    tifffile.imwrite(tmp_path / "rgb.tif", image.transpose(1, 2, 3, 0), imagej=True, photometric="rgb",
+                     metadata={"axes": "ZYXS"})
+    read = io.read_image(tmp_path / "rgb.tif")
+    np.testing.assert_array_equal(read.data, image)  # not the first colour alone, as bioio reads CZYX of ZYXS
+    assert read.channel_names == ("channel_0", "channel_1", "channel_2")
+    tifffile.imwrite(tmp_path / "rgb_planes.tif", image.transpose(1, 2, 3, 0), photometric="rgb")  # QYXS
+    with pytest.raises(ValueError, match=r"rgb_planes\.tif holds 4 planes of 3 samples"):
+        io.read_image(tmp_path / "rgb_planes.tif")
+
+
 def test_store_metadata_reads_old_stores_and_bare_arrays(tmp_path):
     import zarr
 
