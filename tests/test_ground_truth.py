@@ -10,9 +10,9 @@ steps, as 80 epochs of the earlier three FOVs per structure; 50 epochs of batch 
 its reference and 5 of the 6 coupling checks failed), and ELBOs are averaged over 3 latent samples instead of 10.
 The checks and their bars are those of the default run (``statcell.analysis.recovery``), none left out. With the 132
 FOVs of this colony the run is the suite's longest: 692 s in a suite of 2026-12-05 (``--durations``, beside the
-other worker; 1037 s on a 1.5× slower machine), most of it training, since segmentation and cropping jobs now take
-about 1 s each (they took 3.7 s on 2026-12-03, when the run took 26 minutes alone). On one core beside the other
-worker an earlier, larger version took 54 minutes; hence its own timeout of 80 minutes (``RUN_TIMEOUT_S``).
+other worker; 946 s on a 1.5× slower machine), most of it training, since each FOV's segmentation and cropping job
+now takes about 2 s (the two took 3.7 s each on 2026-12-03, when the run took 26 minutes alone). On one core beside
+the other worker an earlier, larger version took 54 minutes; hence its own timeout of 80 minutes (``RUN_TIMEOUT_S``).
 """
 
 from __future__ import annotations
