@@ -26,9 +26,9 @@ if TYPE_CHECKING:  # imported where a table is read or written, a store opened o
 MANIFEST_COLUMNS: dict[str, str] = {
     "fov_id": "unique name of the field of view (letters, digits, '_' and '-')",
     "path": "image file (OME-TIFF or TIFF), absolute or relative to the manifest's folder",
-    "membrane_channel": "0-based index of the membrane-dye channel",
-    "dna_channel": "0-based index of the DNA-dye channel",
-    "structure_channel": "0-based index of the tagged-structure channel",
+    "membrane_channel": "the membrane-dye channel: its 0-based index, or its name in the image file",
+    "dna_channel": "the DNA-dye channel: its 0-based index, or its name in the image file",
+    "structure_channel": "the tagged-structure channel: its 0-based index, or its name in the image file",
     "structure": "name of the tagged structure (or control)",
     "pixel_size_z_um": "z-step in micrometres",
     "pixel_size_y_um": "pixel height in micrometres",
@@ -380,15 +380,14 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     duplicated = table.loc[table["fov_id"].duplicated(), "fov_id"]
     if len(duplicated):
         raise ManifestError(f"manifest {path}: fov_id {duplicated.iloc[0]!r} appears more than once")
-    for column in ("membrane_channel", "dna_channel", "structure_channel"):
-        values = pd.to_numeric(table[column], errors="coerce")
-        bad = table.index[values.isna() | (values < 0) | (values != values.round())]
-        if len(bad):
-            raise ManifestError(
-                f"manifest {path}, row {bad[0] + 2}: column '{column}' must be a channel index (0, 1, ...), "
-                f"got {table.at[bad[0], column]!r}"
-            )
-        table[column] = values.astype(int)
+    for column in CHANNEL_COLUMNS:
+        selectors = []
+        for row, value in table[column].items():
+            try:
+                selectors.append(channel_selector(value))
+            except ValueError as error:
+                raise ManifestError(f"manifest {path}, row {row + 2}: column '{column}': {error}") from error
+        table[column] = pd.Series(selectors, index=table.index, dtype=object)
     same = table.index[table["membrane_channel"] == table["dna_channel"]]
     if len(same):
         raise ManifestError(f"manifest {path}, row {same[0] + 2}: membrane_channel and dna_channel are both "
@@ -477,8 +476,8 @@ class FovRecord:
     ----------
     fov_id, path, structure, drug : str
         As in the manifest (``drug`` is ``""`` for untreated cells).
-    membrane_channel, dna_channel, structure_channel : int
-        0-based channel indices.
+    membrane_channel, dna_channel, structure_channel : int or str
+        0-based channel indices, or channel names as the image file states them.
     spacing : tuple of float
         Voxel size ``(z, y, x)`` in µm.
     concentration_um : float
@@ -492,9 +491,9 @@ class FovRecord:
 
     fov_id: str
     path: str
-    membrane_channel: int
-    dna_channel: int
-    structure_channel: int
+    membrane_channel: int | str
+    dna_channel: int | str
+    structure_channel: int | str
     structure: str
     spacing: tuple[float, float, float]
     drug: str = ""
@@ -509,8 +508,8 @@ class FovRecord:
         """Build a record from a row of :func:`read_manifest`."""
         selectors = {column: None if _is_blank(row.get(column)) else int(row[column]) for column in IMAGE_SELECTORS}
         return cls(
-            fov_id=str(row["fov_id"]), path=str(row["path"]), membrane_channel=int(row["membrane_channel"]),
-            dna_channel=int(row["dna_channel"]), structure_channel=int(row["structure_channel"]),
+            fov_id=str(row["fov_id"]), path=str(row["path"]),
+            **{column: channel_selector(row[column]) for column in CHANNEL_COLUMNS},
             structure=str(row["structure"]),
             spacing=(float(row["pixel_size_z_um"]), float(row["pixel_size_y_um"]), float(row["pixel_size_x_um"])),
             drug=str(row.get("drug", "") or ""), concentration_um=float(row.get("concentration_um", 0.0) or 0.0),
@@ -518,6 +517,45 @@ class FovRecord:
             nucleus_segmentation=str(row.get("nucleus_segmentation", "") or ""),
             **selectors,
         )
+
+
+#: The manifest's columns that say which channel of the image is which.
+CHANNEL_COLUMNS: tuple[str, ...] = ("membrane_channel", "dna_channel", "structure_channel")
+
+
+def channel_selector(value: object) -> int | str:
+    """A manifest's channel entry as a 0-based index (a whole number, also written as text) or a channel name.
+
+    Parameters
+    ----------
+    value : object
+        The table cell.
+
+    Returns
+    -------
+    int or str
+        The index, or the name with surrounding spaces removed.
+
+    Raises
+    ------
+    ValueError
+        If the entry is empty, or a number that is negative or not whole.
+
+    Examples
+    --------
+    >>> channel_selector(2), channel_selector("2"), channel_selector(2.0), channel_selector(" CMDRP ")
+    (2, 2, 2, 'CMDRP')
+    """
+    if _is_blank(value):
+        raise ValueError("empty: give a channel index (0, 1, ...) or the channel's name in the image file")
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if number < 0 or not number.is_integer():
+        raise ValueError(f"a channel index must be 0, 1, ..., got {value!r}")
+    return int(number)
 
 
 def _is_blank(value: object) -> bool:
@@ -557,6 +595,17 @@ def _states_voxel_size(path: str | Path) -> bool:
     return _is_ome_tiff(Path(path)) or not name.endswith((".tif", ".tiff"))
 
 
+def _channel_index(record: FovRecord, image: Image, selector: int | str) -> int:
+    """The index of a manifest's channel entry in the FOV's image: an index as it is, a name looked up."""
+    if isinstance(selector, int):
+        return selector
+    names = list(image.channel_names)
+    if names.count(selector) != 1:
+        found = "names two channels" if names.count(selector) else "has no channel named"
+        raise FovError(f"FOV {record.fov_id}: {record.path} {found} {selector!r}; its channels are {names}")
+    return names.index(selector)
+
+
 def read_fov(record: FovRecord, *, warn_voxel_size: bool = True) -> np.ndarray:
     """Read a FOV's membrane, DNA and structure channels, checking that they can be used.
 
@@ -579,8 +628,9 @@ def read_fov(record: FovRecord, *, warn_voxel_size: bool = True) -> np.ndarray:
     ------
     FovError
         If the file is missing or unreadable, holds several scenes or time points and the record does not say
-        which, has no such scene or time point, has too few channels or a single z-slice, holds NaN or infinite
-        values, or is empty (a constant image); the message names the file.
+        which, has no such scene or time point, has too few channels, no channel of a name the record gives, or
+        a single z-slice, holds NaN or infinite values, or is empty (a constant image); the message names the
+        file.
     """
     try:
         image = read_image(record.path, scene=record.scene or 0, timepoint=record.timepoint or 0)
@@ -600,7 +650,10 @@ def read_fov(record: FovRecord, *, warn_voxel_size: bool = True) -> np.ndarray:
                     "manifest's is used", record.fov_id, ", ".join(f"{side:g}" for side in record.spacing),
                     record.path, ", ".join(differing))
     pixels = image.data
-    wanted = (record.membrane_channel, record.dna_channel, record.structure_channel)
+    wanted = tuple(_channel_index(record, image, getattr(record, column)) for column in CHANNEL_COLUMNS)
+    if wanted[0] == wanted[1]:
+        raise FovError(f"FOV {record.fov_id}: the manifest's membrane_channel {record.membrane_channel!r} and "
+                       f"dna_channel {record.dna_channel!r} are both channel {wanted[0]} of {record.path}")
     if max(wanted) >= pixels.shape[0]:
         raise FovError(f"FOV {record.fov_id}: {record.path} has {pixels.shape[0]} channel(s) but the manifest asks "
                        f"for channels {wanted}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -119,7 +122,8 @@ def test_manifest_duplicate_fov_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("column, value, message", [
-    ("structure_channel", "two", "column 'structure_channel' must be a channel index"),
+    ("structure_channel", -2, "column 'structure_channel': a channel index must be 0, 1, ..., got -2"),
+    ("dna_channel", 1.5, "column 'dna_channel': a channel index must be 0, 1, ..., got 1.5"),
     ("pixel_size_z_um", -0.3, "column 'pixel_size_z_um' must be a positive number"),
     ("membrane_channel", 1, "row 2: membrane_channel and dna_channel are both 1"),
     ("pixel_size_y_um", 108, r"column 'pixel_size_y_um' is 108, outside the 0.001-20 µm .*\(not nanometres"),
@@ -133,6 +137,23 @@ def test_manifest_bad_values_name_row_and_column(tmp_path, column, value, messag
     _manifest(tmp_path, **{column: value}).to_csv(path, index=False)
     with pytest.raises(io.ManifestError, match=message):
         io.read_manifest(path)
+
+
+def test_channels_named_in_the_manifest_are_found_by_their_names_in_the_file(tmp_path):
+    image = np.random.default_rng(5).integers(90, 400, size=(4, 3, 12, 10), dtype=np.uint16)
+    io.write_ome_tiff(tmp_path / "fov.ome.tiff", image, channel_names=["Bright", "EGFP", "CMDRP", "H3342"],
+                      spacing=(0.29, 0.108, 0.108))
+    path = tmp_path / "manifest.csv"
+    _manifest(tmp_path, path=str(tmp_path / "fov.ome.tiff"), membrane_channel="CMDRP", dna_channel=" H3342",
+              structure_channel="1").to_csv(path, index=False)
+    row = io.read_manifest(path).iloc[0].to_dict()
+    record = io.FovRecord.from_row(json.loads(json.dumps(row, default=str)))  # as the rules pass it
+    assert (record.membrane_channel, record.dna_channel, record.structure_channel) == ("CMDRP", "H3342", 1)
+    np.testing.assert_array_equal(io.read_fov(record), image[[2, 3, 1]].astype(np.float32))
+    with pytest.raises(io.FovError, match=r"fov.ome.tiff has no channel named 'DAPI'; its channels are \['Bright'"):
+        io.read_fov(replace(record, dna_channel="DAPI"))
+    with pytest.raises(io.FovError, match="membrane_channel 'CMDRP' and dna_channel 2 are both channel 2"):
+        io.read_fov(replace(record, dna_channel=2))
 
 
 def test_an_ome_zarr_fov_reads_with_its_channels_and_voxel_size(tmp_path):
