@@ -197,6 +197,19 @@ def test_plot_command_reads_the_inputs_it_names(tmp_path):
                      str(tmp_path / "rate_distortion.csv"), "--output", str(output)]) == 2  # dpi below the minimum
 
 
+def test_a_table_without_a_column_its_figure_reads_is_named_with_its_writer(tmp_path):
+    """A table written by an older version of its rule (here without ``distortion``) stops the figure with a message
+    that names the file and the command that writes it, not with a bare KeyError."""
+    table = pd.DataFrame({"beta": [0.1, 0.5, 0.9], "rate": [9.0, 3.0, 1.0], "elbo": [-10.0, -5.0, -6.0],
+                          "test_cells": 20})
+    table.to_csv(tmp_path / "rate_distortion.csv", index=False)
+    figure = next(figure for figure in registry.FIGURES if figure.name == "beta_rate_distortion")
+    with pytest.raises(ValueError, match=r"no input table has column 'distortion': .*rate_distortion\.csv \(.*"
+                                         r"analyze-beta-sweep\)\. A table written by an older statcell"):
+        registry.draw(figure, {"rate_distortion": tmp_path / "rate_distortion.csv"}, tmp_path / "figure.png",
+                      settings={"dpi": 50})
+
+
 def test_config_figures_section_only_names_known_entries():
     figures = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["figures"]
     # besides dpi, only the registry's entries and the explorer's (rules/explorer.smk, no figure of the registry)

@@ -229,6 +229,12 @@ def draw(figure: Figure, inputs: Mapping[str, str | Path], output: str | Path, *
     -------
     object
         What the draw function returns (e.g. what it showed), for the log.
+
+    Raises
+    ------
+    ValueError
+        If an input is missing, or the draw function asks for a column that none of the input tables has (a table
+        from an older version of the rule that writes it); the message names the tables and their writers.
     """
     missing = [name for name, _ in figure.inputs if name not in inputs]
     if missing:
@@ -239,4 +245,14 @@ def draw(figure: Figure, inputs: Mapping[str, str | Path], output: str | Path, *
     for parameter, (section, key) in figure.section_settings.items():
         keywords[parameter] = (sections or {})[section][key]
     data = {name: read_input(inputs[name]) for name, _ in figure.inputs}
-    return function(**data, output=output, **keywords)
+    try:
+        return function(**data, output=output, **keywords)
+    except KeyError as error:
+        column = error.args[0] if error.args else None
+        tables = [name for name, value in data.items() if hasattr(value, "columns")]
+        if not isinstance(column, str) or not tables or any(column in data[name].columns for name in tables):
+            raise
+        described = dict(figure.inputs)
+        listed = "; ".join(f"{inputs[name]} ({described[name]})" for name in tables)
+        raise ValueError(f"{figure.command}: no input table has column {column!r}: {listed}. A table written by an "
+                         "older statcell lacks it: rerun the rule that writes it (snakemake --forcerun RULE)") from error
