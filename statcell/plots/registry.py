@@ -255,4 +255,5 @@ def draw(figure: Figure, inputs: Mapping[str, str | Path], output: str | Path, *
         described = dict(figure.inputs)
         listed = "; ".join(f"{inputs[name]} ({described[name]})" for name in tables)
         raise ValueError(f"{figure.command}: no input table has column {column!r}: {listed}. A table written by an "
-                         "older statcell lacks it: rerun the rule that writes it (snakemake --forcerun RULE)") from error
+                         "older statcell lacks it: rerun the rule that writes it (snakemake --forcerun RULE)"
+                         ) from error
