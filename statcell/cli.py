@@ -13,10 +13,16 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from statcell import vocabulary
 from statcell.config import ConfigError, section_settings
 from statcell.plots import registry
+
+if TYPE_CHECKING:  # each subcommand imports what it needs when it runs (a job pays only its own imports)
+    import numpy as np
+
+    from statcell import io, segment
 
 log = logging.getLogger("statcell")
 
@@ -85,16 +91,23 @@ def _add_synthesize(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_synthesize)
 
 
-def _fov_labels(record, channels, settings):
-    """The FOV's cell and nucleus labels, ``(2, Z, Y, X)`` uint16: the manifest's segmentations where it names them,
-    else those segmented from ``channels`` (membrane, DNA, structure)."""
+def _fov_labels(record: io.FovRecord, channels: np.ndarray, settings: segment.SegmentationSettings) -> np.ndarray:
+    """The FOV's cell and nucleus labels, ``(2, Z, Y, X)`` uint16: the manifest's segmentations where it names them
+    (an unreadable one raises :class:`statcell.io.FovError`), else those segmented from ``channels`` (membrane, DNA,
+    structure)."""
     import numpy as np
 
     from statcell import io, segment
 
     if record.cell_segmentation:
-        cells = io.read_image(record.cell_segmentation).data[0]
-        nuclei = io.read_image(record.nucleus_segmentation).data[0]
+        given = []
+        for kind, path in (("cell", record.cell_segmentation), ("nucleus", record.nucleus_segmentation)):
+            try:
+                given.append(io.read_image(path).data[0])
+            except Exception as error:  # noqa: BLE001 - any reader failure means the file cannot be used; say which
+                raise io.FovError(f"FOV {record.fov_id}: cannot read its {kind} segmentation {path}: "
+                                  f"{type(error).__name__}: {error}") from error
+        cells, nuclei = given
         log.info("%s: using the given segmentations (%d cells)", record.fov_id, len(np.unique(cells)) - 1)
     else:
         nuclei = segment.segment_nuclei(channels[1], spacing=record.spacing, settings=settings)

@@ -87,6 +87,17 @@ def test_bad_fov_is_rejected_with_a_message_naming_the_file(tmp_path, caplog, ma
         assert archive["crops"].shape[0] == 0
 
 
+def test_a_segmentation_the_manifest_names_but_cannot_be_read_rejects_its_fov(tmp_path, caplog):
+    path = tmp_path / "good.ome.tiff"
+    io.write_ome_tiff(path, _good_image(np.random.default_rng(0)), channel_names=["m", "d", "s"],
+                      spacing=(0.29, 0.216, 0.216))
+    missing = tmp_path / "labels" / "gone.ome.tiff"
+    record = {**_record(path), "cell_segmentation": str(missing), "nucleus_segmentation": str(missing)}
+    _, table = _segment_and_crop(record, tmp_path)
+    reason = pd.read_parquet(table).loc[0, "reject_reason"]
+    assert reason.startswith("unusable_fov: FOV bad_fov: cannot read its cell segmentation") and str(missing) in reason
+
+
 def _flat(tmp_path, rng):
     path = tmp_path / "flat.ome.tiff"
     io.write_ome_tiff(path, rng.normal(100, 2, (3, 6, 20, 20)).clip(0).astype(np.uint16),
