@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -265,7 +266,9 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
                          f"names (dimensions {reader.dims.order} as read): channels stored both as planes and as "
                          "samples are ambiguous; save it as an OME-TIFF or an ImageJ hyperstack of one sample per "
                          "pixel")
-    sizes = reader.physical_pixel_sizes
+    with warnings.catch_warnings():  # a TIFF without a resolution unit states no voxel size: NaN, not a warning
+        warnings.filterwarnings("ignore", message="Could not parse tiff pixel size", category=UserWarning)
+        sizes = reader.physical_pixel_sizes
     spacing = tuple(float(value) if value is not None else math.nan for value in (sizes.Z, sizes.Y, sizes.X))
     return Image(data=data, channel_names=names, spacing=spacing, scenes=len(reader.scenes),  # type: ignore[arg-type]
                  timepoints=reader.dims.T)

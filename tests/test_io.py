@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -354,8 +356,11 @@ def test_an_rgb_stack_is_read_with_its_samples_as_channels_and_an_unnamed_one_is
     image = np.arange(3 * 4 * 6 * 5, dtype=np.uint8).reshape(3, 4, 6, 5)  # C, Z, Y, X
     tifffile.imwrite(tmp_path / "rgb.tif", image.transpose(1, 2, 3, 0), imagej=True, photometric="rgb",
                      metadata={"axes": "ZYXS"})
-    read = io.read_image(tmp_path / "rgb.tif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no resolution unit in the file: a NaN voxel size, without bioio's warning
+        read = io.read_image(tmp_path / "rgb.tif")
     np.testing.assert_array_equal(read.data, image)  # not the first colour alone, as bioio reads CZYX of ZYXS
+    assert all(math.isnan(side) for side in read.spacing)
     assert read.channel_names == ("channel_0", "channel_1", "channel_2")
     tifffile.imwrite(tmp_path / "rgb_planes.tif", image.transpose(1, 2, 3, 0), photometric="rgb")  # QYXS
     with pytest.raises(ValueError, match=r"rgb_planes\.tif holds 4 planes of 3 samples"):
