@@ -143,10 +143,6 @@ def write_ome_tiff(
     partial.replace(path)
 
 
-def _is_ome_tiff(path: Path) -> bool:
-    return path.name.lower().endswith((".ome.tif", ".ome.tiff"))
-
-
 def _holds_ome_xml(path: Path) -> bool:
     """Whether a TIFF file carries OME-XML (an OME-TIFF by content; some writers name them plain ``.tif``)."""
     import tifffile
@@ -592,10 +588,10 @@ def unnamed_selection(image: Image, *, scene: int | None, timepoint: int | None)
 
 
 def _states_voxel_size(path: str | Path) -> bool:
-    """Whether a file's metadata states its voxel size: every format but plain TIFF, whose resolution tags default to
-    1 per unit when a writer leaves them out."""
-    name = Path(path).name.lower()
-    return _is_ome_tiff(Path(path)) or not name.endswith((".tif", ".tiff"))
+    """Whether a file's metadata states its voxel size: every format but plain TIFF (without OME-XML, whatever its
+    name), whose resolution tags default to 1 per unit when a writer leaves them out."""
+    path = Path(path)
+    return path.suffix.lower() not in (".tif", ".tiff") or _holds_ome_xml(path)
 
 
 def _channel_index(record: FovRecord, image: Image, selector: int | str) -> int:

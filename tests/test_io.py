@@ -184,6 +184,12 @@ def test_a_voxel_size_the_files_metadata_contradicts_is_named_and_the_manifests_
     with caplog.at_level("WARNING", logger="statcell"):
         io.read_fov(io.FovRecord.from_row({**row, "pixel_size_y_um": 0.1085, "pixel_size_x_um": 0.108}))
     assert "differs" not in caplog.text  # within the tolerance
+    io.write_ome_tiff(tmp_path / "ome_named_plain.tif", image, channel_names=["m", "d", "s"],
+                      spacing=(0.29, 0.108, 0.108))
+    with caplog.at_level("WARNING", logger="statcell"):  # OME-XML inside: its voxel size is a statement
+        io.read_fov(io.FovRecord.from_row({**row, "fov_id": "b", "path": str(tmp_path / "ome_named_plain.tif")}))
+    assert "FOV b: the voxel size of the manifest" in caplog.text
+    caplog.clear()
     import tifffile  # a plain TIFF's resolution tags say 1 per unit when a writer leaves them out: not a statement
 
     tifffile.imwrite(tmp_path / "plain.tif", image.transpose(1, 0, 2, 3), imagej=True, metadata={"axes": "ZCYX"},
