@@ -115,7 +115,7 @@ def _modules_of(command: str) -> list[str]:
 
 
 _BLOCKED_IMPORT = """
-import importlib, sys
+import importlib, json, sys
 
 BLOCKED = set(sys.argv[1].split(","))
 
@@ -133,29 +133,44 @@ class Blocker:
         return None
 
 sys.meta_path.insert(0, Blocker())
-for module in sys.argv[2:]:
-    importlib.import_module(module)
+failures = {}
+for rule, modules in json.loads(sys.argv[2]).items():
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            failures[rule] = f"{type(error).__name__}: {error}"
+            break
+print(json.dumps(failures))
 """
 
 
 def test_every_rule_environment_holds_what_its_command_imports():
     """For every rule: the modules its subcommand imports (the CLI, the handler's imports, a figure's plots module)
     import in a Python where the project's dependencies missing from the rule's conda env cannot be imported by
-    statcell, so the rule runs under --sdm conda. Function-local imports deeper in the library are not followed."""
+    statcell, so the rule runs under --sdm conda. Function-local imports deeper in the library are not followed.
+    The rules of one environment share one Python: they are refused the same packages, so what one rule's modules
+    imported the next may use."""
+    import json
     import subprocess
     import sys
+    from collections import defaultdict
 
     known = _import_names(_pyproject()) - _import_names(DRIVER_ONLY)
     rules = _rules()
     assert {"plot_latent_scatter", "train_beta_sweep", "preprocess_fov", "check_models"} <= set(rules)
-    failures = []
+    by_environment: dict[str, dict[str, list[str]]] = defaultdict(dict)
     for name, rule in sorted(rules.items()):
         assert "env" in rule, f"rule {name} has no conda: env"
-        blocked = known - _import_names(_environment(ROOT / rule["env"]))
+        by_environment[rule["env"]][name] = _modules_of(rule["command"])
+    failures = []
+    for environment, modules in sorted(by_environment.items()):
+        blocked = known - _import_names(_environment(ROOT / environment))
         run = subprocess.run([sys.executable, "-c", _BLOCKED_IMPORT, ",".join(sorted(blocked)) or "-",
-                              *_modules_of(rule["command"])], capture_output=True, text=True, cwd=ROOT)
-        if run.returncode:
-            failures.append(f"rule {name} ({rule['command']}, {rule['env']}): {run.stderr.strip().splitlines()[-1]}")
+                              json.dumps(modules)], capture_output=True, text=True, cwd=ROOT)
+        assert run.returncode == 0, f"{environment}: the import check itself failed:\n{run.stderr}"
+        failures += [f"rule {name} ({rules[name]['command']}, {environment}): {error}"
+                     for name, error in json.loads(run.stdout).items()]
     assert not failures, "\n".join(failures)
 
 
