@@ -44,6 +44,34 @@ CONTROL_DONOR_COLUMN = "control_donor_cell_id"
 NOISE_CYTOPLASM = (0.3, 0.1)
 NOISE_NUCLEUS = (0.6, 0.15)
 _CONTROL_BATCH = 32
+
+
+def imaged_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a cell table whose reference images are their own: every cell but the controls built from other
+    cells, whose membrane and DNA are copies of their source cell's (:data:`CONTROL_SOURCE_COLUMN`).
+
+    What learns or measures the reference images alone (the reference model, its latent space, the β sweep) takes
+    these rows, so that no cell's membrane and DNA count more than once.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        A ``cells.parquet`` table; one without :data:`CONTROL_SOURCE_COLUMN` holds no built control.
+
+    Returns
+    -------
+    DataFrame
+        The imaged rows, in their order, with their index.
+
+    Examples
+    --------
+    >>> cells = pd.DataFrame({"cell_id": ["a", "b", "c"], "control_source_cell_id": ["", "a", None]})
+    >>> imaged_cells(cells)["cell_id"].tolist()
+    ['a', 'c']
+    """
+    if CONTROL_SOURCE_COLUMN not in cells:
+        return cells
+    return cells[cells[CONTROL_SOURCE_COLUMN].fillna("").to_numpy() == ""]
 _COLOURS = {"membrane": "FF33FF", "dna": "2673FF", "structure": "FFE600", "cell_mask": "FFFFFF",
             "nucleus_mask": "AAAAAA"}
 

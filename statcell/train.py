@@ -35,6 +35,7 @@ from statcell.config import model_training_section
 from statcell.models import ReferenceVAE, TargetVAE, VAEConfig
 from statcell.models import export
 from statcell.models.loss import beta_elbo
+from statcell.normalize import imaged_cells
 from statcell.seeding import integer_seed
 
 log = logging.getLogger(__name__)
@@ -715,6 +716,8 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     if Path(checkpoint).suffix != ".ckpt":
         raise ValueError(f"{checkpoint}: the Lightning checkpoint ends in .ckpt (the export is written beside it)")
     table = pd.read_parquet(cells)
+    if kind == "reference":  # a built control's membrane and DNA are its source cell's: learn each image once
+        table = imaged_cells(table)
     structures = structure_classes(table)
     label_of = {name: index for index, name in enumerate(structures)}
     loaders = {}

@@ -163,6 +163,25 @@ def test_the_target_model_trains_with_its_structure_weights(tmp_path, tiny_store
     assert not np.allclose(saved, 1.0)
 
 
+def test_the_reference_model_learns_each_reference_once_and_the_target_model_every_control(tmp_path, tiny_store):
+    """Controls built from a cell copy its membrane and DNA: the reference model leaves them out, the target model
+    trains on them as classes of their own."""
+    cells = pd.read_parquet(tiny_store / "cells.parquet").assign(control_source_cell_id="")
+    copies = cells.assign(control_source_cell_id=cells["cell_id"], cell_id="copy/" + cells["cell_id"],
+                          structure="control_dna")
+    pd.concat([cells, copies], ignore_index=True).to_parquet(tmp_path / "cells.parquet")
+    trained = {}
+    for kind in ("reference", "target"):
+        train.train_model(kind, store=tiny_store / "cells.zarr", cells=tmp_path / "cells.parquet", settings=TINY,
+                          checkpoint=tmp_path / kind / "best.ckpt", metrics=tmp_path / kind / "metrics.csv",
+                          workdir=tmp_path / "work")
+        trained[kind] = json.loads((tmp_path / kind / "best.json").read_text())
+    assert trained["reference"]["dataset"]["n_cells"] == len(cells)
+    assert trained["reference"]["structures"] == ["golgi", "nucleoli"]
+    assert trained["target"]["dataset"]["n_cells"] == 2 * len(cells)
+    assert trained["target"]["structures"] == ["control_dna", "golgi", "nucleoli"]
+
+
 @pytest.mark.parametrize("kind", ["reference", "target"])
 def test_training_writes_best_checkpoint_and_metrics_deterministically(tmp_path, tiny_store, kind):
     weights = []

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from statcell.io import store_spacing
+from statcell.normalize import imaged_cells
 from statcell.seeding import integer_seed
 
 if TYPE_CHECKING:  # torch is imported where it is used, so the workflow's rule files load fast
@@ -337,7 +338,8 @@ def analyze_beta_sweep(checkpoints: Sequence[str | Path], *, store: str | Path, 
         ``cells.zarr`` the models were trained on.
     cells : DataFrame
         ``cells.parquet`` beside it; its ``train`` cells fit the feature PCA and the regressions, its ``test``
-        cells give rate, distortion, KL and R².
+        cells give rate, distortion, KL and R², the controls built from other cells left out
+        (:func:`statcell.normalize.imaged_cells`: their membrane and DNA are their source cell's).
     settings : BetaSweepSettings
         Threshold of important dimensions and number of feature PCs.
     samples : int
@@ -368,7 +370,8 @@ def analyze_beta_sweep(checkpoints: Sequence[str | Path], *, store: str | Path, 
     from statcell.analysis.features import FEATURE_NAMES, feature_table
     from statcell.train import load_model
 
-    chosen = cells[cells["split"].isin([FIT_SPLIT, EVAL_SPLIT])].reset_index(drop=True)
+    imaged = imaged_cells(cells)
+    chosen = imaged[imaged["split"].isin([FIT_SPLIT, EVAL_SPLIT])].reset_index(drop=True)
     splits = chosen["split"].to_numpy()
     models = sorted((load_model(path) for path in checkpoints), key=lambda loaded: loaded[1]["beta"])
     ndims = {len(hparams["config"]["image_shape"]) for _, hparams in models}

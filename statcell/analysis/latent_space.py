@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from statcell.analysis.embed import latent_dim_of, rank_dimensions
-from statcell.normalize import CONTROL_SOURCE_COLUMN
+from statcell.normalize import imaged_cells
 
 if TYPE_CHECKING:  # torch is imported where it is used: the figure functions run without it
     import torch
@@ -59,9 +59,7 @@ def imaged(embeddings: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     >>> imaged(pd.DataFrame({"cell_id": ["a", "b"]}), cells)["cell_id"].tolist()
     ['a']
     """
-    if CONTROL_SOURCE_COLUMN not in cells:
-        return embeddings
-    built = cells.loc[cells[CONTROL_SOURCE_COLUMN].fillna("") != "", "cell_id"]
+    built = set(cells["cell_id"]) - set(imaged_cells(cells)["cell_id"])
     return embeddings[~embeddings["cell_id"].isin(built)]
 
 
