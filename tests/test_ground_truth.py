@@ -11,10 +11,11 @@ had left the target model ignoring its reference, and 5 of the 6 coupling checks
 out the built controls, copies of their source cells' membrane and DNA, so it takes about half the target model's
 steps. So that the run fits a test session, ELBOs are averaged over 3 latent samples instead of 10.
 The checks and their bars are those of the default run (``statcell.analysis.recovery``), none left out. With the 132
-FOVs of this colony the run is the suite's longest: 692 s in a suite of 2026-12-05 (``--durations``, beside the
-other worker; 946 s on a 1.5× slower machine), most of it training, since each FOV's segmentation and cropping job
-now takes about 2 s (the two took 3.7 s each on 2026-12-03, when the run took 26 minutes alone). On one core beside
-the other worker an earlier, larger version took 54 minutes; hence its own timeout of 80 minutes (``RUN_TIMEOUT_S``).
+FOVs of this colony the run is the suite's longest: 1,260 s with 40 epochs in a suite of 2026-12-05 on a slow 2-core
+machine (``--durations``, beside the other worker; 975 s there with 24 epochs, 692 s on a 1.5× faster machine), most
+of it training, since each FOV's segmentation and cropping job now takes about 2 s (the two took 3.7 s each on
+2026-12-03, when the run took 26 minutes alone). On one core beside the other worker an earlier, larger version took
+54 minutes; hence its own timeout of 80 minutes (``RUN_TIMEOUT_S``).
 """
 
 from __future__ import annotations
