@@ -44,6 +44,8 @@ CONTROL_DONOR_COLUMN = "control_donor_cell_id"
 NOISE_CYTOPLASM = (0.3, 0.1)
 NOISE_NUCLEUS = (0.6, 0.15)
 _CONTROL_BATCH = 32
+_COLOURS = {"membrane": "FF33FF", "dna": "2673FF", "structure": "FFE600", "cell_mask": "FFFFFF",
+            "nucleus_mask": "AAAAAA"}
 
 
 def imaged_cells(cells: pd.DataFrame) -> pd.DataFrame:
@@ -72,8 +74,6 @@ def imaged_cells(cells: pd.DataFrame) -> pd.DataFrame:
     if CONTROL_SOURCE_COLUMN not in cells:
         return cells
     return cells[cells[CONTROL_SOURCE_COLUMN].fillna("").to_numpy() == ""]
-_COLOURS = {"membrane": "FF33FF", "dna": "2673FF", "structure": "FFE600", "cell_mask": "FFFFFF",
-            "nucleus_mask": "AAAAAA"}
 
 
 @dataclass(frozen=True)
