@@ -412,6 +412,14 @@ def test_model_check_figure_and_kl_table(tmp_path, tiny_store):
     for _, values in kl.groupby("model")["kl"]:
         assert list(values) == sorted(values, reverse=True)
 
+    # copies of the test cells' membrane and DNA (as built controls hold) enter the target model's rows only
+    copies = test.assign(control_source_cell_id=test["cell_id"], cell_id="copy/" + test["cell_id"])
+    with_copies = pd.concat([cells.assign(control_source_cell_id=""), copies], ignore_index=True)
+    _, _, reconstruction = check_models(tmp_path / "reference.ckpt", tmp_path / "target.ckpt",
+                                        store=tiny_store / "cells.zarr", cells=with_copies)
+    assert (reconstruction.loc[reconstruction["model"] == "reference", "cells"] == len(test)).all()
+    assert reconstruction.loc[reconstruction["model"] == "target", "cells"].sum() == 2 * len(test)
+
 
 def test_rerunning_a_finished_run_trains_nothing_and_keeps_its_history(tmp_path, tiny_store):
     arguments = {"store": tiny_store / "cells.zarr", "cells": tiny_store / "cells.parquet", "settings": TINY,

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from statcell.io import read_cells
+from statcell.normalize import imaged_cells
 
 #: Store channels the models read: membrane and DNA (reference), structure (target).
 _STORE_CHANNELS = [0, 1, 2]
@@ -96,8 +97,9 @@ def check_models(reference_checkpoint: str | Path, target_checkpoint: str | Path
     store : path
         ``cells.zarr`` the models were trained on.
     cells : DataFrame
-        Its ``cells.parquet``: test-split cells are shown (the first of each structure, up to ``count``) and all
-        test cells enter the KL.
+        Its ``cells.parquet``: test-split cells are shown (the first of each structure, up to ``count``) and enter
+        the KL and the reconstruction table; the reference model's only where their membrane and DNA are their own
+        (:func:`statcell.normalize.imaged_cells`: a built control's are a copy of its source cell's).
     count : int
         Cells shown.
 
@@ -133,17 +135,18 @@ def check_models(reference_checkpoint: str | Path, target_checkpoint: str | Path
                                              labels[start:start + _BATCH]) for start in range(0, len(test), _BATCH)])
     shown = test.reset_index(drop=True).groupby("structure").head(1).index[:count].to_numpy(copy=True)
     structures = test["structure"].to_numpy(dtype=str)
+    own = torch.from_numpy(test["cell_id"].isin(imaged_cells(test)["cell_id"]).to_numpy())  # reference images
     correlations = pd.concat(
         [pd.DataFrame({"model": "reference", "channel": _CHANNEL_NAMES[channel], "structure": "all",
-                       "pearson": reconstruction_correlations(images[:, channel].numpy(),
-                                                              ref_recon[:, channel].numpy())})
+                       "pearson": reconstruction_correlations(images[own, channel].numpy(),
+                                                              ref_recon[own, channel].numpy())})
          for channel in (0, 1)]
         + [pd.DataFrame({"model": "target", "channel": _CHANNEL_NAMES[2], "structure": structures,
                          "pearson": reconstruction_correlations(images[:, 2].numpy(), tgt_recon[:, 0].numpy())})])
     kl = pd.concat([pd.DataFrame({"model": name, "dimension": np.arange(code.mean.shape[1]),
-                                  "kl": kl_per_dimension(code.mean, code.log_var).mean(dim=0).numpy()})
-                    .sort_values("kl", ascending=False) for name, code in (("reference", ref_code),
-                                                                            ("target", tgt_code))])
+                                  "kl": kl_per_dimension(code.mean[rows], code.log_var[rows]).mean(dim=0).numpy()})
+                    .sort_values("kl", ascending=False) for name, code, rows in (("reference", ref_code, own),
+                                                                                  ("target", tgt_code, slice(None)))])
 
     def projection(volume: torch.Tensor) -> np.ndarray:
         return volume.amax(dim=-3).clamp(0, 1).numpy().astype(np.float32)  # max projection along z
