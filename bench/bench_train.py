@@ -113,9 +113,10 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     torch.backends.cudnn.benchmark = autotune
 
     from statcell.config import load_config, validate_config
+    from statcell.models.blocks import memory_format
     from statcell.models.loss import beta_elbo
     from statcell.models.vae import ReferenceVAE, TargetVAE
-    from statcell.train import TrainSettings, memory_format, model_config, to_channels_last
+    from statcell.train import TrainSettings, model_config, to_channels_last
 
     config = load_config(ROOT / "config" / f"{preset}.yaml") if preset != "default" else validate_config({})
     settings = dataclasses.replace(TrainSettings.from_config(config["training"], kind), ndim=ndim)

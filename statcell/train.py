@@ -34,6 +34,7 @@ from statcell import io
 from statcell.config import model_training_section
 from statcell.models import ReferenceVAE, TargetVAE, VAEConfig
 from statcell.models import export
+from statcell.models.blocks import memory_format
 from statcell.models.loss import beta_elbo
 from statcell.normalize import imaged_cells
 from statcell.seeding import integer_seed
@@ -338,13 +339,6 @@ def decode_images(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 def _is_encoded(tensor: torch.Tensor) -> bool:
     """An image as a store holds it: an unsigned integer tensor (labels are int64, images float32 once decoded)."""
     return not tensor.dtype.is_floating_point and not tensor.dtype.is_signed and tensor.dtype != torch.bool
-
-
-def memory_format(ndim: int) -> torch.memory_format:
-    """The channels-last memory format of ``ndim``-D images: ``channels_last_3d`` (3D) or ``channels_last`` (2D)."""
-    if ndim not in (2, 3):
-        raise ValueError(f"ndim must be 2 or 3, got {ndim}")
-    return torch.channels_last_3d if ndim == 3 else torch.channels_last
 
 
 def to_channels_last(batch: tuple[torch.Tensor, ...], *, ndim: int) -> tuple[torch.Tensor, ...]:

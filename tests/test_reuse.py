@@ -22,6 +22,7 @@ from statcell import __version__, cli, io, train
 from statcell.analysis import embed
 from statcell.config import ConfigError, validate_config
 from statcell.models import export
+from statcell.models.blocks import memory_format
 from statcell.vocabulary import CONTROLS
 
 
@@ -63,6 +64,9 @@ def test_training_writes_an_export_that_gives_the_trained_models_outputs(tiny_mo
     exported, card = train.load_model(_export(tiny_models, kind))
     from_checkpoint, _ = train.load_model(tiny_models[kind])
     lightning = _lightning_module().load_from_checkpoint(tiny_models[kind], map_location="cpu").model.eval()
+    lightning.to(memory_format=memory_format(3))  # the layout load_model gives 3D networks: the same arithmetic
+    assert all(parameter.is_contiguous(memory_format=memory_format(3))
+               for parameter in exported.parameters() if parameter.dim() == 5)
     images = torch.from_numpy(io.read_cells(tiny_models["store"], range(6), channels=None))
     if kind == "reference":
         inputs = (images[:, :2],)

@@ -20,6 +20,7 @@ import zarr
 
 from statcell import io, train
 from statcell.config import validate_config
+from statcell.models.blocks import memory_format
 from statcell.models.loss import beta_elbo, elbo_estimate, kl_per_dimension
 
 TINY = dataclasses.replace(train.TrainSettings.from_config(validate_config({})["training"], "target"), widths=(4, 8),
@@ -356,12 +357,12 @@ def test_channels_last_models_compute_what_contiguous_ones_do(kind, ndim):
     config = train.model_config(kind, dataclasses.replace(TINY, ndim=ndim), (8, 8, 16), 3)
     torch.manual_seed(0)
     model = ReferenceVAE(config) if kind == "reference" else TargetVAE(config)
-    converted = copy.deepcopy(model).to(memory_format=train.memory_format(ndim))
+    converted = copy.deepcopy(model).to(memory_format=memory_format(ndim))
     generator = torch.Generator().manual_seed(1)
     images = torch.rand(4, 3, *config.image_shape, generator=generator)
     batch = (images[:, :2],) if kind == "reference" else (images[:, 2:], images[:, :2], torch.tensor([0, 1, 2, 1]))
     moved = train.to_channels_last(batch, ndim=ndim)
-    layout = train.memory_format(ndim)
+    layout = memory_format(ndim)
     membrane_dna = moved[0] if kind == "reference" else moved[1]
     assert membrane_dna.is_contiguous(memory_format=layout) and not membrane_dna.is_contiguous()
     assert all(torch.equal(a, b) for a, b in zip(moved, batch, strict=True))
@@ -379,9 +380,9 @@ def test_channels_last_models_compute_what_contiguous_ones_do(kind, ndim):
 
 
 def test_memory_format_is_for_2d_or_3d_images():
-    assert train.memory_format(3) is torch.channels_last_3d and train.memory_format(2) is torch.channels_last
+    assert memory_format(3) is torch.channels_last_3d and memory_format(2) is torch.channels_last
     with pytest.raises(ValueError, match="2 or 3"):
-        train.memory_format(1)
+        memory_format(1)
 
 
 def test_model_check_figure_and_kl_table(tmp_path, tiny_store):

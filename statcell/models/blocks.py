@@ -80,6 +80,13 @@ def _check_ndim(ndim: int) -> None:
         raise ValueError(f"only 2D and 3D images are supported, got ndim={ndim}")
 
 
+def memory_format(ndim: int) -> torch.memory_format:
+    """The channels-last memory format of ``ndim``-D images: ``channels_last_3d`` (3D) or ``channels_last`` (2D)."""
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+    return torch.channels_last_3d if ndim == 3 else torch.channels_last
+
+
 def spectral_conv(
     ndim: int, ch_in: int, ch_out: int, kernel_size: int, stride: int = 1, padding: int = 0, transposed: bool = False
 ) -> nn.Module:

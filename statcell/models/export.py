@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from statcell.models.blocks import memory_format
 from statcell.models.vae import ReferenceVAE, TargetVAE, VAEConfig
 
 #: The ``format`` field of a model card; a card of another format is refused.
@@ -234,7 +235,9 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
     Returns
     -------
     tuple
-        The network and its :class:`ModelCard`.
+        The network and its :class:`ModelCard`. A 3D network's tensors are in channels-last memory, as in training:
+        its convolutions then run 1.2-1.5x faster on the CPU (``bench/bench_inference.py``), and an input in either
+        layout gives the same output.
 
     Raises
     ------
@@ -262,6 +265,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"{path}: its card describes no valid network: {error}") from error
     _load_state(network, state, source=path)
+    if network.config.ndim == 3:
+        network.to(memory_format=memory_format(3))
     return network.eval(), card
 
 
