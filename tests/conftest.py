@@ -51,8 +51,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     pytest-xdist's ``loadgroup`` hands out work units (a test, or every test of one ``xdist_group``) largest group
     first, then in this order, and gives a worker its next unit while its current one runs. So one worker takes the
     tiny runs' group and the other the longest test, which alone lasts about as long as everything else together;
-    the unit queued behind it is a fast test. A suite that started the longest test behind other end-to-end tests
-    waited for them: it ended 4.4 minutes after the other worker (README, *Measured*).
+    the unit queued behind it is a fast test. A suite that queued the longest test behind two other end-to-end tests
+    started its run 4.4 minutes late and ended with it (README, *Measured*).
     """
     def rank(item: pytest.Item) -> int:
         if item.get_closest_marker("longest") is not None:
@@ -64,8 +64,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 #: How much a worker lowers its CPU priority (its niceness, inherited by what it starts) once it runs a test other
 #: than the ``longest`` one. Under Linux's scheduler a process at niceness 10 gets about a tenth of the share of one
-#: at 0, so the longest test, the suite's critical path, runs almost as if alone, and the other tests take the cycles
-#: it leaves (one core while its colony is generated, the gaps between its jobs).
+#: at 0, so the longest test, the suite's critical path, gets the cores it can use first, and the other tests take
+#: the cycles it leaves (one core while its colony is generated, the gaps between its jobs).
 YIELDING_NICENESS = 10
 
 
