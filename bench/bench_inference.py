@@ -25,14 +25,14 @@ from statcell.models.blocks import memory_format
 from statcell.models.vae import ReferenceVAE, TargetVAE
 from statcell.train import TrainSettings, model_config
 
-N_CLASSES = 13  # the default colony's structure classes
-
-
 def _networks(kind: str, preset: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The preset's network of ``kind`` (conditioned on its colony's structure classes), twice: contiguous and in
+    channels-last memory, with the same weights."""
     config = load_config(f"config/{preset}.yaml") if preset != "default" else validate_config({})
     crop = config["crop"]["shape"]
     settings = TrainSettings.from_config(config["training"], kind)
-    vae = model_config(kind, settings, (crop["z"], crop["y"], crop["x"]), N_CLASSES)
+    n_classes = len(config["synthetic"]["structures"])
+    vae = model_config(kind, settings, (crop["z"], crop["y"], crop["x"]), n_classes)
     torch.manual_seed(0)
     contiguous = (ReferenceVAE(vae) if kind == "reference" else TargetVAE(vae)).eval()
     channels_last = (ReferenceVAE(vae) if kind == "reference" else TargetVAE(vae)).eval()
@@ -45,7 +45,8 @@ def _inputs(kind: str, network: torch.nn.Module, batch: int) -> tuple[torch.Tens
     shape = network.config.image_shape
     if kind == "reference":
         return (torch.rand(batch, 2, *shape),)
-    return torch.rand(batch, 1, *shape), torch.rand(batch, 2, *shape), torch.randint(0, N_CLASSES, (batch,))
+    n_classes = network.config.n_classes
+    return torch.rand(batch, 1, *shape), torch.rand(batch, 2, *shape), torch.randint(0, n_classes, (batch,))
 
 
 def _forward(network: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -42,7 +42,7 @@ def _grid(rows: list[tuple[str, list[np.ndarray]]], output: str | Path, *, title
                 axis.set_title(column_titles[column], fontsize=7)
         axes[row, 0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
     scale_bar(axes[0, 0], length_um=5.0, pixel_um=pixel_um, shape=(height, width))
-    figure.suptitle(title, fontsize=10)
+    figure.suptitle(title, fontsize=10, wrap=True)  # narrow grids (few columns) wrap a long title
     _legend(figure)
     figure.tight_layout(rect=(0, 0.04, 1, 0.97))
     save(figure, output, dpi=dpi)
