@@ -20,7 +20,7 @@ import zarr
 
 from statcell import io, train
 from statcell.config import validate_config
-from statcell.models.blocks import memory_format
+from statcell.models.blocks import memory_format, runs_faster_channels_last
 from statcell.models.loss import beta_elbo, elbo_estimate, kl_per_dimension
 
 TINY = dataclasses.replace(train.TrainSettings.from_config(validate_config({})["training"], "target"), widths=(4, 8),
@@ -384,6 +384,11 @@ def test_memory_format_is_for_2d_or_3d_images():
     assert memory_format(3) is torch.channels_last_3d and memory_format(2) is torch.channels_last
     with pytest.raises(ValueError, match="2 or 3"):
         memory_format(1)
+
+
+def test_channels_last_where_it_is_faster_on_gpus_and_for_3d_networks_on_the_cpu():
+    assert runs_faster_channels_last(3, "cpu") and not runs_faster_channels_last(2, "cpu")
+    assert runs_faster_channels_last(2, "cuda") and runs_faster_channels_last(3, "cuda")
 
 
 def test_model_check_figure_and_kl_table(tmp_path, tiny_store):

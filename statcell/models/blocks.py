@@ -87,6 +87,13 @@ def memory_format(ndim: int) -> torch.memory_format:
     return torch.channels_last_3d if ndim == 3 else torch.channels_last
 
 
+def runs_faster_channels_last(ndim: int, device_type: str) -> bool:
+    """Whether ``ndim``-D networks on a ``device_type`` device ("cpu", "cuda") run faster in channels-last memory:
+    on GPUs (tensor cores) always, on the CPU for 3D networks (``bench/bench_train.py``, ``bench/bench_inference.py``;
+    2D ones are no faster there)."""
+    return device_type == "cuda" or ndim == 3
+
+
 def spectral_conv(
     ndim: int, ch_in: int, ch_out: int, kernel_size: int, stride: int = 1, padding: int = 0, transposed: bool = False
 ) -> nn.Module:

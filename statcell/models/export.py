@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from statcell.models.blocks import memory_format
+from statcell.models.blocks import memory_format, runs_faster_channels_last
 from statcell.models.vae import ReferenceVAE, TargetVAE, VAEConfig
 
 #: The ``format`` field of a model card; a card of another format is refused.
@@ -265,8 +265,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"{path}: its card describes no valid network: {error}") from error
     _load_state(network, state, source=path)
-    if network.config.ndim == 3:
-        network.to(memory_format=memory_format(3))
+    if runs_faster_channels_last(network.config.ndim, "cpu"):
+        network.to(memory_format=memory_format(network.config.ndim))
     return network.eval(), card
 
 
