@@ -151,6 +151,7 @@ rule generate_cells:
         in_one_cell=f"{GENERATION_DIR}/structures_in_one_cell.npz",
         examples=f"{GENERATION_DIR}/structure_examples.npz",
         truncated=f"{GENERATION_DIR}/truncated.npz",
+        localization=f"{GENERATION_DIR}/localization.csv",
         manifest=f"{GENERATION_DIR}/manifest.parquet",
     params:
         settings=analysis_json(),

@@ -247,6 +247,7 @@ rule plot_structures_in_one_cell:
     input:
         in_one_cell=rules.generate_cells.output.in_one_cell,
         examples=rules.generate_cells.output.examples,
+        localization=rules.generate_cells.output.localization,
     output:
         figure=report(
             "results/figures/structures_in_one_cell.png",
@@ -266,7 +267,8 @@ rule plot_structures_in_one_cell:
         "../envs/plots.yaml"
     shell:
         f"{STATCELL} plot-structures-in-one-cell --settings {{params.settings:q}} "
-        "--in-one-cell {input.in_one_cell} --examples {input.examples} --output {output.figure} > {log} 2>&1"
+        "--in-one-cell {input.in_one_cell} --examples {input.examples} --localization {input.localization} "
+        "--output {output.figure} > {log} 2>&1"
 
 
 rule plot_predicted_cells:

@@ -513,7 +513,8 @@ def _generate_cells(args: argparse.Namespace) -> None:
         args.store, pd.read_parquet(args.cells), reference_model=reference, target_model=target,
         structures=list(target_hparams["structures"]), generated_cells=settings["generated_cells"],
         per_structure=settings["generated_per_structure"], examples=settings["examples_per_structure"],
-        elbo_samples=settings["elbo_samples"], batch_size=settings["batch_size"], seed=settings["seed"])
+        elbo_samples=settings["elbo_samples"], batch_size=settings["batch_size"], seed=settings["seed"],
+        expected_draws=settings["expected_draws"])
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     spacing = np.asarray(io.store_spacing(args.store), dtype=float)  # the figures' scale bars
@@ -521,6 +522,7 @@ def _generate_cells(args: argparse.Namespace) -> None:
     for name in ("test_cells", "structures_in_one_cell", "structure_examples", "truncated"):
         np.savez_compressed(outdir / f"{name}.npz", **getattr(result, name), spacing=spacing)
     io.write_table(result.manifest, outdir / "manifest.parquet")
+    result.localization.to_csv(outdir / "localization.csv", index=False)
     host = result.manifest[result.manifest["array"] == "structures_in_one_cell"]["cell_id"].iloc[0]
     log.info("%d prior cells, %d test cells with reconstructions and samples, %d structures x %d inside %s",
              len(result.prior), len(result.test_cells["real"]), *result.structures_in_one_cell["images"].shape[:2],
@@ -534,7 +536,8 @@ def _add_generate_cells(commands: argparse._SubParsersAction) -> None:
         "every structure generated in one real test cell (median reference ELBO), real examples per structure, "
         "and prior draws decoded with only the top-k reference dimensions (--settings: the analysis section); writes "
         "prior.npz, test_cells.npz, structures_in_one_cell.npz, structure_examples.npz, truncated.npz (each with the "
-        "store's voxel size, spacing) and manifest.parquet under OUTDIR.")
+        "store's voxel size, spacing), localization.csv (where each structure lies in the test cells: real, "
+        "reconstructed, sampled) and manifest.parquet under OUTDIR.")
     _add_settings_options(parser)
     _add_trained_models_options(parser)
     parser.add_argument("--outdir", required=True, help="folder to write, e.g. results/analysis/generation")

@@ -9,6 +9,7 @@ import torch
 
 from statcell import io
 from statcell.analysis import generation
+from statcell.analysis.localization import LOCALIZATION_REGIONS
 from statcell.plots.style import REFERENCE_CONTEXT, views
 from statcell.analysis.features import FEATURE_NAMES, feature_table, measure_features
 from statcell.train import load_model
@@ -86,12 +87,56 @@ def test_real_images_come_from_the_store_and_generation_keeps_the_real_reference
                                       io.read_cells(tiny_models["store"], picked["store_index"].to_numpy()))
 
 
+def test_expected_structures_average_prior_draws_in_a_host_that_fits_its_crop(generated, tiny_models):
+    """The expected image of each class is the mean of its prior draws in the host (one draw: that draw), the host
+    lies wholly inside its crop when a test cell does, and its masks are the store's."""
+    in_one_cell = generated.structures_in_one_cell
+    structures = in_one_cell["structures"].tolist()
+    expected = in_one_cell["expected"]
+    assert expected.shape == (len(structures), *generated.test_cells["real"].shape[2:])
+    assert int(in_one_cell["expected_draws"]) == 32 and 0 <= expected.min() and expected.max() <= 1
+    assert not np.allclose(expected[0], expected[1])
+    host_index = int(in_one_cell["host_store_index"])
+    masks = io.read_cells(tiny_models["store"], [host_index], channels=generation.MASK_CHANNELS)[0] > 0.5
+    np.testing.assert_array_equal(in_one_cell["host_masks"], masks)
+    test_masks = io.read_cells(tiny_models["store"], generated.test_cells["store_index"],
+                               channels=generation.MASK_CHANNELS)[:, 0] > 0.5
+    if (~generation.touches_crop_border(test_masks)).any():
+        assert not generation.touches_crop_border(masks[None, 0])[0]
+    reference, _ = load_model(tiny_models["reference"])
+    target, _ = load_model(tiny_models["target"])
+    host = torch.from_numpy(in_one_cell["host"][:2])
+    single = generation.host_expectation(target, host, len(structures), draws=1, batch_size=4, seed=0)
+    z = torch.randn(1, target.config.latent_dim, generator=generation._generator(0, "expected in one cell"))
+    with torch.no_grad():
+        decoded = target.decode(z, host[None], torch.tensor([1])).clamp(0, 1)[0, 0].numpy()
+    np.testing.assert_allclose(single[1], decoded, atol=1e-5)
+    with pytest.raises(ValueError, match="expected_draws"):
+        _generate(tiny_models, expected_draws=0)
+
+
+def test_localization_compares_real_reconstructed_and_sampled_structures_in_the_test_cells(generated):
+    table = generated.localization
+    structures = generated.structures_in_one_cell["structures"].tolist()
+    assert set(table["source"]) == {"real", "reconstruction", "sample"}
+    assert sorted(table["structure"].unique()) == sorted(set(structures) & set(table["structure"]))
+    real = table[table["source"] == "real"].set_index("structure")
+    measured = real[real["cells"] > 0]
+    np.testing.assert_allclose(measured[list(LOCALIZATION_REGIONS)].sum(axis=1), 1.0, atol=1e-6)
+    assert (table["cells"] <= table["structure"].map(generated.manifest.query("array == 'test_cells' and "
+                                                                             "source == 'real'")["structure"]
+                                                      .value_counts())).all()
+
+
 def test_deterministic_from_the_seed_and_independent_of_batching(generated, tiny_models):
     again = _generate(tiny_models, batch_size=3)
     np.testing.assert_allclose(again.prior, generated.prior, atol=1e-5)
     np.testing.assert_allclose(again.structures_in_one_cell["images"], generated.structures_in_one_cell["images"],
                                atol=1e-5)
+    np.testing.assert_allclose(again.structures_in_one_cell["expected"], generated.structures_in_one_cell["expected"],
+                               atol=1e-5)
     pd.testing.assert_frame_equal(again.manifest, generated.manifest)
+    pd.testing.assert_frame_equal(again.localization, generated.localization, atol=1e-5)
     other = _generate(tiny_models, seed=1)
     assert not np.allclose(other.prior, generated.prior)
 
@@ -121,6 +166,8 @@ def test_commands_write_images_tables_and_figures(tiny_models, tmp_path):
     assert main(["generate-cells", "--settings", settings, "--reference", str(tiny_models["reference"]),
                  "--target", str(tiny_models["target"]), "--store", str(tiny_models["store"]),
                  "--cells", str(tiny_models["cells"]), "--outdir", str(outdir)]) == 0
+    localization = pd.read_csv(outdir / "localization.csv")
+    assert list(localization.columns) == ["structure", "source", "cells", *LOCALIZATION_REGIONS, "height"]
     with np.load(outdir / "prior.npz") as prior:
         assert prior["images"].shape[0] == 4
         np.testing.assert_allclose(prior["spacing"], io.store_spacing(tiny_models["store"]))
@@ -134,7 +181,8 @@ def test_commands_write_images_tables_and_figures(tiny_models, tmp_path):
     commands = {  # the figures read only the archives (pixels and voxel size), never the store
         "plot-generated-cells": ["--prior", str(outdir / "prior.npz"), "--test-cells", str(outdir / "test_cells.npz")],
         "plot-structures-in-one-cell": ["--in-one-cell", str(outdir / "structures_in_one_cell.npz"), "--examples",
-                                        str(outdir / "structure_examples.npz")],
+                                        str(outdir / "structure_examples.npz"), "--localization",
+                                        str(outdir / "localization.csv")],
         "plot-structure-examples": ["--examples", str(outdir / "structure_examples.npz")],
         "plot-feature-violins": ["--features", str(features)],
         "plot-truncated-prior": ["--truncated", str(outdir / "truncated.npz")],

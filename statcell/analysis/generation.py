@@ -7,10 +7,16 @@
   both models (membrane and DNA by the reference model, the structure by the target model given the real membrane,
   DNA and label) — the "generated counterparts" whose features are compared with the real ones — and a structure
   *sample* from the target prior inside the real membrane and DNA;
-- ``structures_in_one_cell``: one real test cell (the one with the median reference ELBO, a typical cell) hosting
-  every structure class generated ``per_structure`` times from the target prior, ``(S, K, 3, Z, Y, X)``;
+- ``structures_in_one_cell``: one real test cell (the one with the median reference ELBO, a typical cell, among those
+  that lie wholly inside their crop where any does) hosting every structure class generated ``per_structure`` times
+  from the target prior, ``(S, K, 3, Z, Y, X)``, and each class's *expected* structure there, the mean of ``expected_draws`` prior draws, ``(S, Z, Y, X)``: where the model
+  puts the structure in that cell (its localization rule), which one draw shows only in part; with the host's cell
+  and nucleus masks;
 - ``structure_examples``: ``examples`` real test cells per structure class (train cells where the test split has too
-  few), ``(S, E, 3, Z, Y, X)``;
+  few), ``(S, E, 3, Z, Y, X)``, with their masks;
+- ``localization``: where each structure's intensity lies in the test cells (:mod:`statcell.analysis.localization`,
+  from each cell's own masks), for the real structure, its reconstruction and its prior sample: a localization rule
+  the model learned shows as a sample whose profile matches the real one;
 - ``truncated``: the first prior draws decoded with only the reference model's top-k latent dimensions drawn (by mean
   KL; the others at the prior mean, 0), for k = 1, 2, 4, ... and all, ``(K, N, 2, Z, Y, X)``: how much of a cell's
   shape each additional dimension carries (latent-space truncation, a reviewer's request on the original work).
@@ -28,6 +34,8 @@ import pandas as pd
 import torch
 
 from statcell.analysis.embed import structure_labels
+from statcell.analysis.localization import localization_table
+from statcell.crop import CROP_CHANNELS
 from statcell.io import read_cells
 from statcell.models.loss import elbo_estimate, kl_per_dimension
 from statcell.seeding import integer_seed
@@ -40,7 +48,13 @@ class Generation(NamedTuple):
     structures_in_one_cell: dict[str, np.ndarray]
     structure_examples: dict[str, np.ndarray]
     truncated: dict[str, np.ndarray]
+    localization: pd.DataFrame
     manifest: pd.DataFrame
+
+
+#: The store channels of a cell's masks: cell, nucleus.
+MASK_CHANNELS: tuple[int, int] = (CROP_CHANNELS.index("cell_mask"), CROP_CHANNELS.index("nucleus_mask"))
+
 
 
 def truncation_counts(latent_dim: int) -> list[int]:
@@ -90,7 +104,8 @@ def truncated_prior(model: torch.nn.Module, z: torch.Tensor, *, order: list[int]
 
 
 def _generator(seed: int, purpose: str) -> torch.Generator:
-    """The stream of one purpose of draws (``prior``, ``host elbo``, ``test samples``, ``in one cell``)."""
+    """The stream of one purpose of draws (``prior``, ``host elbo``, ``test samples``, ``in one cell``,
+    ``expected in one cell``)."""
     return torch.Generator().manual_seed(integer_seed(seed, "generation", purpose))
 
 
@@ -136,6 +151,54 @@ def counterparts(real: torch.Tensor, labels: torch.Tensor, *, reference_model: t
 
 
 @torch.no_grad()
+def host_expectation(target_model: torch.nn.Module, reference: torch.Tensor, n_classes: int, *, draws: int,
+                     batch_size: int, seed: int) -> np.ndarray:
+    """Each structure class's expected image inside one cell: the mean of ``draws`` decoded target-prior draws.
+
+    Parameters
+    ----------
+    target_model : Module
+        The trained target model, in eval mode.
+    reference : Tensor
+        ``(2, Z, Y, X)`` the cell's membrane and DNA.
+    n_classes : int
+        Structure classes, decoded as labels ``0 .. n_classes - 1``.
+    draws : int
+        Prior draws per class (the same draws for every class).
+    batch_size : int
+        Cells per forward pass (memory only).
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    ndarray
+        ``(n_classes, Z, Y, X)`` float32 in [0, 1].
+    """
+    z = torch.randn(draws, target_model.config.latent_dim, generator=_generator(seed, "expected in one cell"))
+    references = reference.unsqueeze(0).repeat(draws, *([1] * reference.ndim))
+    return torch.stack([
+        _batched(lambda latent, ref, label: target_model.decode(latent, ref, label), z, references,
+                 torch.full((draws,), label), batch_size=batch_size).clamp(0, 1)[:, 0].mean(dim=0)
+        for label in range(n_classes)]).numpy()
+
+
+def touches_crop_border(cell_masks: np.ndarray) -> np.ndarray:
+    """Whether each cell reaches a face of its crop (so the crop cut it), from ``(N, Z, Y, X)`` cell masks.
+
+    Examples
+    --------
+    >>> masks = np.zeros((2, 4, 4, 4), bool); masks[0, 1:3, 1:3, 1:3] = True; masks[1, 1:3, 1:3, 2:] = True
+    >>> touches_crop_border(masks).tolist()
+    [False, True]
+    """
+    masks = np.asarray(cell_masks, bool)
+    faces = [masks.take(index, axis=axis).reshape(len(masks), -1).any(axis=1)
+             for axis in (1, 2, 3) for index in (0, -1)]
+    return np.logical_or.reduce(faces)
+
+
+@torch.no_grad()
 def median_elbo_cell(reference: torch.Tensor, *, model: torch.nn.Module, samples: int, seed: int) -> int:
     """Position of the cell with the median K-sample reference ELBO (the lower middle one for an even count)."""
     elbo, _, _ = elbo_estimate(lambda: tuple(model.encode(reference)), model.decode, reference, samples=samples,
@@ -155,7 +218,8 @@ def _examples(cells: pd.DataFrame, structure: str, count: int) -> pd.DataFrame:
 def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: torch.nn.Module,
                    target_model: torch.nn.Module, structures: list[str], generated_cells: int, per_structure: int,
                    examples: int, elbo_samples: int, batch_size: int, seed: int,
-                   dimension_order: list[int] | None = None, truncated_cells: int = 8) -> Generation:
+                   dimension_order: list[int] | None = None, truncated_cells: int = 8,
+                   expected_draws: int = 32) -> Generation:
     """Decode the generated cells of the paper's Fig 4, S4 and S5 (see the module's notes).
 
     Parameters
@@ -183,6 +247,8 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
         dimensions' mean KL on the test cells).
     truncated_cells : int
         Prior draws decoded in each truncation row.
+    expected_draws : int
+        Prior draws averaged into each structure's expected image in the host cell.
 
     Returns
     -------
@@ -191,6 +257,8 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
         ``source`` in {real, reconstruction, sample, prior, generated}, ``cell_id``, ``store_index``,
         ``structure``, ``draw``).
     """
+    if expected_draws < 1:
+        raise ValueError(f"expected_draws must be at least 1, got {expected_draws}")
     reference_model.eval()
     target_model.eval()
     test = cells[cells["split"] == "test"].sort_values("cell_id").reset_index(drop=True)
@@ -211,7 +279,11 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
     truncated = truncated_prior(reference_model, prior_z[:truncated_cells], order=list(dimension_order),
                                 counts=counts, batch_size=batch_size)
 
-    host = median_elbo_cell(real[:, :2], model=reference_model, samples=elbo_samples, seed=seed)
+    masks = read_cells(store, test["store_index"].to_numpy(), channels=MASK_CHANNELS) > 0.5
+    whole = np.flatnonzero(~touches_crop_border(masks[:, 0]))
+    candidates = whole if len(whole) else np.arange(len(test))
+    host = int(candidates[median_elbo_cell(real[candidates, :2], model=reference_model, samples=elbo_samples,
+                                           seed=seed)])
     count = len(structures) * per_structure
     host_reference = real[host:host + 1, :2].repeat(count, *([1] * (real.ndim - 1)))
     host_labels = torch.arange(len(structures)).repeat_interleave(per_structure)
@@ -220,11 +292,19 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
                               batch_size=batch_size).clamp(0, 1)
     in_one_cell = torch.cat([host_reference, host_structure], dim=1).reshape(
         len(structures), per_structure, *real.shape[1:])
+    expected = host_expectation(target_model, real[host, :2], len(structures), draws=expected_draws,
+                                batch_size=batch_size, seed=seed)
+
+    localization = localization_table(test["structure"], masks, {
+        "real": real[:, 2].numpy(), "reconstruction": reconstruction[:, 2].numpy(), "sample": sample[:, 2].numpy()})
 
     picked = [_examples(cells, structure, examples) for structure in structures]
     example_images = np.zeros((len(structures), examples, *real.shape[1:]), np.float32)
+    example_masks = np.zeros((len(structures), examples, len(MASK_CHANNELS), *real.shape[2:]), bool)
     for row, table in enumerate(picked):
         example_images[row, :len(table)] = read_cells(store, table["store_index"].to_numpy())
+        example_masks[row, :len(table)] = read_cells(store, table["store_index"].to_numpy(),
+                                                     channels=MASK_CHANNELS) > 0.5
 
     manifest = pd.concat([
         pd.DataFrame({"array": "test_cells", "position": np.arange(len(test)), "source": source,
@@ -249,11 +329,14 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
         test_cells={"real": real.numpy(), "reconstruction": reconstruction.numpy(), "sample": sample.numpy(),
                     "store_index": test["store_index"].to_numpy()},
         structures_in_one_cell={"images": in_one_cell.numpy(), "host": real[host].numpy(),
+                                "host_masks": masks[host], "expected": expected,
+                                "expected_draws": np.array(expected_draws),
                                 "host_store_index": np.array(int(test.loc[host, "store_index"])),
                                 "structures": np.array(structures)},
-        structure_examples={"images": example_images, "structures": np.array(structures),
+        structure_examples={"images": example_images, "masks": example_masks, "structures": np.array(structures),
                             "counts": np.array([len(table) for table in picked])},
         truncated={"images": truncated, "kept": np.array(counts), "order": np.array(dimension_order)},
+        localization=localization,
         manifest=manifest,
     )
 
