@@ -9,9 +9,9 @@
   *sample* from the target prior inside the real membrane and DNA;
 - ``structures_in_one_cell``: one real test cell (the one with the median reference ELBO, a typical cell, among those
   that lie wholly inside their crop where any does) hosting every structure class generated ``per_structure`` times
-  from the target prior, ``(S, K, 3, Z, Y, X)``, and each class's *expected* structure there, the mean of ``expected_draws`` prior draws, ``(S, Z, Y, X)``: where the model
-  puts the structure in that cell (its localization rule), which one draw shows only in part; with the host's cell
-  and nucleus masks;
+  from the target prior, ``(S, K, 3, Z, Y, X)``, and each class's *expected* structure there, the mean of
+  ``expected_draws`` prior draws, ``(S, Z, Y, X)``: where the model puts the structure in that cell (its
+  localization rule), which one draw shows only in part; with the host's cell and nucleus masks;
 - ``structure_examples``: ``examples`` real test cells per structure class (train cells where the test split has too
   few), ``(S, E, 3, Z, Y, X)``, with their masks;
 - ``localization``: where each structure's intensity lies in the test cells (:mod:`statcell.analysis.localization`,
