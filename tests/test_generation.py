@@ -209,3 +209,19 @@ def test_views_stack_xy_over_xz_in_channel_colours():
     faint[2, 3, 0, 0] = 0.1  # a faint structure stays faint (not stretched per panel), unless a top is given
     np.testing.assert_allclose(views(faint)[0, 0], [0.1, 0.09, 0.0], rtol=1e-6)
     np.testing.assert_allclose(views(faint, structure_top=0.1)[0, 0], [1.0, 0.9, 0.0], rtol=1e-6)
+
+
+def test_localization_bars_say_when_a_class_has_no_test_cells_or_no_intensity():
+    from statcell.plots import generation as plots
+    from statcell.plots.style import pyplot
+
+    figure, (empty, blank) = pyplot().subplots(1, 2)
+    plots._localization_bars(empty, pd.DataFrame(columns=["structure", "source", *LOCALIZATION_REGIONS]))
+    assert [text.get_text() for text in empty.texts] == ["no test cells of this class"]
+    profiles = pd.DataFrame([{"structure": "control_blank", "source": source, **dict.fromkeys(LOCALIZATION_REGIONS,
+                                                                                              np.nan)}
+                             for source in ("real", "sample")])
+    plots._localization_bars(blank, profiles)
+    assert [text.get_text() for text in blank.texts] == ["no intensity", "no intensity"]
+    assert [label.get_text() for label in blank.get_yticklabels()] == ["real", "generated"]
+    pyplot().close(figure)

@@ -135,6 +135,11 @@ def _heat_panel(axis, structure: np.ndarray, masks: np.ndarray, *, top: float) -
 def _localization_bars(axis, profiles: pd.DataFrame) -> None:
     """Stacked horizontal bars: the fraction of each source's structure intensity in each region."""
     sources = [source for source in LOCALIZATION_SOURCES if source in set(profiles["source"])]
+    if not sources:
+        axis.text(0.5, 0.5, "no test cells of this class", ha="center", va="center", fontsize=6,
+                  transform=axis.transAxes)
+        axis.set_axis_off()
+        return
     for row, source in enumerate(sources):
         profile = profiles[profiles["source"] == source].iloc[0]
         left = 0.0
