@@ -283,7 +283,12 @@ def test_workflow_embeds_an_extra_dataset_with_given_models_and_trains_none(tmp_
     trained = tiny_full_run(tmp_path_factory)
     started = time.monotonic()
     run = copy_workflow(tmp_path / "run")
-    # models trained elsewhere (the tiny run's exports) and a new experiment: the tiny run's drug FOVs as a manifest
+    # the lab's own dataset, already preprocessed (the tiny run's images and store, their times kept, so that the run
+    # takes them as they are), models trained elsewhere (the tiny run's exports) and a new experiment: the tiny run's
+    # drug FOVs as a manifest
+    for folder in ("synthetic", "main"):
+        shutil.copytree(trained / "results" / folder, run / "results" / folder,
+                        ignore=shutil.ignore_patterns("embeddings"))
     for kind in ("reference", "target"):
         _copy_export(trained / "results" / "models" / f"{kind}.pt", run / "lab_models", kind)
     manifest = io.read_manifest(trained / "results" / "synthetic" / "drugs_manifest.csv")
@@ -298,7 +303,9 @@ def test_workflow_embeds_an_extra_dataset_with_given_models_and_trains_none(tmp_
 
     jobs = scheduled_jobs(snakemake(run, "-n").stdout)
     rules = {job.rule for job in jobs}
-    assert not rules & {"train_reference", "train_target"}, rules
+    assert not rules & {"train_reference", "train_target", "synthesize"}, rules
+    preprocessing = {job.wildcards.split(",")[0] for job in jobs if job.rule in {"preprocess_fov", "normalize_cells"}}
+    assert "dataset=plate_7" in preprocessing and "dataset=main" not in preprocessing, preprocessing
     assert {job.wildcards for job in jobs if job.rule == "import_model"} == {"model=reference", "model=target"}
     assert {"dataset=plate_7, model=reference", "dataset=plate_7, model=target"} <= {
         job.wildcards for job in jobs if job.rule == "embed_cells"}
