@@ -54,6 +54,8 @@ class Generation(NamedTuple):
 
 #: The store channels of a cell's masks: cell, nucleus.
 MASK_CHANNELS: tuple[int, int] = (CROP_CHANNELS.index("cell_mask"), CROP_CHANNELS.index("nucleus_mask"))
+#: Membrane, DNA and structure, then the masks: one read of the store per set of cells.
+_IMAGE_AND_MASK_CHANNELS: tuple[int, ...] = (0, 1, 2, *MASK_CHANNELS)
 
 
 
@@ -264,7 +266,8 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
     test = cells[cells["split"] == "test"].sort_values("cell_id").reset_index(drop=True)
     if test.empty:
         raise ValueError("the dataset has no test cells")
-    real = torch.from_numpy(read_cells(store, test["store_index"].to_numpy()))
+    stored = read_cells(store, test["store_index"].to_numpy(), channels=_IMAGE_AND_MASK_CHANNELS)
+    real, masks = torch.from_numpy(stored[:, :3]), stored[:, 3:] > 0.5
     labels = torch.tensor(structure_labels(test["structure"], structures))
     reconstruction, sample = counterparts(real, labels, reference_model=reference_model, target_model=target_model,
                                           batch_size=batch_size, seed=seed)
@@ -279,7 +282,6 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
     truncated = truncated_prior(reference_model, prior_z[:truncated_cells], order=list(dimension_order),
                                 counts=counts, batch_size=batch_size)
 
-    masks = read_cells(store, test["store_index"].to_numpy(), channels=MASK_CHANNELS) > 0.5
     whole = np.flatnonzero(~touches_crop_border(masks[:, 0]))
     candidates = whole if len(whole) else np.arange(len(test))
     host = int(candidates[median_elbo_cell(real[candidates, :2], model=reference_model, samples=elbo_samples,
@@ -302,9 +304,8 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
     example_images = np.zeros((len(structures), examples, *real.shape[1:]), np.float32)
     example_masks = np.zeros((len(structures), examples, len(MASK_CHANNELS), *real.shape[2:]), bool)
     for row, table in enumerate(picked):
-        example_images[row, :len(table)] = read_cells(store, table["store_index"].to_numpy())
-        example_masks[row, :len(table)] = read_cells(store, table["store_index"].to_numpy(),
-                                                     channels=MASK_CHANNELS) > 0.5
+        example = read_cells(store, table["store_index"].to_numpy(), channels=_IMAGE_AND_MASK_CHANNELS)
+        example_images[row, :len(table)], example_masks[row, :len(table)] = example[:, :3], example[:, 3:] > 0.5
 
     manifest = pd.concat([
         pd.DataFrame({"array": "test_cells", "position": np.arange(len(test)), "source": source,
