@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from statcell import io
-from statcell.crop import CROP_CHANNELS
+from statcell.vocabulary import CROP_CHANNELS
 
 PAPER_CROP = (64, 96, 160)
 ENCODINGS = ("float32", "uint16", "uint8")

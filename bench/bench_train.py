@@ -37,7 +37,7 @@ def masked_cell(rng, crop_shape: tuple[int, ...]):
     outside, as the pipeline masks them), a cell mask and a smaller nucleus mask, so it compresses like a real one."""
     import numpy as np
 
-    from statcell.crop import CROP_CHANNELS
+    from statcell.vocabulary import CROP_CHANNELS
 
     grid = np.meshgrid(*(np.linspace(-1, 1, size) for size in crop_shape), indexing="ij")
     radii = rng.uniform(0.7, 0.95, size=3)
@@ -56,7 +56,7 @@ def store_loader(folder: Path, kind: str, crop_shape: tuple[int, ...], batch: in
     import numpy as np
     from torch.utils.data import DataLoader
 
-    from statcell.crop import CROP_CHANNELS
+    from statcell.vocabulary import CROP_CHANNELS
     from statcell.io import encode_cells
     from statcell.normalize import create_cell_store
     from statcell.train import CellDataset

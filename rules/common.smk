@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from statcell import allencell, io, synth, vocabulary
+from statcell import io, synth, vocabulary
 from statcell.config import ConfigError, check_structures_known, model_training_section
 from statcell.analysis import beta_sweep, perturbation
 from statcell.plots import explorer, registry
@@ -139,6 +139,10 @@ def imported_from_allencell(dataset):
 @cache
 def allencell_cells():
     """The cells of a pre-cropped Allen dataset, one row each (`allencell.read_cell_table`)."""
+    # Imported here: statcell.allencell brings in the imaging stack (scipy.ndimage, scikit-image), 0.2 s that every
+    # parse of the workflow (each cluster job parses it twice) would pay for a source it rarely uses.
+    from statcell import allencell
+
     return allencell.read_cell_table(allencell.AllenCellSettings.from_config(config["allencell"]))
 
 

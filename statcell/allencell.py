@@ -14,8 +14,8 @@ readers below hold no per-dataset branches.
     ``(Z, C, Y, X)``) and one of masks (``crop_seg``), named by the ``name_dict`` column; bounding boxes cut from the
     FOV, unaligned and unmasked, so they take the full :func:`statcell.crop.align_cell` path with this cell's masks.
 
-Every imported cell becomes a crop of :data:`statcell.crop.CROP_CHANNELS` at the configured voxel size, masked as the
-paper does (DNA by the nucleus, membrane and structure by the cell).
+Every imported cell becomes a crop of :data:`statcell.vocabulary.CROP_CHANNELS` at the configured voxel size, masked
+as the paper does (DNA by the nucleus, membrane and structure by the cell).
 """
 
 from __future__ import annotations
@@ -423,7 +423,7 @@ def import_cell(image: np.ndarray, segmentation: np.ndarray | None, *, channels:
     Returns
     -------
     crop, whole : ndarray
-        float32 ``(5, Z, Y, X)`` of :data:`statcell.crop.CROP_CHANNELS` at the crop shape (DNA masked by the
+        float32 ``(5, Z, Y, X)`` of :data:`statcell.vocabulary.CROP_CHANNELS` at the crop shape (DNA masked by the
         nucleus, membrane and structure by the cell), and the whole aligned cell with every intensity masked to the
         cell, for :func:`statcell.crop.measure_cell`; intensities above their background.
     backgrounds : tuple of float

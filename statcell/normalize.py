@@ -1,11 +1,12 @@
 """Normalization of every cell crop into one chunked Zarr store, with a per-cell table beside it.
 
-The store ``cells.zarr`` holds one array ``(N, C, Z, Y, X)`` (channels of :data:`statcell.crop.CROP_CHANNELS`), one
-cell per chunk, zstd-compressed, with OME-NGFF metadata (axes, voxel size, channel names and colours). Each intensity
-channel of each cell, above its background since cropping (``crop.background``, :func:`statcell.crop.cell_backgrounds`),
-is scaled to [0, 1]; the masks stay 0/1. Work is spread over Dask tasks, one per FOV, writing straight into the
-store, so memory stays bounded however many cells there are. The store is written under a temporary name and renamed
-when complete, so a killed job never leaves a store that looks finished.
+The store ``cells.zarr`` holds one array ``(N, C, Z, Y, X)`` (channels of
+:data:`statcell.vocabulary.CROP_CHANNELS`), one cell per chunk, zstd-compressed, with OME-NGFF metadata (axes, voxel
+size, channel names and colours). Each intensity channel of each cell, above its background since cropping
+(``crop.background``, :func:`statcell.crop.cell_backgrounds`), is scaled to [0, 1]; the masks stay 0/1. Work is spread
+over Dask tasks, one per FOV, writing straight into the store, so memory stays bounded however many cells there are.
+The store is written under a temporary name and renamed when complete, so a killed job never leaves a store that looks
+finished.
 
 The training dataset also gets the paper's five control "structures", built from its own cells (:func:`plan_controls`,
 :func:`control_image`): a blank channel, a copy of the DNA channel, a copy of the membrane channel, Gaussian noise
@@ -28,9 +29,8 @@ import numpy as np
 import pandas as pd
 
 from statcell import io
-from statcell.crop import CROP_CHANNELS
 from statcell.seeding import DATA_SEED, numpy_stream, stable_fraction
-from statcell.vocabulary import CONTROLS, IMAGING_FOV, INTERPHASE
+from statcell.vocabulary import CONTROLS, CROP_CHANNELS, IMAGING_FOV, INTERPHASE
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def normalize_crop(crop: np.ndarray, *, settings: NormalizeSettings) -> np.ndarr
     Parameters
     ----------
     crop : ndarray
-        ``(5, Z, Y, X)`` as in :data:`statcell.crop.CROP_CHANNELS`: intensities above their background (cropping
+        ``(5, Z, Y, X)`` as in :data:`statcell.vocabulary.CROP_CHANNELS`: intensities above their background (cropping
         subtracts it) and masked to the cell, masks 0/1.
     settings : NormalizeSettings
         Scaling method.
@@ -298,7 +298,7 @@ def control_image(cell: np.ndarray, kind: str, *, donor: np.ndarray | None = Non
     Parameters
     ----------
     cell : ndarray
-        Normalized ``(5, Z, Y, X)`` cell (:data:`statcell.crop.CROP_CHANNELS`).
+        Normalized ``(5, Z, Y, X)`` cell (:data:`statcell.vocabulary.CROP_CHANNELS`).
     kind : str
         One of :data:`CONTROLS`: ``control_blank`` (an empty channel), ``control_dna`` /
         ``control_membrane`` (an exact copy of that channel), ``control_noise`` (Gaussian noise inside the cell,

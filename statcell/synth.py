@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
+import scipy  # scipy.ndimage loads on first use: the workflow's parse plans FOVs and draws none
 
 from statcell import io
 from statcell.seeding import numpy_stream
@@ -320,9 +320,9 @@ def _surfaces(labels: np.ndarray) -> np.ndarray:
 def _radial_coordinate(labels2d: np.ndarray, spacing_yx: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel: distance (µm) to its cell's wall and the radial coordinate r = d_centre / (d_centre + d_wall)."""
     wall = _walls(labels2d) | (labels2d == 0)
-    to_wall = ndimage.distance_transform_edt(~wall, sampling=spacing_yx).astype(np.float32)
+    to_wall = scipy.ndimage.distance_transform_edt(~wall, sampling=spacing_yx).astype(np.float32)
     index = np.arange(1, labels2d.max() + 1)
-    centroids = np.array(ndimage.center_of_mass(np.ones_like(labels2d), labels2d, index)).reshape(-1, 2)
+    centroids = np.array(scipy.ndimage.center_of_mass(np.ones_like(labels2d), labels2d, index)).reshape(-1, 2)
     centroids = np.nan_to_num(centroids) * np.asarray(spacing_yx)
     yy, xx = np.indices(labels2d.shape, dtype=np.float32)
     yy = (yy + 0.5) * spacing_yx[0]
@@ -368,7 +368,7 @@ def _build_colony(settings: SynthSettings, canvas_shape: tuple[int, int, int], r
 
     base_um = 0.8
     stack_top = canvas_shape[0] * spacing[0] - 0.4
-    boxes = ndimage.find_objects(labels2d)
+    boxes = scipy.ndimage.find_objects(labels2d)
     areas = np.bincount(labels2d.ravel(), minlength=count + 1)[1:] * spacing_yx[0] * spacing_yx[1]
     mean_area = float(np.mean(areas[areas > 0]))
     cells: dict[int, _Cell] = {}
@@ -433,7 +433,7 @@ def _smooth_noise(shape: tuple[int, ...], spacing: tuple[float, ...], scale_um: 
     """
     step = [max(1, int(scale_um / 2 / s)) for s in spacing]
     coarse_shape = [math.ceil(n / k) + 1 for n, k in zip(shape, step)]
-    coarse = ndimage.gaussian_filter(rng.standard_normal(coarse_shape).astype(np.float32),
+    coarse = scipy.ndimage.gaussian_filter(rng.standard_normal(coarse_shape).astype(np.float32),
                                      [scale_um / (s * k) for s, k in zip(spacing, step)])
     for axis in reversed(range(len(shape))):  # the last axis first, while the array is small
         coarse = _upsample_linear(coarse, axis, shape[axis], step[axis])
@@ -484,15 +484,15 @@ def _place_nucleus(
     inside_cell = cells3d[box] == cell.label
     margin_ok = (to_wall[box[1:]][None] >= 0.7) & (z >= base_um + 0.5) & (z <= top_um[box[1:]][None] - 0.7)
     nucleus = (quadric <= 1.0 + wobble * roughness[box]) & inside_cell & margin_ok
-    nucleus = ndimage.binary_opening(nucleus, iterations=1) if nucleus.sum() > 50 else nucleus
+    nucleus = scipy.ndimage.binary_opening(nucleus, iterations=1) if nucleus.sum() > 50 else nucleus
     nucleus = _largest_component(nucleus)
     nuclei3d[box][nucleus] = cell.label
     if cell.is_mitotic or not nucleus.any():
         return
     # Nucleoli: 2-4 blobs kept >= 0.5 µm inside the nucleus.
-    inner = ndimage.find_objects(nucleus.astype(np.int8))[0]
+    inner = scipy.ndimage.find_objects(nucleus.astype(np.int8))[0]
     nucleus_box = tuple(slice(b.start + i.start, b.start + i.stop) for b, i in zip(box, inner))
-    depth = ndimage.distance_transform_edt(nucleus[inner], sampling=spacing)
+    depth = scipy.ndimage.distance_transform_edt(nucleus[inner], sampling=spacing)
     z, y, x = _box_coordinates(nucleus_box, spacing)
     candidates = np.argwhere(depth > 1.1)
     offset = np.array([b.start for b in nucleus_box])
@@ -518,7 +518,7 @@ def _ellipsoid_box(cell: _Cell, reach: float, depth: int, spacing: tuple[float, 
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask)
+    labels, count = scipy.ndimage.label(mask)
     if count <= 1:
         return mask
     sizes = np.bincount(labels.ravel())[1:]
@@ -555,7 +555,7 @@ def _dna_signal(colony: _Colony, rng: np.random.Generator) -> np.ndarray:
     texture = _smooth_noise(colony.cells3d.shape, colony.spacing, 0.45, rng)
     signal = colony.cytoplasm * np.float32(0.015)
     density = _cell_factors(colony, rng, 0.12)
-    for label, box in enumerate(ndimage.find_objects(colony.nuclei3d), start=1):
+    for label, box in enumerate(scipy.ndimage.find_objects(colony.nuclei3d), start=1):
         if box is None:
             continue
         stage = colony.cells[label].stage
@@ -705,7 +705,7 @@ def _microtubules(colony: _Colony, rng: np.random.Generator, *, drug: str = "", 
                 rings[box] |= inside & (np.abs(radial - r0) < 0.05) & (np.abs(z_um[box[0]] - z0) < 0.4)
         bundles = rings & cytoplasm
         signal = np.float32(2.2) * bundles + 0.35 * _splat(fibres, shape, spacing, 0.08) + np.float32(0.04) * cytoplasm
-        signal = ndimage.grey_dilation(signal, size=(1, 2, 2))
+        signal = scipy.ndimage.grey_dilation(signal, size=(1, 2, 2))
     else:
         signal = 0.6 * _splat(fibres, shape, spacing, 0.08) + np.float32(0.12) * cytoplasm
     return (np.clip(signal, 0, 3.0) * cells * (cytoplasm | _rounded_cells(colony))).astype(np.float32)
@@ -957,7 +957,7 @@ def _optics(clean: np.ndarray, settings: SynthSettings) -> np.ndarray:
     spacing = settings.pixel_size_um
     sigma = (0.0, settings.psf_sigma_um[0] / spacing[0], settings.psf_sigma_um[1] / spacing[1],
              settings.psf_sigma_um[1] / spacing[2])
-    return ndimage.gaussian_filter(clean, sigma) if any(s > 0 for s in sigma) else clean
+    return scipy.ndimage.gaussian_filter(clean, sigma) if any(s > 0 for s in sigma) else clean
 
 
 def _camera(blurred: np.ndarray, settings: SynthSettings, rng: np.random.Generator) -> np.ndarray:

@@ -45,6 +45,9 @@ MITOTIC_CLASSES: tuple[str, ...] = ("prophase", "early_prometaphase", "prometaph
 #: Every value of the ``mitotic_stage`` column: interphase, then the mitotic classes.
 MITOTIC_STAGES: tuple[str, ...] = (INTERPHASE, *MITOTIC_CLASSES)
 
+#: Channels of every cell crop and of ``cells.zarr``, in order: three intensities, then the cell and nucleus masks.
+CROP_CHANNELS: tuple[str, ...] = ("membrane", "dna", "structure", "cell_mask", "nucleus_mask")
+
 #: Column of ``cells.parquet`` naming the field of view a cell was imaged in: the replicate unit of every statistical
 #: test (:mod:`statcell.analysis.statistics`).
 IMAGING_FOV = "imaging_fov"

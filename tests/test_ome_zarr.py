@@ -15,7 +15,7 @@ import pytest
 import zarr
 
 from statcell import io, normalize
-from statcell.crop import CROP_CHANNELS
+from statcell.vocabulary import CROP_CHANNELS
 from tests.test_normalize import _write_fov
 
 ome_zarr_models = pytest.importorskip("ome_zarr_models")  # a test dependency (pyproject's `test` extra)

@@ -175,15 +175,17 @@ def test_a_colony_without_a_drug_set_plans_no_drug_jobs(fresh):
 
 
 @pytest.mark.slow
-def test_parsing_the_workflow_imports_no_torch(fresh):
-    """Every Snakemake start parses the workflow (a no-op rerun, and each cluster job): torch's import, 2-4 s, is left
-    to the jobs that train or embed."""
+def test_parsing_the_workflow_imports_neither_torch_nor_the_imaging_stack(fresh):
+    """Every Snakemake start parses the workflow (a no-op rerun, and each cluster job twice): torch's import, 2-4 s, is
+    left to the jobs that train or embed, and the imaging stack's (scipy.ndimage, scipy.spatial, scikit-image; 0.2-0.3
+    s) to the jobs that segment, crop or draw cells."""
     parse = subprocess.run([sys.executable, "-X", "importtime", "-m", "snakemake", "-n", "--configfile", "tiny.yaml"],
                            cwd=fresh, capture_output=True, text=True, timeout=300)
     assert parse.returncode == 0, parse.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in parse.stderr.splitlines() if line.startswith("import time:")}
     assert "snakemake.workflow" in imported and "statcell.config" in imported
-    assert not {name for name in imported if name.split(".")[0] in ("torch", "lightning")}
+    assert not {name for name in imported if name.split(".")[0] in ("torch", "lightning", "skimage")}
+    assert not {name for name in imported if name.startswith(("scipy.ndimage", "scipy.spatial"))}
 
 
 @pytest.mark.slow

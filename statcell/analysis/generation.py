@@ -35,10 +35,10 @@ import torch
 
 from statcell.analysis.embed import structure_labels
 from statcell.analysis.localization import localization_table
-from statcell.crop import CROP_CHANNELS
 from statcell.io import read_cells
 from statcell.models.loss import elbo_estimate, kl_per_dimension
 from statcell.seeding import integer_seed
+from statcell.vocabulary import CROP_CHANNELS
 
 class Generation(NamedTuple):
     """The images and manifest of :func:`generate_cells` (arrays float32 in the store's channel order)."""

@@ -51,7 +51,6 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy.spatial.distance import cdist
 
 from statcell.analysis.statistics import holm, permutation_p_value, replicate_units, unit_relabelings
 from statcell.seeding import numpy_stream
@@ -360,6 +359,8 @@ def shift_tests(latents: np.ndarray, treated: np.ndarray, units: np.ndarray, *, 
     control_sums = x.sum(axis=0) - treated_sums
     shift = treated_sums / n_treated[:, None] - control_sums / n_control[:, None]
     distances = np.linalg.norm(shift, axis=1)
+
+    from scipy.spatial.distance import cdist  # imported here: the workflow's parse imports this module
 
     pairwise = cdist(x, x)  # (cells, cells); no (cells, cells, dimensions) intermediate
     to_treated = groups @ pairwise

@@ -216,7 +216,7 @@ def cells_from_image(channels: np.ndarray, *, spacing: tuple[float, float, float
     Returns
     -------
     cells : ndarray
-        float32 ``(N, 5, Z, Y, X)`` normalized crops of the accepted cells (:data:`statcell.crop.CROP_CHANNELS`).
+        float32 ``(N, 5, Z, Y, X)`` normalized crops of the accepted cells (:data:`statcell.vocabulary.CROP_CHANNELS`).
     table : DataFrame
         Every cell found, accepted or not (``reject_reason``), with ``cell_id`` and the crop's measurements.
     """

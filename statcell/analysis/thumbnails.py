@@ -135,7 +135,7 @@ def _open_store(store: str | Path) -> tuple:
     """The store's array ``0``, the positions of :data:`THUMBNAIL_CHANNELS` in it, and its voxel size ``(z, y, x)``.
 
     Channels are found by the names the store gives them (:func:`statcell.io.store_metadata`) where it names them,
-    else taken as the first three (the order of :data:`statcell.crop.CROP_CHANNELS`); the voxel size defaults to
+    else taken as the first three (the order of :data:`statcell.vocabulary.CROP_CHANNELS`); the voxel size defaults to
     cubic where the store does not state it."""
     metadata = io.store_metadata(store)
     if metadata.channels:
