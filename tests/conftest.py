@@ -46,18 +46,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The ``longest`` test first, then the fast tests, then the other end-to-end (``slow``) tests, each in file order.
+    """The ``longest`` test first, then the fast tests, then the other end-to-end (``slow``) tests: those that mostly
+    wait (``waits``) first, then the rest, each in file order.
 
     pytest-xdist's ``loadgroup`` hands out work units (a test, or every test of one ``xdist_group``) largest group
     first, then in this order, and gives a worker its next unit while its current one runs. So one worker takes the
     tiny runs' group and the other the longest test, which alone lasts about as long as everything else together;
     the unit queued behind it is a fast test. A suite that queued the longest test behind two other end-to-end tests
-    started its run 4.4 minutes late and ended with it (README, *Measured*).
+    started its run 4.4 minutes late and ended with it (README, *Measured*). Within the tiny runs' group the tests
+    that wait go first: they wait while the longest test, generating and preprocessing its colony, keeps both cores
+    busy, and the tests that compute then fill the core its single-threaded training leaves.
     """
-    def rank(item: pytest.Item) -> int:
+    def rank(item: pytest.Item) -> tuple[int, int]:
         if item.get_closest_marker("longest") is not None:
-            return 0
-        return 2 if item.get_closest_marker("slow") is not None else 1
+            return 0, 0
+        if item.get_closest_marker("slow") is None:
+            return 1, 0
+        return 2, 0 if item.get_closest_marker("waits") is not None else 1
 
     items.sort(key=rank)
 

@@ -28,7 +28,8 @@ PROFILE = "workflow/profiles/slurm"
 FAST_STATUS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
                "--seconds-between-status-checks", "2")
 RUN_TIMEOUT_S = 1200
-pytestmark = pytest.mark.xdist_group("tiny_runs")  # see tests/test_workflow.py
+# Both tests mostly wait on SLURM's status checks: they go first among the tiny runs' tests (tests/conftest.py).
+pytestmark = [pytest.mark.xdist_group("tiny_runs"), pytest.mark.waits]  # groups: see tests/test_workflow.py
 
 
 @pytest.fixture(scope="module")
