@@ -141,13 +141,18 @@ def busy_threads(timeline: pd.DataFrame, *, cores: int, bin_s: float = 30.0) -> 
     return pd.DataFrame(rows)
 
 
+def copy_workflow(source: Path, folder: Path) -> None:
+    """Copy the workflow's files (:data:`WORKFLOW_FILES`) of the checkout ``source`` into the new folder ``folder``."""
+    folder.mkdir(parents=True)
+    for name in WORKFLOW_FILES:
+        (shutil.copytree if (source / name).is_dir() else shutil.copy)(source / name, folder / name)
+
+
 def run_workflow(folder: Path, *, cores: int, configfiles: list[str], targets: list[str]) -> float:
     """Run the workflow from nothing in a fresh copy in ``folder``; its wall time in seconds."""
     if folder.exists():
         shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    for name in WORKFLOW_FILES:
-        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, folder / name)
+    copy_workflow(ROOT, folder)
     command = [sys.executable, "-m", "snakemake", *targets, "--cores", str(cores)]
     if configfiles:
         command += ["--configfile", *configfiles]

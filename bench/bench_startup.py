@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,8 +26,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from bench_run import copy_workflow  # bench/ is on the path of a script run from it
 
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "workflow", "envs")
 #: Modules imported by many jobs: the latent-space figures and analyses, the store, the simulator's planning.
 MODULES = ("statcell.normalize", "statcell.analysis.latent_space", "statcell.synth", "statcell.train")
 
@@ -66,10 +65,7 @@ def main() -> None:
         folders = {}
         for index, tree in enumerate(trees):
             folders[tree] = Path(scratch) / f"tree{index}"
-            folders[tree].mkdir()
-            for name in WORKFLOW_FILES:
-                source = tree / name
-                (shutil.copytree if source.is_dir() else shutil.copy)(source, folders[tree] / name)
+            copy_workflow(tree, folders[tree])
         for repeat in range(args.repeats + 1):  # the first round warms the file cache and is not counted
             for tree in trees:
                 for name, command in probes(folders[tree]).items():

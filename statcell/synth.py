@@ -434,7 +434,7 @@ def _smooth_noise(shape: tuple[int, ...], spacing: tuple[float, ...], scale_um: 
     step = [max(1, int(scale_um / 2 / s)) for s in spacing]
     coarse_shape = [math.ceil(n / k) + 1 for n, k in zip(shape, step)]
     coarse = scipy.ndimage.gaussian_filter(rng.standard_normal(coarse_shape).astype(np.float32),
-                                     [scale_um / (s * k) for s, k in zip(spacing, step)])
+                                           [scale_um / (s * k) for s, k in zip(spacing, step)])
     for axis in reversed(range(len(shape))):  # the last axis first, while the array is small
         coarse = _upsample_linear(coarse, axis, shape[axis], step[axis])
     return (coarse - coarse.mean()) / max(float(coarse.std()), 1e-6)

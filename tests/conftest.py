@@ -54,8 +54,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     tiny runs' group and the other the longest test, which alone lasts about as long as everything else together;
     the unit queued behind it is a fast test. A suite that queued the longest test behind two other end-to-end tests
     started its run 4.4 minutes late and ended with it (README, *Measured*). Within the tiny runs' group the tests
-    that wait go first: they wait while the longest test, generating and preprocessing its colony, keeps both cores
-    busy, and the tests that compute then fill the core its single-threaded training leaves.
+    that wait go first: they wait while the longest test generates and preprocesses its colony, and the tests that
+    compute then take the cycles its training leaves.
     """
     def rank(item: pytest.Item) -> tuple[int, int]:
         if item.get_closest_marker("longest") is not None:

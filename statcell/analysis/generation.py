@@ -40,6 +40,7 @@ from statcell.models.loss import elbo_estimate, kl_per_dimension
 from statcell.seeding import integer_seed
 from statcell.vocabulary import CROP_CHANNELS
 
+
 class Generation(NamedTuple):
     """The images and manifest of :func:`generate_cells` (arrays float32 in the store's channel order)."""
 
@@ -55,7 +56,8 @@ class Generation(NamedTuple):
 #: The store channels of a cell's masks: cell, nucleus.
 MASK_CHANNELS: tuple[int, int] = (CROP_CHANNELS.index("cell_mask"), CROP_CHANNELS.index("nucleus_mask"))
 #: Membrane, DNA and structure, then the masks: one read of the store per set of cells.
-_IMAGE_AND_MASK_CHANNELS: tuple[int, ...] = (0, 1, 2, *MASK_CHANNELS)
+_IMAGE_AND_MASK_CHANNELS: tuple[int, ...] = (*(CROP_CHANNELS.index(name) for name in ("membrane", "dna", "structure")),
+                                            *MASK_CHANNELS)
 
 
 
