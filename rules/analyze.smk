@@ -34,6 +34,8 @@ rule check_models:
             caption="../workflow/report/reconstruction.rst",
             category="Models",
         ),
+    params:
+        settings=analysis_json(),
     threads: 1
     resources:
         mem_mb=2000,
@@ -43,8 +45,8 @@ rule check_models:
     conda:
         "../envs/torch.yaml"
     shell:
-        f"{STATCELL} check-models --reference {{input.reference}} --target {{input.target}} "
-        "--store {input.store} --cells {input.cells} --kl {output.kl} --images {output.images} "
+        f"{STATCELL} check-models --settings {{params.settings:q}} --reference {{input.reference}} "
+        "--target {input.target} --store {input.store} --cells {input.cells} --kl {output.kl} --images {output.images} "
         "--reconstruction {output.reconstruction} > {log} 2>&1"
 
 

@@ -354,9 +354,12 @@ def _check_models(args: argparse.Namespace) -> None:
 
     from statcell import io
     from statcell.analysis import model_check
+    from statcell.models.precision import evaluation_precision
 
-    kl, images, reconstruction = model_check.check_models(args.reference, args.target, store=args.store,
-                                                          cells=pd.read_parquet(args.cells), count=args.count)
+    settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
+    with evaluation_precision(settings["precision"]):
+        kl, images, reconstruction = model_check.check_models(args.reference, args.target, store=args.store,
+                                                              cells=pd.read_parquet(args.cells), count=args.count)
     io.write_table(kl, args.kl)
     Path(args.images).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.images, **images)
@@ -377,6 +380,7 @@ def _add_check_models(commands: argparse._SubParsersAction) -> None:
         description="Run both models on the test cells: write each model's mean KL per latent dimension, how well "
         "each channel and structure is reconstructed and, for the first test cell of each structure, max projections "
         "of the cell and its reconstructions.")
+    _add_settings_options(parser, settings="the analysis section as JSON (used by the rules): its precision")
     _add_trained_models_options(parser)
     parser.add_argument("--count", type=int, default=6, help="test cells shown (default 6)")
     parser.add_argument("--kl", required=True, help="KL-per-dimension table to write (.csv)")
@@ -392,15 +396,17 @@ def _embed_cells(args: argparse.Namespace) -> None:
 
     from statcell import io
     from statcell.analysis import embed
+    from statcell.models.precision import evaluation_precision
     from statcell.train import load_model
 
     settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
     model, hparams = load_model(args.checkpoint)
     cells = pd.read_parquet(args.cells)
     embed.check_model_fits_data(hparams, args.store, cells, model_name=args.checkpoint)
-    embeddings = embed.embed_cells(args.store, cells, model=model, hparams=hparams,
-                                   samples=settings["elbo_samples"], batch_size=settings["batch_size"],
-                                   seed=settings["seed"])
+    with evaluation_precision(settings["precision"]):
+        embeddings = embed.embed_cells(args.store, cells, model=model, hparams=hparams,
+                                       samples=settings["elbo_samples"], batch_size=settings["batch_size"],
+                                       seed=settings["seed"])
     ranked = embed.rank_dimensions(embed.ranking_cells(embeddings, split=None if args.rank_on == "all" else "test"))
     io.write_table(embeddings, args.embeddings)
     io.write_table(ranked, args.dimensions)
@@ -466,15 +472,17 @@ def _walk_latent_space(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from statcell.analysis import latent_space
+    from statcell.models.precision import evaluation_precision
     from statcell.train import load_model
 
     settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
     model, _ = load_model(args.checkpoint)
     embeddings = pd.read_parquet(args.embeddings)
-    walks = latent_space.walk_latent_space(model, embeddings[embeddings["split"] == "test"],
-                                           dimensions=pd.read_csv(args.dimensions),
-                                           count=settings["walk_dimensions"], steps=settings["walk_steps"],
-                                           range_sd=settings["walk_range_sd"])
+    with evaluation_precision(settings["precision"]):
+        walks = latent_space.walk_latent_space(model, embeddings[embeddings["split"] == "test"],
+                                               dimensions=pd.read_csv(args.dimensions),
+                                               count=settings["walk_dimensions"], steps=settings["walk_steps"],
+                                               range_sd=settings["walk_range_sd"])
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.output, **walks)
     log.info("decoded %d walks of %d steps along dimensions %s", *walks["images"].shape[:2],
@@ -504,17 +512,19 @@ def _generate_cells(args: argparse.Namespace) -> None:
 
     from statcell import io
     from statcell.analysis import generation
+    from statcell.models.precision import evaluation_precision
     from statcell.train import load_model
 
     settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
     reference, _ = load_model(args.reference)
     target, target_hparams = load_model(args.target)
-    result = generation.generate_cells(
-        args.store, pd.read_parquet(args.cells), reference_model=reference, target_model=target,
-        structures=list(target_hparams["structures"]), generated_cells=settings["generated_cells"],
-        per_structure=settings["generated_per_structure"], examples=settings["examples_per_structure"],
-        elbo_samples=settings["elbo_samples"], batch_size=settings["batch_size"], seed=settings["seed"],
-        expected_draws=settings["expected_draws"])
+    with evaluation_precision(settings["precision"]):
+        result = generation.generate_cells(
+            args.store, pd.read_parquet(args.cells), reference_model=reference, target_model=target,
+            structures=list(target_hparams["structures"]), generated_cells=settings["generated_cells"],
+            per_structure=settings["generated_per_structure"], examples=settings["examples_per_structure"],
+            elbo_samples=settings["elbo_samples"], batch_size=settings["batch_size"], seed=settings["seed"],
+            expected_draws=settings["expected_draws"])
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     spacing = np.asarray(io.store_spacing(args.store), dtype=float)  # the figures' scale bars
@@ -637,10 +647,11 @@ def _predict_cells(args: argparse.Namespace) -> None:
     from statcell.analysis import prediction
     from statcell.config import DEFAULT_CONFIG_PATH, load_config
     from statcell.models import export
+    from statcell.models.precision import evaluation_precision
 
     settings = prediction.PredictSettings.from_section(
         section_settings("predict", config_path=args.config, inline_json=args.settings))
-    seed = section_settings("analysis", config_path=args.config, inline_json=args.analysis_settings)["seed"]
+    analysis = section_settings("analysis", config_path=args.config, inline_json=args.analysis_settings)
     reference_model, _ = export.load_model(args.reference)
     target_model, card = export.load_model(args.target)
     if args.image:
@@ -678,12 +689,14 @@ def _predict_cells(args: argparse.Namespace) -> None:
         references = io.read_cells(args.store, picked["store_index"].to_numpy(), channels=prediction.REFERENCE_CHANNELS)
         chosen = pd.DataFrame({"cell_id": picked["cell_id"], "source": "store",
                                "imaged_structure": picked["structure"]})
-    generated = prediction.generate_references(reference_model, settings.generated, seed=seed)
     chosen = pd.concat([chosen, pd.DataFrame({"cell_id": [f"generated_{k:02d}" for k in range(settings.generated)],
                                               "source": "generated", "imaged_structure": ""})], ignore_index=True)
-    references = np.concatenate([references, generated]).astype(np.float32)
-    mean, draws = prediction.predict_structures(references, chosen["cell_id"].tolist(), target_model=target_model,
-                                                samples=settings.samples, seed=seed)
+    with evaluation_precision(analysis["precision"]):
+        generated = prediction.generate_references(reference_model, settings.generated, seed=analysis["seed"])
+        references = np.concatenate([references, generated]).astype(np.float32)
+        mean, draws = prediction.predict_structures(references, chosen["cell_id"].tolist(),
+                                                    target_model=target_model, samples=settings.samples,
+                                                    seed=analysis["seed"])
     outdir = Path(args.outdir)
     files = []
     for index, cell_id in enumerate(chosen["cell_id"]):
@@ -739,15 +752,18 @@ def _perturb_cells(args: argparse.Namespace) -> None:
     from statcell import io
     from statcell.analysis import in_silico
     from statcell.models import export
+    from statcell.models.precision import evaluation_precision
 
     settings = in_silico.InSilicoSettings.from_section(
         section_settings("in_silico", config_path=args.config, inline_json=args.settings))
     analysis = section_settings("analysis", config_path=args.config, inline_json=args.analysis_settings)
     model, card = export.load_model(args.target)
-    features, images = in_silico.perturb_cells(
-        model, store=args.store, embeddings=pd.read_parquet(args.embeddings), cells=pd.read_parquet(args.cells),
-        dimensions=pd.read_csv(args.dimensions), structures=card.structures, settings=settings,
-        min_kl=analysis["active_kl_nats"], control=analysis["control_treatment"], spacing=io.store_spacing(args.store))
+    with evaluation_precision(analysis["precision"]):
+        features, images = in_silico.perturb_cells(
+            model, store=args.store, embeddings=pd.read_parquet(args.embeddings), cells=pd.read_parquet(args.cells),
+            dimensions=pd.read_csv(args.dimensions), structures=card.structures, settings=settings,
+            min_kl=analysis["active_kl_nats"], control=analysis["control_treatment"],
+            spacing=io.store_spacing(args.store))
     summary = in_silico.summarize(features)
     io.write_table(features, args.features)
     io.write_table(summary, args.summary)
@@ -796,12 +812,14 @@ def _analyze_beta_sweep(args: argparse.Namespace) -> None:
 
     from statcell import io
     from statcell.analysis import beta_sweep
+    from statcell.models.precision import evaluation_precision
 
     analysis = section_settings("analysis", config_path=args.config, inline_json=args.settings)
-    result = beta_sweep.analyze_beta_sweep(
-        args.checkpoints, store=args.store, cells=pd.read_parquet(args.cells), settings=_sweep_settings(args),
-        samples=analysis["elbo_samples"], batch_size=analysis["batch_size"], generated=analysis["generated_cells"],
-        seed=analysis["seed"])
+    with evaluation_precision(analysis["precision"]):
+        result = beta_sweep.analyze_beta_sweep(
+            args.checkpoints, store=args.store, cells=pd.read_parquet(args.cells), settings=_sweep_settings(args),
+            samples=analysis["elbo_samples"], batch_size=analysis["batch_size"],
+            generated=analysis["generated_cells"], seed=analysis["seed"])
     for table, path in ((result.rate_distortion, args.rate_distortion), (result.kl_per_dimension, args.kl),
                         (result.regression, args.regression), (result.feature_pcs, args.feature_pcs),
                         (result.features, args.features), (result.generated_features, args.generated_features)):
@@ -848,15 +866,18 @@ def _measure_coupling(args: argparse.Namespace) -> None:
 
     from statcell import io
     from statcell.analysis import coupling, recovery
+    from statcell.models.precision import evaluation_precision
     from statcell.train import load_model
 
-    settings = coupling.CouplingSettings.from_config(
-        section_settings("analysis", config_path=args.config, inline_json=args.settings))
+    analysis = section_settings("analysis", config_path=args.config, inline_json=args.settings)
+    settings = coupling.CouplingSettings.from_config(analysis)
     model, hparams = load_model(args.model)
     if hparams["kind"] != "target":
         raise ConfigError(f"{args.model} holds a {hparams['kind']} model; coupling needs the target model")
-    per_cell = coupling.measure_coupling(model, pd.read_parquet(args.cells), structures=list(hparams["structures"]),
-                                         store=args.store, settings=settings, splits=tuple(args.splits))
+    with evaluation_precision(analysis["precision"]):
+        per_cell = coupling.measure_coupling(model, pd.read_parquet(args.cells),
+                                             structures=list(hparams["structures"]), store=args.store,
+                                             settings=settings, splits=tuple(args.splits))
     summary = coupling.summarize_structures(per_cell, settings=settings)
     io.write_table(per_cell, args.output_cells)
     io.write_table(summary, args.output_structures)

@@ -36,6 +36,7 @@ from statcell.models import ReferenceVAE, TargetVAE, VAEConfig
 from statcell.models import export
 from statcell.models.blocks import memory_format, runs_faster_channels_last
 from statcell.models.loss import beta_elbo
+from statcell.models.precision import resolved_precision
 from statcell.normalize import imaged_cells
 from statcell.seeding import integer_seed
 
@@ -115,36 +116,6 @@ def learning_rate_factor(step: int, total_steps: int, schedule: str) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - 1 - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def cpu_multiplies_bf16() -> bool:
-    """Whether this CPU has bfloat16 matrix instructions: AMX tiles or AVX-512 BF16 (Intel Xeon since Cooper Lake,
-    AMD since Zen 4). Elsewhere PyTorch emulates bf16, slower than float32. The probes are PyTorch's own (private: a
-    PyTorch without them counts as no)."""
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-
-
-def training_precision(requested: str, *, on_gpu: bool, cpu_bf16: bool | None = None) -> str:
-    """The Lightning precision a model trains at: ``requested``, or for ``auto`` bf16 mixed precision where the chip
-    multiplies bf16 matrices natively (a GPU, or a CPU where ``cpu_bf16``, by default :func:`cpu_multiplies_bf16`)
-    and float32 elsewhere.
-
-    On the 2-core Intel Xeon with AMX of the README the default run's two trainings ran 1.2x faster in bf16, and its
-    models and calls came out as in float32 (README, *Measured*).
-
-    Examples
-    --------
-    >>> [training_precision("auto", on_gpu=False, cpu_bf16=native) for native in (True, False)]
-    ['bf16-mixed', '32-true']
-    >>> training_precision("32-true", on_gpu=True)
-    '32-true'
-    """
-    if requested != "auto":
-        return requested
-    if on_gpu:
-        return "bf16-mixed"
-    return "bf16-mixed" if (cpu_multiplies_bf16() if cpu_bf16 is None else cpu_bf16) else "32-true"
 
 
 def structure_weights(store: str | Path, indices: np.ndarray, labels: np.ndarray, n_classes: int, *,
@@ -789,7 +760,7 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     # the epochs since (and a finished run's `last.ckpt` would hold its best epoch, not its last).
     every_epoch = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="last", enable_version_counter=False)
     on_gpu = torch.cuda.is_available() and settings.accelerator in ("auto", "gpu", "cuda")
-    precision = training_precision(settings.precision, on_gpu=on_gpu)
+    precision = resolved_precision(settings.precision, on_gpu=on_gpu)
     log.info("%s model: training at precision %s (training.precision %s)", kind, precision, settings.precision)
     # Every crop has one shape, so cuDNN's autotuning (benchmark) pays for its first step: the paper3d networks at
     # batch 32 in bf16 on an H200 went from 152 / 137 to 233 / 198 images/s with it (README, Measured).

@@ -386,18 +386,6 @@ def test_memory_format_is_for_2d_or_3d_images():
         memory_format(1)
 
 
-def test_auto_precision_is_bf16_where_the_chip_multiplies_bf16_natively():
-    assert train.training_precision("auto", on_gpu=True, cpu_bf16=False) == "bf16-mixed"
-    assert train.training_precision("auto", on_gpu=False, cpu_bf16=True) == "bf16-mixed"
-    assert train.training_precision("auto", on_gpu=False, cpu_bf16=False) == "32-true"
-    for chosen in ("32-true", "bf16-mixed", "16-mixed"):  # a precision the config names is kept
-        assert train.training_precision(chosen, on_gpu=False, cpu_bf16=False) == chosen
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():  # the CPU's own flags (Linux) say the same as PyTorch
-        flags = set(cpuinfo.read_text().split())
-        assert train.cpu_multiplies_bf16() == bool(flags & {"amx_tile", "avx512_bf16"})
-
-
 def test_channels_last_where_it_is_faster_on_gpus_and_for_3d_networks_on_the_cpu():
     assert runs_faster_channels_last(3, "cpu") and not runs_faster_channels_last(2, "cpu")
     assert runs_faster_channels_last(2, "cuda") and runs_faster_channels_last(3, "cuda")

@@ -243,7 +243,10 @@ class Encoder(nn.Module):
         for block in self.blocks:
             h = block(h, reference, label)
         h = h.flatten(1)
-        return Encoding(self.mean(h), self.log_var(h))
+        mean, log_var = self.mean(h), self.log_var(h)
+        if not self.training:  # see Decoder.forward
+            mean, log_var = mean.float(), log_var.float()
+        return Encoding(mean, log_var)
 
 
 class Decoder(nn.Module):
@@ -286,13 +289,16 @@ class Decoder(nn.Module):
         Returns
         -------
         torch.Tensor
-            Shape ``(batch, channels, *image_shape)``, non-negative (softplus).
+            Shape ``(batch, channels, *image_shape)``, non-negative (softplus). In eval mode float32 also under
+            autocast (as the encoder's posterior parameters): an analysis that evaluates the network in bf16
+            (:func:`statcell.models.precision.evaluation_precision`) gets float32 images to average and measure. In
+            training mode the dtype is autocast's, so training's steps are those of plain mixed precision.
         """
         h = self.fc(z).view(z.shape[0], self.config.widths[-1], *self.config.bottleneck_shape)
         h = self.bottleneck(h)
         for block in self.blocks:
             h = block(h, reference, label)
-        return h
+        return h if self.training else h.float()
 
 
 def _check_image(name: str, image: torch.Tensor, channels: int, config: VAEConfig) -> None:
