@@ -70,7 +70,7 @@ rule embed_cells:
         settings=analysis_json(),
         # the training dataset's dimensions are ranked on its held-out cells; other datasets on all their cells
         rank_on=lambda wildcards: "test" if wildcards.dataset == vocabulary.MAIN_DATASET else "all",
-    threads: 2
+    threads: paired_threads
     priority: PRIORITY["after_training"]
     resources:
         mem_mb=3000,
@@ -125,7 +125,8 @@ rule walk_latent_space:
         f"{LATENT_DIR}/walks.npz",
     params:
         settings=analysis_json(),
-    threads: 2
+    threads: paired_threads
+    priority: PRIORITY["after_training"]
     resources:
         mem_mb=2000,
         runtime=10,
@@ -158,7 +159,8 @@ rule generate_cells:
     params:
         settings=analysis_json(),
         outdir=lambda wildcards, output: os.path.dirname(output.manifest),
-    threads: 2
+    threads: paired_threads
+    priority: PRIORITY["after_training"]
     resources:
         mem_mb=4000,
         runtime=60,
@@ -182,6 +184,7 @@ rule measure_features:
     output:
         "results/analysis/features/features.parquet",
     threads: 1
+    priority: PRIORITY["after_training"]
     resources:
         mem_mb=2000,
         runtime=30,
@@ -209,7 +212,7 @@ use rule train_reference as train_beta_sweep with:
         command="train-reference",
         settings=beta_sweep_training_json,
         workdir="results/beta_sweep/training",
-    priority: PRIORITY["default"]  # not the trainings' priority, which `use rule` would inherit
+    priority: PRIORITY["after_training"]  # not the trainings' priority, which `use rule` would inherit
     wildcard_constraints:
         index=r"\d+",
     log:
@@ -234,7 +237,8 @@ rule analyze_beta_sweep:
     params:
         settings=analysis_json(),
         sweep=section_json("beta_sweep"),
-    threads: 2
+    threads: paired_threads
+    priority: PRIORITY["after_training"]
     resources:
         mem_mb=4000,
         runtime=60,
@@ -267,7 +271,7 @@ rule measure_coupling:
         calibration=f"{COUPLING_DIR}/calibration.csv",
     params:
         settings=analysis_json(),
-    threads: 2
+    threads: paired_threads
     priority: PRIORITY["after_training"]
     resources:
         mem_mb=3000,

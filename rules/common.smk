@@ -26,9 +26,11 @@ EMBED_DATASETS = list(config["data"]["embed"])
 # The order in which ready jobs take free cores (Snakemake's `priority`, higher first; without one it prefers the jobs
 # with the largest inputs). The two trainings are the run's longest jobs and independent, so both start the moment the
 # training store exists, side by side, and end together; a store is built as soon as its crops are there (the drug
-# set's embedding waits for it); the post-training jobs that others wait on (embedding, the coupling) go before the
-# figures; the β sweep's small models fill the gaps. `python bench/bench_run.py` prints the cores in use over time.
-PRIORITY = {"training": 3, "store": 2, "after_training": 1, "default": 0}
+# set's embedding waits for it); every job that runs the trained models, and the few that wait on them, go before the
+# figures, so that the run ends on many small figure jobs side by side rather than on a chain of analyses (the
+# default run's last 16 s had used one core); the β sweep's small models among them, filling the gaps between the
+# two-thread analyses. `python bench/bench_run.py` prints the cores in use over time.
+PRIORITY = {"training": 3, "store": 2, "after_training": 1}  # the figures: 0, Snakemake's default
 
 
 def drop_idle_rescheduling(scheduler):
@@ -64,10 +66,13 @@ def section_json(section):
     return json.dumps(config[section], sort_keys=True)
 
 
-def training_threads(wildcards):
-    """Threads of one training job: half the local cores, so the two models (trained independently) train side by
-    side (2 cores: 8.0 s for two models' steps at 1 thread each against 8.6 s one after the other at 2 threads,
-    `python bench/bench_threads.py --batch 32`); 2 where Snakemake is given no core count (a cluster)."""
+def paired_threads(wildcards):
+    """Threads of a job that runs the networks (training, or an analysis of the trained models): half the local
+    cores, so that two such jobs run side by side; 2 where Snakemake is given no core count (a cluster). Torch uses
+    its threads less well than processes use cores: on 2 cores the two models' training steps took 8.0 s at 1 thread
+    each, side by side, against 8.6 s one after the other at 2 threads (`python bench/bench_threads.py --batch 32`),
+    and an embedding of the drug set 12.7 s on 1 thread against 9.0 s on 2 (18 core-seconds). A job of all the cores
+    would also wait for every one of them to be free while one-thread jobs take turns on them."""
     cores = workflow.resource_settings.cores
     return max(1, cores // 2) if cores else 2
 

@@ -20,7 +20,7 @@ rule train_reference:
         command="train-reference",
         settings=training_json("reference"),
         workdir="results/models/training",
-    threads: training_threads
+    threads: paired_threads
     priority: PRIORITY["training"]
     resources:
         mem_mb=6000,

@@ -19,7 +19,8 @@ rule predict_cells:
         settings=section_json("predict"),
         analysis=analysis_json(),
         outdir=lambda wildcards, output: os.path.dirname(output.table),
-    threads: 2
+    threads: paired_threads
+    priority: PRIORITY["after_training"]
     resources:
         mem_mb=3000,
         runtime=30,
@@ -54,7 +55,8 @@ rule perturb_cells:
     params:
         settings=section_json("in_silico"),
         analysis=analysis_json(),  # with active_kl_nats and control_treatment
-    threads: 2
+    threads: paired_threads
+    priority: PRIORITY["after_training"]
     resources:
         mem_mb=3000,
         runtime=30,
@@ -89,6 +91,7 @@ rule export_meshes:
     params:
         settings=section_json("meshes"),
     threads: 1
+    priority: PRIORITY["after_training"]
     resources:
         mem_mb=2000,
         runtime=20,

@@ -41,7 +41,7 @@ RUN_TIMEOUT_S = 4800
 @pytest.mark.longest  # started first (tests/conftest.py)
 def test_a_small_synthetic_run_recovers_every_planted_answer(tmp_path):
     folder = copy_workflow(tmp_path / "run")
-    snakemake(folder, TABLE, "--configfile", "config/ground_truth_small.yaml", timeout=RUN_TIMEOUT_S)
+    snakemake(folder, TABLE, "--configfile", "config/ground_truth_small.yaml", timeout=RUN_TIMEOUT_S, longest=True)
 
     checked = set(recovery.COUPLING_EXPECTATIONS) | {structure for structure, _, _ in recovery.SHIFT_EXPECTATIONS}
     imaged = set(SMALL["synthetic"]["structures"])

@@ -53,12 +53,13 @@ WORKFLOW_FILES = ("Snakefile", "rules", "config", "workflow", "envs")
 PREPROCESSING = {"synthesize", "preprocess_fov", "normalize_cells", "project_colony", "plot_colony_overview"}
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 2400) -> subprocess.CompletedProcess:
-    """Run ``snakemake *args`` in a workflow copy (cores and threads: :func:`tests.conftest.snakemake_cpu_options`),
-    with ``tiny.yaml`` unless other config files are given."""
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 2400,
+              longest: bool = False) -> subprocess.CompletedProcess:
+    """Run ``snakemake *args`` in a workflow copy (cores and threads: :func:`tests.conftest.snakemake_cpu_options`,
+    of the ``longest`` test's run if so), with ``tiny.yaml`` unless other config files are given."""
     # Targets come first: everything after --configfile is read as a config file.
     configfiles = () if "--configfile" in args else ("--configfile", "tiny.yaml")
-    command = [sys.executable, "-m", "snakemake", *args, *snakemake_cpu_options(), *configfiles]
+    command = [sys.executable, "-m", "snakemake", *args, *snakemake_cpu_options(longest=longest), *configfiles]
     started = time.time()
     run = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout)
     if check and run.returncode != 0:
@@ -189,20 +190,25 @@ def test_parsing_the_workflow_imports_neither_torch_nor_the_imaging_stack(fresh)
 
 
 @pytest.mark.slow
-def test_the_two_models_train_side_by_side_on_half_the_cores(fresh):
-    def training_threads(cores: int) -> dict[str, int]:
-        dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "train_reference", "train_target", "--cores",
-                              str(cores), "--workflow-profile", "none", "--configfile", "tiny.yaml"], cwd=fresh,
+def test_the_jobs_that_run_the_networks_take_half_the_cores(fresh):
+    """The two trainings, and the analyses of the trained models, run side by side (rules/common.smk)."""
+    networks = ("train_reference", "train_target", "embed_cells", "measure_coupling", "generate_cells")
+
+    def threads_of(cores: int) -> dict[str, set[int]]:
+        targets = ["train_reference", "train_target", "measure_coupling", "generate_cells",
+                   "results/main/embeddings/target.parquet"]
+        dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", *targets, "--cores", str(cores),
+                              "--workflow-profile", "none", "--configfile", "tiny.yaml"], cwd=fresh,
                              capture_output=True, text=True, check=True).stdout
-        threads = {}
+        threads: dict[str, set[int]] = {}
         for block in re.split(r"^(?=rule \w+:$)", dry, flags=re.MULTILINE)[1:]:
             rule = re.match(r"rule (\w+):", block).group(1)
             found = re.search(r"^\s+threads: (\d+)$", block, flags=re.MULTILINE)
-            threads[rule] = int(found.group(1)) if found else 1  # Snakemake prints threads above 1 only
-        return {rule: threads[rule] for rule in ("train_reference", "train_target")}
+            threads.setdefault(rule, set()).add(int(found.group(1)) if found else 1)  # printed above 1 only
+        return {rule: threads[rule] for rule in networks}
 
-    assert training_threads(8) == {"train_reference": 4, "train_target": 4}
-    assert training_threads(2) == {"train_reference": 1, "train_target": 1}
+    assert threads_of(8) == {rule: {4} for rule in networks}
+    assert threads_of(2) == {rule: {1} for rule in networks}
 
 
 @pytest.mark.slow
