@@ -49,7 +49,8 @@ def resolved_precision(requested: str, *, on_gpu: bool, cpu_bf16: bool | None = 
 
 @contextlib.contextmanager
 def evaluation_precision(requested: str, *, cpu_bf16: bool | None = None) -> Iterator[str]:
-    """Run the trained models called inside at ``requested`` precision, on the CPU (``analysis.precision``).
+    """Run the trained models called inside at ``requested`` precision on the CPU (``analysis.precision``); a model
+    moved to a GPU inside runs as it would outside (float32).
 
     ``bf16-mixed`` is PyTorch's CPU autocast to bfloat16: convolutions and matrix products in bf16, reductions and
     the losses (:mod:`statcell.models.loss` casts to float32) in float32, as in training. On the 2-core Xeon with AMX
