@@ -37,6 +37,7 @@ rule check_models:
     params:
         settings=analysis_json(),
     threads: 1
+    priority: PRIORITY["after_training"]
     resources:
         mem_mb=2000,
         runtime=20,
