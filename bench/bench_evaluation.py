@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
+from bench_run import timed_run  # bench/ is on the path of a script run from it
 
 from statcell.config import load_config
 
@@ -53,11 +51,10 @@ def commands(run: Path, out: Path, settings: str) -> dict[str, list[str]]:
 
 def timed(command: list[str]) -> float:
     """Wall seconds of ``command`` with 2 threads; fails loudly."""
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    seconds, done = timed_run(command, env={"OMP_NUM_THREADS": "2"})
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:4])} failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - start
+    return seconds
 
 
 def elbo_agreement(exact: pd.DataFrame, bf16: pd.DataFrame) -> dict[str, float]:

@@ -21,6 +21,7 @@ Job-seconds add up to more than the wall time where jobs ran side by side. The R
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -148,6 +149,16 @@ def copy_workflow(source: Path, folder: Path) -> None:
         (shutil.copytree if (source / name).is_dir() else shutil.copy)(source / name, folder / name)
 
 
+def timed_run(command: list[str], *, cwd: Path | None = None,
+              env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    """Run ``command`` (in ``cwd``, with this process's environment updated by ``env``), capturing its output; its
+    wall seconds and the finished process."""
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **env} if env else None)
+    return time.perf_counter() - start, done
+
+
 def run_workflow(folder: Path, *, cores: int, configfiles: list[str], targets: list[str]) -> float:
     """Run the workflow from nothing in a fresh copy in ``folder``; its wall time in seconds."""
     if folder.exists():
@@ -157,9 +168,7 @@ def run_workflow(folder: Path, *, cores: int, configfiles: list[str], targets: l
     if configfiles:
         command += ["--configfile", *configfiles]
     print(" ".join(command), flush=True)
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, done = timed_run(command, cwd=folder)
     if done.returncode != 0:
         raise RuntimeError(f"snakemake failed (logs under {folder}/logs):\n{done.stderr[-3000:]}")
     return seconds
@@ -169,9 +178,7 @@ def noop_rerun_seconds(folder: Path, *, cores: int, configfiles: list[str], targ
     """Wall seconds of one rerun of a finished run that must do nothing (it fails if it scheduled a job)."""
     command = [sys.executable, "-m", "snakemake", *targets, "--cores", str(cores)]
     command += ["--configfile", *configfiles] if configfiles else []
-    start = time.perf_counter()
-    run = subprocess.run(command, cwd=folder, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, run = timed_run(command, cwd=folder)
     said = run.stdout + run.stderr
     if run.returncode != 0 or "Nothing to be done" not in said:
         raise RuntimeError(f"the rerun in {folder} was no no-op:\n{said[-3000:]}")

@@ -17,16 +17,13 @@ and prints the median wall seconds of ``--repeats`` starts per tree::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
-from bench_run import copy_workflow  # bench/ is on the path of a script run from it
+from bench_run import copy_workflow, timed_run  # bench/ is on the path of a script run from it
 
 #: Modules imported by many jobs: the latent-space figures and analyses, the store, the simulator's planning.
 MODULES = ("statcell.normalize", "statcell.analysis.latent_space", "statcell.synth", "statcell.train")
@@ -34,10 +31,7 @@ MODULES = ("statcell.normalize", "statcell.analysis.latent_space", "statcell.syn
 
 def timed(command: list[str], *, cwd: Path, tree: Path) -> float:
     """Wall seconds of one run of ``command`` with ``tree``'s statcell first on the path; fails loudly."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, done = timed_run(command, cwd=cwd, env={"PYTHONPATH": str(tree)})
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed in {cwd}:\n{done.stderr[-3000:]}")
     return seconds
