@@ -16,16 +16,18 @@ It prints, side by side in one run:
   show that memory does not grow with the number of cells (the crops are streamed FOV by FOV into the store);
 * reading one time point of a ``--frames``-frame OME-TIFF movie of a FOV: the whole movie read and one frame kept
   (how the reader worked before) against ``io.read_image``, which reads that frame's pages only;
-* per-FOV jobs as the workflow runs them, each a fresh Python process on a FOV OME-TIFF: segmentation and cropping as
-  two processes (how the rules ran before: each imported the imaging stack and read the FOV) against the one
-  ``statcell preprocess-fov`` process of rule ``preprocess_fov``; seconds per FOV, and a check that both write the
-  same labels and crops.
+* per-FOV jobs as the workflow runs them, each a fresh Python process on a FOV OME-TIFF with one thread (as Snakemake
+  starts a 1-thread job): segmentation and cropping as two processes (how the rules ran before: each imported the
+  imaging stack and read the FOV) against the one ``statcell preprocess-fov`` process of rule ``preprocess_fov``,
+  and against one process that runs ``preprocess-fov`` on every FOV in turn (what jobs of several FOVs each would
+  save: the imports paid once); seconds per FOV, and a check that all three write the same labels and crops.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -178,9 +180,23 @@ io.write_crops(sys.argv[3], crops)
 io.write_table(table, sys.argv[4])
 """
 
+#: Several FOVs in one process: ``statcell preprocess-fov`` called in turn with each argv of a JSON list (argv 1).
+_BATCH_JOB = """
+import json, sys
+from statcell.cli import main
+for argv in json.loads(sys.argv[1]):
+    if main(argv) != 0:
+        raise SystemExit(f"preprocess-fov failed: {argv}")
+"""
+#: The thread settings Snakemake gives a job of 1 thread (``snakemake/shell.py``).
+_ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                      "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+FOV_JOB_LAYOUTS = ("two processes", "one process", "one process for all")
+
 
 def bench_fov_jobs(fovs: list[synth.SyntheticFov], spacing: tuple[float, float, float]) -> None:
-    """Print seconds per FOV of segmentation and cropping as two processes and as one, and check they agree."""
+    """Print seconds per FOV of segmentation and cropping as two processes, as one, and with every FOV in one process,
+    and check that all three agree."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         records = []
@@ -192,29 +208,39 @@ def bench_fov_jobs(fovs: list[synth.SyntheticFov], spacing: tuple[float, float, 
                                        "pixel_size_z_um": spacing[0], "pixel_size_y_um": spacing[1],
                                        "pixel_size_x_um": spacing[2]}))
         seconds = {}
-        for layout in ("two processes", "one process"):
+        environment = os.environ | _ONE_THREAD
+        for layout in FOV_JOB_LAYOUTS:
             out = folder / layout.replace(" ", "_")
             out.mkdir()
             start = time.perf_counter()
+            commands, batch = [], []
             for index, record in enumerate(records):
                 labels, crops, table = (str(out / f"fov_{index}{suffix}") for suffix in (".tiff", ".npz", ".parquet"))
+                preprocess = ["preprocess-fov", "--fov-record", record, "--labels", labels, "--crops", crops,
+                              "--table", table]
                 if layout == "two processes":
-                    commands = [[sys.executable, "-c", _SEGMENT_JOB, record, labels],
-                                [sys.executable, "-c", _CROP_JOB, record, labels, crops, table]]
+                    commands += [[sys.executable, "-c", _SEGMENT_JOB, record, labels],
+                                 [sys.executable, "-c", _CROP_JOB, record, labels, crops, table]]
+                elif layout == "one process":
+                    commands.append([sys.executable, "-m", "statcell", *preprocess])
                 else:
-                    commands = [[sys.executable, "-m", "statcell", "preprocess-fov", "--fov-record", record,
-                                 "--labels", labels, "--crops", crops, "--table", table]]
-                for command in commands:
-                    subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+                    batch.append(preprocess)
+            if batch:
+                commands.append([sys.executable, "-c", _BATCH_JOB, json.dumps(batch)])
+            for command in commands:
+                subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, check=True)
             seconds[layout] = (time.perf_counter() - start) / len(records)
             print(f"per-FOV jobs    {layout:>24}  {seconds[layout]:6.2f} s/FOV")
         for index in range(len(records)):
-            before, after = (folder / layout / f"fov_{index}" for layout in ("two_processes", "one_process"))
-            if not (np.array_equal(io.read_image(f"{before}.tiff").data, io.read_image(f"{after}.tiff").data)
-                    and np.array_equal(*(np.load(f"{path}.npz")["crops"] for path in (before, after)))):
-                raise AssertionError(f"FOV {index}: the two layouts wrote different labels or crops")
-    print(f"per-FOV jobs: one process {seconds['two processes'] / seconds['one process']:.2f}x as fast as two, "
-          f"the same labels and crops")
+            first, *others = (folder / layout.replace(" ", "_") / f"fov_{index}" for layout in FOV_JOB_LAYOUTS)
+            for other in others:
+                if not (np.array_equal(io.read_image(f"{first}.tiff").data, io.read_image(f"{other}.tiff").data)
+                        and np.array_equal(*(np.load(f"{path}.npz")["crops"] for path in (first, other)))):
+                    raise AssertionError(f"FOV {index}: {first.parent.name} and {other.parent.name} wrote different "
+                                         "labels or crops")
+    print(f"per-FOV jobs: one process {seconds['two processes'] / seconds['one process']:.2f}x as fast as two; "
+          f"all FOVs in one process {seconds['one process'] / seconds['one process for all']:.2f}x as fast as one "
+          "process per FOV; the same labels and crops")
 
 
 def main() -> None:
