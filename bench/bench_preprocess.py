@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import pandas as pd
 
 from statcell import crop, io, normalize, segment, synth
 from statcell.config import validate_config
+from bench_run import timed_run  # bench/ is on the path of a script run from it
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,7 +208,6 @@ def bench_fov_jobs(fovs: list[synth.SyntheticFov], spacing: tuple[float, float, 
                                        "pixel_size_z_um": spacing[0], "pixel_size_y_um": spacing[1],
                                        "pixel_size_x_um": spacing[2]}))
         seconds = {}
-        environment = os.environ | _ONE_THREAD
         for layout in FOV_JOB_LAYOUTS:
             out = folder / layout.replace(" ", "_")
             out.mkdir()
@@ -228,7 +227,9 @@ def bench_fov_jobs(fovs: list[synth.SyntheticFov], spacing: tuple[float, float, 
             if batch:
                 commands.append([sys.executable, "-c", _BATCH_JOB, json.dumps(batch)])
             for command in commands:
-                subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, check=True)
+                _, done = timed_run(command, cwd=ROOT, env=_ONE_THREAD)
+                if done.returncode != 0:
+                    raise RuntimeError(f"per-FOV jobs, {layout}: a job failed:\n{done.stderr[-3000:]}")
             seconds[layout] = (time.perf_counter() - start) / len(records)
             print(f"per-FOV jobs    {layout:>24}  {seconds[layout]:6.2f} s/FOV")
         for index in range(len(records)):
