@@ -71,6 +71,7 @@ STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
 STARTED = re.compile(r"^(?:local)?rule (\w+):$")
 JOB_ID = re.compile(r"^\s+jobid: (\d+)$")
 THREADS = re.compile(r"^\s+threads: (\d+)$")
+BENCHMARK = re.compile(r"^\s+benchmark: benchmarks/([^/]+?)(?:\.tsv)?(?:/.*)?$")
 FINISHED = re.compile(r"^Finished jobid: (\d+) ")
 
 
@@ -78,7 +79,9 @@ def job_timeline(log: Path) -> pd.DataFrame:
     """Each job's start and end (seconds after the first job started) from a Snakemake log.
 
     Snakemake stamps every event to the second (``[Fri Dec  4 18:37:02 2026]``), then names the rule and its
-    ``jobid`` when a job starts, and ``Finished jobid: N`` when it ends; ``threads:`` appears only above one.
+    ``jobid`` when a job starts, and ``Finished jobid: N`` when it ends; ``threads:`` appears only above one. A job
+    is named as in :func:`rule_times`, by its benchmark table's first path component: the generated rules of one
+    stage (``preprocess_fovs_<dataset>_<group>``) share theirs.
 
     Parameters
     ----------
@@ -100,6 +103,8 @@ def job_timeline(log: Path) -> pd.DataFrame:
             jobs[int(match.group(1))] = job
         elif (match := THREADS.match(line)) and job is not None:
             job["threads"] = int(match.group(1))
+        elif (match := BENCHMARK.match(line)) and job is not None:
+            job["rule"] = match.group(1)
         elif match := FINISHED.match(line):
             ends[int(match.group(1))] = stamp
             job = None

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 from functools import cache
 from pathlib import Path
 
@@ -246,26 +247,54 @@ def fov_rows(dataset):
     return {row["fov_id"]: row for row in fov_table(dataset).to_dict("records")}
 
 
-def fov_row(wildcards):
-    return fov_rows(wildcards.dataset)[wildcards.fov]
+#: What preprocessing writes for each FOV of a dataset.
+FOV_OUTPUTS = {
+    "labels": "results/{dataset}/segmentation/{fov}.ome.tiff",
+    "crops": "results/{dataset}/crops/{fov}.npz",
+    "table": "results/{dataset}/crops/{fov}.parquet",
+}
 
 
-def fov_record_json(wildcards):
-    """The FOV's manifest row as JSON for a rule's params: the job reruns if the row changes."""
-    return json.dumps(fov_row(wildcards), sort_keys=True, default=str)
+def fov_output(kind, dataset, fov):
+    """The file of `kind` (a key of FOV_OUTPUTS) that preprocessing writes for one FOV."""
+    return FOV_OUTPUTS[kind].format(dataset=dataset, fov=fov)
 
 
-def raw_image(wildcards):
-    """The FOV's image as a job input; a missing real file is left out so the job records it as rejected."""
-    path = fov_row(wildcards)["path"]
-    return path if from_synthetic_colony(wildcards.dataset) or Path(path).exists() else []
+def preprocessed_datasets():
+    """The run's datasets that are segmented and cropped from FOVs (not imported pre-cropped)."""
+    return [dataset for dataset in datasets() if not imported_from_allencell(dataset)]
 
 
-def truth_labels(wildcards):
+def fov_batches(dataset):
+    """The dataset's FOVs in the groups that one preprocessing job each does in turn (`data.fovs_per_job` FOVs,
+    in manifest order): a FOV added at the end of a manifest reruns only the last group."""
+    fovs, size = fov_ids(dataset), config["data"]["fovs_per_job"]
+    return [fovs[start:start + size] for start in range(0, len(fovs), size)]
+
+
+def raw_image(dataset, fov):
+    """A FOV's image as a job input; a missing real file is left out so the job records it as rejected."""
+    path = fov_rows(dataset)[fov]["path"]
+    return [path] if from_synthetic_colony(dataset) or Path(path).exists() else []
+
+
+def truth_labels(dataset, fov):
     """Ground-truth labels of a synthetic FOV (to match segmented cells to true cells), else nothing."""
-    if not from_synthetic_colony(wildcards.dataset):
-        return []
-    return str(synth.label_image_path(SYNTHETIC_DIR, wildcards.fov))
+    return [str(synth.label_image_path(SYNTHETIC_DIR, fov))] if from_synthetic_colony(dataset) else []
+
+
+def preprocess_arguments(dataset, fovs):
+    """`statcell preprocess-fov`'s per-FOV options for a group of FOVs: each FOV's manifest row as JSON (the job
+    reruns if a row changes), its ground truth where there is one, and its three outputs."""
+    arguments = []
+    for fov in fovs:
+        record = json.dumps(fov_rows(dataset)[fov], sort_keys=True, default=str)
+        arguments += ["--fov-record", record]
+        for path in truth_labels(dataset, fov):
+            arguments += ["--truth-labels", path]
+        for kind in FOV_OUTPUTS:
+            arguments += [f"--{kind}", fov_output(kind, dataset, fov)]
+    return shlex.join(arguments)
 
 
 def ground_truth_table(wildcards):
@@ -282,13 +311,13 @@ def cell_annotations(wildcards):
 def dataset_crops(wildcards):
     if imported_from_allencell(wildcards.dataset):
         return expand(rules.import_allencell.output.crops, dataset=wildcards.dataset, chunk=allencell_chunks())
-    return expand(rules.preprocess_fov.output.crops, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
+    return [fov_output("crops", wildcards.dataset, fov) for fov in fov_ids(wildcards.dataset)]
 
 
 def dataset_tables(wildcards):
     if imported_from_allencell(wildcards.dataset):
         return expand(rules.import_allencell.output.table, dataset=wildcards.dataset, chunk=allencell_chunks())
-    return expand(rules.preprocess_fov.output.table, dataset=wildcards.dataset, fov=fov_ids(wildcards.dataset))
+    return [fov_output("table", wildcards.dataset, fov) for fov in fov_ids(wildcards.dataset)]
 
 
 def beta_sweep_training_json(wildcards):

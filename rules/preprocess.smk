@@ -1,33 +1,36 @@
 """Stages 1 and 2: each field of view's nuclei and cells, then its cells' quality control, crops and measurements.
 
-One job per FOV does both, so that the imaging stack is imported and the FOV read once (`bench/bench_preprocess.py`
-times the two stages as one process against two). A change to `segmentation` or `crop` reruns the FOV's job.
+One job segments and crops a group of `data.fovs_per_job` FOVs in turn (`fov_batches`), so that the imaging stack is
+imported once per group and each FOV read once (`bench/bench_preprocess.py` times one process per FOV against one for
+several). Each group is a rule of its own, `preprocess_fovs_<dataset>_<group>`, so that every FOV keeps its own output
+files (FOV_OUTPUTS). A change to `segmentation` or `crop` reruns every group; a changed FOV, its group.
 """
 
 
-rule preprocess_fov:
-    input:
-        image=raw_image,
-        truth=truth_labels,
-    output:
-        labels="results/{dataset}/segmentation/{fov}.ome.tiff",
-        crops="results/{dataset}/crops/{fov}.npz",
-        table="results/{dataset}/crops/{fov}.parquet",
-    params:
-        record=fov_record_json,
-        segmentation=section_json("segmentation"),
-        crop=section_json("crop"),
-        truth=lambda wildcards, input: f"--truth-labels {input.truth}" if input.truth else "",
-    resources:
-        mem_mb=3000,
-        runtime=30,
-    log:
-        "logs/preprocess_fov/{dataset}/{fov}.log",
-    benchmark:
-        "benchmarks/preprocess_fov/{dataset}/{fov}.tsv"
-    conda:
-        "../envs/imaging.yaml"
-    shell:
-        f"{STATCELL} preprocess-fov --fov-record {{params.record:q}} --settings {{params.segmentation:q}} "
-        "--crop-settings {params.crop:q} {params.truth} --labels {output.labels} --crops {output.crops} "
-        "--table {output.table} > {log} 2>&1"
+for preprocessed in preprocessed_datasets():
+    for group, group_fovs in enumerate(fov_batches(preprocessed)):
+
+        rule:
+            name:
+                f"preprocess_fovs_{preprocessed}_{group:03d}"
+            input:
+                images=[path for fov in group_fovs for path in raw_image(preprocessed, fov)],
+                truth=[path for fov in group_fovs for path in truth_labels(preprocessed, fov)],
+            output:
+                **{kind: [fov_output(kind, preprocessed, fov) for fov in group_fovs] for kind in FOV_OUTPUTS},
+            params:
+                fovs=preprocess_arguments(preprocessed, group_fovs),
+                segmentation=section_json("segmentation"),
+                crop=section_json("crop"),
+            resources:
+                mem_mb=3000,
+                runtime=30 * len(group_fovs),
+            log:
+                f"logs/preprocess_fovs/{preprocessed}/{group:03d}.log",
+            benchmark:
+                f"benchmarks/preprocess_fovs/{preprocessed}/{group:03d}.tsv"
+            conda:
+                "../envs/imaging.yaml"
+            shell:
+                f"{STATCELL} preprocess-fov {{params.fovs}} --settings {{params.segmentation:q}} "
+                "--crop-settings {params.crop:q} > {log} 2>&1"

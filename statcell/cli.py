@@ -22,7 +22,7 @@ from statcell.plots import registry
 if TYPE_CHECKING:  # each subcommand imports what it needs when it runs (a job pays only its own imports)
     import numpy as np
 
-    from statcell import io, segment
+    from statcell import crop, io, segment
 
 log = logging.getLogger("statcell")
 
@@ -35,9 +35,10 @@ def _add_settings_options(parser: argparse.ArgumentParser, *,
 
 
 def _add_fov_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fov-record", metavar="JSON", help="the FOV's manifest row as JSON (used by the rules)")
+    parser.add_argument("--fov-record", metavar="JSON", action="append", default=[],
+                        help="a FOV's manifest row as JSON (used by the rules); once per FOV")
     parser.add_argument("--manifest", help="FOV manifest CSV (with --fov, by hand)")
-    parser.add_argument("--fov", help="FOV id in the manifest")
+    parser.add_argument("--fov", action="append", default=[], help="FOV id in the manifest; once per FOV")
 
 
 def _add_trained_models_options(parser: argparse.ArgumentParser) -> None:
@@ -48,19 +49,20 @@ def _add_trained_models_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cells", required=True, help="cells.parquet of the store")
 
 
-def _fov_record(args: argparse.Namespace):
-    """The FOV to work on: inline JSON of its manifest row (the rules), or a manifest and a FOV id (by hand)."""
+def _fov_records(args: argparse.Namespace) -> list[io.FovRecord]:
+    """The FOVs to work on, in order: inline JSON of each one's manifest row (the rules), or a manifest and FOV ids
+    (by hand)."""
     from statcell import io
 
     if args.fov_record:
-        return io.FovRecord.from_row(json.loads(args.fov_record))
+        return [io.FovRecord.from_row(json.loads(record)) for record in args.fov_record]
     if not (args.manifest and args.fov):
-        raise ConfigError("give --fov-record JSON, or --manifest CSV with --fov ID")
-    table = io.read_manifest(args.manifest)
-    rows = table[table["fov_id"] == args.fov]
-    if rows.empty:
-        raise ConfigError(f"FOV {args.fov!r} is not in {args.manifest}")
-    return io.FovRecord.from_row(rows.iloc[0].to_dict())
+        raise ConfigError("give --fov-record JSON, or --manifest CSV with --fov ID (each option once per FOV)")
+    table = io.read_manifest(args.manifest).set_index("fov_id", drop=False)
+    missing = [fov for fov in args.fov if fov not in table.index]
+    if missing:
+        raise ConfigError(f"FOV {missing[0]!r} is not in {args.manifest}")
+    return [io.FovRecord.from_row(table.loc[fov].to_dict()) for fov in args.fov]
 
 
 # Preprocessing
@@ -116,17 +118,16 @@ def _fov_labels(record: io.FovRecord, channels: np.ndarray, settings: segment.Se
     return np.stack([cells, nuclei]).astype(np.uint16)
 
 
-def _preprocess_fov(args: argparse.Namespace) -> None:
+def _preprocess_one_fov(record: io.FovRecord, *, segmentation: segment.SegmentationSettings,
+                        settings: crop.CropSettings, truth_labels: str | None, labels_path: str, crops_path: str,
+                        table_path: str) -> None:
+    """Segment one FOV, then crop and measure its cells; an unusable FOV is written as empty labels and one
+    rejected table row."""
     import numpy as np
     import pandas as pd
 
-    from statcell import crop, io, segment
+    from statcell import crop, io
 
-    record = _fov_record(args)
-    segmentation = segment.SegmentationSettings.from_config(
-        section_settings("segmentation", config_path=args.config, inline_json=args.settings))
-    settings = crop.CropSettings.from_config(
-        section_settings("crop", config_path=args.config, inline_json=args.crop_settings))
     try:
         channels = io.read_fov(record)
         labels = _fov_labels(record, channels, segmentation)
@@ -140,34 +141,61 @@ def _preprocess_fov(args: argparse.Namespace) -> None:
         table = pd.DataFrame([{"label": 0, "nucleus_label": 0, "reject_reason": f"unusable_fov: {error}",
                                "crop_index": -1}])
     else:
-        truth = io.read_image(args.truth_labels).data[0] if args.truth_labels else None
+        truth = io.read_image(truth_labels).data[0] if truth_labels else None
         crops, table = crop.crop_cells(channels, labels[0], labels[1], spacing=record.spacing, settings=settings,
                                        truth_labels=truth)
-    io.write_ome_tiff(args.labels, labels, channel_names=["cell_labels", "nucleus_labels"], spacing=record.spacing)
+    io.write_ome_tiff(labels_path, labels, channel_names=["cell_labels", "nucleus_labels"], spacing=record.spacing)
     table.insert(0, "fov_id", record.fov_id)
     for column in ("structure", "drug", "concentration_um"):
         table[column] = getattr(record, column)
-    io.write_crops(args.crops, crops)
-    io.write_table(table, args.table)
+    io.write_crops(crops_path, crops)
+    io.write_table(table, table_path)
     counts = table["reject_reason"].replace("", "accepted").value_counts().to_dict()
     log.info("%s: %s", record.fov_id, ", ".join(f"{count} {reason}" for reason, count in counts.items()))
 
 
+def _preprocess_fov(args: argparse.Namespace) -> None:
+    from statcell import crop, segment
+
+    records = _fov_records(args)
+    outputs = {"--labels": args.labels, "--crops": args.crops, "--table": args.table}
+    if args.truth_labels:
+        outputs["--truth-labels"] = args.truth_labels
+    for option, paths in outputs.items():
+        if len(paths) != len(records):
+            raise ConfigError(f"{len(records)} FOV(s) given but {option} {len(paths)} time(s): give {option} once "
+                              "per FOV, in the same order")
+    segmentation = segment.SegmentationSettings.from_config(
+        section_settings("segmentation", config_path=args.config, inline_json=args.settings))
+    settings = crop.CropSettings.from_config(
+        section_settings("crop", config_path=args.config, inline_json=args.crop_settings))
+    if len(records) > 1:
+        log.info("preprocessing %d FOVs in turn: %s", len(records), ", ".join(record.fov_id for record in records))
+    truths = args.truth_labels or [None] * len(records)
+    for record, labels, crops, table, truth in zip(records, args.labels, args.crops, args.table, truths, strict=True):
+        _preprocess_one_fov(record, segmentation=segmentation, settings=settings, truth_labels=truth,
+                            labels_path=labels, crops_path=crops, table_path=table)
+
+
 def _add_preprocess_fov(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "preprocess-fov", help="segment one FOV, then quality-control, crop, align and measure its cells",
-        description="Label nuclei (DNA channel) and cells (membrane channel, seeded by the nuclei) of one FOV, or "
+        "preprocess-fov", help="segment FOVs, then quality-control, crop, align and measure their cells",
+        description="Label nuclei (DNA channel) and cells (membrane channel, seeded by the nuclei) of a FOV, or "
         "take the segmentations the manifest names, and write them as a 2-channel label OME-TIFF (cells, nuclei). "
         "Then crop every cell to isotropic voxels, aligned and centred on its nucleus; every dropped cell is a table "
-        "row with its reason, and an unreadable FOV is one rejected row. Segmenting and cropping in one process "
-        "imports the imaging stack and reads the FOV once.")
+        "row with its reason, and an unreadable FOV is one rejected row. Several FOVs are done in turn when each "
+        "FOV option and each output option is given once per FOV, in the same order: one process imports the "
+        "imaging stack once for all of them.")
     _add_settings_options(parser, settings="the segmentation config section as JSON (used by the rules)")
     parser.add_argument("--crop-settings", metavar="JSON", help="the crop config section as JSON (used by the rules)")
     _add_fov_options(parser)
-    parser.add_argument("--truth-labels", help="ground-truth label image, to match cells to true cells")
-    parser.add_argument("--labels", required=True, help="label image to write (.ome.tiff)")
-    parser.add_argument("--crops", required=True, help="crops to write (.npz)")
-    parser.add_argument("--table", required=True, help="per-cell table to write (.parquet)")
+    parser.add_argument("--truth-labels", action="append", default=[],
+                        help="ground-truth label image, to match cells to true cells; none, or once per FOV")
+    parser.add_argument("--labels", action="append", required=True,
+                        help="label image to write (.ome.tiff); once per FOV")
+    parser.add_argument("--crops", action="append", required=True, help="crops to write (.npz); once per FOV")
+    parser.add_argument("--table", action="append", required=True,
+                        help="per-cell table to write (.parquet); once per FOV")
     parser.set_defaults(handler=_preprocess_fov)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -395,11 +396,11 @@ def test_an_allen_training_set_takes_a_labs_drug_set_of_fovs(tmp_path, e2e_colon
     drugs = _drug_manifest(tmp_path / "lab")
     work = _workflow(tmp_path / "work", {"csv": str(csv), "image_root": str(csv.parent)}, drug_manifest=str(drugs))
     planned = snakemake(work, "-n").stdout
-    segmented = {line.split("fov=")[1].split(",")[0].split(")")[0] for line in planned.splitlines()
-                 if "fov=" in line and "dataset=drugs" in line}
+    segmented = set(re.findall(r"results/drugs/segmentation/([^,\s]+)\.ome\.tiff", planned))
     assert segmented == set(pd.read_csv(drugs)["fov_id"])
+    assert "rule preprocess_fovs_drugs_000" in planned
     assert "rule import_allencell" in planned and "rule drug_shifts" in planned
-    assert "dataset=main, fov=" not in planned  # the training cells come pre-cropped
+    assert "results/main/segmentation/" not in planned  # the training cells come pre-cropped
 
 
 @pytest.mark.slow

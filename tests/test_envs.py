@@ -72,15 +72,17 @@ def _import_names(packages) -> set[str]:
 
 def _rules() -> dict[str, dict[str, str]]:
     """Every rule of rules/*.smk: its conda env file and the statcell subcommand its shell runs (``use rule``
-    inherits what it does not set)."""
+    inherits what it does not set). A rule generated in a loop (``rule:`` with ``name: f"stage_{...}"``) is named
+    by its name's fixed start, ``stage``."""
     rules: dict[str, dict[str, str]] = {}
     blocks = []
     for path in sorted((ROOT / "rules").glob("*.smk")):
-        blocks += re.split(r"^(?=rule \w+:|use rule \w+ as \w+ with:)", path.read_text(), flags=re.MULTILINE)[1:]
-    for block in sorted(blocks, key=lambda block: block.startswith("use ")):  # a `use rule` after its parent
-        header = re.match(r"(?:rule (\w+):|use rule (\w+) as (\w+) with:)", block)
-        name = header.group(1) or header.group(3)
-        rule = dict(rules[header.group(2)]) if header.group(2) else {}
+        blocks += re.split(r"^(?=[ \t]*(?:rule \w+:|rule:|use rule \w+ as \w+ with:))", path.read_text(),
+                           flags=re.MULTILINE)[1:]
+    for block in sorted(blocks, key=lambda block: block.lstrip().startswith("use ")):  # a `use rule` after its parent
+        header = re.match(r"\s*(?:rule (\w+):|rule:\s+name:\s+f\"(\w+?)_?\{|use rule (\w+) as (\w+) with:)", block)
+        name = header.group(1) or header.group(2) or header.group(4)
+        rule = dict(rules[header.group(3)]) if header.group(3) else {}
         if conda := re.search(r'conda:\s*\n\s*"\.\./(envs/[\w.]+)"', block):
             rule["env"] = conda.group(1)
         if command := re.search(r'\{STATCELL\} ([a-z][a-z-]+)', block):
@@ -158,7 +160,7 @@ def test_every_rule_environment_holds_what_its_command_imports():
 
     known = _import_names(_pyproject()) - _import_names(DRIVER_ONLY)
     rules = _rules()
-    assert {"plot_latent_scatter", "train_beta_sweep", "preprocess_fov", "check_models"} <= set(rules)
+    assert {"plot_latent_scatter", "train_beta_sweep", "preprocess_fovs", "check_models"} <= set(rules)
     by_environment: dict[str, dict[str, list[str]]] = defaultdict(dict)
     for name, rule in sorted(rules.items()):
         assert "env" in rule, f"rule {name} has no conda: env"

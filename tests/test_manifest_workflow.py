@@ -94,8 +94,8 @@ def test_bad_fovs_become_rejects_and_the_good_ones_reach_the_store(tmp_path, use
     assert "not_there.ome.tiff" in unusable["missing_fov"] and "image file not found" in unusable["missing_fov"]
     assert "broken.ome.tiff" in unusable["broken_fov"] and "cannot read" in unusable["broken_fov"]
     assert "positions.ome.tiff holds 2 scenes" in unusable["unsaid_scene"] and "'scene'" in unusable["unsaid_scene"]
-    log = (tmp_path / "logs" / "preprocess_fov" / "main" / "missing_fov.log").read_text()
-    assert "not_there.ome.tiff" in log
+    logs = "".join(path.read_text() for path in (tmp_path / "logs" / "preprocess_fovs" / "main").glob("*.log"))
+    assert "missing_fov: image file not found" in logs and "not_there.ome.tiff" in logs
 
 
 def test_segmentations_named_in_the_manifest_are_used_as_given(tmp_path, user_data):
@@ -110,6 +110,39 @@ def test_segmentations_named_in_the_manifest_are_used_as_given(tmp_path, user_da
     np.testing.assert_array_equal(written[0], given[0])
     cropped = pd.read_parquet(table)
     assert set(cropped["label"]) <= set(np.unique(given[0])) - {0} and len(cropped) == len(np.unique(given[0])) - 1
+
+
+def test_several_fovs_in_one_call_write_what_a_call_per_fov_writes(tmp_path, user_data, caplog):
+    """What a preprocessing job of several FOVs runs: the same files as one call per FOV, a bad FOV among them."""
+    fovs = ["golgi_00", "missing_fov", "golgi_01"]
+
+    def preprocess(folder: Path, group: list[str]) -> int:
+        arguments = ["preprocess-fov", "--manifest", str(user_data / "manifest.csv")]
+        for fov in group:
+            arguments += ["--fov", fov, "--labels", str(folder / f"{fov}.ome.tiff"),
+                          "--crops", str(folder / f"{fov}.npz"), "--table", str(folder / f"{fov}.parquet")]
+        return main(arguments)
+
+    for folder in ("together", "alone"):
+        (tmp_path / folder).mkdir()
+    assert preprocess(tmp_path / "together", fovs) == 0
+    assert all(preprocess(tmp_path / "alone", [fov]) == 0 for fov in fovs)
+    for fov in fovs:
+        together, alone = (tmp_path / "together" / fov, tmp_path / "alone" / fov)
+        np.testing.assert_array_equal(io.read_image(f"{together}.ome.tiff").data,
+                                      io.read_image(f"{alone}.ome.tiff").data)
+        np.testing.assert_array_equal(np.load(f"{together}.npz")["crops"], np.load(f"{alone}.npz")["crops"])
+        pd.testing.assert_frame_equal(pd.read_parquet(f"{together}.parquet"), pd.read_parquet(f"{alone}.parquet"))
+    assert len(pd.read_parquet(tmp_path / "together" / "golgi_01.parquet")) > 1
+    assert pd.read_parquet(tmp_path / "together" / "missing_fov.parquet")["reject_reason"].str.startswith(
+        "unusable_fov").all()
+    # an output option given fewer times than the FOVs: nothing is written, and the message names the option
+    caplog.clear()
+    arguments = ["preprocess-fov", "--manifest", str(user_data / "manifest.csv"), "--fov", "golgi_00", "--fov",
+                 "golgi_01", "--labels", "a.ome.tiff", "--labels", "b.ome.tiff", "--crops", "a.npz", "--table",
+                 "a.parquet", "--table", "b.parquet"]
+    assert main(arguments) == 2
+    assert "2 FOV(s) given but --crops 1 time(s)" in caplog.text
 
 
 @pytest.fixture(scope="module")

@@ -304,8 +304,9 @@ def test_workflow_embeds_an_extra_dataset_with_given_models_and_trains_none(tmp_
     jobs = scheduled_jobs(snakemake(run, "-n").stdout)
     rules = {job.rule for job in jobs}
     assert not rules & {"train_reference", "train_target", "synthesize"}, rules
-    preprocessing = {job.wildcards.split(",")[0] for job in jobs if job.rule in {"preprocess_fov", "normalize_cells"}}
-    assert "dataset=plate_7" in preprocessing and "dataset=main" not in preprocessing, preprocessing
+    assert {job.rule for job in jobs if job.stage == "preprocess_fovs"} == {"preprocess_fovs_plate_7_000"}, rules
+    normalized = {job.wildcards for job in jobs if job.rule == "normalize_cells"}
+    assert "dataset=plate_7" in normalized and "dataset=main" not in normalized, normalized
     assert {job.wildcards for job in jobs if job.rule == "import_model"} == {"model=reference", "model=target"}
     assert {"dataset=plate_7, model=reference", "dataset=plate_7, model=target"} <= {
         job.wildcards for job in jobs if job.rule == "embed_cells"}

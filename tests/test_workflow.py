@@ -28,8 +28,10 @@ from tests.conftest import snakemake_cpu_options
 ROOT = Path(__file__).resolve().parents[1]
 # Three structures (one FOV each; the drug set's among them, so the target model embeds the drug set) and a
 # two-condition drug set: ~45 training-set cells, at least 5 in validation; tiny networks trained for 3 epochs (so a
-# killed training has a checkpoint to resume from).
+# killed training has a checkpoint to resume from). Two FOVs per preprocessing job: the training set's three FOVs are
+# two jobs, one of them a single FOV.
 TINY = {
+    "data": {"fovs_per_job": 2},
     "synthetic": {
         "seed": 3,
         "structures": ["nucleoli", "control_membrane", "microtubules"],
@@ -50,7 +52,7 @@ TINY = {
     "figures": {"explorer": {"screenshot": False}},
 }
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "workflow", "envs")
-PREPROCESSING = {"synthesize", "preprocess_fov", "normalize_cells", "project_colony", "plot_colony_overview"}
+PREPROCESSING = {"synthesize", "preprocess_fovs", "normalize_cells", "project_colony", "plot_colony_overview"}
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 2400,
@@ -115,6 +117,11 @@ class Job:
     wildcards: str
     reason: str
 
+    @property
+    def stage(self) -> str:
+        """The rule, the generated preprocessing rules (``preprocess_fovs_<dataset>_<group>``) as one."""
+        return "preprocess_fovs" if self.rule.startswith("preprocess_fovs_") else self.rule
+
 
 def scheduled_jobs(dry_run: str) -> set[Job]:
     """The jobs a ``snakemake -n`` output lists (the aggregating ``all`` job left out)."""
@@ -158,8 +165,9 @@ def fresh(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_dry_run_and_lint_are_clean(fresh):
     dry = snakemake(fresh, "-n")
-    for rule in ("synthesize", "preprocess_fov", "normalize_cells", "train_reference", "train_target"):
-        assert rule in dry.stdout
+    for rule in ("synthesize", "preprocess_fovs_main_000", "preprocess_fovs_main_001", "preprocess_fovs_drugs_000",
+                 "normalize_cells", "train_reference", "train_target"):
+        assert f"rule {rule}:" in dry.stdout
     lint = snakemake(fresh, "--lint")
     assert "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr
 
@@ -171,7 +179,7 @@ def test_a_colony_without_a_drug_set_plans_no_drug_jobs(fresh):
     (fresh / "no_drugs.yaml").write_text(yaml.safe_dump({"synthetic": {"drug_structures": []}}))
     dry = snakemake(fresh, "-n", "--configfile", "tiny.yaml", "no_drugs.yaml")
     jobs = scheduled_jobs(dry.stdout)
-    assert {"preprocess_fov", "train_target", "measure_coupling"} <= {job.rule for job in jobs}
+    assert {"preprocess_fovs_main_000", "train_target", "measure_coupling"} <= {job.rule for job in jobs}
     assert not [job for job in jobs if "drugs" in job.wildcards or "drug" in job.rule]
 
 
@@ -297,7 +305,7 @@ def test_the_run_benchmark_sums_each_rules_jobs(full_run):
     bench_run = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_run)
     table = bench_run.rule_times(full_run).set_index("rule")
-    assert table.loc["preprocess_fov", "jobs"] == 5 and table.loc["synthesize", "jobs"] == 1  # 3 + 2 FOVs
+    assert table.loc["preprocess_fovs", "jobs"] == 3 and table.loc["synthesize", "jobs"] == 1  # 2 + 1 + 2 FOVs
     assert table.loc["train_target", "job_s"] == table.loc["train_target", "longest_job_s"] > 0
     assert list(table["job_s"]) == sorted(table["job_s"], reverse=True)
     assert (table["peak_rss_mib"] > 0).all()
@@ -333,7 +341,7 @@ def test_a_rerun_after_a_full_run_does_nothing(full_run, tmp_path):
 
 @pytest.mark.slow
 @on_tiny_runs
-def test_touching_one_fov_reruns_only_that_fov_and_what_depends_on_it(full_run, tmp_path):
+def test_touching_one_fov_reruns_only_its_preprocessing_job_and_what_depends_on_it(full_run, tmp_path):
     work = copy_run(full_run, tmp_path / "run")
     # What depends on one FOV's segmentation: that job and everything downstream of it, as Snakemake sees it.
     downstream = scheduled_jobs(snakemake(work, "-n", "--forcerun",
@@ -341,8 +349,8 @@ def test_touching_one_fov_reruns_only_that_fov_and_what_depends_on_it(full_run, 
     (work / "results" / "synthetic" / "raw" / "nucleoli_00.ome.tiff").touch()
     stale = scheduled_jobs(snakemake(work, "-n").stdout)
     assert {(job.rule, job.wildcards) for job in stale} == {(job.rule, job.wildcards) for job in downstream}
-    per_fov = {(job.rule, job.wildcards) for job in stale if job.rule == "preprocess_fov"}
-    assert per_fov == {("preprocess_fov", "dataset=main, fov=nucleoli_00")}
+    # the FOV's preprocessing job (it shares it with the next FOV) and not the training set's other one
+    assert {job.rule for job in stale if job.stage == "preprocess_fovs"} == {"preprocess_fovs_main_000"}
     assert {job.wildcards for job in stale if job.rule == "normalize_cells"} == {"dataset=main"}
     assert {"train_reference", "train_target", "plot_model_check"} <= {job.rule for job in stale}
     assert not {"synthesize", "plot_colony_overview"} & {job.rule for job in stale}
@@ -354,8 +362,8 @@ def test_changing_beta_reruns_training_and_analyses_but_not_preprocessing(full_r
     def changed_by(beta) -> set[str]:
         path = tmp_path / "beta.yaml"
         path.write_text(yaml.safe_dump({"training": {**TINY["training"], "beta": beta}}))
-        return {job.rule for job in scheduled_jobs(snakemake(full_run, "-n", "--configfile", "tiny.yaml",
-                                                             str(path)).stdout)}
+        return {job.stage for job in scheduled_jobs(snakemake(full_run, "-n", "--configfile", "tiny.yaml",
+                                                              str(path)).stdout)}
 
     both = changed_by(0.5)
     reference_only = changed_by({**validate_config({})["training"]["beta"], "reference": 0.5})
