@@ -16,11 +16,12 @@ It prints, side by side in one run:
   show that memory does not grow with the number of cells (the crops are streamed FOV by FOV into the store);
 * reading one time point of a ``--frames``-frame OME-TIFF movie of a FOV: the whole movie read and one frame kept
   (how the reader worked before) against ``io.read_image``, which reads that frame's pages only;
-* per-FOV jobs as the workflow runs them, each a fresh Python process on a FOV OME-TIFF with one thread (as Snakemake
-  starts a 1-thread job): segmentation and cropping as two processes (how the rules ran before: each imported the
-  imaging stack and read the FOV) against the one ``statcell preprocess-fov`` process of rule ``preprocess_fov``,
-  and against one process that runs ``preprocess-fov`` on every FOV in turn (what jobs of several FOVs each would
-  save: the imports paid once); seconds per FOV, and a check that all three write the same labels and crops.
+* preprocessing jobs as the workflow runs them, each a fresh Python process on FOV OME-TIFFs with one thread (as
+  Snakemake starts a 1-thread job): segmentation and cropping as two processes per FOV (how the rules ran until the
+  twelfth session: each imported the imaging stack and read the FOV), one ``statcell preprocess-fov`` process per FOV
+  (``data.fovs_per_job: 1``), and one ``preprocess-fov`` process for every FOV in turn (a group of
+  ``preprocess_fovs_<dataset>_<group>``: the imports paid once); seconds per FOV, and a check that all three write
+  the same labels and crops.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def bench_timepoint_read(fov: synth.SyntheticFov, frames: int) -> None:
           f"{alone_seconds:6.2f} s ({whole_seconds / alone_seconds:.1f}x)")
 
 
-#: The two jobs per FOV that rules ``segment_fov`` and ``crop_cells`` ran before they became ``preprocess_fov``: each a
+#: The two jobs per FOV that rules ``segment_fov`` and ``crop_cells`` ran before they became one: each a
 #: process that paid the CLI's imports, its stage's and a read of the FOV (argv: FOV record JSON, then the paths).
 _SEGMENT_JOB = """
 import json, sys
@@ -180,14 +181,6 @@ io.write_crops(sys.argv[3], crops)
 io.write_table(table, sys.argv[4])
 """
 
-#: Several FOVs in one process: ``statcell preprocess-fov`` called in turn with each argv of a JSON list (argv 1).
-_BATCH_JOB = """
-import json, sys
-from statcell.cli import main
-for argv in json.loads(sys.argv[1]):
-    if main(argv) != 0:
-        raise SystemExit(f"preprocess-fov failed: {argv}")
-"""
 #: The thread settings Snakemake gives a job of 1 thread (``snakemake/shell.py``).
 _ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                       "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
@@ -212,20 +205,19 @@ def bench_fov_jobs(fovs: list[synth.SyntheticFov], spacing: tuple[float, float, 
             out = folder / layout.replace(" ", "_")
             out.mkdir()
             start = time.perf_counter()
-            commands, batch = [], []
+            commands, group = [], []
             for index, record in enumerate(records):
                 labels, crops, table = (str(out / f"fov_{index}{suffix}") for suffix in (".tiff", ".npz", ".parquet"))
-                preprocess = ["preprocess-fov", "--fov-record", record, "--labels", labels, "--crops", crops,
-                              "--table", table]
+                options = ["--fov-record", record, "--labels", labels, "--crops", crops, "--table", table]
                 if layout == "two processes":
                     commands += [[sys.executable, "-c", _SEGMENT_JOB, record, labels],
                                  [sys.executable, "-c", _CROP_JOB, record, labels, crops, table]]
                 elif layout == "one process":
-                    commands.append([sys.executable, "-m", "statcell", *preprocess])
+                    commands.append([sys.executable, "-m", "statcell", "preprocess-fov", *options])
                 else:
-                    batch.append(preprocess)
-            if batch:
-                commands.append([sys.executable, "-c", _BATCH_JOB, json.dumps(batch)])
+                    group += options
+            if group:
+                commands.append([sys.executable, "-m", "statcell", "preprocess-fov", *group])
             for command in commands:
                 _, done = timed_run(command, cwd=ROOT, env=_ONE_THREAD)
                 if done.returncode != 0:
