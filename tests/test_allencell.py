@@ -372,7 +372,7 @@ def test_workflow_from_a_pipeline4_package_to_every_supported_figure(tmp_path, e
     csv, written = real_layouts.write_pipeline4(tmp_path / "package", fovs, spacing=spacing)
     work = _workflow(tmp_path / "work", {"csv": str(csv), "image_root": str(csv.parent), "chunk_size": 40})
     run = snakemake(work, "results/main/cells.parquet", timeout=900)
-    assert "preprocess_fov" not in run.stdout + run.stderr
+    assert "preprocess_fovs" not in run.stdout + run.stderr
     cells = pd.read_parquet(work / "results" / "main" / "cells.parquet")
     built = cells.get("control_source_cell_id", pd.Series("", index=cells.index)).fillna("") != ""
     cells = cells[~built]  # controls normalization may build (the package has its own)

@@ -157,4 +157,4 @@ def test_a_manifest_with_a_repeated_fov_id_stops_the_workflow_naming_file_and_id
                          cwd=work, capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
     assert f"manifest {manifest}: fov_id 'plate1_A01' appears more than once" in run.stdout + run.stderr
-    assert "rule preprocess_fov" not in run.stdout
+    assert "rule preprocess_fovs" not in run.stdout

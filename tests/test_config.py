@@ -41,6 +41,8 @@ def test_defaults_are_filled_without_touching_the_input():
 def test_wrong_type_names_the_key():
     with pytest.raises(ConfigError, match=r"config key 'synthetic\.fovs_per_structure': 'four' is not of type integer"):
         validate_config({"synthetic": {"fovs_per_structure": "four"}})
+    with pytest.raises(ConfigError, match=r"'data\.fovs_per_job': 0 is less than the minimum of 1"):
+        validate_config({"data": {"fovs_per_job": 0}})
 
 
 @pytest.mark.parametrize(("beta", "message"), [
