@@ -68,7 +68,7 @@ def rule_times(run: Path) -> pd.DataFrame:
 
 
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
-STARTED = re.compile(r"^(?:local)?rule (\w+):$")
+STARTED = re.compile(r"^(?:local)?rule ([\w-]+):$")  # a generated rule may name a dataset with a hyphen
 JOB_ID = re.compile(r"^\s+jobid: (\d+)$")
 THREADS = re.compile(r"^\s+threads: (\d+)$")
 BENCHMARK = re.compile(r"^\s+benchmark: benchmarks/([^/]+?)(?:\.tsv)?(?:/.*)?$")
