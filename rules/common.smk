@@ -283,6 +283,14 @@ def truth_labels(dataset, fov):
     return [str(synth.label_image_path(SYNTHETIC_DIR, fov))] if from_synthetic_colony(dataset) else []
 
 
+def stage_resources(stage, **defaults):
+    """Resources of the rules generated for one stage (`preprocess_fovs_<dataset>_<group>`): `defaults`, with what
+    `set-resources` (a profile's, or `--set-resources`) gives the stage's own name, which no single rule has."""
+    given = workflow.resource_settings.overwrite_resources
+    overrides = given[stage] if stage in given else {}
+    return {**defaults, **{name: getattr(value, "value", value) for name, value in overrides.items()}}
+
+
 def preprocess_arguments(dataset, fovs):
     """`statcell preprocess-fov`'s per-FOV options for a group of FOVs: each FOV's manifest row as JSON (the job
     reruns if a row changes), its ground truth where there is one, and its three outputs."""

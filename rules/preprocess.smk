@@ -3,7 +3,8 @@
 One job segments and crops a group of `data.fovs_per_job` FOVs in turn (`fov_batches`), so that the imaging stack is
 imported once per group and each FOV read once (`bench/bench_preprocess.py` times one process per FOV against one for
 several). Each group is a rule of its own, `preprocess_fovs_<dataset>_<group>`, so that every FOV keeps its own output
-files (FOV_OUTPUTS). A change to `segmentation` or `crop` reruns every group; a changed FOV, its group.
+files (FOV_OUTPUTS); `set-resources` for `preprocess_fovs` reaches them all. A change to `segmentation` or `crop` reruns
+every group; a changed FOV, its group.
 """
 
 
@@ -23,8 +24,7 @@ for preprocessed in preprocessed_datasets():
                 segmentation=section_json("segmentation"),
                 crop=section_json("crop"),
             resources:
-                mem_mb=3000,
-                runtime=30 * len(group_fovs),
+                **stage_resources("preprocess_fovs", mem_mb=3000, runtime=30 * len(group_fovs)),
             log:
                 f"logs/preprocess_fovs/{preprocessed}/{group:03d}.log",
             benchmark:

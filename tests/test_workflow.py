@@ -172,6 +172,24 @@ def test_dry_run_and_lint_are_clean(fresh):
     assert "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr
 
 
+def _preprocessing_resources(dry_run: str) -> dict[str, str]:
+    """Each preprocessing group's ``resources:`` line in a dry run, by rule."""
+    return {match.group(1): match.group(2) for match in re.finditer(
+        r"^(?:local)?rule (preprocess_fovs_\w+):\n(?:\s+\w+: .*\n)*?\s+resources: (.*)$", dry_run, re.MULTILINE)}
+
+
+@pytest.mark.slow
+def test_set_resources_for_the_preprocessing_stage_reaches_every_group(fresh):
+    """Each group is a rule of its own: `set-resources` under the stage's name, `preprocess_fovs`, sets them all."""
+    default = _preprocessing_resources(snakemake(fresh, "-n").stdout)
+    assert set(default) == {"preprocess_fovs_main_000", "preprocess_fovs_main_001", "preprocess_fovs_drugs_000"}
+    assert "runtime=60, mem_mb=3000" in default["preprocess_fovs_main_000"]  # 30 min per FOV, 2 FOVs
+    assert "runtime=30, mem_mb=3000" in default["preprocess_fovs_main_001"]
+    dry = snakemake(fresh, "-n", "--set-resources", "preprocess_fovs:mem_mb=8000", "preprocess_fovs:runtime=2h")
+    assert all("runtime=120, mem_mb=8000" in line for line in _preprocessing_resources(dry.stdout).values())
+    assert "mem_mb=8000" not in dry.stdout.split("rule normalize_cells:")[1].split("\n\n")[0]
+
+
 @pytest.mark.slow
 def test_a_colony_without_a_drug_set_plans_no_drug_jobs(fresh):
     """``synthetic.drug_structures: []`` (a colony with no drug set, as config/gpu_check.yaml has) is a valid run: the
