@@ -59,7 +59,6 @@ onstart:
 
 wildcard_constraints:
     dataset="|".join(DATASETS + EMBED_DATASETS),
-    fov=r"[A-Za-z0-9_\-]+",
 
 
 def section_json(section):
@@ -265,7 +264,7 @@ def preprocessed_datasets():
     return [dataset for dataset in datasets() if not imported_from_allencell(dataset)]
 
 
-def fov_batches(dataset):
+def fov_groups(dataset):
     """The dataset's FOVs in the groups that one preprocessing job each does in turn (`data.fovs_per_job` FOVs,
     in manifest order): a FOV added at the end of a manifest reruns only the last group."""
     fovs, size = fov_ids(dataset), config["data"]["fovs_per_job"]
