@@ -55,7 +55,14 @@ def _fov_records(args: argparse.Namespace) -> list[io.FovRecord]:
     from statcell import io
 
     if args.fov_record:
-        return [io.FovRecord.from_row(json.loads(record)) for record in args.fov_record]
+        records = []
+        for record in args.fov_record:
+            try:
+                records.append(io.FovRecord.from_row(json.loads(record)))
+            except (json.JSONDecodeError, KeyError) as error:
+                raise ConfigError(f"--fov-record {record[:200]!r} is not a manifest row as JSON "
+                                  f"({type(error).__name__}: {error})") from error
+        return records
     if not (args.manifest and args.fov):
         raise ConfigError("give --fov-record JSON, or --manifest CSV with --fov ID (each option once per FOV)")
     table = io.read_manifest(args.manifest).set_index("fov_id", drop=False)

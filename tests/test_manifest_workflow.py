@@ -143,6 +143,10 @@ def test_several_fovs_in_one_call_write_what_a_call_per_fov_writes(tmp_path, use
                  "a.parquet", "--table", "b.parquet"]
     assert main(arguments) == 2
     assert "2 FOV(s) given but --crops 1 time(s)" in caplog.text
+    caplog.clear()
+    assert main(["preprocess-fov", "--fov-record", '{"path": "a.tiff"}', "--labels", "a.ome.tiff", "--crops", "a.npz",
+                 "--table", "a.parquet"]) == 2
+    assert "--fov-record '{\"path\": \"a.tiff\"}' is not a manifest row as JSON (KeyError: 'fov_id')" in caplog.text
 
 
 @pytest.fixture(scope="module")
