@@ -8,6 +8,7 @@ For each configuration, in a fresh subprocess (so peak memory is its own), time 
     python bench/bench_train.py --device cuda --paper-batch 32 --precision bf16   # where a GPU is available
     python bench/bench_train.py --data store --workers 8   # batches streamed from a Zarr store, time waiting for them
     python bench/bench_train.py --data random store --presets default   # model speed beside streamed batches
+    python bench/bench_train.py --presets paper --adam fused foreach    # Adam's fused kernel beside its foreach update
 
 Each model is measured with its weights and images in contiguous and in channels-last memory (``--layouts``).
 It prints images per second, the peak resident memory (CPU) or peak allocated GPU memory of each run and, with
@@ -93,7 +94,7 @@ def matmul_peak(device: str, precision: str, size: int, seconds: float = 2.0) ->
 
 def measure(preset: str, kind: str, batch: int, steps: int, device: str, precision: str, ndim: int,
             layout: str, data: str = "random", workers: int = 0, autotune: bool = False, profile: int = 0,
-            compiled: bool = False) -> dict:
+            compiled: bool = False, fused_adam: bool = True) -> dict:
     """Time ``steps`` optimizer steps of one model, its weights and images in ``layout`` (run in the subprocess).
 
     With ``data="random"`` every step reuses one random batch already on the device; with ``data="store"`` every step
@@ -103,7 +104,8 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     ``profile`` > 0, one more step on the first batch runs under torch's profiler, and the ``profile`` operators that
     took the most time of their own on the device (the GPU's kernels, or the CPU) are returned with their shares.
     ``compiled`` runs the model through ``torch.compile`` (fusing the elementwise work around the convolutions); the
-    compilation happens in the warm-up step, whose time is returned as ``first_step_s``.
+    compilation happens in the warm-up step, whose time is returned as ``first_step_s``. ``fused_adam`` picks
+    Adam's fused kernel (as training runs on the CPU and CUDA) or its per-operation ``foreach`` update.
     """
     import dataclasses
     import tempfile
@@ -116,7 +118,7 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     from statcell.models.blocks import memory_format
     from statcell.models.loss import beta_elbo
     from statcell.models.vae import ReferenceVAE, TargetVAE
-    from statcell.train import TrainSettings, model_config, to_channels_last
+    from statcell.train import TrainSettings, adam, model_config, to_channels_last
 
     config = load_config(ROOT / "config" / f"{preset}.yaml") if preset != "default" else validate_config({})
     settings = dataclasses.replace(TrainSettings.from_config(config["training"], kind), ndim=ndim)
@@ -126,7 +128,8 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     model = (ReferenceVAE if kind == "reference" else TargetVAE)(model_shape).to(device)
     if layout == "channels_last":
         model = model.to(memory_format=memory_format(ndim))
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, betas=settings.adam_betas)
+    optimizer = adam(model.parameters(), learning_rate=settings.learning_rate, betas=settings.adam_betas,
+                     device=device, fused=fused_adam)
     forward = torch.compile(model) if compiled else model
     dtype = torch.bfloat16 if precision == "bf16" else None
     on_cuda = device.startswith("cuda")
@@ -185,7 +188,7 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
             "parameters": sum(p.numel() for p in model.parameters()), "images_per_s": batch * steps / seconds,
             "seconds_per_step": seconds / steps, "peak_mib": memory, "flop_per_step": counter.get_total_flops(),
             "data_wait": waiting / seconds if data == "store" else None, "top_operators": top_operators,
-            "first_step_s": first_step}
+            "first_step_s": first_step, "adam": "fused" if fused_adam else "foreach"}
 
 
 def profiled_operators(run_step, on_cuda: bool, count: int) -> list[tuple[str, float, float]]:
@@ -240,29 +243,34 @@ def main() -> None:
     parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"],
                         help="on: the model through torch.compile, its compile time in the warm-up step (default "
                              "off, as training runs; both: side by side)")
+    parser.add_argument("--adam", nargs="+", choices=["fused", "foreach"], default=["fused"],
+                        help="fused: Adam's one-kernel update, as training runs (default); foreach: its update by "
+                             "operation; both: side by side")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after each row, the N operators with the most device time in one profiled step")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
     args = parser.parse_args()
     if args.run:
-        preset, kind, batch, layout, data, autotune, compiled = args.run.split(",")
+        preset, kind, batch, layout, data, autotune, compiled, optimizer = args.run.split(",")
         print(json.dumps(measure(preset, kind, int(batch), args.steps, args.device, args.precision, args.ndim,
-                                 layout, data, args.workers, autotune == "on", args.profile, compiled == "on")))
+                                 layout, data, args.workers, autotune == "on", args.profile, compiled == "on",
+                                 optimizer == "fused")))
         return
     peak_size = args.peak_size or (8192 if args.device.startswith("cuda") else 2048)
     peak = matmul_peak(args.device, args.precision, peak_size)
     print(f"matrix-multiply peak on {args.device} in {args.precision}: {peak / 1e9:,.0f} GFLOP/s "
           f"({peak_size}-square products)")
-    print(f"{'preset':8} {'ndim':>4} {'model':9} {'layout':13} {'data':6} {'tune':4} {'comp':4} {'batch':>5} "
+    print(f"{'preset':8} {'ndim':>4} {'model':9} {'layout':13} {'data':6} {'tune':4} {'comp':4} {'adam':7} "
+          f"{'batch':>5} "
           f"{'parameters':>11} "
           f"{'images/s':>9} {'s/step':>7} {'peak MiB':>9} {'data wait':>9} {'GFLOP/step':>10} {'GFLOP/s':>9} "
           f"{'of peak':>7} {'first step s':>12}")
     presets = {"default": ("default", args.default_batch), "paper": (f"paper{args.ndim}d", args.paper_batch)}
     for preset, batch in (presets[name] for name in args.presets):
         for kind in ("reference", "target"):
-            for layout, data, autotune, compiled in itertools.product(args.layouts, args.data, args.cudnn_benchmark,
-                                                                      args.compile):
-                spec = f"{preset},{kind},{batch},{layout},{data},{autotune},{compiled}"
+            for layout, data, autotune, compiled, optimizer in itertools.product(
+                    args.layouts, args.data, args.cudnn_benchmark, args.compile, args.adam):
+                spec = f"{preset},{kind},{batch},{layout},{data},{autotune},{compiled},{optimizer}"
                 run = subprocess.run([sys.executable, __file__, "--run", spec, "--steps", str(args.steps), "--device",
                                       args.device, "--precision", args.precision, "--ndim", str(args.ndim),
                                       "--workers", str(args.workers), "--profile", str(args.profile)],
@@ -270,7 +278,7 @@ def main() -> None:
                 row = json.loads(run.stdout.strip().splitlines()[-1])
                 rate = row["flop_per_step"] / row["seconds_per_step"]
                 print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['layout']:13} {data:6} {autotune:4} "
-                      f"{compiled:4} "
+                      f"{compiled:4} {optimizer:7} "
                       f"{row['batch']:5d} {row['parameters']:11,d} {row['images_per_s']:9.2f} "
                       f"{row['seconds_per_step']:7.3f} {row['peak_mib']:9.0f} {_share(row['data_wait']):>9} "
                       f"{row['flop_per_step'] / 1e9:10.1f} {rate / 1e9:9.1f} {rate / peak:7.1%} "

@@ -440,6 +440,47 @@ def atomic_checkpoint_io():
     return AtomicCheckpointIO()
 
 
+#: Devices whose Adam update torch runs as one fused kernel over all parameters.
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
+def adam(parameters, *, learning_rate: float, betas: tuple[float, float], device: torch.device | str,
+         fused: bool | None = None) -> torch.optim.Adam:
+    """The training's Adam, with torch's fused kernel on the devices that have one.
+
+    The fused update reads and writes each parameter and its two moments once per step, where the default
+    (``foreach``) update makes a pass over them per arithmetic operation: on the paper's 61 M-parameter networks the
+    difference is a few percent of a CPU step (README, *Measured*). The two agree to float rounding, not bit for bit.
+
+    Parameters
+    ----------
+    parameters : iterable of torch.nn.Parameter
+        The parameters to optimize, all on ``device``.
+    learning_rate : float
+        Adam's step size.
+    betas : tuple of float
+        Adam's moment decay rates.
+    device : torch.device or str
+        The device of the parameters.
+    fused : bool, optional
+        Force the fused kernel on or off (benchmarks); by default on where the device is in ``FUSED_ADAM_DEVICES``.
+
+    Returns
+    -------
+    torch.optim.Adam
+        The optimizer.
+
+    Examples
+    --------
+    >>> weight = torch.nn.Parameter(torch.zeros(3))
+    >>> adam([weight], learning_rate=2e-4, betas=(0.9, 0.999), device="cpu").defaults["fused"]
+    True
+    """
+    if fused is None:
+        fused = torch.device(device).type in FUSED_ADAM_DEVICES
+    return torch.optim.Adam(parameters, lr=learning_rate, betas=betas, fused=fused or None)
+
+
 def _lightning_module():
     import lightning as L
 
@@ -554,8 +595,8 @@ def _lightning_module():
                          int(cells) / max(self._training_seconds, 1e-9))
 
         def configure_optimizers(self):
-            optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate,
-                                         betas=self.hparams.adam_betas)
+            optimizer = adam(self.parameters(), learning_rate=self.hparams.learning_rate,
+                             betas=self.hparams.adam_betas, device=self.device)
             schedule = self.hparams.get("learning_rate_schedule", "constant")
             if schedule == "constant":
                 return optimizer
