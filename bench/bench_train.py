@@ -94,7 +94,7 @@ def matmul_peak(device: str, precision: str, size: int, seconds: float = 2.0) ->
 
 def measure(preset: str, kind: str, batch: int, steps: int, device: str, precision: str, ndim: int,
             layout: str, data: str = "random", workers: int = 0, autotune: bool = False, profile: int = 0,
-            compiled: bool = False, fused_adam: bool = True) -> dict:
+            compiled: bool = False, fused_adam: bool | None = None) -> dict:
     """Time ``steps`` optimizer steps of one model, its weights and images in ``layout`` (run in the subprocess).
 
     With ``data="random"`` every step reuses one random batch already on the device; with ``data="store"`` every step
@@ -105,7 +105,7 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
     took the most time of their own on the device (the GPU's kernels, or the CPU) are returned with their shares.
     ``compiled`` runs the model through ``torch.compile`` (fusing the elementwise work around the convolutions); the
     compilation happens in the warm-up step, whose time is returned as ``first_step_s``. ``fused_adam`` picks
-    Adam's fused kernel (as training runs on the CPU and CUDA) or its per-operation ``foreach`` update.
+    Adam's fused kernel or its per-operation ``foreach`` update; ``None``, as training picks for the device.
     """
     import dataclasses
     import tempfile
@@ -188,7 +188,7 @@ def measure(preset: str, kind: str, batch: int, steps: int, device: str, precisi
             "parameters": sum(p.numel() for p in model.parameters()), "images_per_s": batch * steps / seconds,
             "seconds_per_step": seconds / steps, "peak_mib": memory, "flop_per_step": counter.get_total_flops(),
             "data_wait": waiting / seconds if data == "store" else None, "top_operators": top_operators,
-            "first_step_s": first_step, "adam": "fused" if fused_adam else "foreach"}
+            "first_step_s": first_step, "adam": "fused" if optimizer.defaults["fused"] else "foreach"}
 
 
 def profiled_operators(run_step, on_cuda: bool, count: int) -> list[tuple[str, float, float]]:
@@ -243,9 +243,9 @@ def main() -> None:
     parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"],
                         help="on: the model through torch.compile, its compile time in the warm-up step (default "
                              "off, as training runs; both: side by side)")
-    parser.add_argument("--adam", nargs="+", choices=["fused", "foreach"], default=["fused"],
-                        help="fused: Adam's one-kernel update, as training runs (default); foreach: its update by "
-                             "operation; both: side by side")
+    parser.add_argument("--adam", nargs="+", choices=["training", "fused", "foreach"], default=["training"],
+                        help="fused: Adam's one-kernel update; foreach: its update by operation; training: as training "
+                             "runs on the device (default: fused on a GPU, foreach on the CPU); several: side by side")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after each row, the N operators with the most device time in one profiled step")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
@@ -254,7 +254,7 @@ def main() -> None:
         preset, kind, batch, layout, data, autotune, compiled, optimizer = args.run.split(",")
         print(json.dumps(measure(preset, kind, int(batch), args.steps, args.device, args.precision, args.ndim,
                                  layout, data, args.workers, autotune == "on", args.profile, compiled == "on",
-                                 optimizer == "fused")))
+                                 {"training": None, "fused": True, "foreach": False}[optimizer])))
         return
     peak_size = args.peak_size or (8192 if args.device.startswith("cuda") else 2048)
     peak = matmul_peak(args.device, args.precision, peak_size)
@@ -278,7 +278,7 @@ def main() -> None:
                 row = json.loads(run.stdout.strip().splitlines()[-1])
                 rate = row["flop_per_step"] / row["seconds_per_step"]
                 print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['layout']:13} {data:6} {autotune:4} "
-                      f"{compiled:4} {optimizer:7} "
+                      f"{compiled:4} {row['adam']:7} "
                       f"{row['batch']:5d} {row['parameters']:11,d} {row['images_per_s']:9.2f} "
                       f"{row['seconds_per_step']:7.3f} {row['peak_mib']:9.0f} {_share(row['data_wait']):>9} "
                       f"{row['flop_per_step'] / 1e9:10.1f} {rate / 1e9:9.1f} {rate / peak:7.1%} "

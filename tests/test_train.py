@@ -201,9 +201,9 @@ def test_training_writes_best_checkpoint_and_metrics_deterministically(tmp_path,
         assert card["crop_shape"] == [8, 8, 16] and card["structures"] == ["golgi", "nucleoli"]
         assert card["voxel_size_um"] is None and card["channels"] is None  # this bare store states neither
         assert card["training"]["epochs"] == TINY.epochs and card["dataset"]["n_cells"] == 24
-        # trained by Adam's fused kernel on the CPU (train.adam); its state is what a resumed run loads
+        # trained by Adam's per-operation update on the CPU (train.adam); its state is what a resumed run loads
         saved = torch.load(tmp_path / run / "best.ckpt", map_location="cpu", weights_only=True)
-        assert [group["fused"] for group in saved["optimizer_states"][0]["param_groups"]] == [True]
+        assert [group["fused"] for group in saved["optimizer_states"][0]["param_groups"]] == [None]
     torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
 
 
@@ -212,21 +212,21 @@ def test_the_fused_adam_steps_as_the_per_operation_one_to_rounding():
     start = [torch.randn(50, 40, generator=generator), torch.randn(7, generator=generator)]
     gradients = [[torch.randn_like(tensor) for tensor in start] for _ in range(20)]
     trained = {}
-    for fused in (None, False):
+    for fused in (True, None):
         parameters = [torch.nn.Parameter(tensor.clone()) for tensor in start]
         optimizer = train.adam(parameters, learning_rate=6e-4, betas=(0.9, 0.999), device="cpu", fused=fused)
-        assert optimizer.defaults["fused"] is (True if fused is None else None)  # None: torch's per-operation update
+        assert optimizer.defaults["fused"] is fused  # None: the CPU's default, torch's per-operation update
         for step in gradients:
             for parameter, gradient in zip(parameters, step):
                 parameter.grad = gradient.clone()
             optimizer.step()
         trained[fused] = torch.cat([parameter.detach().flatten() for parameter in parameters])
-    moved = (trained[False] - torch.cat([tensor.flatten() for tensor in start])).abs()
+    moved = (trained[None] - torch.cat([tensor.flatten() for tensor in start])).abs()
     assert moved.mean() > 1e-3  # 20 steps of 6e-4 moved the weights by far more than the tolerance below
-    torch.testing.assert_close(trained[None], trained[False], rtol=0, atol=1e-6)
-    # a device torch has no fused kernel for gets the per-operation update
-    assert train.adam([torch.nn.Parameter(torch.zeros(2, device="meta"))], learning_rate=1e-3, betas=(0.9, 0.999),
-                      device="meta").defaults["fused"] is None
+    torch.testing.assert_close(trained[True], trained[None], rtol=0, atol=1e-6)
+    # a GPU gets the fused kernel, by the device's type
+    assert [torch.device(name).type in train.FUSED_ADAM_DEVICES for name in ("cuda", "cuda:1", "cpu", "meta")] == [
+        True, True, False, False]
 
 
 def test_dataset_serves_max_projections_cached_or_streamed(tiny_store):
