@@ -261,8 +261,7 @@ def main() -> None:
     print(f"matrix-multiply peak on {args.device} in {args.precision}: {peak / 1e9:,.0f} GFLOP/s "
           f"({peak_size}-square products)")
     print(f"{'preset':8} {'ndim':>4} {'model':9} {'layout':13} {'data':6} {'tune':4} {'comp':4} {'adam':7} "
-          f"{'batch':>5} "
-          f"{'parameters':>11} "
+          f"{'batch':>5} {'parameters':>11} "
           f"{'images/s':>9} {'s/step':>7} {'peak MiB':>9} {'data wait':>9} {'GFLOP/step':>10} {'GFLOP/s':>9} "
           f"{'of peak':>7} {'first step s':>12}")
     presets = {"default": ("default", args.default_batch), "paper": (f"paper{args.ndim}d", args.paper_batch)}

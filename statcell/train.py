@@ -20,7 +20,7 @@ import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -444,16 +444,16 @@ def atomic_checkpoint_io():
 FUSED_ADAM_DEVICES = ("cuda",)
 
 
-def adam(parameters, *, learning_rate: float, betas: tuple[float, float], device: torch.device | str,
-         fused: bool | None = None) -> torch.optim.Adam:
+def adam(parameters: Iterable[torch.nn.Parameter], *, learning_rate: float, betas: tuple[float, float],
+         device: torch.device | str, fused: bool | None = None) -> torch.optim.Adam:
     """The training's Adam: torch's fused kernel on a GPU, its per-operation (``foreach``) update on the CPU.
 
     The fused update reads and writes each parameter and its two moments once per step, in one kernel; the
     ``foreach`` update makes a pass, and on a GPU a kernel launch per group, for each arithmetic operation. On the CPU
-    the fused kernel saved under 2% of a default network's step and 3-9% of a paper3d step in bf16 (README,
-    *Measured*), and it rounds differently: with it the default run's Golgi reconstruction came out at r 0.38
-    instead of 0.43, a shift within that 4-cell median's spread but across the 0.4 bar. So the CPU keeps the
-    per-operation update, and the default run its models bit for bit.
+    the fused kernel changed a default network's bf16 step by between +4% and -5% and saved 3-10% of a paper3d step
+    in bf16 (README, *Measured*), and it rounds differently: with it the default run's Golgi reconstruction came
+    out at r 0.38 instead of 0.43, a shift within that 4-cell median's spread but across the 0.4 bar. So the CPU
+    keeps the per-operation update, and the default run its models bit for bit.
 
     Parameters
     ----------
