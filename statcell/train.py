@@ -452,8 +452,8 @@ def adam(parameters: Iterable[torch.nn.Parameter], *, learning_rate: float, beta
     ``foreach`` update makes a pass, and on a GPU a kernel launch per group, for each arithmetic operation. On the CPU
     the fused kernel changed a default network's bf16 step by between +4% and -5% and saved 3-10% of a paper3d step
     in bf16 (README, *Measured*), and it rounds differently: with it the default run's Golgi reconstruction came
-    out at r 0.38 instead of 0.43, a shift within that 4-cell median's spread but across the 0.4 bar. So the CPU
-    keeps the per-operation update, and the default run its models bit for bit.
+    out at r 0.38 instead of 0.43, inside that 4-cell median's spread over training seeds (0.33-0.47) but across
+    the 0.4 bar. So the CPU keeps the per-operation update, and the default run its models bit for bit.
 
     Parameters
     ----------
