@@ -1,8 +1,8 @@
 """Ground-truth recovery on a small synthetic run (issue #5, item 8): the real workflow, from raw images to the table.
 
 The run's config is ``config/ground_truth_small.yaml``: the colony images only the structures the checks are about
-(the membrane-, nucleus- and drug-related ones) in ten FOVs each, since the coupling call tests FOV means; the three
-calibration controls checked are built from its cells at normalization with the other two, as on real data; and a
+(the membrane-, nucleus- and drug-related ones) in ten FOVs each, since the coupling call's replicates are FOVs; the
+three calibration controls checked are built from its cells at normalization with the other two, as on real data; and a
 drug set of eight FOVs per structure and treatment, since the drug tests relabel whole FOVs (4 + 4 FOVs allow 70
 relabelings, too few for any call after correction). The models take
 the default's recipe (batch 16 at a learning rate of 6e-4) for 40 epochs; at 24 the target model was still improving

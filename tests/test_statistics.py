@@ -1,4 +1,4 @@
-"""The FOV as the replicate unit: unit lookup, the FOV-mean test, FOV relabelings, corrections."""
+"""The FOV as the replicate unit: unit lookup, the FOV-clustered mean test, FOV relabelings, corrections."""
 
 from __future__ import annotations
 
@@ -32,13 +32,48 @@ def test_fov_mean_test_counts_fovs_not_cells():
     assert constant.p_value == 0.0 and constant.units == 3
 
 
-def test_fov_mean_test_is_calibrated_when_fovs_differ():
-    """Under the null with large FOV effects the false-positive rate stays at the level."""
+@pytest.mark.parametrize("sizes", [[8] * 6, [1, 2, 3, 8, 12, 20], [1, 1, 4, 4, 4, 4, 4]])
+def test_fov_mean_test_is_calibrated_when_fovs_differ(sizes):
+    """Under the null with large FOV effects the false-positive rate stays at the level, FOVs equal or not."""
     rng = np.random.default_rng(1)
-    units = np.repeat(np.arange(6), 8)
-    p = [statistics.unit_mean_test(0.5 + rng.normal(0, 0.1, 6)[units] + rng.normal(0, 0.05, 48), units,
-                                   null_mean=0.5).p_value for _ in range(400)]
-    assert np.mean(np.asarray(p) <= 0.05) == pytest.approx(0.05, abs=0.03)
+    units = np.repeat(np.arange(len(sizes)), sizes)
+    p = [statistics.unit_mean_test(0.5 + rng.normal(0, 0.1, len(sizes))[units] + rng.normal(0, 0.05, len(units)),
+                                   units, null_mean=0.5).p_value for _ in range(1000)]
+    assert np.mean(np.asarray(p) <= 0.05) == pytest.approx(0.05, abs=0.025)
+
+
+def test_with_equal_fovs_the_clustered_test_is_the_t_test_of_fov_means():
+    from scipy import stats
+
+    values = np.random.default_rng(2).random(20)
+    test = statistics.unit_mean_test(values, np.repeat(np.arange(5), 4), null_mean=0.5)
+    fov_means = values.reshape(5, 4).mean(axis=1)
+    assert test.p_value == pytest.approx(stats.ttest_1samp(fov_means, 0.5, alternative="greater").pvalue, rel=1e-9)
+    assert test.degrees_of_freedom == pytest.approx(4) and test.mean == pytest.approx(values.mean())
+
+
+def test_the_degrees_of_freedom_are_bell_and_mccaffreys_from_the_full_matrices():
+    """The closed form against tr(MBM)^2 / tr((MBM)^2) built cell by cell, for unequal FOVs."""
+    units = np.repeat(np.arange(6), [1, 2, 3, 4, 3, 9])
+    cells = len(units)
+    centring = np.eye(cells) - 1 / cells
+    weights = [(units == fov) / (cells * math.sqrt(1 - np.mean(units == fov))) for fov in range(6)]
+    form = centring @ sum(np.outer(weight, weight) for weight in weights) @ centring
+    test = statistics.unit_mean_test(np.random.default_rng(3).random(cells), units, null_mean=0.5)
+    assert test.degrees_of_freedom == pytest.approx(np.trace(form) ** 2 / np.trace(form @ form), rel=1e-9)
+    assert test.degrees_of_freedom < 5  # unequal FOVs: fewer than FOVs - 1
+
+
+def test_a_fov_of_one_cell_weighs_as_one_cell():
+    """Five FOVs of 3-4 coupled cells and one FOV whose single cell sits at rank 0 (the default colony's seed 2)."""
+    values = np.r_[0.0, [0.73] * 2, [0.8] * 3, [0.85] * 4, [0.9] * 3, [0.95] * 4]
+    units = np.repeat(np.arange(6), [1, 2, 3, 4, 3, 4])
+    test = statistics.unit_mean_test(values, units, null_mean=0.5)
+    assert test.mean == pytest.approx(values.mean()) and test.p_value < 0.01
+    fov_means = pd.Series(values).groupby(units).mean()
+    from scipy import stats
+
+    assert stats.ttest_1samp(fov_means, 0.5, alternative="greater").pvalue > 0.05  # FOV means weighed equally
 
 
 def test_relabelings_enumerate_every_choice_or_draw_at_random():

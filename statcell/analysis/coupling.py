@@ -31,19 +31,21 @@ not depend on the channel and the cell is exchangeable with its donors, its own 
 the same population as theirs, so its ELBO is equally likely to fall anywhere among theirs: ``q_r`` has mean 1/2,
 whatever the model, the ELBO's scale or its noise. Most donors are training cells, which the cell is not quite
 exchangeable with (the model was fitted to their references); on the blank control that lowers the rank a little.
-The default colony's blank sits at FOV-mean ranks of 0.25-0.39 mostly for another reason: its 15 held-out cells
-include one alone in its FOV whose ELBO is below all of its donors' (rank 0), and a FOV of one cell weighs as much
-in the mean of FOV means as a FOV of five (README, *Measured*). Coupled cells have ``q_r`` near 1.
+The default colony's blank sat at FOV-mean ranks of 0.25-0.39 mostly for another reason: its 15 held-out cells
+include one alone in its FOV whose ELBO is below all of its donors' (rank 0), which weighed as much in a mean of FOV
+means as a FOV of five; the test now weighs each FOV by its cells (README, *Measured*). Coupled cells have ``q_r``
+near 1.
 
 The replicate is the field of view (:mod:`statcell.analysis.statistics`). A cell's donors come from its own FOV
 (other cells of its structure there), so that a FOV effect shared by the structure and the reference (brightness,
 density) cannot pass for coupling; a cell alone with its structure in its FOV (e.g. a control built from a few
-sampled cells) takes donors from the other FOVs, and ``donors_in_fov`` says which. Per structure, phase and
-channel, the FOV means of ``q_r`` are tested against 1/2 by a one-sided t-test (cells of one FOV share donors and
-conditions, FOVs do not), Holm-corrected at the family-wise level ``analysis.significance`` over every test
-made. A structure *couples to* the channel whose test is significant, to *neither* when none is, and is
-*undetermined* in a phase whose cells lie in fewer than three FOVs (too few replicates for a test). Where both
-tests are significant, the call is the channel that dominates by Eq 5's normalized difference (its interval,
+sampled cells) takes donors from the other FOVs, and ``donors_in_fov`` says which. Per structure, phase and channel, the
+mean of ``q_r`` over the cells is tested against 1/2 by a one-sided t-test with the FOVs as clusters
+(:func:`~statcell.analysis.statistics.unit_mean_test`: cells of one FOV share donors and conditions, FOVs do not; a FOV
+weighs by its cells), Holm-corrected at the family-wise level ``analysis.significance`` over every test made. A
+structure *couples to* the channel whose test is significant, to *neither* when none is, and is *undetermined* in a
+phase whose cells lie in fewer than three FOVs (too few replicates for a test). Where both tests are significant, the
+call is the channel that dominates by Eq 5's normalized difference (its interval,
 from a bootstrap over FOVs at level ``1 - significance``, excludes 0), else *both*: a rank test detects any
 consistent loss of ELBO, and swapping a channel always makes some cells' references unlike any the model saw (a
 donor's nucleus reaching outside the recipient's membrane), so with enough FOVs the membrane copy shows a small but
@@ -475,8 +477,8 @@ def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) 
     DataFrame
         One row per structure and phase (phases without cells are left out): ``structure``, ``phase``, ``n_cells``,
         ``n_fovs``; per score (:data:`SCORES`) the mean over cells and ``_ci_low``/``_ci_high`` from a bootstrap
-        over FOVs; per channel the mean rank ``<channel>_rank`` (mean of FOV means), its one-sided FOV-level
-        ``_p_value`` (rank above 1/2) and the Holm-adjusted ``_p_adjusted``; ``couples_to`` in {membrane,
+        over FOVs; per channel the mean rank over cells ``<channel>_rank``, its one-sided p-value with FOVs as
+        clusters ``_p_value`` (rank above 1/2) and the Holm-adjusted ``_p_adjusted``; ``couples_to`` in {membrane,
         nucleus, both, neither, undetermined} (both significant: the channel whose side of 0 the normalized
         difference's interval lies on, else both); ``ci_level`` of the intervals.
     """

@@ -5,8 +5,12 @@ not independent replicates: a test that counts cells where the treatment (or any
 credits FOV differences to the effect (pseudo-replication) and gives p-values that are too small. Every test of the
 analyses therefore works at the FOV level:
 
-- a one-sample question ("is the mean coupling rank above its null value?") is a one-sided t-test of the **FOV means**
-  (:func:`unit_mean_test`);
+- a one-sample question ("is the mean coupling rank above its null value?") is a one-sided t-test of the **mean over
+  cells with FOVs as clusters** (:func:`unit_mean_test`): the standard error comes from the FOVs' summed deviations
+  (the cluster-robust variance with Bell and McCaffrey's small-sample correction, CR2) and the degrees of freedom
+  from the FOVs too (Bell and McCaffrey's, ``FOVs - 1`` when FOVs hold equal numbers of cells). With equal FOVs this
+  is exactly the t-test of the FOV means; with unequal ones a FOV weighs by its cells, as it does in the reported
+  mean and in the FOV-bootstrap interval (a FOV of one cell weighs as one cell, not as much as a FOV of five);
 - a two-group question ("do treated cells differ from control cells?") is a **permutation of whole FOVs** between the
   groups (:func:`unit_relabelings`): every relabeling when there are at most ``permutations`` of them (an exact test),
   else ``permutations`` random ones.
@@ -71,18 +75,28 @@ def replicate_units(cells: pd.DataFrame) -> pd.Series:
 
 
 class UnitTest(NamedTuple):
-    """A one-sample test of FOV means."""
+    """A one-sample test of the mean over cells, FOVs as clusters."""
 
     mean: float
-    """Mean of the FOV means."""
+    """Mean over the cells."""
     units: int
-    """FOVs (replicates) tested."""
+    """FOVs (replicates, clusters) tested."""
     p_value: float
     """One-sided p-value of "mean above the null value"; NaN with fewer than :data:`MIN_UNITS` FOVs."""
+    degrees_of_freedom: float
+    """Of the t distribution the p-value comes from (Bell and McCaffrey's); NaN where no test was made."""
 
 
 def unit_mean_test(values: np.ndarray, units: Sequence[str] | np.ndarray, *, null_mean: float) -> UnitTest:
-    """One-sided one-sample t-test of the per-FOV means of ``values`` against ``null_mean``.
+    """One-sided t-test of the mean over cells against ``null_mean``, the cells' FOVs as clusters.
+
+    The mean is over the ``N`` cells; its variance is the cluster-robust one with the CR2 small-sample correction,
+    ``sum_g S_g**2 / (1 - n_g / N) / N**2``, where ``S_g`` is the sum of the deviations from the mean of the
+    ``n_g`` cells of FOV ``g``; the t statistic is referred to a t distribution with Bell and McCaffrey's degrees of
+    freedom, computed for cells independent within FOVs (the working model): ``FOVs - 1`` when all FOVs hold the
+    same number of cells, fewer when they do not. With equal FOVs the test is exactly the one-sample t-test of the
+    FOV means; with unequal ones each FOV weighs by its cells (Bell & McCaffrey 2002, Survey Methodology 28:169;
+    Imbens & Kolesár 2016, Rev. Econ. Stat. 98:701).
 
     Parameters
     ----------
@@ -91,30 +105,45 @@ def unit_mean_test(values: np.ndarray, units: Sequence[str] | np.ndarray, *, nul
     units : sequence of str
         Each cell's FOV (:func:`replicate_units`).
     null_mean : float
-        Expected value of a FOV mean under the null hypothesis.
+        Expected value of a cell's value under the null hypothesis.
 
     Returns
     -------
     UnitTest
         With fewer than :data:`MIN_UNITS` FOVs the p-value is NaN (too few replicates, no test). FOV means that are
-        all equal (no spread, e.g. every cell's rank at its maximum in every FOV) are the t-test's limit: 0 above
+        all equal (no spread between FOVs, e.g. every cell's rank at its maximum) are the t-test's limit: 0 above
         the null value, else 1.
 
     Examples
     --------
     >>> test = unit_mean_test(np.array([0.9, 0.8, 0.95, 0.85]), ["a", "a", "b", "c"], null_mean=0.5)
-    >>> test.units, bool(test.p_value < 0.05)
-    (3, True)
+    >>> test.units, round(test.mean, 3), bool(test.p_value < 0.05)
+    (3, 0.875, True)
     """
     from scipy import stats
 
-    means = pd.Series(np.asarray(values, np.float64)).groupby(np.asarray(units)).mean().to_numpy()
-    if len(means) < MIN_UNITS:
-        return UnitTest(float(means.mean()) if len(means) else float("nan"), len(means), float("nan"))
+    values = np.asarray(values, np.float64)
+    grouped = pd.Series(values).groupby(np.asarray(units))
+    sizes, means = grouped.size().to_numpy(np.float64), grouped.mean().to_numpy()
+    cells, fovs = len(values), len(sizes)
+    mean = float(values.mean()) if cells else float("nan")
+    if fovs < MIN_UNITS:
+        return UnitTest(mean, fovs, float("nan"), float("nan"))
     if np.ptp(means) == 0:
-        return UnitTest(float(means[0]), len(means), 0.0 if means[0] > null_mean else 1.0)
-    p_value = float(stats.ttest_1samp(means, null_mean, alternative="greater").pvalue)
-    return UnitTest(float(means.mean()), len(means), p_value)
+        return UnitTest(mean, fovs, 0.0 if mean > null_mean else 1.0, float("nan"))
+    leverage = sizes / cells
+    variance = float(np.sum((sizes * (means - mean)) ** 2 / (1 - leverage))) / cells**2
+    # Bell and McCaffrey: the variance is a quadratic form e'Be of the cells' residuals e = My, B = sum_g a_g a_g'
+    # with a_g = 1_g / (N sqrt(1 - n_g / N)); for independent cells its degrees of freedom are tr(MBM)**2 /
+    # tr((MBM)**2), whose nonzero eigenvalues are those of the FOVs' Gram matrix (Ma_g)'(Ma_h) = diag(d) - u u' / N.
+    diagonal = sizes / (cells**2 * (1 - leverage))
+    spread = sizes / (cells * np.sqrt(1 - leverage))
+    squared = spread @ spread / cells
+    trace = diagonal.sum() - squared
+    frobenius = np.sum(diagonal**2) - 2 * np.sum(diagonal * spread**2) / cells + squared**2
+    degrees_of_freedom = float(trace**2 / frobenius)
+    statistic = (mean - null_mean) / math.sqrt(variance)
+    return UnitTest(mean, fovs, float(stats.t.sf(statistic, degrees_of_freedom)), degrees_of_freedom)
 
 
 class Relabelings(NamedTuple):

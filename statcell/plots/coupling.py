@@ -115,7 +115,7 @@ def plot_coupling_structures(summary: pd.DataFrame, output: str | Path, *, dpi: 
     call_name = "interphase" if called == "interphase" else "all-cell" if called == UNANNOTATED else called
     axis.set_title(f"Differential coupling per structure (mean over cells, Eq 5; {level:g}% bootstrap intervals)\n"
                    f"right: {call_name} call, each cell's own ELBO ranked among its swapped ones:\n"
-                   "FOV mean ranks above 1/2 by a one-sided t-test, Holm-corrected", fontsize=10)
+                   "mean ranks above 1/2 by a one-sided t-test, FOVs as clusters, Holm-corrected", fontsize=10)
     axis.text(1.2, len(order) - 0.45, f"{call_name}\ncall", va="bottom", fontsize=8, fontweight="bold")
     from matplotlib.transforms import ScaledTranslation
 
