@@ -30,6 +30,8 @@ def test_fov_mean_test_counts_fovs_not_cells():
     assert two.units == 2 and math.isnan(two.p_value)  # too few FOVs for a test
     constant = statistics.unit_mean_test(np.ones(4), ["a", "a", "b", "c"], null_mean=0.5)
     assert constant.p_value == 0.0 and constant.units == 3
+    unmeasured = statistics.unit_mean_test(np.r_[np.nan, values], np.concatenate([["f4"], units]), null_mean=0.5)
+    assert unmeasured == test  # a NaN is left out, its FOV with it when it holds nothing else
 
 
 @pytest.mark.parametrize("sizes", [[8] * 6, [1, 2, 3, 8, 12, 20], [1, 1, 4, 4, 4, 4, 4]])

@@ -101,7 +101,7 @@ def unit_mean_test(values: np.ndarray, units: Sequence[str] | np.ndarray, *, nul
     Parameters
     ----------
     values : ndarray
-        One value per cell.
+        One value per cell; NaN (not measured) is left out.
     units : sequence of str
         Each cell's FOV (:func:`replicate_units`).
     null_mean : float
@@ -123,7 +123,9 @@ def unit_mean_test(values: np.ndarray, units: Sequence[str] | np.ndarray, *, nul
     from scipy import stats
 
     values = np.asarray(values, np.float64)
-    grouped = pd.Series(values).groupby(np.asarray(units))
+    measured = ~np.isnan(values)
+    values, units = values[measured], np.asarray(units)[measured]
+    grouped = pd.Series(values).groupby(units)
     sizes, means = grouped.size().to_numpy(np.float64), grouped.mean().to_numpy()
     cells, fovs = len(values), len(sizes)
     mean = float(values.mean()) if cells else float("nan")
