@@ -30,28 +30,26 @@ fraction of the ``K`` swapped copies whose ELBO is below the cell's own (ties co
 not depend on the channel and the cell is exchangeable with its donors, its own channel is just one more draw from
 the same population as theirs, so its ELBO is equally likely to fall anywhere among theirs: ``q_r`` has mean 1/2,
 whatever the model, the ELBO's scale or its noise. Most donors are training cells, which the cell is not quite
-exchangeable with (the model was fitted to their references); on the blank control that lowers the rank a little.
-The default colony's blank sat at FOV-mean ranks of 0.25-0.39 mostly for another reason: its 15 held-out cells
-include one alone in its FOV whose ELBO is below all of its donors' (rank 0), which weighed as much in a mean of FOV
-means as a FOV of five; the test now weighs each FOV by its cells (README, *Measured*). Coupled cells have ``q_r``
-near 1.
+exchangeable with (the model was fitted to their references); on the blank control that lowers the rank a little
+(the default colony's blank has mean ranks of 0.31-0.49 over three training seeds; README, *Measured*). Coupled cells
+have ``q_r`` near 1.
 
 The replicate is the field of view (:mod:`statcell.analysis.statistics`). A cell's donors come from its own FOV
 (other cells of its structure there), so that a FOV effect shared by the structure and the reference (brightness,
 density) cannot pass for coupling; a cell alone with its structure in its FOV (e.g. a control built from a few
-sampled cells) takes donors from the other FOVs, and ``donors_in_fov`` says which. Per structure, phase and channel, the
-mean of ``q_r`` over the cells is tested against 1/2 by a one-sided t-test with the FOVs as clusters
-(:func:`~statcell.analysis.statistics.unit_mean_test`: cells of one FOV share donors and conditions, FOVs do not; a FOV
-weighs by its cells), Holm-corrected at the family-wise level ``analysis.significance`` over every test made. A
+sampled cells) takes donors from the other FOVs, and ``donors_in_fov`` says which. Per structure, phase and channel,
+the mean of ``q_r`` over the cells is tested against 1/2 by a one-sided t-test with the FOVs as clusters
+(:func:`~statcell.analysis.statistics.unit_mean_test`: cells of one FOV share donors and conditions, FOVs do not; a
+FOV weighs by its cells), Holm-corrected at the family-wise level ``analysis.significance`` over every test made. A
 structure *couples to* the channel whose test is significant, to *neither* when none is, and is *undetermined* in a
-phase whose cells lie in fewer than three FOVs (too few replicates for a test). Where both tests are significant, the
-call is the channel that dominates by Eq 5's normalized difference (its interval,
-from a bootstrap over FOVs at level ``1 - significance``, excludes 0), else *both*: a rank test detects any
-consistent loss of ELBO, and swapping a channel always makes some cells' references unlike any the model saw (a
-donor's nucleus reaching outside the recipient's membrane), so with enough FOVs the membrane copy shows a small but
-consistent nucleus coupling (Eq 4 about 0.05, against 1.5 for the membrane) beside its dominant one. "Neither" is
-"no coupling detectable with this many FOVs", not proof of independence. Eq 4's means are reported beside the calls
-as effect sizes, with intervals from a bootstrap over FOVs.
+phase whose cells lie in fewer than three FOVs (too few replicates for a test). Where both tests are significant,
+the call is the channel that dominates by Eq 5's normalized difference (its interval, from a bootstrap over FOVs at
+level ``1 - significance``, excludes 0), else *both*: a rank test detects any consistent loss of ELBO, and swapping
+a channel always makes some cells' references unlike any the model saw (a donor's nucleus reaching outside the
+recipient's membrane), so with enough FOVs the membrane copy shows a small but consistent nucleus coupling (Eq 4
+about 0.05, against 1.5 for the membrane) beside its dominant one. "Neither" is "no coupling detectable with this
+many FOVs", not proof of independence. Eq 4's means are reported beside the calls as effect sizes, with intervals
+from a bootstrap over FOVs.
 
 The controls calibrate the call (:data:`CALIBRATION_CONTROLS`, as in the paper's Fig 5A): the blank must come out
 uncoupled, the membrane and DNA copies coupled to their own channel only. The noise and random-structure controls
