@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from statcell.analysis import statistics
 
@@ -45,8 +46,6 @@ def test_fov_mean_test_is_calibrated_when_fovs_differ(sizes):
 
 
 def test_with_equal_fovs_the_clustered_test_is_the_t_test_of_fov_means():
-    from scipy import stats
-
     values = np.random.default_rng(2).random(20)
     test = statistics.unit_mean_test(values, np.repeat(np.arange(5), 4), null_mean=0.5)
     fov_means = values.reshape(5, 4).mean(axis=1)
@@ -67,14 +66,12 @@ def test_the_degrees_of_freedom_are_bell_and_mccaffreys_from_the_full_matrices()
 
 
 def test_a_fov_of_one_cell_weighs_as_one_cell():
-    """Five FOVs of 3-4 coupled cells and one FOV whose single cell sits at rank 0 (the default colony's seed 2)."""
+    """Five FOVs of 2-4 coupled cells and one FOV whose single cell sits at rank 0 (the default colony's seed 2)."""
     values = np.r_[0.0, [0.73] * 2, [0.8] * 3, [0.85] * 4, [0.9] * 3, [0.95] * 4]
     units = np.repeat(np.arange(6), [1, 2, 3, 4, 3, 4])
     test = statistics.unit_mean_test(values, units, null_mean=0.5)
     assert test.mean == pytest.approx(values.mean()) and test.p_value < 0.01
     fov_means = pd.Series(values).groupby(units).mean()
-    from scipy import stats
-
     assert stats.ttest_1samp(fov_means, 0.5, alternative="greater").pvalue > 0.05  # FOV means weighed equally
 
 
