@@ -116,6 +116,7 @@ def test_swap_rank_has_mean_one_half_when_the_channel_does_not_matter():
     table["normalized_difference"] = 0.0
     summary = coupling.summarize_structures(table, settings=SETTINGS)
     assert summary["couples_to"].item() == "neither" and summary["n_fovs"].item() == 20
+    assert summary["membrane_degrees_of_freedom"].item() == pytest.approx(19)  # equal FOVs: FOVs - 1
 
 
 def test_oracle_copies_couple_to_their_own_channel(tiny_models):

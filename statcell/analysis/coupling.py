@@ -476,7 +476,9 @@ def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) 
         One row per structure and phase (phases without cells are left out): ``structure``, ``phase``, ``n_cells``,
         ``n_fovs``; per score (:data:`SCORES`) the mean over cells and ``_ci_low``/``_ci_high`` from a bootstrap
         over FOVs; per channel the mean rank over cells ``<channel>_rank``, its one-sided p-value with FOVs as
-        clusters ``_p_value`` (rank above 1/2) and the Holm-adjusted ``_p_adjusted``; ``couples_to`` in {membrane,
+        clusters ``_p_value`` (rank above 1/2), the t distribution's ``_degrees_of_freedom`` (Bell and McCaffrey's:
+        FOVs - 1 with equal FOVs, fewer with unequal ones; NaN where untestable) and the Holm-adjusted
+        ``_p_adjusted``; ``couples_to`` in {membrane,
         nucleus, both, neither, undetermined} (both significant: the channel whose side of 0 the normalized
         difference's interval lies on, else both); ``ci_level`` of the intervals.
     """
@@ -494,6 +496,7 @@ def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) 
         for channel, column in RANKS.items():
             test = unit_mean_test(group[column].to_numpy(), units, null_mean=NULL_RANK)
             row[column], row[f"{channel}_p_value"] = test.mean, test.p_value
+            row[f"{channel}_degrees_of_freedom"] = test.degrees_of_freedom
         rows.append(row)
     table = pd.DataFrame(rows)
     columns = [f"{channel}_p_value" for channel in SWAPPED_CHANNELS]
