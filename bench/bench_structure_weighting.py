@@ -65,8 +65,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs="+", default=[24], help="training lengths to compare")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "structure_weighting")
     args = parser.parse_args()
-    store, table = (args.run / "results" / MAIN_DATASET / name for name in ("cells.zarr", "cells.parquet"))
-    cells = pd.read_parquet(table)
+    store, cells_table = (args.run / "results" / MAIN_DATASET / name for name in ("cells.zarr", "cells.parquet"))
+    cells = pd.read_parquet(cells_table)
     reference = args.run / "results" / "models" / "reference.pt"
     base = training_settings(args.configfile)
     rows = class_mean_baseline(store, cells).to_dict("records")
@@ -75,7 +75,7 @@ def main() -> None:
             settings = dataclasses.replace(base, epochs=epochs, structure_weighting=weighting)
             folder = args.out / f"{weighting}_{epochs}"
             start = time.perf_counter()
-            train.train_model("target", store=store, cells=table,
+            train.train_model("target", store=store, cells=cells_table,
                               settings=settings, checkpoint=folder / "target.ckpt", metrics=folder / "metrics.csv",
                               workdir=folder / "work")
             minutes = (time.perf_counter() - start) / 60
