@@ -477,8 +477,8 @@ def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) 
         ``n_fovs``; per score (:data:`SCORES`) the mean over cells and ``_ci_low``/``_ci_high`` from a bootstrap
         over FOVs; per channel the mean rank over cells ``<channel>_rank``, its one-sided p-value with FOVs as
         clusters ``_p_value`` (rank above 1/2), the t distribution's ``_degrees_of_freedom`` (Bell and McCaffrey's:
-        FOVs - 1 with equal FOVs, fewer with unequal ones; NaN where untestable) and the Holm-adjusted
-        ``_p_adjusted``; ``couples_to`` in {membrane,
+        FOVs - 1 with equal FOVs, fewer with unequal ones; NaN where no t distribution is used: fewer than three
+        FOVs, or every FOV's mean the same) and the Holm-adjusted ``_p_adjusted``; ``couples_to`` in {membrane,
         nucleus, both, neither, undetermined} (both significant: the channel whose side of 0 the normalized
         difference's interval lies on, else both); ``ci_level`` of the intervals.
     """
