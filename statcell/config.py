@@ -375,20 +375,29 @@ def section_settings(section: str, *, config_path: str | Path | None = None, inl
     return load_config(config_path if config_path is not None else DEFAULT_CONFIG_PATH)[section]
 
 
-def model_training_section(section: Mapping, kind: Literal["reference", "target"]) -> dict:
-    """The ``training`` section as model ``kind`` trains with it: ``beta`` resolved to that model's number.
+#: ``training`` keys that may be one value for both models or ``{reference: ..., target: ...}``, and their types.
+PER_MODEL_TRAINING_KEYS: dict[str, type] = {"beta": float, "epochs": int}
 
-    ``training.beta`` is one number for both models, or ``{reference: β, target: β}``. The two models are trained
-    independently, so each may trade reconstruction for sparsity at its own β.
+
+def model_training_section(section: Mapping, kind: Literal["reference", "target"]) -> dict:
+    """The ``training`` section as model ``kind`` trains with it: ``beta`` and ``epochs`` resolved to that model's.
+
+    ``training.beta`` and ``training.epochs`` are each one value for both models, or ``{reference: ..., target:
+    ...}`` (:data:`PER_MODEL_TRAINING_KEYS`). The two models are trained independently, so each may trade
+    reconstruction for sparsity at its own β and train for as long as it keeps improving.
 
     Examples
     --------
     >>> model_training_section({"beta": {"reference": 0.25, "target": 0.1}, "epochs": 5}, "target")
     {'beta': 0.1, 'epochs': 5}
-    >>> model_training_section({"beta": 0.5}, "reference")
-    {'beta': 0.5}
+    >>> model_training_section({"beta": 0.5, "epochs": {"reference": 64, "target": 96}}, "reference")
+    {'beta': 0.5, 'epochs': 64}
     """
     if kind not in ("reference", "target"):
         raise ValueError(f"model kind must be 'reference' or 'target', got {kind!r}")
-    beta = section["beta"]
-    return {**section, "beta": float(beta[kind] if isinstance(beta, Mapping) else beta)}
+    resolved = dict(section)
+    for key, kind_type in PER_MODEL_TRAINING_KEYS.items():
+        if key in section:
+            value = section[key]
+            resolved[key] = kind_type(value[kind] if isinstance(value, Mapping) else value)
+    return resolved

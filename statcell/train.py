@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 import statcell
 from statcell import io
-from statcell.config import model_training_section
+from statcell.config import PER_MODEL_TRAINING_KEYS, model_training_section
 from statcell.models import ReferenceVAE, TargetVAE, VAEConfig
 from statcell.models import export
 from statcell.models.blocks import memory_format, runs_faster_channels_last
@@ -73,13 +73,14 @@ class TrainSettings:
 
     @classmethod
     def from_config(cls, section: Mapping, kind: ModelKind | None = None) -> TrainSettings:
-        """Build settings from the validated ``training`` config section, for the model ``kind`` where ``beta``
-        gives each model its own β (see :func:`model_training_section`)."""
+        """Build settings from the validated ``training`` config section, for the model ``kind`` where ``beta`` or
+        ``epochs`` is set per model (see :func:`model_training_section`)."""
         if kind is not None:
             section = model_training_section(section, kind)
-        elif isinstance(section["beta"], Mapping):
-            raise ValueError(f"training.beta is set per model ({dict(section['beta'])}): say which model the settings "
-                             "are for")
+        for key in PER_MODEL_TRAINING_KEYS:
+            if isinstance(section.get(key), Mapping):
+                raise ValueError(f"training.{key} is set per model ({dict(section[key])}): say which model the "
+                                 "settings are for")
         values = {name: section[name] for name in cls.__dataclass_fields__}
         values["widths"], values["adam_betas"] = tuple(values["widths"]), tuple(values["adam_betas"])
         return cls(**values)

@@ -64,6 +64,18 @@ def test_beta_is_one_number_or_one_per_model():
         TrainSettings.from_config(per_model)
 
 
+def test_epochs_are_one_number_or_one_per_model():
+    default = validate_config({})["training"]
+    assert [TrainSettings.from_config(default, kind).epochs for kind in ("reference", "target")] == [64, 96]
+    one = validate_config({"training": {"epochs": 7, "beta": 0.3}})["training"]
+    assert [TrainSettings.from_config(one, kind).epochs for kind in ("reference", "target")] == [7, 7]
+    assert TrainSettings.from_config(one).epochs == 7
+    with pytest.raises(ValueError, match="training.epochs is set per model"):
+        TrainSettings.from_config({**default, "beta": 0.3})
+    with pytest.raises(ConfigError, match="epochs"):
+        validate_config({"training": {"epochs": {"target": 96}}})
+
+
 def test_unknown_key_is_named_with_its_path():
     with pytest.raises(ConfigError, match=r"unknown config key 'synthetic\.fov_size_um\.w'"):
         validate_config({"synthetic": {"fov_size_um": {"w": 3}}})
