@@ -88,10 +88,15 @@ class TrainSettings:
     def fingerprint(self, kind: ModelKind, data: str = "") -> str:
         """Short hash of the settings, and of the dataset's digest ``data``: checkpoints of other settings or other
         data are never resumed. At a constant learning rate the epoch count is left out, so raising ``epochs``
-        continues a finished run; a cosine schedule is drawn over the epochs, so there they count too."""
+        continues a finished run; another schedule is drawn over the epochs, so there they count too."""
         values = {name: value for name, value in asdict(self).items()
                   if name != "epochs" or self.learning_rate_schedule != "constant"}
         return hashlib.sha256(json.dumps([kind, values, data], sort_keys=True).encode()).hexdigest()[:10]
+
+
+#: ``anneal``: the share of the optimizer steps, at the end, over which the learning rate falls linearly to zero.
+ANNEAL_FRACTION = 0.2
+LEARNING_RATE_SCHEDULES = ("constant", "cosine", "anneal")
 
 
 def learning_rate_factor(step: int, total_steps: int, schedule: str) -> float:
@@ -99,19 +104,26 @@ def learning_rate_factor(step: int, total_steps: int, schedule: str) -> float:
 
     ``constant`` keeps the rate (the paper's). ``cosine`` warms up linearly over the first 5% of the steps, then
     decays along a half cosine to zero at the last step: large steps while the loss falls fast, small ones to settle
-    at the end, so fewer epochs reach a given ELBO.
+    at the end, so fewer epochs reach a given ELBO. ``anneal`` keeps the rate, then decays it linearly to zero over
+    the last :data:`ANNEAL_FRACTION` of the steps: the constant rate's progress, and a settled end.
 
     Examples
     --------
     >>> [round(learning_rate_factor(step, 100, "cosine"), 3) for step in (0, 4, 5, 52, 99)]
     [0.2, 1.0, 1.0, 0.5, 0.0]
+    >>> [round(learning_rate_factor(step, 100, "anneal"), 3) for step in (0, 79, 80, 90, 99)]
+    [1.0, 1.0, 1.0, 0.474, 0.0]
     >>> learning_rate_factor(50, 100, "constant")
     1.0
     """
+    if schedule not in LEARNING_RATE_SCHEDULES:
+        raise ValueError(f"training.learning_rate_schedule must be one of {', '.join(LEARNING_RATE_SCHEDULES)}, "
+                         f"got {schedule!r}")
     if schedule == "constant":
         return 1.0
-    if schedule != "cosine":
-        raise ValueError(f"training.learning_rate_schedule must be 'constant' or 'cosine', got {schedule!r}")
+    if schedule == "anneal":
+        start = round((1.0 - ANNEAL_FRACTION) * total_steps)
+        return 1.0 if step < start else max(0.0, (total_steps - 1 - step) / max(1, total_steps - 1 - start))
     warmup = max(1, round(0.05 * total_steps))
     if step < warmup:
         return (step + 1) / warmup

@@ -66,7 +66,7 @@ def test_beta_is_one_number_or_one_per_model():
 
 def test_epochs_are_one_number_or_one_per_model():
     default = validate_config({})["training"]
-    assert [TrainSettings.from_config(default, kind).epochs for kind in ("reference", "target")] == [64, 96]
+    assert [TrainSettings.from_config(default, kind).epochs for kind in ("reference", "target")] == [48, 80]
     one = validate_config({"training": {"epochs": 7, "beta": 0.3}})["training"]
     assert [TrainSettings.from_config(one, kind).epochs for kind in ("reference", "target")] == [7, 7]
     assert TrainSettings.from_config(one).epochs == 7

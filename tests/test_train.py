@@ -147,9 +147,21 @@ def test_a_cosine_schedule_warms_up_decays_to_zero_and_is_checkpointed(tmp_path,
         TINY.learning_rate * train.learning_rate_factor(12, 12, "cosine"))
     # the schedule is drawn over the epochs: another epoch count is another run, never a continuation
     assert settings.fingerprint("reference") != dataclasses.replace(settings, epochs=4).fingerprint("reference")
-    assert TINY.fingerprint("reference") == dataclasses.replace(TINY, epochs=4).fingerprint("reference")
+    constant = dataclasses.replace(TINY, learning_rate_schedule="constant")  # there more epochs continue a run
+    assert constant.fingerprint("reference") == dataclasses.replace(constant, epochs=4).fingerprint("reference")
     with pytest.raises(ValueError, match="learning_rate_schedule"):
         train.learning_rate_factor(0, 12, "linear")
+
+
+def test_the_anneal_schedule_keeps_the_rate_then_falls_linearly_to_zero():
+    """Over 100 steps: the full rate for the first 80, then a straight line that reaches zero at the last step."""
+    factors = [train.learning_rate_factor(step, 100, "anneal") for step in range(100)]
+    assert factors[:81] == [1.0] * 81
+    assert factors[99] == 0.0
+    steps = np.diff(factors[80:])
+    assert np.allclose(steps, steps[0]) and steps[0] == pytest.approx(-1 / 19)
+    settings = dataclasses.replace(TINY, learning_rate_schedule="anneal")  # drawn over the epochs: they count
+    assert settings.fingerprint("target") != dataclasses.replace(settings, epochs=4).fingerprint("target")
 
 
 def test_the_target_model_trains_with_its_structure_weights(tmp_path, tiny_store):
