@@ -388,6 +388,7 @@ def plot_kl_per_dimension(kl: pd.DataFrame, output: str | Path, *, dpi: int) -> 
                       label=f"all cells ({int(pooled['n_cells'].iloc[0])})")
         axis.set_yscale("log")
         axis.set_xlabel("latent dimension, ranked by mean KL")
+        axis.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # ranks: whole numbers
         axis.set_title(f"{model} model", fontsize=10)
         axis.grid(alpha=0.3, which="both")
         if structures:
