@@ -113,16 +113,48 @@ class NormalizeSettings:
                    control_cells=None if count == "auto" else int(count), store_dtype=section["store_dtype"])
 
 
-def split_of(cell_id: str) -> str:
-    """Train/validation/test split (80/10/10) from a stable hash of the cell id; adding cells never moves others.
+def assign_splits(cell_ids: Sequence[str], fovs: Sequence[str]) -> list[str]:
+    """Train/validation/test splits (80/10/10, :data:`SPLITS`) drawn within each FOV by a stable hash of the cell ids.
+
+    The cells of a FOV, ordered by a hash of their ids, take evenly spaced positions ``(i + s) / n`` in [0, 1), the
+    start ``s`` a hash of the FOV's id, and each goes to the split whose share of [0, 1) holds its position: a
+    systematic sample with a random start. So every FOV gives each split its share of its cells to within one cell
+    (exactly 80/10/10 in expectation, whatever its size), and a FOV of ten cells or more has cells in every split.
+    A hash of each cell alone leaves the held-out splits to chance: on one colony of the default run 9 of a
+    structure's 90 cells, from 4 of its 6 FOVs, where the analyses that take the FOV as their replicate need held-out
+    cells in every FOV. A cell's split depends only on the cells of its own FOV, so adding FOVs never moves another
+    FOV's cells; a cell that is its own FOV (pre-cropped data without FOV ids) gets the split of its id's hash.
+
+    Parameters
+    ----------
+    cell_ids : sequence of str
+        Cell ids, unique.
+    fovs : sequence of str
+        The FOV of each cell.
+
+    Returns
+    -------
+    list of str
+        The split of each cell, in the order given.
 
     Examples
     --------
-    >>> split_of("main/golgi_00/7") in ("train", "val", "test")
-    True
+    >>> splits = assign_splits([f"main/fov_a/{label}" for label in range(10)], ["fov_a"] * 10)
+    >>> splits.count("train"), splits.count("val"), splits.count("test")
+    (8, 1, 1)
     """
-    fraction = stable_fraction(cell_id)
-    return next(name for name, upper in SPLITS if fraction < upper)
+    if len(cell_ids) != len(fovs):
+        raise ValueError(f"{len(cell_ids)} cell ids but {len(fovs)} FOVs")
+    cells = pd.DataFrame({"cell_id": list(cell_ids), "fov": [str(fov) for fov in fovs]})
+    cells["hash"] = [stable_fraction(cell_id) for cell_id in cells["cell_id"]]
+    ordered = cells.sort_values(["fov", "hash", "cell_id"])
+    by_fov = ordered.groupby("fov", sort=False)
+    start = ordered["fov"].map({fov: stable_fraction(fov) for fov in ordered["fov"].unique()})
+    position = (by_fov.cumcount() + start) / by_fov["cell_id"].transform("size")
+    names = np.array([name for name, _ in SPLITS], dtype=object)
+    uppers = np.array([upper for _, upper in SPLITS])
+    drawn = pd.Series(names[np.searchsorted(uppers, position.to_numpy(), side="right")], index=ordered.index)
+    return drawn.sort_index().tolist()
 
 
 def normalize_crop(crop: np.ndarray, *, settings: NormalizeSettings) -> np.ndarray:
@@ -194,7 +226,7 @@ def cell_table(tables: Sequence[pd.DataFrame], *, dataset: str) -> tuple[pd.Data
     cells[IMAGING_FOV] = np.where(fovs == "", np.asarray(ids, dtype=object), fovs)
     cells.insert(0, "cell_id", ids)
     cells.insert(1, "dataset", dataset)
-    cells.insert(2, "split", [split_of(cell_id) for cell_id in cells["cell_id"]])
+    cells.insert(2, "split", assign_splits(ids, cells[IMAGING_FOV].tolist()))
     cells.insert(3, "store_index", np.arange(len(cells)))
     return cells.reset_index(drop=True), table[rejected].reset_index(drop=True)
 

@@ -22,8 +22,9 @@ coupling                  ``analysis.seed``   ``"coupling donors"`` / ``"couplin
 drug tests                ``analysis.seed``   ``"drug test"`` and the test's name
 ========================  ==================  ====================================================================
 
-The split of cells (80/10/10) is not random: it is :func:`stable_fraction` of the cell id, so adding cells never moves
-others, whatever the seeds.
+The split of cells (80/10/10 within each FOV) is not random: it orders each FOV's cells by :func:`stable_fraction` of
+their ids (:func:`statcell.normalize.assign_splits`), so adding FOVs never moves another FOV's cells, whatever the
+seeds.
 
 This module needs only numpy; torch users seed a ``torch.Generator`` with :func:`integer_seed`.
 """

@@ -11,12 +11,23 @@ from statcell import io, normalize
 from statcell.vocabulary import CONTROLS
 
 
-def test_split_is_stable_and_near_80_10_10():
+def test_splits_are_80_10_10_within_every_fov_and_stable():
     ids = [f"main/fov_{i // 20:03d}/{i % 20 + 1}" for i in range(6000)]
-    splits = pd.Series([normalize.split_of(cell_id) for cell_id in ids])
-    shares = splits.value_counts(normalize=True)
+    fovs = [cell_id.split("/")[1] for cell_id in ids]
+    splits = pd.Series(normalize.assign_splits(ids, fovs))
+    per_fov = pd.crosstab(pd.Series(fovs), splits)
+    assert (per_fov["train"] == 16).all() and (per_fov["val"] == 2).all() and (per_fov["test"] == 2).all()
+    assert normalize.assign_splits(ids[:20][::-1], fovs[:20]) == list(splits[:20])[::-1]  # not the row order
+    assert normalize.assign_splits(ids[:40], fovs[:40]) == list(splits[:40])  # other FOVs move no cell
+
+
+def test_splits_of_small_fovs_and_lone_cells_are_80_10_10_on_average():
+    ids = [f"main/fov_{i // 3:04d}/{i % 3 + 1}" for i in range(9000)]
+    shares = pd.Series(normalize.assign_splits(ids, [cell_id.split("/")[1] for cell_id in ids])).value_counts(
+        normalize=True)
     assert abs(shares["train"] - 0.8) < 0.02 and abs(shares["val"] - 0.1) < 0.015 and abs(shares["test"] - 0.1) < 0.015
-    assert [normalize.split_of(cell_id) for cell_id in ids[:50]] == list(splits[:50])
+    lone = pd.Series(normalize.assign_splits(ids, ids)).value_counts(normalize=True)  # every cell its own FOV
+    assert abs(lone["train"] - 0.8) < 0.02 and abs(lone["val"] - 0.1) < 0.015 and abs(lone["test"] - 0.1) < 0.015
 
 
 def _fake_crop(rng, shape=(5, 8, 10, 12)):
@@ -155,10 +166,11 @@ def _cells_table(counts: dict[str, int], dataset: str = "main") -> pd.DataFrame:
     for structure, count in counts.items():
         for label in range(1, count + 1):
             cell_id = f"{dataset}/{structure}_00/{label}"
-            rows.append({"cell_id": cell_id, "split": normalize.split_of(cell_id), "store_index": len(rows),
-                         "fov_id": f"{structure}_00", "label": label, "structure": structure,
-                         "structure_integrated_intensity": 5.0})
-    return pd.DataFrame(rows)
+            rows.append({"cell_id": cell_id, "store_index": len(rows), "fov_id": f"{structure}_00", "label": label,
+                         "structure": structure, "structure_integrated_intensity": 5.0})
+    table = pd.DataFrame(rows)
+    table.insert(1, "split", normalize.assign_splits(table["cell_id"], table["fov_id"]))
+    return table
 
 
 def test_plan_controls_samples_each_class_deterministically(caplog):
