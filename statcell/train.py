@@ -779,8 +779,8 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
                          "for why)")
     held_out = int((table["split"] == "test").sum())
     if held_out == 0:  # fail here, not in every analysis after the training
-        raise ValueError(f"{cells}: the test split holds no cell (it takes about 10% of the cells, by a hash of the "
-                         f"cell id, and {len(table)} cells gave none); every analysis is made on held-out cells, so "
+        raise ValueError(f"{cells}: the test split holds no cell (it takes 10% of each FOV's cells, by a hash of "
+                         f"their ids, and {len(table)} cells gave none); every analysis is made on held-out cells, so "
                          "the dataset needs more cells")
     for split in ("train", "val"):
         rows = table[table["split"] == split]
