@@ -641,13 +641,17 @@ def _export_meshes(args: argparse.Namespace) -> None:
         to_mesh = meshes.cells_to_mesh(real, cells, reconstructions=reconstructions, prior=prior["images"],
                                        walks=dict(walks), spacing=spacing, settings=settings)
     quality, angles = meshes.export_meshes(to_mesh, spacing=spacing, formats=settings.formats,
-                                           outdir=Path(args.quality).parent)
+                                           outdir=Path(args.quality).parent,
+                                           edge_length_um=settings.edge_length(spacing))
     io.write_table(quality, args.quality)
     io.write_table(angles, args.angles)
     written = quality[quality["path"] != ""]
-    log.info("%d meshes (%s) of %d cells: %d watertight; volume / voxel volume %.3f to %.3f", len(written),
+    log.info("%d meshes (%s) of %d cells: %d watertight; %d of %d connected surfaces remeshed at %g µm edges; "
+             "volume / voxel volume %.3f to %.3f; smallest triangle angle %.1f°", len(written),
              ", ".join(settings.formats), len(to_mesh), int(written["watertight"].sum()),
-             written["volume_ratio"].min(), written["volume_ratio"].max())
+             int(written["remeshed_surfaces"].sum()),
+             int(written["bodies"].sum()), settings.edge_length(spacing),
+             written["volume_ratio"].min(), written["volume_ratio"].max(), written["min_angle_deg"].min())
     for row in quality[quality["note"] != ""].itertuples():
         log.warning("%s %s: %s", row.kind, row.name, row.note)
 
@@ -657,7 +661,8 @@ def _add_export_meshes(commands: argparse._SubParsersAction) -> None:
         "export-meshes", help="surface meshes (cell, nucleus, structure) for simulators, with a quality table",
         description="Mesh real test cells, their reconstructions, cells from the prior and the representative cells of "
         "the latent walks (--settings: the meshes section): one closed surface per cell, nucleus and structure, in "
-        "micrometres, written as OBJ, STL and PLY under the folder of --quality as KIND/NAME_PART.FORMAT.")
+        "micrometres, remeshed into near-equilateral triangles (meshes.edge_length_um), written as OBJ, STL and PLY "
+        "under the folder of --quality as KIND/NAME_PART.FORMAT.")
     _add_settings_options(parser)
     parser.add_argument("--store", required=True, help="cells.zarr of the training dataset")
     parser.add_argument("--cells", required=True, help="cells.parquet beside it")

@@ -86,6 +86,54 @@ def test_a_ring_has_euler_number_0_and_two_balls_are_two_bodies():
     assert quality["volume_ratio"] == pytest.approx(1.0, abs=2e-3)
 
 
+def _shapes_to_remesh() -> dict[str, tuple[np.ndarray, float]]:
+    """Masks with slivers in their traced surfaces, and their voxel size: curved, holed, several, hollow, thin."""
+    z, y, x = np.meshgrid(np.arange(16) - 7.5, np.arange(40) - 19.5, np.arange(40) - 19.5, indexing="ij")
+    line = np.zeros((5, 5, 20), bool)
+    line[2, 2, 3:17] = True
+    return {"ellipsoid": (_ellipsoid((5.0, 7.0, 12.0), 0.8), 0.8),
+            "ring": ((np.hypot(y, x) - 12) ** 2 + z**2 <= 16, 1.0),
+            "two balls": ((y**2 + (x - 10) ** 2 + z**2 <= 25) | (y**2 + (x + 10) ** 2 + z**2 <= 25), 1.0),
+            "hollow ball": ((y**2 + x**2 + z**2 <= 49) & (y**2 + x**2 + z**2 > 16), 1.0),
+            "one-voxel line": (line, 0.8)}
+
+
+@pytest.mark.parametrize("name", list(_shapes_to_remesh()))
+def test_remeshing_leaves_no_sliver_and_keeps_each_surfaces_topology_volume_and_area(name):
+    mask, voxel_um = _shapes_to_remesh()[name]
+    traced = meshes.surface_mesh(geometry.mask_surface(mask, spacing=(voxel_um,) * 3))
+    assert meshes.triangle_angles(traced).min() < 10  # marching cubes' slivers
+    remeshed, count, note = meshes.remesh_isotropic(traced, edge_length_um=voxel_um)
+    assert note == "" and count == traced.body_count
+    assert meshes.triangle_angles(remeshed).min() > 25
+    assert remeshed.is_watertight and remeshed.is_winding_consistent
+    assert (remeshed.body_count, remeshed.euler_number) == (traced.body_count, traced.euler_number)
+    assert remeshed.volume == pytest.approx(traced.volume, rel=0.01)
+    assert remeshed.area == pytest.approx(traced.area, rel=meshes.REMESH_TOLERANCE)
+    # within a fifth of a voxel of the traced extent; a one-voxel-wide line's rounded ends come in by half a voxel
+    assert remeshed.bounds == pytest.approx(traced.bounds, abs=(0.6 if name == "one-voxel line" else 0.2) * voxel_um)
+    assert np.median(remeshed.edges_unique_length) == pytest.approx(voxel_um, rel=0.3)
+
+
+def test_a_surface_that_remeshing_would_change_is_written_as_traced_and_the_note_says_why():
+    mask, voxel_um = _shapes_to_remesh()["two balls"]
+    traced = meshes.surface_mesh(geometry.mask_surface(mask, spacing=(voxel_um,) * 3))
+    kept, count, note = meshes.remesh_isotropic(traced, edge_length_um=12.0)  # edges of the balls' diameter
+    assert kept is traced and count == 0
+    assert note.startswith("2 of 2 surfaces written as traced, as remeshing changed them (at 6 µm edges, after 12): "
+                           "area +")
+    with pytest.raises(ValueError, match="edge length must be > 0"):
+        meshes.remesh_isotropic(traced, edge_length_um=0.0)
+
+
+def test_the_remeshing_edge_is_the_voxel_size_unless_set_and_0_turns_it_off():
+    section = validate_config({})["meshes"]
+    assert section["edge_length_um"] == "auto"
+    assert meshes.MeshSettings.from_section(section).edge_length((0.29, 0.108, 0.108)) == 0.108
+    assert meshes.MeshSettings.from_section({**section, "edge_length_um": 0.5}).edge_length((0.8,) * 3) == 0.5
+    assert meshes.MeshSettings.from_section({**section, "edge_length_um": 0}).edge_length((0.8,) * 3) == 0.0
+
+
 def test_the_nucleus_mesh_lies_inside_the_cell_mesh_and_one_poking_out_does_not():
     shape = (24, 30, 40)
     cell = _ellipsoid((8.0, 10.0, 14.0), 0.8, shape=shape, centre_um=(9.5, 12.0, 16.0))
@@ -155,12 +203,14 @@ def test_export_writes_every_kind_in_each_format_at_physical_scale(tmp_path):
     assert [(cell.kind, cell.name) for cell in chosen] == [
         ("real", "main/golgi_00/4"), ("reconstruction", "main/golgi_00/4"), ("generated", "prior_00"),
         ("representative", "mean"), ("representative", "dim07_minus2sd"), ("representative", "dim07_plus2sd")]
-    quality, angles = meshes.export_meshes(chosen, spacing=spacing, formats=settings.formats, outdir=tmp_path)
+    quality, angles = meshes.export_meshes(chosen, spacing=spacing, formats=settings.formats, outdir=tmp_path,
+                                           edge_length_um=settings.edge_length(spacing))
 
     assert list(quality.columns) == list(meshes.QUALITY_COLUMNS)
     assert len(quality) == 3 + 3 + 2 * 4 and (quality["note"] == "").all()
     assert quality["watertight"].all() and (quality["euler_number"] == 2).all()
-    assert quality["volume_ratio"].to_numpy() == pytest.approx(1.0, abs=2e-3)
+    assert (quality["remeshed_surfaces"] == quality["bodies"]).all() and (quality["min_angle_deg"] > 25).all()
+    assert quality["volume_ratio"].to_numpy() == pytest.approx(1.0, abs=5e-3)
     real_rows = quality[quality["kind"] == "real"].set_index("part")
     # against the analytic areas standing in for the cropping stage's measurements (the nucleus is 4 to 5 voxels)
     assert real_rows.loc[["cell", "nucleus"], "area_ratio"].to_numpy() == pytest.approx(1.0, abs=0.03)
@@ -186,5 +236,6 @@ def test_export_names_an_empty_part_and_rejects_an_unknown_format(tmp_path):
     assert quality.set_index("part").loc["nucleus", "note"] == "empty nucleus mask: nothing to mesh"
     assert quality.set_index("part").loc["nucleus", "path"] == ""
     assert sorted(path.name for path in (tmp_path / "real").iterdir()) == ["c1_cell.ply"]
+    assert quality.set_index("part").loc["cell", "remeshed_surfaces"] == 0  # edge_length_um 0: as traced
     with pytest.raises(ValueError, match="unknown mesh formats \\['vtk'\\]"):
         meshes.export_meshes([blank], spacing=(1.0,) * 3, formats=("vtk",), outdir=tmp_path)

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from statcell import io
+from statcell.analysis.meshes import GOOD_ANGLE_DEG
 from statcell.config import validate_config
 from tests.conftest import snakemake_cpu_options
 
@@ -300,6 +301,8 @@ def test_full_run_builds_the_colony_the_stores_and_the_models(full_run, tmp_path
     written = meshes[meshes["path"].notna()]
     assert written["watertight"].all() and len(written) >= 10
     assert written["volume_ratio"].between(0.99, 1.01).all()
+    remeshed = written[written["remeshed_surfaces"] == written["bodies"]]  # a tiny cell's part may stay as traced
+    assert (remeshed["part"] == "cell").any() and (remeshed["min_angle_deg"] > GOOD_ANGLE_DEG).all()
     for path in written["path"]:
         assert all((full_run / "results" / "meshes" / f"{path}.{suffix}").stat().st_size > 0
                    for suffix in ("obj", "stl", "ply"))
