@@ -19,6 +19,8 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+#: The shortest edge of the remeshed meshes (``meshes.edge_length_um``) accepted, as a fraction of the crop's voxel.
+MIN_MESH_EDGE_VOXELS: float = 0.1
 
 
 class ConfigError(ValueError):
@@ -163,7 +165,9 @@ def check_workflow_config(config: Mapping[str, Any]) -> None:
     with: ``training.ndim`` 2 is how the β sweep trains its 2D models, but the workflow's main models are 3D. And
     sections depend on each other: each of the networks' ``len(training.widths)`` blocks halves the crop, so every
     side of ``crop.shape`` must be divisible by ``2 ** len(training.widths)`` (checked here, not hours later when
-    training starts on the preprocessed cells).
+    training starts on the preprocessed cells), and the meshes' edge must not be under
+    :data:`MIN_MESH_EDGE_VOXELS` of the crop's voxel (a typo that would make the last job of a run hang on meshes of
+    millions of triangles).
 
     Parameters
     ----------
@@ -200,6 +204,13 @@ def check_workflow_config(config: Mapping[str, Any]) -> None:
             "models are 3D (as the paper's full model: the coupling, generation, features, meshes and predictions "
             "read 3D cells); 2D models on maximum projections are the β sweep's (section 'beta_sweep', which trains "
             "this section's networks in 2D)")
+    edge, voxel = config.get("meshes", {}).get("edge_length_um", "auto"), config["crop"].get("voxel_size_um")
+    if edge != "auto" and voxel and 0 < round(edge / voxel, 9) < MIN_MESH_EDGE_VOXELS:
+        raise ConfigError(
+            f"invalid configuration: config key 'meshes.edge_length_um' is {edge:g} µm, under "
+            f"{MIN_MESH_EDGE_VOXELS:g} of the crop's voxel (config key 'crop.voxel_size_um', {voxel:g} µm): each mesh "
+            f"would get {(voxel / edge) ** 2:.0f} times the triangles it has at the voxel size; set it to at least "
+            f"{MIN_MESH_EDGE_VOXELS * voxel:g}, or to auto")
 
 
 def check_structures_known(known: Iterable[str], datasets: Mapping[str, Iterable[str]], *, model: str) -> None:

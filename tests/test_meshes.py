@@ -12,7 +12,7 @@ import trimesh
 
 from statcell import crop, geometry
 from statcell.analysis import meshes
-from statcell.config import validate_config
+from statcell.config import ConfigError, check_workflow_config, validate_config
 
 DEFAULT_CROP = crop.CropSettings.from_config(validate_config({})["crop"])
 
@@ -132,6 +132,10 @@ def test_the_remeshing_edge_is_the_voxel_size_unless_set_and_0_turns_it_off():
     assert meshes.MeshSettings.from_section(section).edge_length((0.29, 0.108, 0.108)) == 0.108
     assert meshes.MeshSettings.from_section({**section, "edge_length_um": 0.5}).edge_length((0.8,) * 3) == 0.5
     assert meshes.MeshSettings.from_section({**section, "edge_length_um": 0}).edge_length((0.8,) * 3) == 0.0
+    check_workflow_config(validate_config({"meshes": {"edge_length_um": 0.08}}))
+    with pytest.raises(ConfigError, match="'meshes.edge_length_um' is 0.05 µm, under 0.1 of the crop's voxel .*"
+                                          "'crop.voxel_size_um', 0.8 µm.*256 times.*at least 0.08, or to auto"):
+        check_workflow_config(validate_config({"meshes": {"edge_length_um": 0.05}}))
 
 
 def test_the_nucleus_mesh_lies_inside_the_cell_mesh_and_one_poking_out_does_not():

@@ -448,6 +448,7 @@ def test_two_runs_with_the_same_seed_give_identical_tables(full_run, tmp_path, t
     ({"predict": {"dataset": "elsewhere"}}, "predict.dataset"),
     ({"training": {"ndim": 2}}, "training.ndim' is 2, but the workflow's models are 3D"),
     ({"crop": {"shape": {"z": 18, "y": 16, "x": 24}}}, "'crop.shape' (z 18, y 16, x 24) must be divisible by 8"),
+    ({"meshes": {"edge_length_um": 0.05}}, "'meshes.edge_length_um' is 0.05 µm, under 0.1 of the crop's voxel"),
     ({"synthetic": {"structures": ["golgi", "nucleoli"]}},
      "synthetic.drug_structures holds the structure(s) 'microtubules', 'tight_junctions', which the target model"),
 ])
