@@ -646,12 +646,12 @@ def _export_meshes(args: argparse.Namespace) -> None:
     io.write_table(quality, args.quality)
     io.write_table(angles, args.angles)
     written = quality[quality["path"] != ""]
-    log.info("%d meshes (%s) of %d cells: %d watertight; %d of %d connected surfaces remeshed at %g µm edges; "
-             "volume / voxel volume %.3f to %.3f; smallest triangle angle %.1f°", len(written),
-             ", ".join(settings.formats), len(to_mesh), int(written["watertight"].sum()),
-             int(written["remeshed_surfaces"].sum()),
-             int(written["bodies"].sum()), settings.edge_length(spacing),
-             written["volume_ratio"].min(), written["volume_ratio"].max(), written["min_angle_deg"].min())
+    edge = settings.edge_length(spacing)
+    remeshed = (f"{int(written['remeshed_surfaces'].sum())} of {int(written['bodies'].sum())} connected surfaces "
+                f"remeshed at {edge:g} µm edges" if edge > 0 else "as traced (meshes.edge_length_um 0)")
+    log.info("%d meshes (%s) of %d cells: %d watertight; %s; volume / voxel volume %.3f to %.3f; smallest triangle "
+             "angle %.1f°", len(written), ", ".join(settings.formats), len(to_mesh), int(written["watertight"].sum()),
+             remeshed, written["volume_ratio"].min(), written["volume_ratio"].max(), written["min_angle_deg"].min())
     for row in quality[quality["note"] != ""].itertuples():
         log.warning("%s %s: %s", row.kind, row.name, row.note)
 
