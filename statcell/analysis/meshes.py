@@ -161,6 +161,11 @@ def _remesh_surface(surface: trimesh.Trimesh, *, edge_length_um: float, iteratio
                                    faces=remeshed.faces, process=False)
     if not (remeshed.is_watertight and remeshed.is_winding_consistent):
         return surface, "not closed"
+    if abs(remeshed.volume) <= 1e-3 * abs(surface.volume):
+        return surface, "collapsed flat (a body a few edges across)"
+    moved = float(np.abs(remeshed.bounds - surface.bounds).max())
+    if moved > edge_length_um:
+        return surface, f"its extent moved by {moved:.2g} µm, more than an edge"
     if (remeshed.body_count, remeshed.euler_number) != (surface.body_count, surface.euler_number):
         return surface, f"Euler number {remeshed.euler_number} instead of {surface.euler_number}"
     changes = [f"{name} {after / before - 1:+.1%}" for name, before, after in
@@ -183,10 +188,10 @@ def remesh_isotropic(mesh: trimesh.Trimesh, *, edge_length_um: float, iterations
     surface and lose volume (0.5% on a 5 × 7 × 12 µm ellipsoid, 16% on a blob of 15 voxels, at 0.8 µm edges), so
     every vertex is then moved along its normal by the one offset that gives back the traced volume. A surface is
     remeshed only where the result is still closed, its winding consistent, its Euler number the traced one's, its
-    volume and area within ``tolerance`` of the traced ones and its smallest triangle angle at least
-    :data:`GOOD_ANGLE_DEG` (or the traced one's); otherwise it is written as traced, and the note says how many and
-    why. Surfaces that remeshing changes: sheets about one edge thick (a plasma membrane one voxel thick loses 5-10%
-    of its area, its triangles folded) and bodies of a few edges across.
+    extent within an edge of the traced one's, its volume and area within ``tolerance`` of the traced ones and its
+    smallest triangle angle at least :data:`GOOD_ANGLE_DEG` (or the traced one's); otherwise it is written as
+    traced, and the note says how many and why. Surfaces that remeshing changes: sheets about one edge thick (a
+    plasma membrane one voxel thick loses 5-10% of its area, its triangles folded) and bodies of a few edges across.
 
     Parameters
     ----------
