@@ -22,31 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from statcell import io
 from statcell.analysis import meshes
 from statcell.config import load_config
-
-
-def _cells_to_mesh(run: Path, settings: meshes.MeshSettings) -> tuple[list[meshes.CellMasks], tuple[float, ...]]:
-    """The masks the run's ``export_meshes`` rule meshes, read as it reads them (``statcell export-meshes``)."""
-    results = run / "results"
-    store = results / "main" / "cells.zarr"
-    spacing = io.store_spacing(store)
-    generated = results / "analysis" / "generation"
-    manifest = pd.read_parquet(generated / "manifest.parquet")
-    chosen = meshes.choose_real_cells(manifest, settings.cells)
-    cells = pd.read_parquet(results / "main" / "cells.parquet").set_index("cell_id").loc[chosen["cell_id"]]
-    cells = cells.reset_index()
-    real = io.read_cells(store, cells["store_index"].to_numpy(), channels=(2, 3, 4))
-    with (np.load(generated / "test_cells.npz") as test_cells, np.load(generated / "prior.npz") as prior,
-          np.load(results / "analysis" / "latent_space" / "walks.npz") as walks):
-        reconstructions = test_cells["reconstruction"][chosen["position"].to_numpy()]
-        to_mesh = meshes.cells_to_mesh(real, cells, reconstructions=reconstructions, prior=prior["images"],
-                                       walks=dict(walks), spacing=spacing, settings=settings)
-    return to_mesh, spacing
 
 
 def summarize(quality: pd.DataFrame, angles: pd.DataFrame) -> pd.DataFrame:
@@ -81,7 +60,13 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.configfile or args.run / "config" / "config.yaml")
     base = meshes.MeshSettings.from_section(config["meshes"])
-    to_mesh, spacing = _cells_to_mesh(args.run, base)
+    results = args.run / "results"
+    generation = results / "analysis" / "generation"
+    to_mesh, spacing = meshes.read_cells_to_mesh(
+        store=results / "main" / "cells.zarr", cells=results / "main" / "cells.parquet",
+        test_cells=generation / "test_cells.npz", prior=generation / "prior.npz",
+        manifest=generation / "manifest.parquet", walks=results / "analysis" / "latent_space" / "walks.npz",
+        settings=base)
     print(f"{len(to_mesh)} cells of {args.run}, voxel {spacing[0]:g} µm; median seconds of {args.repeats} interleaved")
     seconds: dict[str, list[float]] = {edge: [] for edge in args.edges}
     tables: dict[str, pd.DataFrame] = {}

@@ -624,22 +624,14 @@ def _add_measure_features(commands: argparse._SubParsersAction) -> None:
 def _export_meshes(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    import numpy as np
-    import pandas as pd
-
     from statcell import io
     from statcell.analysis import meshes
 
     settings = meshes.MeshSettings.from_section(
         section_settings("meshes", config_path=args.config, inline_json=args.settings))
-    spacing = io.store_spacing(args.store)
-    chosen = meshes.choose_real_cells(pd.read_parquet(args.manifest), settings.cells)
-    cells = pd.read_parquet(args.cells).set_index("cell_id").loc[chosen["cell_id"]].reset_index()
-    real = io.read_cells(args.store, cells["store_index"].to_numpy(), channels=(2, 3, 4))
-    with np.load(args.test_cells) as test_cells, np.load(args.prior) as prior, np.load(args.walks) as walks:
-        reconstructions = test_cells["reconstruction"][chosen["position"].to_numpy()]
-        to_mesh = meshes.cells_to_mesh(real, cells, reconstructions=reconstructions, prior=prior["images"],
-                                       walks=dict(walks), spacing=spacing, settings=settings)
+    to_mesh, spacing = meshes.read_cells_to_mesh(store=args.store, cells=args.cells, test_cells=args.test_cells,
+                                                 prior=args.prior, manifest=args.manifest, walks=args.walks,
+                                                 settings=settings)
     quality, angles = meshes.export_meshes(to_mesh, spacing=spacing, formats=settings.formats,
                                            outdir=Path(args.quality).parent,
                                            edge_length_um=settings.edge_length(spacing))

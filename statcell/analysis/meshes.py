@@ -398,6 +398,41 @@ def cells_to_mesh(real: np.ndarray, cells: pd.DataFrame, *, reconstructions: np.
     return chosen
 
 
+def read_cells_to_mesh(*, store: str | Path, cells: str | Path, test_cells: str | Path, prior: str | Path,
+                       manifest: str | Path, walks: str | Path, settings: MeshSettings
+                       ) -> tuple[list[CellMasks], tuple[float, float, float]]:
+    """The cells :func:`export_meshes` meshes, read from a run's files, and the store's voxel size.
+
+    Parameters
+    ----------
+    store, cells : path
+        ``cells.zarr`` of the training dataset and its ``cells.parquet``.
+    test_cells, prior, manifest : path
+        ``test_cells.npz``, ``prior.npz`` and ``manifest.parquet`` of the generation step.
+    walks : path
+        ``walks.npz`` of the latent walks.
+    settings : MeshSettings
+        How many cells of each kind.
+
+    Returns
+    -------
+    chosen : list of CellMasks
+        :func:`cells_to_mesh`.
+    spacing : tuple of float
+        The store's voxel size, µm.
+    """
+    from statcell import io
+
+    spacing = io.store_spacing(store)
+    chosen = choose_real_cells(pd.read_parquet(manifest), settings.cells)
+    table = pd.read_parquet(cells).set_index("cell_id").loc[chosen["cell_id"]].reset_index()
+    real = io.read_cells(store, table["store_index"].to_numpy(), channels=(2, 3, 4))
+    with np.load(test_cells) as decoded, np.load(prior) as drawn, np.load(walks) as walked:
+        reconstructions = decoded["reconstruction"][chosen["position"].to_numpy()]
+        return cells_to_mesh(real, table, reconstructions=reconstructions, prior=drawn["images"], walks=dict(walked),
+                             spacing=spacing, settings=settings), spacing
+
+
 def mesh_cell(cell: CellMasks, *, spacing: tuple[float, float, float], edge_length_um: float = 0.0
               ) -> tuple[list[dict[str, object]], dict[str, trimesh.Trimesh]]:
     """Mesh the parts of one cell: a quality row per part (without ``path``), and the meshes by part.
