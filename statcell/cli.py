@@ -240,7 +240,7 @@ def _add_import_allencell(commands: argparse._SubParsersAction) -> None:
 def _normalize_cells(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from statcell import crop, normalize
+    from statcell import normalize
 
     settings = normalize.NormalizeSettings.from_config(
         section_settings("normalize", config_path=args.config, inline_json=args.settings))

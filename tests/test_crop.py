@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from statcell import crop, segment, synth
+from statcell import crop, segment
 from statcell.config import validate_config
 
 DEFAULT_CROP = crop.CropSettings.from_config(validate_config({})["crop"])

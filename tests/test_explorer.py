@@ -387,7 +387,7 @@ def test_page_in_a_real_browser_draws_every_cell_without_errors(browser, page_in
     # The address sets the pickers and finds a cell by part of its id: the callbacks run, and a cell without a
     # value on the chosen axis is not drawn (the count is of points on screen, not rows).
     wanted = table["cell_id"].iloc[13]
-    moved = _open(browser, page, "--dump-dom", fragment=f"#x=sparse_um&y=target_mu_1&colour=split&cell=fov_01/14")
+    moved = _open(browser, page, "--dump-dom", fragment="#x=sparse_um&y=target_mu_1&colour=split&cell=fov_01/14")
     state = _page_state(moved.stdout)
     assert state.get("ready") == "1" and state["errors"] == "0", (state, moved.stderr[-3000:])
     assert not _console_errors(moved.stderr), _console_errors(moved.stderr)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from statcell import segment, synth, vocabulary
+from statcell import segment, vocabulary
 
 SPACING = (0.29, 0.216, 0.216)
 
