@@ -34,7 +34,7 @@ from scipy import ndimage
 from statcell import io
 from statcell.crop import (BACKGROUND_COLUMNS, CROP_CHANNELS, CropSettings, align_cell, cell_backgrounds,
                            mask_channels, measure_cell, place_at_centre, resample, subtract_background)
-from statcell.vocabulary import IMAGING_FOV, MITOTIC_CLASSES
+from statcell.vocabulary import IMAGING_FOV, INTERPHASE
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ STRUCTURE_NAMES: dict[str, str] = {
     "TUBA1B": "microtubules",
     # Pipeline 4 (`StructureDisplayName`), the paper's 24 classes
     "Actin filaments": "actin_filaments", "Actomyosin bundles": "actomyosin_bundles",
-    "Adherens junctions": "adherens_junctions", "Centrin-2": "centrioles", "Desmosomes": "desmosomes",
+    "Adherens junctions": "adherens_junctions", "Centrin-2": "centrioles", "Centrioles": "centrioles", "Desmosomes": "desmosomes",
     "Endoplasmic reticulum": "er_sec61b", "Endosomes": "endosomes", "Gap junctions": "gap_junctions",
     "Golgi": "golgi", "Lysosome": "lysosomes", "Matrix adhesions": "matrix_adhesions",
     "Microtubules": "microtubules", "Mitochondria": "mitochondria", "Nuclear envelope": "nuclear_envelope",
@@ -202,7 +202,7 @@ class AllenCellSettings:
         The effective layout (the declared one with ``allencell.columns``, ``channels`` and ``voxel_size_um``
         overrides).
     image_root : str, optional
-        Folder the CSV's paths are taken from (see :func:`statcell.io.resolve_path`).
+        Folder the CSV's paths are taken from (see :func:`statcell.io.resolve_paths`).
     structure_names : mapping of str to str
         Dataset structure names → statcell names (:data:`STRUCTURE_NAMES` plus the config's).
     chunk_size : int
@@ -260,10 +260,14 @@ def _channel_indices(table: pd.DataFrame, layout: Layout, csv: Path) -> dict[str
         texts = table[layout.channel_names_column]
         parsed = {text: _literal(text, what=layout.channel_names_column, csv=csv) for text in texts.unique()}
         for role, source in layout.channels.items():
+            # name_dict keys its lists by the layout's own column names, also where allencell.columns renames the
+            # file columns (some releases and tools call them crop_raw_path and crop_seg_path)
             column = layout.files[source.file]
+            declared = LAYOUTS[layout.name].files[source.file]
             positions = {}
             for text, names in parsed.items():
-                listed = list(names.get(column, [])) if isinstance(names, dict) else []
+                key = column if isinstance(names, dict) and column in names else declared
+                listed = list(names.get(key, [])) if isinstance(names, dict) else []
                 if source.name not in listed:
                     raise io.ManifestError(
                         f"{csv}: channel {source.name!r} ({role}) is not in {layout.channel_names_column} for "
@@ -277,7 +281,7 @@ def _channel_indices(table: pd.DataFrame, layout: Layout, csv: Path) -> dict[str
             bad = values.isna() | (values < 0) | (values % 1 != 0)
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise io.ManifestError(f"{csv}, row {row + 2}, column {source.column}: "
+                raise io.ManifestError(f"{csv}, row {table.index[row] + 2}, column {source.column}: "
                                        f"{table[source.column].iloc[row]!r} is not a channel index")
             indices[role] = values.to_numpy(dtype=np.int64)
         else:
@@ -289,9 +293,9 @@ def _spacings(table: pd.DataFrame, layout: Layout, csv: Path) -> np.ndarray:
     """Voxel size ``(z, y, x)`` in µm per cell, ``(N, 3)``."""
     if layout.voxel_size_column is None:
         return np.full((len(table), 3), layout.voxel_size_um, dtype=float)
-    texts = table[layout.voxel_size_column]
-    parsed = {}
-    for text in texts.unique():
+    codes, texts = pd.factorize(table[layout.voxel_size_column])
+    parsed = []
+    for text in texts:
         value = _literal(text, what=layout.voxel_size_column, csv=csv)
         try:
             sizes = np.atleast_1d(np.asarray(value, dtype=float))
@@ -300,8 +304,8 @@ def _spacings(table: pd.DataFrame, layout: Layout, csv: Path) -> np.ndarray:
         if sizes.ndim != 1 or len(sizes) not in (1, 3) or not np.all(sizes > 0):
             raise io.ManifestError(f"{csv}: column {layout.voxel_size_column} holds {text!r}, not a voxel size "
                                    "[z, y, x] in µm")
-        parsed[text] = np.broadcast_to(sizes, 3)
-    return np.stack([parsed[text] for text in texts]) if len(texts) else np.zeros((0, 3))
+        parsed.append(np.broadcast_to(sizes, 3))
+    return np.stack(parsed)[codes] if parsed else np.zeros((0, 3))
 
 
 def _structure_names(source: pd.Series, names: Mapping[str, str]) -> pd.Series:
@@ -316,14 +320,47 @@ def _mitotic_stages(source: pd.Series, stages: Mapping[str, str], column: str) -
     """statcell's mitotic classes; an empty entry is ``unknown``, a value not in the layout's table is kept."""
     source = source.fillna("").str.strip()
     for unknown in sorted(set(source) - set(stages) - {""}):
-        log.warning("mitotic annotation %r in column %s is not one the layout knows: kept as it is", unknown, column)
+        log.warning("mitotic annotation %r in column %s is not one the layout knows: kept as it is, and counted as "
+                    "mitosis (every stage but interphase is)", unknown, column)
     return source.map(lambda value: stages.get(value, value or "unknown"))
 
 
-def read_cell_table(settings: AllenCellSettings) -> pd.DataFrame:
+def _is_mitotic(stages: pd.Series) -> pd.Series:
+    """Whether each cell is in mitosis: empty (``<NA>``) where its stage is ``unknown``, so that an unannotated cell
+    is never counted as interphase.
+
+    Examples
+    --------
+    >>> _is_mitotic(pd.Series(["interphase", "prophase", "unknown", "M6/M7 Partial"])).tolist()
+    [False, True, <NA>, True]
+    """
+    return pd.Series(stages != INTERPHASE, dtype="boolean").mask(stages == "unknown")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """The dataset's table as text, a CSV or (by its suffix) a Parquet file, empty entries as ``""``."""
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            table = pd.read_parquet(path)
+            return table.astype(object).where(table.notna(), "").astype(str)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as error:
+        kind = "Parquet file" if path.suffix.lower() in (".parquet", ".pq") else "CSV (comma-separated, UTF-8)"
+        raise io.ManifestError(f"{path} cannot be read as a {kind}: {error}") from error
+
+
+def read_cell_table(settings: AllenCellSettings, chunk: str | None = None) -> pd.DataFrame:
     """Read the dataset's CSV into one row per cell, with resolved paths and channel positions.
 
     Columns the layout does not name (FOV paths, plate ids, features, ...) are ignored.
+
+    Parameters
+    ----------
+    settings : AllenCellSettings
+        The dataset's settings.
+    chunk : str, optional
+        Only this import job's cells (their ids are still checked against the whole table); paths, channels and
+        voxel sizes are then read for those cells only.
 
     Returns
     -------
@@ -343,15 +380,20 @@ def read_cell_table(settings: AllenCellSettings) -> pd.DataFrame:
     csv, layout = Path(settings.csv), settings.layout
     if not csv.is_file():
         raise io.ManifestError(f"Allen single-cell CSV not found: {csv}")
-    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    table = _read_table(csv)
     required = [layout.cell_id_column, layout.structure_column, *layout.files.values()]
     required += [column for column in (layout.channel_names_column, layout.voxel_size_column) if column]
     missing = [column for column in required if column not in table.columns]
     if missing:
         raise io.ManifestError(f"{csv} lacks the column(s) {', '.join(missing)} that layout {layout.name} reads "
                                "(see allencell.layout and allencell.columns)")
-    ids = table[layout.cell_id_column].astype(str).str.strip()
-    cells = pd.DataFrame({"cell_id": ids, "source_structure": table[layout.structure_column]})
+    ids = table[layout.cell_id_column].str.strip()
+    for column, values in ((layout.cell_id_column, ids), (layout.structure_column, table[layout.structure_column])):
+        empty = np.flatnonzero((values.str.strip() == "").to_numpy())
+        if len(empty):
+            raise io.ManifestError(f"{csv}, row {empty[0] + 2}: column {column} is empty ({len(empty)} row(s) so); "
+                                   "every cell needs its id and structure")
+    cells = pd.DataFrame({"cell_id": ids, "source_structure": table[layout.structure_column].str.strip()})
     cells.insert(1, "structure", _structure_names(cells["source_structure"], settings.structure_names))
     repeated = ids.duplicated(keep=False)
     if repeated.any():  # control classes may reuse their source cell's id: tell them apart by structure
@@ -362,7 +404,7 @@ def read_cell_table(settings: AllenCellSettings) -> pd.DataFrame:
     if layout.mitotic_column in table.columns:
         cells["mitotic_stage"] = _mitotic_stages(table[layout.mitotic_column], layout.mitotic_stages,
                                                  layout.mitotic_column)
-        cells["is_mitotic"] = cells["mitotic_stage"].isin(MITOTIC_CLASSES)
+        cells["is_mitotic"] = _is_mitotic(cells["mitotic_stage"])
     else:
         cells["mitotic_stage"] = "unknown"
     if layout.fov_column in table.columns:
@@ -370,15 +412,18 @@ def read_cell_table(settings: AllenCellSettings) -> pd.DataFrame:
     else:
         log.warning("%s has no column %s: each cell is its own replicate in the statistics, which then assume that "
                     "cells are independent (see allencell.columns.fov)", csv, layout.fov_column)
+    cells["chunk"] = [f"allencell_{index // settings.chunk_size:05d}" for index in range(len(cells))]
+    if chunk is not None:  # an import job: the per-cell work below for its own cells only
+        keep = (cells["chunk"] == chunk).to_numpy()
+        cells, table = cells[keep], table[keep]
     folder = csv.resolve().parent
     for role, column in layout.files.items():
-        cells[f"path_{role}"] = [str(io.resolve_path(entry, folder=folder, image_root=settings.image_root,
-                                                     depth=layout.path_depth)) for entry in table[column]]
+        cells[f"path_{role}"] = io.resolve_paths(table[column].tolist(), folder=folder,
+                                                 image_root=settings.image_root, depth=layout.path_depth)
     for role, values in _channel_indices(table, layout, csv).items():
         cells[f"channel_{role}"] = values
     for axis, values in zip("zyx", _spacings(table, layout, csv).T):
         cells[f"spacing_{axis}_um"] = values
-    cells["chunk"] = [f"allencell_{index // settings.chunk_size:05d}" for index in range(len(cells))]
     return cells
 
 

@@ -213,8 +213,7 @@ def _import_allencell(args: argparse.Namespace) -> None:
         section_settings("allencell", config_path=args.config, inline_json=args.settings))
     crop_settings = crop.CropSettings.from_config(
         section_settings("crop", config_path=args.config, inline_json=args.crop_settings))
-    cells = allencell.read_cell_table(settings)
-    chunk = cells[cells["chunk"] == args.chunk]
+    chunk = allencell.read_cell_table(settings, chunk=args.chunk)
     if chunk.empty:
         raise ConfigError(f"chunk {args.chunk!r} holds no cells of {settings.csv}")
     crops, table = allencell.import_chunk(chunk, settings=settings, crop_settings=crop_settings)

@@ -6,6 +6,7 @@ imported cell can be compared with the same cell cropped directly from its FOV b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -305,6 +306,65 @@ def test_cell_ids_repeated_across_structures_are_told_apart(tmp_path):
         csv, index=False)
     with pytest.raises(io.ManifestError, match="cell id '7_golgi' appears more than once"):
         allencell.read_cell_table(_settings(csv))
+
+
+def test_cells_without_a_known_stage_are_never_counted_as_interphase(tmp_path):
+    from statcell.analysis.coupling import cell_phases
+
+    csv = tmp_path / "data_jobs_out.csv"
+    stages = ["M0", "M1/M2", "", "M6/M7 Partial", "Mitosis", " M0 "]
+    pd.DataFrame({"CellId": range(len(stages)), "StructureDisplayName": "Golgi", "MitoticStateId/Name": stages,
+                  "save_reg_path": [f"c/{index}.tiff" for index in range(len(stages))]}).to_csv(csv, index=False)
+    cells = allencell.read_cell_table(_settings(csv))
+    assert list(cells["mitotic_stage"]) == ["interphase", "prophase", "unknown", "M6/M7 Partial", "Mitosis",
+                                            "interphase"]
+    assert cells["is_mitotic"].tolist() == [False, True, pd.NA, True, True, False]
+    assert cell_phases(cells).tolist() == ["interphase", "mitosis", "unannotated", "mitosis", "mitosis",
+                                           "interphase"]
+
+
+def test_renamed_file_columns_still_find_their_names_in_name_dict(hipsc, tmp_path):
+    # The dataset's later release calls the file columns crop_raw_path and crop_seg_path; name_dict keeps its keys.
+    csv, _ = hipsc
+    renamed = tmp_path / "metadata.csv"
+    pd.read_csv(csv).rename(columns={"crop_raw": "crop_raw_path", "crop_seg": "crop_seg_path"}).to_csv(
+        renamed, index=False)
+    cells = allencell.read_cell_table(_settings(renamed, layout="hipsc_single_cell",
+                                                columns={"image": "crop_raw_path", "segmentation": "crop_seg_path"}))
+    expected = allencell.read_cell_table(_settings(csv, layout="hipsc_single_cell"))
+    pd.testing.assert_frame_equal(cells.filter(like="channel_"), expected.filter(like="channel_"))
+
+
+def test_a_cell_without_id_or_structure_stops_the_table_naming_the_row(tmp_path):
+    csv = tmp_path / "data_jobs_out.csv"
+    for column in ("CellId", "StructureDisplayName"):
+        table = pd.DataFrame({"CellId": ["1", "2", "3"], "StructureDisplayName": "Golgi",
+                              "save_reg_path": ["c/1.tiff", "c/2.tiff", "c/3.tiff"]})
+        table.loc[1, column] = " "
+        table.to_csv(csv, index=False)
+        with pytest.raises(io.ManifestError, match=rf"data_jobs_out\.csv, row 3: column {column} is empty"):
+            allencell.read_cell_table(_settings(csv))
+
+
+def test_the_table_may_be_parquet_and_anything_else_is_named(hipsc, tmp_path):
+    csv, _ = hipsc
+    parquet = csv.with_suffix(".parquet")  # beside the CSV, so that the relative paths point at the same files
+    pd.read_csv(csv).to_parquet(parquet)  # CellId and FOVId as integers, as a Parquet export keeps them
+    from_parquet = allencell.read_cell_table(_settings(parquet, layout="hipsc_single_cell"))
+    pd.testing.assert_frame_equal(from_parquet, allencell.read_cell_table(_settings(csv, layout="hipsc_single_cell")))
+    wrong = tmp_path / "metadata.csv"
+    wrong.write_bytes(parquet.read_bytes())  # a Parquet file under a CSV's name
+    with pytest.raises(io.ManifestError, match=r"metadata\.csv cannot be read as a CSV"):
+        allencell.read_cell_table(_settings(wrong, layout="hipsc_single_cell"))
+
+
+def test_an_import_job_reads_its_own_chunk_as_the_whole_table_has_it(hipsc):
+    csv, _ = hipsc
+    settings = dataclasses.replace(_settings(csv, layout="hipsc_single_cell"), chunk_size=3)
+    whole = allencell.read_cell_table(settings)
+    assert whole["chunk"].nunique() > 1
+    for chunk, cells in whole.groupby("chunk"):
+        pd.testing.assert_frame_equal(allencell.read_cell_table(settings, chunk=chunk), cells)
 
 
 def test_read_stack_trusts_stated_axes_and_else_the_declared_ones(tmp_path):
