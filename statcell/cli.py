@@ -101,7 +101,8 @@ def _add_synthesize(commands: argparse._SubParsersAction) -> None:
 
 
 def _fov_labels(record: io.FovRecord, channels: np.ndarray, settings: segment.SegmentationSettings) -> np.ndarray:
-    """The FOV's cell and nucleus labels, ``(2, Z, Y, X)`` uint16: the manifest's segmentations where it names them
+    """The FOV's cell and nucleus labels, ``(2, Z, Y, X)`` uint16 (uint32 where an id needs it, so that given ids are
+    kept): the manifest's segmentations where it names them
     (an unreadable one raises :class:`statcell.io.FovError`), else those segmented from ``channels`` (membrane, DNA,
     structure)."""
     import numpy as np
@@ -112,17 +113,19 @@ def _fov_labels(record: io.FovRecord, channels: np.ndarray, settings: segment.Se
         given = []
         for kind, path in (("cell", record.cell_segmentation), ("nucleus", record.nucleus_segmentation)):
             try:
-                given.append(io.read_image(path).data[0])
+                given.append(io.read_image(path).data)
             except Exception as error:  # noqa: BLE001 - any reader failure means the file cannot be used; say which
                 raise io.FovError(f"FOV {record.fov_id}: cannot read its {kind} segmentation {path}: "
                                   f"{type(error).__name__}: {error}") from error
-        cells, nuclei = given
+        cells, nuclei = io.label_images(*given, same_file=record.cell_segmentation == record.nucleus_segmentation,
+                                        what=f"FOV {record.fov_id}: segmentation {record.cell_segmentation}")
         log.info("%s: using the given segmentations (%d cells)", record.fov_id, len(np.unique(cells)) - 1)
     else:
         nuclei = segment.segment_nuclei(channels[1], spacing=record.spacing, settings=settings)
         cells = segment.segment_cells(channels[0], nuclei, spacing=record.spacing, settings=settings)
         log.info("%s: %d nuclei, %d cells", record.fov_id, nuclei.max(), len(np.unique(cells)) - 1)
-    return np.stack([cells, nuclei]).astype(np.uint16)
+    labels = np.stack([cells, nuclei])
+    return labels.astype(np.uint16 if labels.max() <= np.iinfo(np.uint16).max else np.uint32)
 
 
 def _preprocess_one_fov(record: io.FovRecord, *, segmentation: segment.SegmentationSettings,
@@ -909,11 +912,13 @@ def _measure_coupling(args: argparse.Namespace) -> None:
         per_cell = coupling.measure_coupling(model, pd.read_parquet(args.cells),
                                              structures=list(hparams["structures"]), store=args.store,
                                              settings=settings, splits=tuple(args.splits))
-    summary = coupling.summarize_structures(per_cell, settings=settings)
+    summary = coupling.summarize_structures(per_cell, settings=settings, structures=list(hparams["structures"]))
     io.write_table(per_cell, args.output_cells)
     io.write_table(summary, args.output_structures)
     io.write_table(coupling.mitosis_test(per_cell, settings=settings), args.output_mitosis)
-    for row in summary.itertuples():
+    for row in summary[summary["n_cells"] == 0].itertuples():
+        log.warning("%s: %s", row.structure, row.note)
+    for row in summary[summary["n_cells"] > 0].itertuples():
         log.info("%s, %s (%d cells): membrane %.4f, nucleus %.4f, normalized difference %+.3f -> %s", row.structure,
                  row.phase, row.n_cells, row.membrane_coupling, row.nucleus_coupling, row.normalized_difference,
                  row.couples_to)

@@ -70,6 +70,11 @@ class CropSettings:
                    background=tuple(section["background"][name] for name in INTENSITY_CHANNELS))
 
 
+#: Above this intensity, :func:`most_populous_intensity` counts distinct values instead of every integer up to the
+#: largest (whose counts would take 8 bytes each: 2**32 of them, 32 GiB, for one hot pixel of a 32-bit image).
+_BINCOUNT_LIMIT = 2**20
+
+
 def most_populous_intensity(values: np.ndarray) -> float:
     """The mode of non-negative integer-valued intensities (the background of a fluorescence image).
 
@@ -87,8 +92,14 @@ def most_populous_intensity(values: np.ndarray) -> float:
     --------
     >>> most_populous_intensity(np.array([3, 7, 7, 100]))
     7.0
+    >>> most_populous_intensity(np.array([3, 7, 7, 3_000_000_000]))
+    7.0
     """
-    counts = np.bincount(np.clip(np.rint(np.ravel(values)), 0, None).astype(np.int64))
+    integers = np.clip(np.rint(np.ravel(values)), 0, None).astype(np.int64)
+    if integers.size and integers.max() > _BINCOUNT_LIMIT:  # a hot pixel far above the rest: count what is there
+        found, counts = np.unique(integers, return_counts=True)
+        return float(found[np.argmax(counts)])
+    counts = np.bincount(integers)
     return float(np.argmax(counts)) if counts.size else 0.0
 
 

@@ -151,9 +151,26 @@ def _holds_ome_xml(path: Path) -> bool:
         return bool(tiff.is_ome)
 
 
+def _names_axes(path: Path, axes: str) -> bool:
+    """Whether a TIFF's own metadata (ImageJ's, say) names each of ``axes`` for its first series."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tiff:
+        return bool(tiff.series) and set(axes) <= set(tiff.series[0].axes)
+
+
 def _check_index(path: Path, what: str, index: int, count: int) -> None:
     if not 0 <= index < count:
         raise ValueError(f"{path} holds {count} {what}(s), numbered from 0; {what} {index} was asked for")
+
+
+def _missing_companions(path: Path, ome_metadata: str) -> list[str]:
+    """The files an OME-TIFF's metadata names (``UUID FileName``) that are not in its folder."""
+    import xml.etree.ElementTree as ElementTree
+
+    names = {element.get("FileName") for element in ElementTree.fromstring(ome_metadata).iter()
+             if element.tag.rsplit("}", 1)[-1] == "UUID" and element.get("FileName")}
+    return sorted(name for name in names if not (path.parent / name).exists())
 
 
 def _read_ome_tiff(path: Path, scene: int, timepoint: int) -> Image | None:
@@ -169,6 +186,10 @@ def _read_ome_tiff(path: Path, scene: int, timepoint: int) -> Image | None:
         scenes = len(tiff.series)
         _check_index(path, "scene", scene, scenes)
         series = tiff.series[scene]
+        if any(page is None for page in series.pages):  # tifffile reads the planes of a file it cannot open as zeros
+            missing = ", ".join(_missing_companions(path, tiff.ome_metadata)) or "(unnamed)"
+            raise ValueError(f"{path} is one file of a multi-file OME-TIFF whose other file(s) {missing} are not "
+                             "found beside it: copy every file of the set")
         axes = series.axes
         timepoints = series.shape[axes.index("T")] if "T" in axes else 1
         _check_index(path, "time point", timepoint, timepoints)
@@ -227,7 +248,9 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If the file has no such scene or time point; the message says how many it has.
+        If the file has no such scene or time point (the message says how many it has), is one file of a multi-file
+        OME-TIFF whose other files are missing, or is a plain TIFF whose planes read as more channels than z-slices
+        (most likely stored Z, C, Y, X, which it cannot say).
     """
     path = Path(path)
     if not path.exists():  # a file, or a folder for formats stored as one (OME-Zarr)
@@ -251,6 +274,11 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
     reader.set_scene(scene)
     _check_index(path, "time point", timepoint, reader.dims.T)
     samples = reader.dims.S if "S" in reader.dims.order else 1
+    if "reader" in chosen and samples == 1 and reader.dims.C > reader.dims.Z > 1 and not _names_axes(path, "CZ"):
+        raise ValueError(f"{path} is a plain TIFF without axis names whose planes read as {reader.dims.C} channels "
+                         f"of {reader.dims.Z} z-slices each: more channels than slices, so it is most likely stored "
+                         "z-slice by z-slice (Z, C, Y, X), which a plain TIFF cannot say; save it as an OME-TIFF or "
+                         "an ImageJ hyperstack, whose axes are named")
     if samples == 1:
         data = np.asarray(reader.get_image_data("CZYX", T=timepoint))
         names = tuple(str(name) for name in (reader.channel_names or [f"channel_{i}" for i in range(data.shape[0])]))
@@ -290,13 +318,31 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
     partial.replace(path)
 
 
+def _text_encoding(path: Path) -> str:
+    """The encoding of a table a user wrote: UTF-16 where it starts with its byte-order mark (a spreadsheet's
+    "Unicode text"), else UTF-8 (with or without a mark), else Windows-1252 (a spreadsheet's "CSV" on Windows), which
+    is logged."""
+    with open(path, "rb") as file:
+        raw = file.read()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        log.warning("%s is not UTF-8 (byte %d): read as Windows-1252, as a spreadsheet saves a CSV on Windows; save it "
+                    "as CSV UTF-8 if a name reads wrong", path, error.start)
+        return "cp1252"
+    return "utf-8-sig"
+
+
 def read_lab_table(path: str | Path, **options: Any) -> pd.DataFrame:
     """Read a CSV table a user wrote (a manifest, cell annotations) as a spreadsheet may have exported it.
 
     The separator is a comma, or the semicolon or tab of a header line without a comma (spreadsheets write
     semicolons where the comma is the decimal mark); a semicolon-separated table is read with the comma as decimal
     mark (a value with a point stays text, which the callers' numeric checks still read). Spaces after separators and
-    around column names are dropped, and a byte-order mark is ignored.
+    around column names are dropped, and a byte-order mark is ignored. The text may be UTF-8, UTF-16 with its mark, or
+    Windows-1252 (:func:`_text_encoding`).
 
     Parameters
     ----------
@@ -312,11 +358,12 @@ def read_lab_table(path: str | Path, **options: Any) -> pd.DataFrame:
     """
     import pandas as pd
 
-    with open(path, encoding="utf-8-sig", errors="replace") as file:
+    encoding = _text_encoding(Path(path))
+    with open(path, encoding=encoding, errors="replace") as file:
         header = file.readline()
     separator = "," if "," in header else next((mark for mark in (";", "\t") if mark in header), ",")
     table = pd.read_csv(path, sep=separator, skipinitialspace=True, decimal="," if separator == ";" else ".",
-                        **options)
+                        encoding=encoding, **options)
     table.columns = [str(column).strip() for column in table.columns]
     return table
 
@@ -339,7 +386,8 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     Raises
     ------
     ManifestError
-        If a column is missing, a value has the wrong type, or a FOV id is repeated.
+        If a column is missing, a value has the wrong type, or a FOV id or an image (the same file, scene, time point
+        and structure channel) is repeated.
     """
     import pandas as pd
 
@@ -422,6 +470,13 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         table[column] = pd.Series([None if empty else int(value) for empty, value in zip(blank, values, strict=True)],
                                   index=table.index, dtype=object)
     table["path"] = resolve_paths(table["path"], folder=path.parent)
+    image = ["path", *(column for column in IMAGE_SELECTORS if column in table.columns), "structure_channel"]
+    repeated = table.index[table[image].astype(str).duplicated()]
+    if len(repeated):  # its cells would be stored twice, and could be held out in one copy and trained on in the other
+        first = table.index[(table[image].astype(str) == table.loc[repeated[0], image].astype(str)).all(axis=1)][0]
+        raise ManifestError(f"manifest {path}, rows {first + 2} and {repeated[0] + 2}: the same image "
+                            f"({table.at[first, 'path']}, same scene, time point and structure channel) is listed "
+                            f"twice, as FOVs {table.at[first, 'fov_id']!r} and {table.at[repeated[0], 'fov_id']!r}")
     return table
 
 
@@ -682,11 +737,71 @@ def read_fov(record: FovRecord, *, warn_voxel_size: bool = True) -> np.ndarray:
     channels = pixels[list(wanted)].astype(np.float32)
     if not np.isfinite(channels).all():
         raise FovError(f"FOV {record.fov_id}: {record.path} contains NaN or infinite values")
+    if np.issubdtype(pixels.dtype, np.floating):
+        channels = _to_camera_range(channels, what=f"FOV {record.fov_id} ({record.path})")
     for name, channel in zip(("membrane", "DNA"), channels[:2]):  # a blank structure channel is a valid control
         if channel.min() == channel.max():
             raise FovError(f"FOV {record.fov_id}: the {name} channel of {record.path} is empty (constant "
                            f"{channel.min():g})")
     return channels
+
+
+def label_images(cell_file: np.ndarray, nucleus_file: np.ndarray, *, same_file: bool,
+                 what: str) -> tuple[np.ndarray, np.ndarray]:
+    """The cell and nucleus labels ``(Z, Y, X)`` of the label images a manifest names, read as ``(C, Z, Y, X)``.
+
+    Each file holds one label channel, or, where one file is given as both segmentations, two: cells then nuclei
+    (the layout of the ``segmentation`` files statcell writes).
+
+    Raises
+    ------
+    FovError
+        If a file holds any other number of channels, or labels that are not non-negative integers below 2**32.
+
+    Examples
+    --------
+    >>> both = np.stack([np.full((1, 2, 2), 1), np.eye(2, dtype=int)[np.newaxis]])
+    >>> cells, nuclei = label_images(both, both, same_file=True, what="x")
+    >>> int(cells.sum()), int(nuclei.sum())
+    (4, 2)
+    """
+    if same_file and cell_file.shape[0] == 2:
+        cells, nuclei = cell_file[0], cell_file[1]
+    elif cell_file.shape[0] == 1 and nucleus_file.shape[0] == 1:
+        cells, nuclei = cell_file[0], nucleus_file[0]
+    else:
+        counts = f"{cell_file.shape[0]}" if same_file else f"{cell_file.shape[0]} and {nucleus_file.shape[0]}"
+        raise FovError(f"{what}: the label image(s) hold {counts} channel(s); each must hold one label channel, or "
+                       "the one file given as both segmentations two (cells, then nuclei)")
+    for labels in (cells, nuclei):
+        if labels.min() < 0 or labels.max() >= 2**32 or (np.issubdtype(labels.dtype, np.floating)
+                                                           and not np.array_equal(labels, np.round(labels))):
+            raise FovError(f"{what}: labels must be non-negative whole numbers below 2**32 "
+                           f"(found {labels.min():g} to {labels.max():g}, {labels.dtype})")
+    return cells, nuclei
+
+
+def _to_camera_range(channels: np.ndarray, *, what: str) -> np.ndarray:
+    """Floating-point channels mapped linearly onto 0..65535, each from its own 0 (or lower minimum) to its maximum.
+
+    Crops are stored as 16-bit integers of camera units and each channel's background is its most populous integer
+    value, so an image of floats (deconvolved, or scaled to [0, 1]) would lose its values to rounding (and one
+    beyond 65535 to clipping). Each cell is scaled to [0, 1] at normalization, so the map changes no normalized crop;
+    the intensity measurements of such a FOV are in the map's units (logged).
+
+    Examples
+    --------
+    >>> _to_camera_range(np.array([[0.0, 0.25, 0.5]], np.float32), what="x").tolist()
+    [[0.0, 32767.5, 65535.0]]
+    """
+    mapped = np.empty_like(channels)
+    for index, channel in enumerate(channels):
+        low, high = min(float(channel.min()), 0.0), float(channel.max())
+        scale = 65535.0 / (high - low) if high > low else 1.0
+        mapped[index] = (channel - low) * np.float32(scale)
+        log.info("%s: channel %d holds floating-point values (%g to %g), mapped onto 0..65535 (x %.6g)", what, index,
+                 float(channel.min()), high, scale)
+    return mapped
 
 
 def write_crops(path: str | Path, crops: np.ndarray) -> None:

@@ -119,6 +119,25 @@ def test_swap_rank_has_mean_one_half_when_the_channel_does_not_matter():
     assert summary["membrane_degrees_of_freedom"].item() == pytest.approx(19)  # equal FOVs: FOVs - 1
 
 
+def test_a_structure_without_measured_cells_has_a_row_saying_so():
+    """A structure all of whose cells are in training (one FOV of two cells, say) is listed, not silently absent,
+    and takes no part in the correction of the others."""
+    rng = np.random.default_rng(3)
+    fov = np.repeat(np.arange(10), 10)
+    ranks = rng.uniform(0.4, 1.0, len(fov))
+    table = pd.DataFrame({"structure": "golgi", "phase": "interphase", "imaging_fov": fov, "membrane_rank": ranks,
+                          "nucleus_rank": ranks, "membrane_coupling": ranks, "nucleus_coupling": ranks,
+                          "normalized_difference": 0.0})
+    alone = coupling.summarize_structures(table, settings=SETTINGS)
+    summary = coupling.summarize_structures(table, settings=SETTINGS, structures=["er", "golgi"]).set_index(
+        "structure")
+    assert summary.loc["er", "couples_to"] == coupling.NOT_MEASURED and summary.loc["er", "n_cells"] == 0
+    assert summary.loc["er", "phase"] == "interphase" and "all in training" in summary.loc["er", "note"]
+    assert summary.loc["golgi", "note"] == "" and summary.loc["golgi", "couples_to"] == alone["couples_to"].item()
+    assert summary.loc["golgi", "membrane_p_adjusted"] == pytest.approx(alone["membrane_p_adjusted"].item())
+    assert list(summary.columns)[-1] == "note"
+
+
 def test_oracle_copies_couple_to_their_own_channel(tiny_models):
     """A model that predicts the DNA copy from the DNA alone and the membrane copy from the membrane alone: the
     couplings come out exactly where they must, and a structure it predicts from nothing couples to neither."""

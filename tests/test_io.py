@@ -441,3 +441,93 @@ def test_read_cells_from_an_opened_array_equals_reading_from_the_path(cell_store
 def test_read_cells_rejects_an_index_outside_the_store(cell_store, index):
     with pytest.raises(IndexError, match=f"cell index {index} outside the 4 cells"):
         io.read_cells(cell_store, [0, index])
+
+
+def test_a_plain_tiff_of_more_channels_than_slices_is_refused_as_stored_z_by_z(tmp_path):
+    import tifffile
+
+    image = np.arange(3 * 8 * 6 * 5, dtype=np.uint16).reshape(3, 8, 6, 5)  # C, Z, Y, X
+    tifffile.imwrite(tmp_path / "czyx.tif", image, photometric="minisblack")  # no axis names: read as C, Z, Y, X
+    np.testing.assert_array_equal(io.read_image(tmp_path / "czyx.tif").data, image)
+    tifffile.imwrite(tmp_path / "zcyx.tif", image.transpose(1, 0, 2, 3), photometric="minisblack")
+    with pytest.raises(ValueError, match=r"zcyx\.tif is a plain TIFF .* 8 channels of 3 z-slices"):
+        io.read_image(tmp_path / "zcyx.tif")
+    tifffile.imwrite(tmp_path / "zcyx_imagej.tif", image.transpose(1, 0, 2, 3), imagej=True,
+                     metadata={"axes": "ZCYX"})  # the same, with its axes named: read
+    np.testing.assert_array_equal(io.read_image(tmp_path / "zcyx_imagej.tif").data, image)
+
+
+def test_a_multi_file_ome_tiff_missing_one_of_its_files_is_named_not_read_as_zeros(tmp_path):
+    import tifffile
+
+    image = np.arange(1, 1 + 3 * 4 * 6 * 5, dtype=np.uint16).reshape(3, 4, 6, 5)
+    names = [f"fov_C{channel}.ome.tif" for channel in range(3)]
+    ids = [f"urn:uuid:0000000{channel}-0000-0000-0000-000000000000" for channel in range(3)]
+    planes = "".join(f'<TiffData FirstC="{channel}" FirstZ="0" FirstT="0" IFD="0" PlaneCount="4"><UUID '
+                     f'FileName="{name}">{uuid}</UUID></TiffData>' for channel, (name, uuid) in enumerate(zip(names, ids)))
+    for channel, name in enumerate(names):  # one file per channel, each with the whole set's OME-XML
+        xml = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" '
+               f'UUID="{ids[channel]}"><Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" '
+               'Type="uint16" SizeX="5" SizeY="6" SizeZ="4" SizeC="3" SizeT="1">'
+               + "".join(f'<Channel ID="Channel:0:{c}" SamplesPerPixel="1"/>' for c in range(3))
+               + f"{planes}</Pixels></Image></OME>")
+        with tifffile.TiffWriter(tmp_path / name) as tiff:
+            for z in range(4):
+                tiff.write(image[channel, z], photometric="minisblack", description=xml if z == 0 else None,
+                           metadata=None, contiguous=False)
+    np.testing.assert_array_equal(io.read_image(tmp_path / names[0]).data, image)
+    (tmp_path / names[2]).unlink()
+    with pytest.raises(ValueError, match=r"fov_C0\.ome\.tif is one file of a multi-file OME-TIFF whose other "
+                                         r"file\(s\) fov_C2\.ome\.tif are not found"):
+        io.read_image(tmp_path / names[0])
+
+
+def test_a_floating_point_fov_is_mapped_onto_the_crops_range_not_rounded_away(tmp_path):
+    image = np.random.default_rng(4).uniform(0.05, 0.9, size=(3, 4, 12, 10)).astype(np.float32)
+    io.write_ome_tiff(tmp_path / "fov.ome.tiff", image, channel_names=["m", "d", "s"], spacing=(0.29, 0.108, 0.108))
+    record = io.FovRecord.from_row({**_manifest(tmp_path).iloc[0].to_dict(), "path": str(tmp_path / "fov.ome.tiff")})
+    channels = io.read_fov(record)
+    np.testing.assert_allclose(channels.max(axis=(1, 2, 3)), 65535, rtol=1e-6)
+    for mapped, original in zip(channels, image[:3]):  # proportional: each channel times its own factor
+        np.testing.assert_allclose(mapped / original, mapped.max() / original.max(), rtol=1e-5)
+    integers = (image * 1000).astype(np.uint16)
+    io.write_ome_tiff(tmp_path / "fov.ome.tiff", integers, channel_names=["m", "d", "s"], spacing=(0.29, 0.1, 0.1))
+    np.testing.assert_array_equal(io.read_fov(record), integers.astype(np.float32))  # camera units stay as they are
+
+
+def test_label_images_split_statcells_two_channel_file_and_refuse_other_counts():
+    cells = np.zeros((1, 2, 3, 3), np.uint32)
+    cells[0, :, :2, :2] = 70_000  # an id beyond 16 bits is kept
+    both = np.concatenate([cells, (cells > 0).astype(np.uint32)])
+    got_cells, got_nuclei = io.label_images(both, both, same_file=True, what="FOV a")
+    assert got_cells.max() == 70_000 and got_nuclei.max() == 1
+    got_cells, got_nuclei = io.label_images(cells, both[1:], same_file=False, what="FOV a")
+    np.testing.assert_array_equal(got_nuclei, both[1])
+    with pytest.raises(io.FovError, match="FOV a: the label image.* hold 2 and 1 channel"):
+        io.label_images(both, both[1:], same_file=False, what="FOV a")
+    with pytest.raises(io.FovError, match="FOV a: labels must be non-negative whole numbers"):
+        io.label_images(cells - 0.5, both[1:], same_file=False, what="FOV a")
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "utf-16"])
+def test_a_manifest_saved_by_a_windows_spreadsheet_is_read_with_its_encoding(tmp_path, encoding, caplog):
+    path = tmp_path / "manifest.csv"
+    _manifest(tmp_path, path="images/plaque µ.ome.tiff", structure="Golgi à").to_csv(
+        path, index=False, encoding=encoding, sep="\t" if encoding == "utf-16" else ",")
+    with caplog.at_level("WARNING", logger="statcell.io"):
+        table = io.read_manifest(path)
+    assert table.loc[0, "path"] == str(tmp_path / "images" / "plaque µ.ome.tiff")
+    assert table.loc[0, "structure"] == "Golgi à"
+    assert ("Windows-1252" in caplog.text) == (encoding == "cp1252")
+
+
+def test_the_same_image_listed_twice_is_named(tmp_path):
+    path = tmp_path / "manifest.csv"
+    table = _manifest(tmp_path)
+    table.loc[1, "path"] = "images/a.ome.tiff"
+    table.to_csv(path, index=False)
+    with pytest.raises(io.ManifestError, match=r"rows 2 and 3: the same image .*a\.ome\.tiff.* 'fov_a' and 'fov_b'"):
+        io.read_manifest(path)
+    table.loc[1, "structure_channel"] = 3  # another tagged structure of the same image is another FOV
+    table.to_csv(path, index=False)
+    assert len(io.read_manifest(path)) == 2

@@ -70,6 +70,7 @@ summarized over all cells, and the mitosis test is skipped with the reason in it
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -97,6 +98,8 @@ CALIBRATION_CONTROLS: dict[str, str] = {"control_membrane": "membrane", "control
 NULL_RANK = 0.5
 #: Phase of cells without a mitotic annotation.
 UNANNOTATED = "unannotated"
+#: The call of a structure without measured cells, and how a calibration check of such a control begins.
+NOT_MEASURED = "not measured"
 #: ``mitotic_stage`` values that say nothing about the phase.
 _UNKNOWN_STAGES = frozenset({"", "unknown"})
 SCORES: tuple[str, ...] = ("membrane_coupling", "nucleus_coupling", "normalized_difference")
@@ -459,7 +462,8 @@ def bootstrap_interval(values: np.ndarray, units: np.ndarray, *, iterations: int
     return float(low), float(high)
 
 
-def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) -> pd.DataFrame:
+def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings,
+                         structures: Sequence[str] = ()) -> pd.DataFrame:
     """Per structure and phase: the FOV-level tests of the rank statistic, the call, and Eq 4/5's means.
 
     Parameters
@@ -469,6 +473,9 @@ def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) 
     settings : CouplingSettings
         ``resampling_iterations`` (bootstrap), ``significance`` (family-wise level; intervals at ``1 -
         significance``) and ``seed``.
+    structures : sequence of str
+        Every structure of the model: one without measured cells (all of its cells in training) gets a row too,
+        ``n_cells`` 0, called :data:`NOT_MEASURED`, with the reason in ``note``, so that it is not silently absent.
 
     Returns
     -------
@@ -480,7 +487,8 @@ def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) 
         FOVs - 1 with equal FOVs, fewer with unequal ones; NaN where no t distribution is used: fewer than three
         FOVs, or every FOV's mean the same) and the Holm-adjusted ``_p_adjusted``; ``couples_to`` in {membrane,
         nucleus, both, neither, undetermined} (both significant: the channel whose side of 0 the normalized
-        difference's interval lies on, else both); ``ci_level`` of the intervals.
+        difference's interval lies on, else both; :data:`NOT_MEASURED` for a structure without measured cells);
+        ``ci_level`` of the intervals; ``note``, empty but where a structure was not measured.
     """
     level = 1 - settings.significance
     rows = []
@@ -498,7 +506,17 @@ def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) 
             row[column], row[f"{channel}_p_value"] = test.mean, test.p_value
             row[f"{channel}_degrees_of_freedom"] = test.degrees_of_freedom
         rows.append(row)
-    table = pd.DataFrame(rows)
+    phases = set(per_cell["phase"])
+    called = "interphase" if "interphase" in phases or UNANNOTATED not in phases and phases else UNANNOTATED
+    for structure in sorted(set(structures) - set(per_cell["structure"])):
+        rows.append({"structure": structure, "phase": called, "n_cells": 0, "n_fovs": 0, "note": (
+            "not measured: none of its cells is in the measured splits (all in training); give it more cells or FOVs")})
+    per_score = [f"{score}{part}" for score in SCORES for part in ("", "_ci_low", "_ci_high")]
+    per_channel = [name for channel, column in RANKS.items()
+                   for name in (column, f"{channel}_p_value", f"{channel}_degrees_of_freedom")]
+    table = pd.DataFrame(rows).reindex(columns=["structure", "phase", "n_cells", "n_fovs", *per_score, *per_channel,
+                                                "note"])
+    table["note"] = table["note"].fillna("")
     columns = [f"{channel}_p_value" for channel in SWAPPED_CHANNELS]
     adjusted = holm(table[columns].to_numpy().ravel()).reshape(len(table), len(columns))
     coupled = {}
@@ -509,9 +527,10 @@ def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings) 
                         np.where(table["normalized_difference_ci_high"] < 0, "nucleus", "both"))
     calls = np.select([coupled["membrane"] & coupled["nucleus"], coupled["membrane"], coupled["nucleus"]],
                       [dominant, "membrane", "nucleus"], default="neither")
-    table["couples_to"] = np.where(table[columns].isna().any(axis=1), "undetermined", calls)
+    table["couples_to"] = np.where(table["n_cells"] == 0, NOT_MEASURED,
+                                   np.where(table[columns].isna().any(axis=1), "undetermined", calls))
     table["ci_level"] = level
-    return table
+    return table[[column for column in table.columns if column != "note"] + ["note"]]
 
 
 def mitosis_test(per_cell: pd.DataFrame, *, settings: CouplingSettings) -> pd.DataFrame:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from statcell.analysis.coupling import CALIBRATION_CONTROLS, UNANNOTATED
+from statcell.analysis.coupling import CALIBRATION_CONTROLS, NOT_MEASURED, UNANNOTATED
 
 COUPLING_EXPECTATIONS: dict[str, str] = {
     "control_membrane": CALIBRATION_CONTROLS["control_membrane"],
@@ -62,8 +62,6 @@ ENERGY_P = "energy_p_adjusted"
 SPECTRUM_P = "spectrum_p_adjusted"
 CENTROID_P = "p_adjusted"
 COLUMNS = ["analysis", "check", "expected", "observed", "passed"]
-#: How ``observed`` begins for a calibration control without measured cells.
-NOT_MEASURED = "not measured"
 
 
 def coupling_checks(structures: pd.DataFrame, *, phase: str = "interphase",
@@ -95,7 +93,8 @@ def coupling_checks(structures: pd.DataFrame, *, phase: str = "interphase",
     [['control_dna couples to', True]]
     """
     rows = []
-    calls = structures[structures["phase"] == phase].set_index("structure")
+    measured = structures["n_cells"] > 0 if "n_cells" in structures else True  # a "not measured" row has none
+    calls = structures[(structures["phase"] == phase) & measured].set_index("structure")
     for structure, expected in expectations.items():
         if structure not in calls.index:
             log.info("coupling check of %s left out: no %s cells of it were measured", structure, phase)

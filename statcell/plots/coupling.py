@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from statcell.analysis.coupling import PHASES, UNANNOTATED
+from statcell.analysis.coupling import NOT_MEASURED, PHASES, UNANNOTATED
 from statcell.plots.style import CHANNEL_COLOURS, pyplot, save
 
 
@@ -101,7 +101,7 @@ def plot_coupling_structures(summary: pd.DataFrame, output: str | Path, *, dpi: 
                                             strict=True):
             axis.text(1.07, position, f"({int(count)})", va="center", fontsize=6.5, color=phase_colours[phase])
     call_colour = {"membrane": CHANNEL_COLOURS["membrane"], "nucleus": CHANNEL_COLOURS["dna"], "both": "0.1",
-                   "neither": "0.5", "undetermined": "0.7"}
+                   "neither": "0.5", "undetermined": "0.7", NOT_MEASURED: "0.7"}
     for position, name in enumerate(order):
         call = interphase["couples_to"].get(name, "undetermined")
         axis.text(1.2, position, call, va="center", fontsize=8, color=call_colour[call])
