@@ -354,14 +354,21 @@ def drug_control():
                        "FOVs): skipping the drug analyses (drug_shifts, drug_trajectory and their figures)")
         return None
     requested = config["analysis"]["control_treatment"]
+    treatments = perturbation.conditions(fov_table(vocabulary.DRUG_DATASET))
     try:
-        return perturbation.resolve_control(perturbation.conditions(fov_table(vocabulary.DRUG_DATASET)), requested)
+        control = perturbation.resolve_control(treatments, requested)
     except perturbation.NoControlError as error:
         if requested != perturbation.AUTO_CONTROL:
             raise ConfigError(f"invalid configuration: {error}") from None
         logger.warning(f"statcell: {error}: skipping the drug analyses (drug_shifts, drug_trajectory and their "
                        "figures)")
         return None
+    if set(treatments) <= {control}:
+        logger.warning(f"statcell: the drug set holds only its control ({perturbation.treatment_label(control)}), "
+                       "no treatment to compare with it: skipping the drug analyses (drug_shifts, drug_trajectory "
+                       "and their figures)")
+        return None
+    return control
 
 
 def drug_shift_table(wildcards):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import zipfile
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -403,7 +405,9 @@ def _check_models(args: argparse.Namespace) -> None:
     for model, values in kl.groupby("model")["kl"]:
         log.info("%s model: %d of %d latent dimensions carry more than 0.6 nats", model, int((values > 0.6).sum()),
                  len(values))
-    for row in reconstruction.itertuples():
+    for row in reconstruction[reconstruction["cells"] == 0].itertuples():
+        log.warning("target model, %s: no test cells, so its reconstruction is not measured", row.structure)
+    for row in reconstruction[reconstruction["cells"] > 0].itertuples():
         log.info("%s model, %s%s: median reconstruction r %.2f over %d of %d test cells", row.model, row.channel,
                  "" if row.structure == "all" else f" of {row.structure}", row.median_pearson,
                  row.cells_with_signal, row.cells)
@@ -513,7 +517,7 @@ def _walk_latent_space(args: argparse.Namespace) -> None:
     from statcell.train import load_model
 
     settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
-    model, _ = load_model(args.checkpoint)
+    model, _ = load_model(args.checkpoint, "reference")
     embeddings = pd.read_parquet(args.embeddings)
     with evaluation_precision(settings["precision"]):
         walks = latent_space.walk_latent_space(model, embeddings[embeddings["split"] == "test"],
@@ -553,8 +557,8 @@ def _generate_cells(args: argparse.Namespace) -> None:
     from statcell.train import load_model
 
     settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
-    reference, _ = load_model(args.reference)
-    target, target_hparams = load_model(args.target)
+    reference, _ = load_model(args.reference, "reference")
+    target, target_hparams = load_model(args.target, "target")
     with evaluation_precision(settings["precision"]):
         result = generation.generate_cells(
             args.store, pd.read_parquet(args.cells), reference_model=reference, target_model=target,
@@ -686,8 +690,8 @@ def _predict_cells(args: argparse.Namespace) -> None:
     settings = prediction.PredictSettings.from_section(
         section_settings("predict", config_path=args.config, inline_json=args.settings))
     analysis = section_settings("analysis", config_path=args.config, inline_json=args.analysis_settings)
-    reference_model, _ = export.load_model(args.reference)
-    target_model, card = export.load_model(args.target)
+    reference_model, _ = export.load_model(args.reference, "reference")
+    target_model, card = export.load_model(args.target, "target")
     if args.image:
         image = io.read_image(args.image, scene=args.scene or 0, timepoint=args.timepoint or 0)
         holds, unsaid = io.unnamed_selection(image, scene=args.scene, timepoint=args.timepoint)
@@ -791,7 +795,7 @@ def _perturb_cells(args: argparse.Namespace) -> None:
     settings = in_silico.InSilicoSettings.from_section(
         section_settings("in_silico", config_path=args.config, inline_json=args.settings))
     analysis = section_settings("analysis", config_path=args.config, inline_json=args.analysis_settings)
-    model, card = export.load_model(args.target)
+    model, card = export.load_model(args.target, "target")
     with evaluation_precision(analysis["precision"]):
         features, images = in_silico.perturb_cells(
             model, store=args.store, embeddings=pd.read_parquet(args.embeddings), cells=pd.read_parquet(args.cells),
@@ -905,9 +909,7 @@ def _measure_coupling(args: argparse.Namespace) -> None:
 
     analysis = section_settings("analysis", config_path=args.config, inline_json=args.settings)
     settings = coupling.CouplingSettings.from_config(analysis)
-    model, hparams = load_model(args.model)
-    if hparams["kind"] != "target":
-        raise ConfigError(f"{args.model} holds a {hparams['kind']} model; coupling needs the target model")
+    model, hparams = load_model(args.model, "target")
     with evaluation_precision(analysis["precision"]):
         per_cell = coupling.measure_coupling(model, pd.read_parquet(args.cells),
                                              structures=list(hparams["structures"]), store=args.store,
@@ -1250,10 +1252,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             log.error("%s", error)
         return 1
+    except (EOFError, zipfile.BadZipFile, json.JSONDecodeError, OSError) as error:
+        # numpy, zipfile and zarr say what is wrong with a truncated or corrupt file, not which file it is
+        log.error("%s: %s, reading one of this command's inputs (%s): a truncated or corrupt file? Rerun the rule "
+                  "that writes it (snakemake --forcerun RULE)", type(error).__name__, error,
+                  ", ".join(_existing_paths(args)) or "none found")
+        return 1
     except (ValueError, FloatingPointError) as error:  # a training loss gone NaN names its cause
         log.error("%s", error)
         return 1
     return 0
+
+
+def _existing_paths(args: argparse.Namespace, limit: int = 6) -> list[str]:
+    """The paths among a command's arguments that exist (its inputs, and outputs already written), at most
+    ``limit`` of them."""
+    values = [item for value in vars(args).values()
+              for item in (value if isinstance(value, list) else [value]) if isinstance(item, str)]
+    found = [value for value in values if len(value) < 4096 and os.path.exists(value)]
+    return found[:limit] + ([f"... {len(found) - limit} more"] if len(found) > limit else [])
 
 
 if __name__ == "__main__":

@@ -61,7 +61,10 @@ def _extend_with_defaults(validator_class: type) -> type:
                     instance[name] = copy.deepcopy(subschema["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return validators.extend(validator_class, {"properties": set_defaults})
+    # JSON Schema counts 4.0 as an integer; a count or a size written so would reach range() or torch as a float
+    strict_integers = validator_class.TYPE_CHECKER.redefine(
+        "integer", lambda checker, instance: isinstance(instance, int) and not isinstance(instance, bool))
+    return validators.extend(validator_class, {"properties": set_defaults}, type_checker=strict_integers)
 
 
 _DefaultFillingValidator = _extend_with_defaults(Draft202012Validator)
@@ -84,10 +87,35 @@ def _describe(error: ValidationError) -> str:
     if error.validator == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return f"config key '{where}': {error.instance!r} is not of type {expected}"
+        return f"config key '{where}': {error.instance!r} is not of type {expected}{_type_hint(error.instance)}"
     if error.validator == "oneOf" and error.context:
         return _describe_alternatives(error)
     return f"config key '{where}': {error.message}"
+
+
+def _type_hint(value: Any) -> str:
+    """Why a value that looks like a number was not taken as one, where YAML or a float explains it.
+
+    Examples
+    --------
+    >>> _type_hint("1e-3")
+    ' (YAML reads 1e-3 as text: write 1.0e-3)'
+    >>> _type_hint(4.0)
+    ' (write 4, without the decimal point)'
+    """
+    if isinstance(value, float) and value.is_integer():
+        return f" (write {int(value)}, without the decimal point)"
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        if "e" in value.lower() and "." not in value.lower().split("e")[0]:
+            mantissa, exponent = value.lower().split("e")
+            exponent = exponent if exponent.startswith(("-", "+")) else f"+{exponent}"
+            return f" (YAML reads {value} as text: write {mantissa}.0e{exponent})"
+        return " (quoted, so read as text: write it without quotes)"
+    return ""
 
 
 def _describe_alternatives(error: ValidationError) -> str:
@@ -99,7 +127,7 @@ def _describe_alternatives(error: ValidationError) -> str:
         if not any(sub.validator == "type" and not sub.relative_path for sub in sub_errors):
             return "; ".join(_describe(sub) for sub in sub_errors)
     kinds = " or ".join(str(alternative.get("type")) for alternative in error.validator_value)
-    return f"config key '{_key_path(error)}': {error.instance!r} is not of type {kinds}"
+    return f"config key '{_key_path(error)}': {error.instance!r} is not of type {kinds}{_type_hint(error.instance)}"
 
 
 def _iter_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> Iterator[ValidationError]:
@@ -167,7 +195,9 @@ def check_workflow_config(config: Mapping[str, Any]) -> None:
     side of ``crop.shape`` must be divisible by ``2 ** len(training.widths)`` (checked here, not hours later when
     training starts on the preprocessed cells), and the meshes' edge must not be under
     :data:`MIN_MESH_EDGE_VOXELS` of the crop's voxel (a typo that would make the last job of a run hang on meshes of
-    millions of triangles).
+    millions of triangles). Bounds given as pairs must be in order: ``crop.min_cell_volume_um3`` below
+    ``crop.max_cell_volume_um3`` (else every cell is rejected and the run stops only at training), and
+    ``beta_sweep.lowest`` below ``beta_sweep.highest``.
 
     Parameters
     ----------
@@ -204,6 +234,16 @@ def check_workflow_config(config: Mapping[str, Any]) -> None:
             "models are 3D (as the paper's full model: the coupling, generation, features, meshes and predictions "
             "read 3D cells); 2D models on maximum projections are the β sweep's (section 'beta_sweep', which trains "
             "this section's networks in 2D)")
+    smallest, largest = (config["crop"].get(f"{end}_cell_volume_um3") for end in ("min", "max"))
+    if smallest is not None and largest is not None and smallest >= largest:
+        raise ConfigError(
+            f"invalid configuration: config key 'crop.min_cell_volume_um3' ({smallest:g}) is not below "
+            f"'crop.max_cell_volume_um3' ({largest:g}): every cell would be rejected")
+    sweep = config.get("beta_sweep", {})
+    if sweep.get("lowest", 0) >= sweep.get("highest", 1):
+        raise ConfigError(
+            f"invalid configuration: config key 'beta_sweep.lowest' ({sweep['lowest']:g}) is not below "
+            f"'beta_sweep.highest' ({sweep['highest']:g})")
     edge, voxel = config.get("meshes", {}).get("edge_length_um", "auto"), config["crop"].get("voxel_size_um")
     if edge != "auto" and voxel and 0 < round(edge / voxel, 9) < MIN_MESH_EDGE_VOXELS:
         raise ConfigError(

@@ -975,8 +975,17 @@ def read_cells(store: str | Path | zarr.Array, indices: Sequence[int] | np.ndarr
     breaks = np.flatnonzero(np.diff(unique) != 1) + 1
     runs = [(int(start), min(int(start) + _READ_RUN, int(run[-1]) + 1))
             for run in np.split(unique, breaks) for start in run[::_READ_RUN]]
-    stored = np.concatenate([np.asarray(array[start:stop])[:, channels] for start, stop in runs])
+    stored = np.concatenate([_read_run(array, start, stop, store=store)[:, channels] for start, stop in runs])
     return (decode_cells(stored) if decode else stored)[inverse.reshape(-1)]
+
+
+def _read_run(array: zarr.Array, start: int, stop: int, *, store: object) -> np.ndarray:
+    """Cells ``start:stop`` of a store's array; a chunk that cannot be decompressed is named, with its store."""
+    try:
+        return np.asarray(array[start:stop])
+    except RuntimeError as error:  # numcodecs' "Zstd decompression error": a truncated or overwritten chunk
+        raise ValueError(f"the cell store {store} is corrupt: cells {start} to {stop - 1} cannot be decoded "
+                         f"({error}); rerun the rule that writes it (snakemake --forcerun RULE)") from error
 
 
 def write_mesh(mesh: trimesh.Trimesh, path: str | Path) -> None:

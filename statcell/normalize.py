@@ -83,8 +83,9 @@ class NormalizeSettings:
     Attributes
     ----------
     method : str
-        ``max`` scales each channel by its maximum inside the cell; ``percentile`` by its ``percentile``-th
-        percentile inside the cell, clipping above 1 (robust to a few hot pixels).
+        ``max`` scales each channel by its maximum inside the cell; ``percentile`` by the ``percentile``-th
+        percentile of its voxels with signal (above 0, i.e. above the background) inside the cell, clipping above 1
+        (robust to a few hot pixels).
     percentile : float
         The percentile used by the ``percentile`` method.
     scheduler_address : str or None
@@ -179,8 +180,11 @@ def normalize_crop(crop: np.ndarray, *, settings: NormalizeSettings) -> np.ndarr
         return np.zeros_like(out)
     for channel in range(3):
         values = np.clip(out[channel], 0, None) * inside
-        scale = (float(values[inside].max()) if settings.method == "max"
-                 else float(np.percentile(values[inside], settings.percentile)))
+        # the percentile of the voxels with signal: the DNA is masked to the nucleus and a sparse structure fills a
+        # sliver of the cell, so a percentile of every voxel of the cell can be 0 and blank the channel
+        signal = values[values > 0]
+        scale = (float(signal.max()) if settings.method == "max"
+                 else float(np.percentile(signal, settings.percentile))) if signal.size else 0.0
         out[channel] = np.clip(values / scale, 0, 1) if scale > 0 else 0.0
     return out
 
@@ -517,7 +521,15 @@ def _store(cells, array, *, settings: NormalizeSettings, threads: int, regions: 
     if settings.scheduler_address:
         from distributed import Client
 
-        with Client(settings.scheduler_address) as client:
+        try:
+            client = Client(settings.scheduler_address)
+        except OSError as error:  # distributed's connection timeout is an OSError naming only the address
+            from statcell.config import ConfigError
+
+            raise ConfigError(f"config key 'normalize.scheduler_address': no Dask scheduler answers at "
+                              f"{settings.scheduler_address} ({error}); start one there (dask scheduler), or set the "
+                              "key to null to normalize on local threads") from error
+        with client:
             log.info("using the Dask scheduler at %s (%d workers)", settings.scheduler_address,
                      len(client.scheduler_info()["workers"]))
             da.store(cells, array, lock=False, compute=True, regions=regions)

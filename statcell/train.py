@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 import statcell
 from statcell import io
-from statcell.config import PER_MODEL_TRAINING_KEYS, model_training_section
+from statcell.config import PER_MODEL_TRAINING_KEYS, ConfigError, model_training_section
 from statcell.models import ReferenceVAE, TargetVAE, VAEConfig
 from statcell.models import export
 from statcell.models.blocks import memory_format, runs_faster_channels_last
@@ -628,7 +628,7 @@ def _lightning_module():
     return StatisticalCellModule
 
 
-def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict]:
+def load_model(checkpoint: str | Path, kind: ModelKind | None = None) -> tuple[torch.nn.Module, dict]:
     """The trained network of a model file (in eval mode, on the CPU) and its settings, without executing pickles.
 
     Parameters
@@ -637,6 +637,8 @@ def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict]:
         A weights-only export ``<name>.pt`` (with its card ``<name>.json``) or a Lightning checkpoint ``<name>.ckpt``
         of statcell's training; both are read with ``torch.load(..., weights_only=True)``
         (:func:`statcell.models.export.load_model`).
+    kind : {"reference", "target"}, optional
+        The kind of model the caller needs; another kind raises :class:`statcell.config.ConfigError`.
 
     Returns
     -------
@@ -649,8 +651,10 @@ def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict]:
     ------
     statcell.models.export.ModelFileError
         If the file holds pickled objects other than tensors or does not match its card.
+    statcell.config.ConfigError
+        If the model is not of ``kind``.
     """
-    network, card = export.load_model(checkpoint)
+    network, card = export.load_model(checkpoint, kind)
     return network, card.to_dict()
 
 
@@ -675,8 +679,6 @@ def check_given_model(weights: str | Path, *, kind: ModelKind, crop: Mapping) ->
     statcell.config.ConfigError
         Naming the key ``models.<kind>``, the file and every difference.
     """
-    from statcell.config import ConfigError
-
     key = f"models.{kind}"
     if not Path(weights).is_file():
         raise ConfigError(f"invalid configuration: {key}: {weights} does not exist")
@@ -758,6 +760,11 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
         Per-epoch metrics; empty in the other processes of a DDP run (``devices`` > 1), where only the first
         process writes files.
 
+    Raises
+    ------
+    statcell.config.ConfigError
+        If ``training.accelerator`` asks for a GPU that torch cannot use here.
+
     Notes
     -----
     With DDP every process takes ``batch_size`` cells per step, so a step sees ``devices * batch_size`` cells.
@@ -819,6 +826,10 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
     # then writes `last.ckpt` only in epochs whose validation ELBO is a new best, so a run resumed from it would redo
     # the epochs since (and a finished run's `last.ckpt` would hold its best epoch, not its last).
     every_epoch = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="last", enable_version_counter=False)
+    if settings.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'training.accelerator' is {settings.accelerator}, but this machine has no GPU "
+                          "that torch can use (torch.cuda.is_available() is False): use auto or cpu, or run the "
+                          "training job where a GPU is")
     on_gpu = torch.cuda.is_available() and settings.accelerator in ("auto", "gpu", "cuda")
     precision = resolved_precision(settings.precision, on_gpu=on_gpu)
     log.info("%s model: training at precision %s (training.precision %s)", kind, precision, settings.precision)

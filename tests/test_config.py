@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
-from statcell.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, load_schema, model_training_section, \
-    section_settings, validate_config
+from statcell.config import DEFAULT_CONFIG_PATH, ConfigError, check_workflow_config, load_config, load_schema, \
+    model_training_section, section_settings, validate_config
 from statcell.train import TrainSettings
 
 
@@ -90,6 +92,28 @@ def test_out_of_range_and_enum_values_are_rejected():
         validate_config({"synthetic": {"structures": ["golgi_apparatus"]}})
     with pytest.raises(ConfigError, match=r"'data\.source'"):
         validate_config({"data": {"source": "s3"}})
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"synthetic": {"fovs_per_structure": 2.0}}, "'synthetic.fovs_per_structure': 2.0 is not of type integer (write 2,"),
+    ({"crop": {"shape": {"z": 16.0}}}, "'crop.shape.z': 16.0 is not of type integer"),
+    ({"training": {"learning_rate": "1e-3"}}, "'1e-3' is not of type number (YAML reads 1e-3 as text: write 1.0e-3)"),
+    ({"training": {"latent_dim": 2}}, "'training.latent_dim': 2 is less than the minimum of 4"),
+])
+def test_a_value_that_would_fail_deep_in_a_run_is_refused_with_a_hint(config, message):
+    with pytest.raises(ConfigError) as raised:
+        validate_config(config)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"crop": {"min_cell_volume_um3": 5000.0, "max_cell_volume_um3": 4000.0}},
+     "'crop.min_cell_volume_um3' (5000) is not below 'crop.max_cell_volume_um3' (4000): every cell would be rejected"),
+    ({"beta_sweep": {"lowest": 0.5, "highest": 0.5}}, "'beta_sweep.lowest' (0.5) is not below 'beta_sweep.highest'"),
+])
+def test_bounds_out_of_order_stop_the_workflow_naming_both_keys(config, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_workflow_config(validate_config(config))
 
 
 def test_all_problems_are_reported_at_once():

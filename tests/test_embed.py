@@ -9,6 +9,7 @@ import torch
 
 from statcell import cli
 from statcell.analysis import embed
+from statcell.config import ConfigError
 from statcell.models.export import ModelMismatchError
 from statcell.models.loss import sum_squared_error
 from statcell.train import CellDataset, load_model
@@ -23,6 +24,13 @@ def models(tiny_models):
 @pytest.fixture(scope="module")
 def main_cells(tiny_models) -> pd.DataFrame:
     return pd.read_parquet(tiny_models["cells"])
+
+
+def test_a_model_of_the_other_kind_is_named_rather_than_run(tiny_models):
+    for path in (tiny_models["target"], tiny_models["target"].with_suffix(".pt")):  # checkpoint and export
+        with pytest.raises(ConfigError, match=r"holds a target model where the reference model is needed"):
+            load_model(path, "reference")
+    assert load_model(tiny_models["target"], "target")[1]["kind"] == "target"
 
 
 def _embed(tiny_models, models, kind, cells, *, batch_size=64, seed=0, samples=3):

@@ -260,6 +260,13 @@ def test_a_dataset_without_a_drug_set_or_control_skips_the_drug_analyses_saying_
     assert "skipping the drug analyses" in said and "rule drug_shifts" not in no_control.stdout
     assert "rule embed_cells" in no_control.stdout  # the drug set is still embedded
 
+    drugs[drugs["drug"] == ""].to_csv(tmp_path / "control_only.csv", index=False)  # its untreated FOVs alone
+    control_only = _dry_run(folder, _lab_config(lab_data, drug_manifest=str(tmp_path / "control_only.csv")))
+    assert control_only.returncode == 0, control_only.stdout + control_only.stderr
+    assert "the drug set holds only its control (untreated), no treatment to compare with it: skipping the drug " \
+        "analyses" in control_only.stdout + control_only.stderr
+    assert "rule drug_shifts" not in control_only.stdout and "rule perturb_cells" not in control_only.stdout
+
     with_control = _dry_run(folder, _lab_config(lab_data, drug_manifest=str(lab_data / "drugs.csv")))
     assert with_control.returncode == 0 and "rule drug_shifts" in with_control.stdout
     assert "skipping" not in with_control.stdout + with_control.stderr

@@ -57,6 +57,23 @@ def test_normalize_crop_scales_each_channel_to_unit_inside_the_cell():
     assert (robust[:3] <= 1).all() and (robust[0][inside] == 1).mean() > 0.4
 
 
+@pytest.mark.parametrize("percentile", [50, 99.9])
+def test_the_percentile_scale_of_a_channel_that_fills_a_sliver_of_the_cell_is_its_signals(percentile):
+    """The DNA lies in the nucleus only and a sparse structure in a few voxels: a percentile of the whole cell's
+    voxels would be 0 and blank them."""
+    crop = np.zeros((5, 12, 12, 12), np.uint16)
+    crop[3, 1:11, 1:11, 1:11] = 1  # a cell of 1,000 voxels
+    inside = crop[3] > 0
+    crop[:2] = 20 * inside
+    sliver = np.zeros_like(inside)
+    sliver[5, 5, 5] = True  # 0.1% of the cell: below the percentiles' share of the cell, so their value was 0
+    crop[2] = np.where(sliver, 40, 0)
+    out = normalize.normalize_crop(crop, settings=normalize.NormalizeSettings(method="percentile",
+                                                                              percentile=percentile))
+    np.testing.assert_allclose(out[2][sliver], 1.0)
+    assert (out[2][~sliver] == 0).all()
+
+
 def _write_fov(tmp_path, name, count, rng, rejected=1):
     crops = np.stack([_fake_crop(rng) for _ in range(count)]) if count else np.zeros((0, 5, 8, 10, 12), np.uint16)
     rows = [{"fov_id": name, "label": i + 1, "nucleus_label": i + 1, "reject_reason": "", "crop_index": i}

@@ -7,6 +7,7 @@ the result from the table and images it returns.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,13 +54,16 @@ def reconstruction_correlations(real: np.ndarray, reconstruction: np.ndarray) ->
         return np.where(norms > 0, (a * b).sum(axis=1) / norms, np.nan)
 
 
-def summarize_reconstruction(correlations: pd.DataFrame) -> pd.DataFrame:
+def summarize_reconstruction(correlations: pd.DataFrame, structures: Sequence[str] = ()) -> pd.DataFrame:
     """Median and quartiles of the per-cell correlations of each model, channel and structure.
 
     Parameters
     ----------
     correlations : DataFrame
         One row per cell and channel: ``model``, ``channel``, ``structure``, ``pearson`` (NaN: constant image).
+    structures : sequence of str
+        The target model's structures: one without test cells gets a row of 0 cells (NaN statistics), so that it is
+        listed rather than silently absent.
 
     Returns
     -------
@@ -73,8 +77,12 @@ def summarize_reconstruction(correlations: pd.DataFrame) -> pd.DataFrame:
     ...                      "pearson": [0.2, 0.4, np.nan]})
     >>> summarize_reconstruction(rows)[["structure", "cells", "cells_with_signal", "median_pearson"]].values.tolist()
     [['golgi', 3, 2, 0.30000000000000004]]
+    >>> summarize_reconstruction(rows, ["er", "golgi"])[["structure", "cells"]].values.tolist()
+    [['er', 0], ['golgi', 3]]
     """
-    rows = []
+    untested = set(structures) - set(correlations.loc[correlations["model"] == "target", "structure"])
+    rows = [{"model": "target", "channel": "structure", "structure": structure, "cells": 0, "cells_with_signal": 0,
+             "median_pearson": np.nan, "q25_pearson": np.nan, "q75_pearson": np.nan} for structure in untested]
     for (model, channel, structure), group in correlations.groupby(["model", "channel", "structure"], sort=True):
         values = group["pearson"].dropna()
         quartiles = values.quantile([0.25, 0.5, 0.75]).to_numpy() if len(values) else np.full(3, np.nan)
@@ -82,7 +90,8 @@ def summarize_reconstruction(correlations: pd.DataFrame) -> pd.DataFrame:
                      "cells_with_signal": len(values), "median_pearson": quartiles[1], "q25_pearson": quartiles[0],
                      "q75_pearson": quartiles[2]})
     return pd.DataFrame(rows, columns=["model", "channel", "structure", "cells", "cells_with_signal",
-                                       "median_pearson", "q25_pearson", "q75_pearson"])
+                                       "median_pearson", "q25_pearson", "q75_pearson"]).sort_values(
+        ["model", "channel", "structure"], ignore_index=True)
 
 
 def check_models(reference_checkpoint: str | Path, target_checkpoint: str | Path, *, store: str | Path,
@@ -123,8 +132,8 @@ def check_models(reference_checkpoint: str | Path, target_checkpoint: str | Path
 
     test = cells[cells["split"] == "test"].sort_values("store_index")
     images = torch.from_numpy(read_cells(store, test["store_index"].to_numpy(), channels=_STORE_CHANNELS))
-    reference, _ = load_model(reference_checkpoint)
-    target, hparams = load_model(target_checkpoint)
+    reference, _ = load_model(reference_checkpoint, "reference")
+    target, hparams = load_model(target_checkpoint, "target")
     labels = torch.tensor(test["structure"].map({s: i for i, s in enumerate(hparams["structures"])}).to_numpy())
     with torch.no_grad():
         ref_code = reference.encode(images[:, :2])
@@ -153,4 +162,4 @@ def check_models(reference_checkpoint: str | Path, target_checkpoint: str | Path
 
     return kl, {"real": projection(images[shown]), "reference": projection(ref_recon[shown]),
                 "target": projection(tgt_recon[shown]), "structure": structures[shown]}, \
-        summarize_reconstruction(correlations)
+        summarize_reconstruction(correlations, hparams["structures"])

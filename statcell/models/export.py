@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from statcell.config import ConfigError
 from statcell.models.blocks import memory_format, runs_faster_channels_last
 from statcell.models.vae import ReferenceVAE, TargetVAE, VAEConfig
 
@@ -222,7 +223,7 @@ def read_card(weights: str | Path) -> ModelCard:
     return ModelCard.from_dict(values, source=str(card_file))
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
+def load_model(path: str | Path, kind: str | None = None) -> tuple[nn.Module, ModelCard]:
     """A trained network (eval mode, on the CPU) and its card, loaded without executing pickled objects.
 
     Parameters
@@ -231,6 +232,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
         A weights-only export ``<name>.pt`` with its card ``<name>.json`` beside it, or a Lightning checkpoint
         ``<name>.ckpt`` written by statcell's training (read weights-only too; its card, from the checkpoint's
         hyperparameters, lacks crop shape, voxel size and channels).
+    kind : {"reference", "target"}, optional
+        The kind of model the caller needs; another kind raises :class:`statcell.config.ConfigError` naming both.
 
     Returns
     -------
@@ -244,6 +247,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
     ModelFileError
         If a file holds pickled objects other than tensors, the tensors do not match the card (checksum, names or
         shapes), or the card is not a statcell model card. The message names the file.
+    statcell.config.ConfigError
+        If the model is not of ``kind`` (models given the other way round).
     """
     path = Path(path)
     if path.suffix == ".ckpt":
@@ -260,6 +265,9 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
             raise ModelFileError(f"{path} does not match its card {card_path(path)} (SHA-256 differs): the weights "
                                  "were changed or belong to another model")
         state = read_tensors(path)
+    if kind is not None and card.kind != kind:
+        raise ConfigError(f"{path} holds a {card.kind} model where the {kind} model is needed (are the reference "
+                          "and target models given the other way round?)")
     try:
         network = build_network(card)
     except (TypeError, ValueError) as error:
