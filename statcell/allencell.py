@@ -523,12 +523,14 @@ def import_chunk(cells: pd.DataFrame, *, settings: AllenCellSettings,
         row = {"fov_id": cell["chunk"], "label": index + 1, "source_cell_id": cell["cell_id"],
                **{column: cell[column] for column in annotations}, "reject_reason": "", "crop_index": -1}
         paths = {role: cell[f"path_{role}"] for role in layout.files}
+        stacks = {}
         try:
-            stacks = {role: io.read_stack(path, axes=layout.axes) for role, path in paths.items()}
+            for role, path in paths.items():
+                reading = path
+                stacks[role] = io.read_stack(path, axes=layout.axes)
         except Exception as error:  # noqa: BLE001 - any reader failure makes this cell unusable; record which file
-            rows.append({**row, "reject_reason": f"unusable_cell_image: {', '.join(paths.values())}: "
-                                                 f"{type(error).__name__}: {error}"})
-            log.warning("cell %s: cannot read %s: %s", cell["cell_id"], ", ".join(paths.values()), error)
+            rows.append({**row, "reject_reason": f"unusable_cell_image: {reading}: {type(error).__name__}: {error}"})
+            log.warning("cell %s: cannot read %s: %s", cell["cell_id"], reading, error)
             continue
         spacing = (cell["spacing_z_um"], cell["spacing_y_um"], cell["spacing_x_um"])
         try:
@@ -539,8 +541,9 @@ def import_chunk(cells: pd.DataFrame, *, settings: AllenCellSettings,
             rows.append({**row, "reject_reason": f"unusable_cell_image: {', '.join(paths.values())}: {error}"})
             log.warning("cell %s: %s: %s", cell["cell_id"], ", ".join(paths.values()), error)
             continue
-        if not crop[4].any():
-            rows.append({**row, "reject_reason": "no_nucleus"})
+        if not crop[3].any() or not crop[4].any():
+            rows.append({**row, "reject_reason": "no_nucleus" if crop[3].any() else
+                         f"empty_cell_mask: {paths.get('segmentation', paths['image'])}"})
             continue
         crops.append(np.clip(np.rint(crop), 0, np.iinfo(np.uint16).max).astype(np.uint16))
         rows.append({**row, "crop_index": len(crops) - 1, **measure_cell(whole, voxel_um=crop_settings.voxel_size_um),

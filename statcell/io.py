@@ -6,6 +6,7 @@ All image arrays are channel-first ``(C, Z, Y, X)``; voxel sizes are ``spacing=(
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -151,6 +152,36 @@ def _holds_ome_xml(path: Path) -> bool:
         return bool(tiff.is_ome)
 
 
+def _zarr_attributes(path: Path) -> dict:
+    """The OME attributes of a Zarr group folder (v3's ``zarr.json`` ``attributes.ome``, v2's ``.zattrs``)."""
+    for name in ("zarr.json", ".zattrs"):
+        if (path / name).is_file():
+            loaded = json.loads((path / name).read_text())
+            attributes = loaded.get("attributes", {}) if name == "zarr.json" else loaded
+            return attributes.get("ome", attributes)
+    return {}
+
+
+def _zarr_micrometres_per_unit(path: Path) -> tuple[float, float, float]:
+    """Per axis z, y, x, the factor from an OME-Zarr image's axis unit to µm (1 where no unit is stated, as bioio
+    reads the scale without its unit)."""
+    multiscales = _zarr_attributes(path).get("multiscales") or [{}]
+    units = {axis.get("name"): axis.get("unit") for axis in multiscales[0].get("axes", []) if isinstance(axis, dict)}
+    return tuple(_micrometres("1", units[axis]) if units.get(axis) else 1.0 for axis in "zyx")
+
+
+def _refuse_zarr_containers(path: Path) -> None:
+    """Stop at an OME-Zarr folder that holds images rather than being one (a plate, a bioformats2raw container),
+    saying which folder to name instead."""
+    attributes = _zarr_attributes(path)
+    if "plate" in attributes:
+        raise ValueError(f"{path} is an OME-Zarr plate, which holds its images in wells: name one field's folder "
+                         f"(row/column/field, e.g. {path / 'A' / '1' / '0'})")
+    if "bioformats2raw.layout" in attributes:
+        raise ValueError(f"{path} is a bioformats2raw container of OME-Zarr images: name one series' folder (e.g. "
+                         f"{path / '0'})")
+
+
 def _names_axes(path: Path, axes: str) -> bool:
     """Whether a TIFF's own metadata (ImageJ's, say) names each of ``axes`` for its first series."""
     import tifffile
@@ -171,6 +202,25 @@ def _missing_companions(path: Path, ome_metadata: str) -> list[str]:
     names = {element.get("FileName") for element in ElementTree.fromstring(ome_metadata).iter()
              if element.tag.rsplit("}", 1)[-1] == "UUID" and element.get("FileName")}
     return sorted(name for name in names if not (path.parent / name).exists())
+
+
+#: OME's length units (``UnitsLength``) in micrometres, as files write them.
+_MICROMETRES_PER_UNIT = {"µm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0, "nm": 1e-3, "nanometer": 1e-3,
+                         "Å": 1e-4, "angstrom": 1e-4, "pm": 1e-6, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def _micrometres(size: str | None, unit: str) -> float:
+    """An OME physical size in µm, from its value and unit (NaN where either is missing or unknown).
+
+    Examples
+    --------
+    >>> _micrometres("290", "nm"), _micrometres("0.29", "µm"), _micrometres(None, "µm")
+    (0.29, 0.29, nan)
+    """
+    factor = _MICROMETRES_PER_UNIT.get(unit.strip(), _MICROMETRES_PER_UNIT.get(unit.strip().lower()))
+    if size is None or factor is None:
+        return math.nan
+    return float(size) * factor
 
 
 def _read_ome_tiff(path: Path, scene: int, timepoint: int) -> Image | None:
@@ -218,8 +268,8 @@ def _read_ome_tiff(path: Path, scene: int, timepoint: int) -> Image | None:
     names = tuple(channel.get("Name") or f"channel_{i}" for i, channel in enumerate(channels))
     if len(names) != data.shape[0]:
         names = tuple(f"channel_{i}" for i in range(data.shape[0]))
-    spacing = tuple(float(pixels.get(f"PhysicalSize{axis}", "nan")) if pixels is not None else math.nan
-                    for axis in "ZYX")
+    spacing = tuple(_micrometres(pixels.get(f"PhysicalSize{axis}"), pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+                    if pixels is not None else math.nan for axis in "ZYX")
     return Image(data=data, channel_names=names, spacing=spacing, scenes=scenes,  # type: ignore[arg-type]
                  timepoints=timepoints)
 
@@ -269,6 +319,13 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
         from bioio_tifffile import Reader as TiffReader
 
         chosen["reader"] = TiffReader
+    elif path.is_dir() and any((path / name).exists() for name in ("zarr.json", ".zattrs")):
+        # an OME-Zarr image whatever its folder's name: a plate's field (plate.ome.zarr/A/1/0), a bioformats2raw
+        # series (image.zarr/0); bioio chooses its reader by the name's suffix
+        from bioio_ome_zarr import Reader as OmeZarrReader
+
+        _refuse_zarr_containers(path)
+        chosen["reader"] = OmeZarrReader
     reader = BioImage(path, **chosen)
     _check_index(path, "scene", scene, len(reader.scenes))
     reader.set_scene(scene)
@@ -294,6 +351,8 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
         warnings.filterwarnings("ignore", message="Could not parse tiff pixel size", category=UserWarning)
         sizes = reader.physical_pixel_sizes
     spacing = tuple(float(value) if value is not None else math.nan for value in (sizes.Z, sizes.Y, sizes.X))
+    if chosen.get("reader") is not None and chosen["reader"].__module__.startswith("bioio_ome_zarr"):
+        spacing = tuple(side * factor for side, factor in zip(spacing, _zarr_micrometres_per_unit(path)))
     return Image(data=data, channel_names=names, spacing=spacing, scenes=len(reader.scenes),  # type: ignore[arg-type]
                  timepoints=reader.dims.T)
 

@@ -610,7 +610,7 @@ def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str 
                               dtype=np.float32) for path, count in zip(crop_files, counts) if count]
     if pieces:
         stacked = da.concatenate(pieces, axis=0)
-        log.info("normalizing %d cells from %d FOVs into %s", shape[0] - n_controls, len(pieces), store)
+        log.info("normalizing %d cells from %d crop files into %s", shape[0] - n_controls, len(pieces), store)
         _store(stacked, array, settings=settings, threads=threads)
     if n_controls:  # built from the normalized cells, now in the store
         offset = shape[0] - n_controls

@@ -170,6 +170,42 @@ def test_an_ome_zarr_fov_reads_with_its_channels_and_voxel_size(tmp_path):
         io.read_image(tmp_path / "other.ome.zarr")
 
 
+def test_an_ome_zarr_field_of_a_plate_reads_whatever_its_folders_name_and_its_units_count(tmp_path):
+    import json as json_module
+
+    from tests.test_manifest_workflow import _write_ome_zarr
+
+    pixels = np.random.default_rng(4).integers(0, 4000, size=(3, 5, 12, 10), dtype=np.uint16)
+    plate = tmp_path / "plate.ome.zarr"
+    _write_ome_zarr(plate / "A" / "1" / "0", io.Image(pixels, ("m", "d", "s"), (0.29, 0.108, 0.108)))
+    (plate / "zarr.json").write_text(json_module.dumps({"zarr_format": 3, "node_type": "group", "attributes": {
+        "ome": {"version": "0.5", "plate": {"rows": [{"name": "A"}], "columns": [{"name": "1"}]}}}}))
+    field = io.read_image(plate / "A" / "1" / "0")  # a folder named "0": not a .zarr suffix
+    np.testing.assert_array_equal(field.data, pixels)
+    assert field.spacing == pytest.approx((0.29, 0.108, 0.108))
+    with pytest.raises(ValueError, match=r"plate\.ome\.zarr is an OME-Zarr plate.*A/1/0"):
+        io.read_image(plate)
+    metadata = plate / "A" / "1" / "0" / "zarr.json"  # the same image with its scale in nanometres
+    group = json_module.loads(metadata.read_text())
+    multiscale = group["attributes"]["ome"]["multiscales"][0]
+    for axis in multiscale["axes"][1:]:
+        axis["unit"] = "nanometer"
+    for dataset in multiscale["datasets"]:
+        dataset["coordinateTransformations"][0]["scale"][1:] = [290.0, 108.0, 108.0]
+    metadata.write_text(json_module.dumps(group))
+    assert io.read_image(plate / "A" / "1" / "0").spacing == pytest.approx((0.29, 0.108, 0.108))
+
+
+def test_an_ome_tiffs_voxel_size_in_nanometres_is_read_in_micrometres(tmp_path):
+    import tifffile
+
+    pixels = np.zeros((3, 4, 6, 5), np.uint16)
+    tifffile.imwrite(tmp_path / "nm.ome.tif", pixels, metadata={
+        "axes": "CZYX", "PhysicalSizeZ": 290, "PhysicalSizeZUnit": "nm", "PhysicalSizeY": 108,
+        "PhysicalSizeYUnit": "nm", "PhysicalSizeX": 0.108, "PhysicalSizeXUnit": "µm"})
+    assert io.read_image(tmp_path / "nm.ome.tif").spacing == pytest.approx((0.29, 0.108, 0.108))
+
+
 def test_a_voxel_size_the_files_metadata_contradicts_is_named_and_the_manifests_used(tmp_path, caplog):
     image = np.random.default_rng(3).integers(90, 400, size=(3, 4, 12, 10), dtype=np.uint16)
     io.write_ome_tiff(tmp_path / "fov.ome.tiff", image, channel_names=["m", "d", "s"], spacing=(0.29, 0.108, 0.108))
