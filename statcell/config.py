@@ -197,7 +197,8 @@ def check_workflow_config(config: Mapping[str, Any]) -> None:
     :data:`MIN_MESH_EDGE_VOXELS` of the crop's voxel (a typo that would make the last job of a run hang on meshes of
     millions of triangles). Bounds given as pairs must be in order: ``crop.min_cell_volume_um3`` below
     ``crop.max_cell_volume_um3`` (else every cell is rejected and the run stops only at training), and
-    ``beta_sweep.lowest`` below ``beta_sweep.highest``.
+    ``beta_sweep.lowest`` below ``beta_sweep.highest``; something to predict in (``predict``); and a colormap Matplotlib knows, checked here rather than by the figure's
+    job at the end of a run.
 
     Parameters
     ----------
@@ -244,6 +245,17 @@ def check_workflow_config(config: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"invalid configuration: config key 'beta_sweep.lowest' ({sweep['lowest']:g}) is not below "
             f"'beta_sweep.highest' ({sweep['highest']:g})")
+    predict = config.get("predict", {})
+    if predict and not predict.get("cells") and predict.get("count") == 0 and predict.get("generated") == 0:
+        raise ConfigError("invalid configuration: config keys 'predict.count' and 'predict.generated' are both 0 and "
+                          "'predict.cells' is empty: the run would predict in no cell; set one of them")
+    colormap = config.get("figures", {}).get("latent_space", {}).get("colormap", "viridis")
+    if colormap != "viridis":  # matplotlib's import is paid only for a colormap other than the default
+        import matplotlib
+
+        if colormap not in matplotlib.colormaps:
+            raise ConfigError(f"invalid configuration: config key 'figures.latent_space.colormap': {colormap!r} is "
+                              "not a Matplotlib colormap (e.g. viridis, magma, cividis)")
     edge, voxel = config.get("meshes", {}).get("edge_length_um", "auto"), config["crop"].get("voxel_size_um")
     if edge != "auto" and voxel and 0 < round(edge / voxel, 9) < MIN_MESH_EDGE_VOXELS:
         raise ConfigError(

@@ -110,6 +110,8 @@ def test_a_value_that_would_fail_deep_in_a_run_is_refused_with_a_hint(config, me
     ({"crop": {"min_cell_volume_um3": 5000.0, "max_cell_volume_um3": 4000.0}},
      "'crop.min_cell_volume_um3' (5000) is not below 'crop.max_cell_volume_um3' (4000): every cell would be rejected"),
     ({"beta_sweep": {"lowest": 0.5, "highest": 0.5}}, "'beta_sweep.lowest' (0.5) is not below 'beta_sweep.highest'"),
+    ({"predict": {"count": 0, "generated": 0}}, "'predict.count' and 'predict.generated' are both 0"),
+    ({"figures": {"latent_space": {"colormap": "notacmap"}}}, "'notacmap' is not a Matplotlib colormap"),
 ])
 def test_bounds_out_of_order_stop_the_workflow_naming_both_keys(config, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
