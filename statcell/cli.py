@@ -164,6 +164,12 @@ def _preprocess_one_fov(record: io.FovRecord, *, segmentation: segment.Segmentat
     io.write_table(table, table_path)
     counts = table["reject_reason"].replace("", "accepted").value_counts().to_dict()
     log.info("%s: %s", record.fov_id, ", ".join(f"{count} {reason}" for reason, count in counts.items()))
+    accepted = table["reject_reason"] == ""
+    cut = int((accepted & table.get("touches_z_end", False)).sum())
+    if cut:
+        log.warning("%s: %d of %d accepted cells reach the first or last of the %d z-slices of %s: a stack that "
+                    "ends inside cells cuts them (column touches_z_end)", record.fov_id, cut, int(accepted.sum()),
+                    labels.shape[1], record.path)
 
 
 def _preprocess_fov(args: argparse.Namespace) -> None:

@@ -119,14 +119,17 @@ def quality_control(cell_labels: np.ndarray, nucleus_labels: np.ndarray, *, spac
     Returns
     -------
     DataFrame
-        One row per cell: ``label``, ``nucleus_label`` (0 if none) and ``reject_reason`` (``""`` if kept; else one of
-        ``touches_fov_border``, ``too_small``, ``too_large``, ``no_nucleus``, ``nucleus_outside_cell``).
+        One row per cell: ``label``, ``nucleus_label`` (0 if none), ``reject_reason`` (``""`` if kept; else one of
+        ``touches_fov_border``, ``too_small``, ``too_large``, ``no_nucleus``, ``nucleus_outside_cell``) and
+        ``touches_z_end``: the cell reaches the stack's first or last slice, so the stack may cut it (kept: a stack
+        that starts at the coverslip holds whole cells that touch its first slice; the FOV's job log warns).
     """
     voxel = float(np.prod(spacing))
     cell_sizes = np.bincount(cell_labels.ravel())
     nucleus_sizes = np.bincount(nucleus_labels.ravel())
     border = np.unique(np.concatenate([cell_labels[:, 0].ravel(), cell_labels[:, -1].ravel(),
                                        cell_labels[:, :, 0].ravel(), cell_labels[:, :, -1].ravel()]))
+    z_ends = np.unique(np.concatenate([cell_labels[0].ravel(), cell_labels[-1].ravel()]))
     pairs = pd.DataFrame({"label": cell_labels.ravel(), "nucleus_label": nucleus_labels.ravel()})
     pairs = pairs[(pairs.label > 0) & (pairs.nucleus_label > 0)].value_counts().rename("overlap").reset_index()
     best = pairs.sort_values("overlap", ascending=False).drop_duplicates("label").set_index("label")
@@ -146,8 +149,9 @@ def quality_control(cell_labels: np.ndarray, nucleus_labels: np.ndarray, *, spac
             reason = "nucleus_outside_cell"
         else:
             reason = ""
-        rows.append({"label": int(label), "nucleus_label": nucleus, "reject_reason": reason})
-    return pd.DataFrame(rows, columns=["label", "nucleus_label", "reject_reason"])
+        rows.append({"label": int(label), "nucleus_label": nucleus, "reject_reason": reason,
+                     "touches_z_end": bool(label in z_ends)})
+    return pd.DataFrame(rows, columns=["label", "nucleus_label", "reject_reason", "touches_z_end"])
 
 
 def _major_axis_angle(footprint: np.ndarray) -> float:

@@ -42,6 +42,10 @@ def test_quality_control_gives_every_drop_a_reason():
     table = crop.quality_control(cells, nuclei, spacing=SPACING, settings=settings)
     reasons = dict(zip(table["label"], table["reject_reason"]))
     assert reasons == {1: "touches_fov_border", 2: "", 3: "too_small", 4: "no_nucleus", 5: "nucleus_outside_cell"}
+    assert not table["touches_z_end"].any()
+    cut = crop.quality_control(cells[4:], nuclei[4:], spacing=SPACING, settings=settings)  # a stack that starts inside
+    assert dict(zip(cut["label"], cut["reject_reason"]))[2] == ""  # kept, and flagged
+    assert set(cut.loc[cut["touches_z_end"], "label"]) == {1, 2, 4, 5}
 
 
 def test_align_cell_puts_major_axis_on_x_nucleus_at_centre_and_skew_positive():
