@@ -17,6 +17,12 @@ one run and each in a fresh subprocess (so peak memory is that path's alone):
 
 Both use the default ``crop`` settings. It prints cells per second, seconds per cell, and the child's peak RSS and
 its growth over the RSS after imports.
+
+``--table-rows N`` measures instead what every import job pays before it reads a cell: the dataset's CSV, here the
+written one's rows repeated to ``N`` cells (the real hiPSC dataset holds ~215,000), read whole (as a workflow's
+plan does, checking every row) and for one chunk (as each import job does), median of ``--repeats``::
+
+    python bench/bench_import.py --fovs 1 --table-rows 215000
 """
 
 from __future__ import annotations
@@ -113,9 +119,31 @@ def _write(folder: Path, fovs: int) -> tuple[int, float, float]:
     return len(written), sizes["zlib"], sizes["raw"]
 
 
+def _table_reading(folder: Path, rows: int, repeats: int) -> None:
+    from statcell import allencell
+    from statcell.config import validate_config
+
+    written = pd.read_csv(folder / "metadata.csv", dtype=str, keep_default_na=False)
+    table = written.iloc[np.arange(rows) % len(written)].assign(CellId=[str(10**7 + row) for row in range(rows)])
+    table.to_csv(folder / "large.csv", index=False)
+    settings = allencell.AllenCellSettings.from_config(validate_config(
+        {"allencell": {"csv": str(folder / "large.csv"), "layout": "hipsc_single_cell"}})["allencell"])
+    middle = f"allencell_{rows // settings.chunk_size // 2:05d}"
+    for label, chunk in (("whole table (the plan)", None), (f"one chunk ({middle})", middle)):
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            cells = allencell.read_cell_table(settings, chunk=chunk)
+            seconds.append(time.perf_counter() - start)
+        print(f"{rows} rows, {label:28s} {len(cells):7d} cells read in {np.median(seconds):6.2f} s "
+              f"(median of {repeats})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fovs", type=int, default=3, help="synthetic FOVs (one structure each) to draw cells from")
+    parser.add_argument("--table-rows", type=int, help="time reading a CSV of this many cells instead (see above)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of --table-rows' readings")
     parser.add_argument("--child", choices=["import", "fovs"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -127,6 +155,9 @@ def main() -> None:
         cells, zlib_mb, raw_mb = _write(folder, args.fovs)
         print(f"{cells} cells from {args.fovs} FOVs; hiPSC crop_raw files (0.108333 µm voxels) {raw_mb:.1f} MB each "
               f"uncompressed, {zlib_mb:.1f} MB zlib-compressed, on average")
+        if args.table_rows:
+            _table_reading(folder / "raw", args.table_rows, args.repeats)
+            return
         runs = (("import", folder / "raw", "hiPSC import, uncompressed"),
                 ("import", folder / "zlib", "hiPSC import, zlib"), ("fovs", folder / "zlib", "FOV path (crop_cells)"))
         for name, data, label in runs:
