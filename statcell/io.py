@@ -313,7 +313,8 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
     from bioio import BioImage
 
     chosen = {}
-    if is_tiff and not _holds_ome_xml(path):
+    plain_tiff = is_tiff and not _holds_ome_xml(path)
+    if plain_tiff:
         # a plain TIFF goes straight to bioio's TIFF reader: tried first, bioio's OME-TIFF reader fails on it and
         # bioio logs that failure as a warning in every job that reads the file
         from bioio_tifffile import Reader as TiffReader
@@ -331,7 +332,7 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
     reader.set_scene(scene)
     _check_index(path, "time point", timepoint, reader.dims.T)
     samples = reader.dims.S if "S" in reader.dims.order else 1
-    if "reader" in chosen and samples == 1 and reader.dims.C > reader.dims.Z > 1 and not _names_axes(path, "CZ"):
+    if plain_tiff and samples == 1 and reader.dims.C > reader.dims.Z > 1 and not _names_axes(path, "CZ"):
         raise ValueError(f"{path} is a plain TIFF without axis names whose planes read as {reader.dims.C} channels "
                          f"of {reader.dims.Z} z-slices each: more channels than slices, so it is most likely stored "
                          "z-slice by z-slice (Z, C, Y, X), which a plain TIFF cannot say; save it as an OME-TIFF or "
@@ -351,7 +352,7 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
         warnings.filterwarnings("ignore", message="Could not parse tiff pixel size", category=UserWarning)
         sizes = reader.physical_pixel_sizes
     spacing = tuple(float(value) if value is not None else math.nan for value in (sizes.Z, sizes.Y, sizes.X))
-    if chosen.get("reader") is not None and chosen["reader"].__module__.startswith("bioio_ome_zarr"):
+    if path.is_dir() and "reader" in chosen:  # the OME-Zarr reader, which reads the scale without its unit
         spacing = tuple(side * factor for side, factor in zip(spacing, _zarr_micrometres_per_unit(path)))
     return Image(data=data, channel_names=names, spacing=spacing, scenes=len(reader.scenes),  # type: ignore[arg-type]
                  timepoints=reader.dims.T)

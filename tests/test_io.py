@@ -196,6 +196,14 @@ def test_an_ome_zarr_field_of_a_plate_reads_whatever_its_folders_name_and_its_un
     assert io.read_image(plate / "A" / "1" / "0").spacing == pytest.approx((0.29, 0.108, 0.108))
 
 
+def test_an_ome_zarr_of_more_channels_than_slices_reads_its_named_axes(tmp_path):
+    from tests.test_manifest_workflow import _write_ome_zarr
+
+    pixels = np.random.default_rng(0).integers(0, 100, size=(5, 3, 8, 8), dtype=np.uint16)
+    _write_ome_zarr(tmp_path / "f.ome.zarr", io.Image(pixels, tuple("abcde"), (0.29, 0.1, 0.1)))
+    np.testing.assert_array_equal(io.read_image(tmp_path / "f.ome.zarr").data, pixels)  # only a plain TIFF is refused
+
+
 def test_an_ome_tiffs_voxel_size_in_nanometres_is_read_in_micrometres(tmp_path):
     import tifffile
 
