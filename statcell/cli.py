@@ -1258,11 +1258,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             log.error("%s", error)
         return 1
-    except (EOFError, zipfile.BadZipFile, json.JSONDecodeError, OSError) as error:
+    except (EOFError, zipfile.BadZipFile, json.JSONDecodeError) as error:
         # numpy, zipfile and zarr say what is wrong with a truncated or corrupt file, not which file it is
         log.error("%s: %s, reading one of this command's inputs (%s): a truncated or corrupt file? Rerun the rule "
                   "that writes it (snakemake --forcerun RULE)", type(error).__name__, error,
                   ", ".join(_existing_paths(args)) or "none found")
+        return 1
+    except OSError as error:  # permissions, a full disk, ...: the message names the file where the system knows it
+        log.error("%s: %s", type(error).__name__, error)
         return 1
     except (ValueError, FloatingPointError) as error:  # a training loss gone NaN names its cause
         log.error("%s", error)

@@ -93,3 +93,13 @@ def test_a_missing_input_is_named_as_missing(tmp_path, caplog):
     assert main(["screenshot-explorer", "--page", str(tmp_path / "main.html"), "--output", str(tmp_path / "a.png"),
                  "--browser", "chromium"]) == 1
     assert "explorer page not found" in caplog.text and not (tmp_path / "a.png").exists()
+
+
+def test_a_truncated_or_empty_input_is_named(tmp_path, caplog):
+    """numpy and zipfile say what is wrong with a broken archive, not which one it is; the command names it."""
+    empty, truncated = tmp_path / "empty.npz", tmp_path / "truncated.npz"
+    empty.write_bytes(b"")
+    truncated.write_bytes(b"PK\x03\x04" + b"\x00" * 20)
+    for broken, error in ((empty, "EOFError"), (truncated, "BadZipFile")):
+        assert main(["plot-truncated-prior", "--truncated", str(broken), "--output", str(tmp_path / "x.png")]) == 1
+        assert f"{error}: " in caplog.text and f"inputs ({broken}" in caplog.text and "corrupt file" in caplog.text
