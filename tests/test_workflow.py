@@ -293,8 +293,11 @@ def test_full_run_builds_the_colony_the_stores_and_the_models(full_run, tmp_path
         assert list(metrics["epoch"]) == list(range(TINY["training"]["epochs"]))
     reconstruction = pd.read_csv(full_run / "results" / "models" / "reconstruction.csv")
     test_cells = pd.read_parquet(full_run / "results" / "main" / "cells.parquet").query("split == 'test'")
+    structures = train.load_model(full_run / "results" / "models" / "target.ckpt")[1]["structures"]
     assert set(zip(reconstruction["model"], reconstruction["structure"])) == (
-        {("reference", "all")} | {("target", structure) for structure in test_cells["structure"].unique()})
+        {("reference", "all")} | {("target", structure) for structure in structures})  # every one, tested or not
+    tested = reconstruction.set_index("structure").loc[list(structures), "cells"]
+    assert (tested > 0).to_dict() == {structure: structure in set(test_cells["structure"]) for structure in structures}
     assert "median reconstruction r" in (full_run / "logs" / "check_models.log").read_text()
     meshes = pd.read_csv(full_run / "results" / "meshes" / "quality.csv", keep_default_na=False, na_values=[""])
     assert set(meshes["kind"]) == {"real", "reconstruction", "generated", "representative"}
