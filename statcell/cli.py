@@ -1259,18 +1259,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("%s", error)
         return 1
     except (EOFError, zipfile.BadZipFile, json.JSONDecodeError) as error:
-        # numpy, zipfile and zarr say what is wrong with a truncated or corrupt file, not which file it is
-        log.error("%s: %s, reading one of this command's inputs (%s): a truncated or corrupt file? Rerun the rule "
-                  "that writes it (snakemake --forcerun RULE)", type(error).__name__, error,
-                  ", ".join(_existing_paths(args)) or "none found")
+        _log_unreadable_input(error, args)
         return 1
     except OSError as error:  # permissions, a full disk, ...: the message names the file where the system knows it
         log.error("%s: %s", type(error).__name__, error)
         return 1
     except (ValueError, FloatingPointError) as error:  # a training loss gone NaN names its cause
-        log.error("%s", error)
+        if "allow_pickle" in str(error):  # numpy's refusal of an .npz that is none: any other bytes read as pickles
+            _log_unreadable_input(error, args)
+        else:
+            log.error("%s", error)
         return 1
     return 0
+
+
+def _log_unreadable_input(error: Exception, args: argparse.Namespace) -> None:
+    """Log a truncated or corrupt input with the command's inputs: numpy, zipfile and zarr say what is wrong with
+    the file, not which file it is."""
+    log.error("%s: %s, reading one of this command's inputs (%s): a truncated or corrupt file? Rerun the rule that "
+              "writes it (snakemake --forcerun RULE)", type(error).__name__, error,
+              ", ".join(_existing_paths(args)) or "none found")
 
 
 def _existing_paths(args: argparse.Namespace, limit: int = 6) -> list[str]:

@@ -97,9 +97,10 @@ def test_a_missing_input_is_named_as_missing(tmp_path, caplog):
 
 def test_a_truncated_or_empty_input_is_named(tmp_path, caplog):
     """numpy and zipfile say what is wrong with a broken archive, not which one it is; the command names it."""
-    empty, truncated = tmp_path / "empty.npz", tmp_path / "truncated.npz"
+    empty, truncated, garbage = tmp_path / "empty.npz", tmp_path / "truncated.npz", tmp_path / "garbage.npz"
     empty.write_bytes(b"")
     truncated.write_bytes(b"PK\x03\x04" + b"\x00" * 20)
-    for broken, error in ((empty, "EOFError"), (truncated, "BadZipFile")):
+    garbage.write_text("not an archive\n")  # numpy takes it for pickled objects, which it refuses to load
+    for broken, error in ((empty, "EOFError"), (truncated, "BadZipFile"), (garbage, "ValueError")):
         assert main(["plot-truncated-prior", "--truncated", str(broken), "--output", str(tmp_path / "x.png")]) == 1
         assert f"{error}: " in caplog.text and f"inputs ({broken}" in caplog.text and "corrupt file" in caplog.text
