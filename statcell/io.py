@@ -162,18 +162,17 @@ def _zarr_attributes(path: Path) -> dict:
     return {}
 
 
-def _zarr_micrometres_per_unit(path: Path) -> tuple[float, float, float]:
+def _zarr_micrometres_per_unit(attributes: dict) -> tuple[float, float, float]:
     """Per axis z, y, x, the factor from an OME-Zarr image's axis unit to µm (1 where no unit is stated, as bioio
-    reads the scale without its unit)."""
-    multiscales = _zarr_attributes(path).get("multiscales") or [{}]
+    reads the scale without its unit), from its attributes (:func:`_zarr_attributes`)."""
+    multiscales = attributes.get("multiscales") or [{}]
     units = {axis.get("name"): axis.get("unit") for axis in multiscales[0].get("axes", []) if isinstance(axis, dict)}
     return tuple(_micrometres("1", units[axis]) if units.get(axis) else 1.0 for axis in "zyx")
 
 
-def _refuse_zarr_containers(path: Path) -> None:
+def _refuse_zarr_containers(path: Path, attributes: dict) -> None:
     """Stop at an OME-Zarr folder that holds images rather than being one (a plate, a bioformats2raw container),
     saying which folder to name instead."""
-    attributes = _zarr_attributes(path)
     if "plate" in attributes:
         raise ValueError(f"{path} is an OME-Zarr plate, which holds its images in wells: name one field's folder "
                          f"(row/column/field, e.g. {path / 'A' / '1' / '0'})")
@@ -313,6 +312,7 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
     from bioio import BioImage
 
     chosen = {}
+    zarr_attributes = None  # an OME-Zarr image's, read once
     plain_tiff = is_tiff and not _holds_ome_xml(path)
     if plain_tiff:
         # a plain TIFF goes straight to bioio's TIFF reader: tried first, bioio's OME-TIFF reader fails on it and
@@ -325,7 +325,8 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
         # series (image.zarr/0); bioio chooses its reader by the name's suffix
         from bioio_ome_zarr import Reader as OmeZarrReader
 
-        _refuse_zarr_containers(path)
+        zarr_attributes = _zarr_attributes(path)
+        _refuse_zarr_containers(path, zarr_attributes)
         chosen["reader"] = OmeZarrReader
     reader = BioImage(path, **chosen)
     _check_index(path, "scene", scene, len(reader.scenes))
@@ -352,8 +353,8 @@ def read_image(path: str | Path, *, scene: int = 0, timepoint: int = 0) -> Image
         warnings.filterwarnings("ignore", message="Could not parse tiff pixel size", category=UserWarning)
         sizes = reader.physical_pixel_sizes
     spacing = tuple(float(value) if value is not None else math.nan for value in (sizes.Z, sizes.Y, sizes.X))
-    if path.is_dir() and "reader" in chosen:  # the OME-Zarr reader, which reads the scale without its unit
-        spacing = tuple(side * factor for side, factor in zip(spacing, _zarr_micrometres_per_unit(path)))
+    if zarr_attributes is not None:  # the OME-Zarr reader reads the scale without its unit
+        spacing = tuple(side * factor for side, factor in zip(spacing, _zarr_micrometres_per_unit(zarr_attributes)))
     return Image(data=data, channel_names=names, spacing=spacing, scenes=len(reader.scenes),  # type: ignore[arg-type]
                  timepoints=reader.dims.T)
 
@@ -466,7 +467,9 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     table["drug"] = table["drug"].fillna("")
     for column in ("cell_segmentation", "nucleus_segmentation"):
         entries = table[column].fillna("").astype(str) if column in table.columns else pd.Series("", table.index)
-        table[column] = [str(resolve_path(entry, folder=path.parent)) if entry.strip() else "" for entry in entries]
+        given = entries.str.strip() != ""
+        table[column] = ""
+        table.loc[given, column] = resolve_paths(entries[given], folder=path.parent)
     provided = (table["cell_segmentation"] != "") != (table["nucleus_segmentation"] != "")
     if provided.any():
         raise ManifestError(f"manifest {path}, row {table.index[provided][0] + 2}: give both cell_segmentation and "

@@ -70,7 +70,7 @@ summarized over all cells, and the mitosis test is skipped with the reason in it
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -462,6 +462,19 @@ def bootstrap_interval(values: np.ndarray, units: np.ndarray, *, iterations: int
     return float(low), float(high)
 
 
+def called_phase(phases: Iterable[str]) -> str:
+    """The phase whose coupling calls are a structure's call: interphase, or, where the cells have no mitotic
+    annotation, the calls over all (unannotated) cells.
+
+    Examples
+    --------
+    >>> called_phase(["interphase", "mitosis"]), called_phase(["unannotated"])
+    ('interphase', 'unannotated')
+    """
+    phases = set(phases)
+    return "interphase" if "interphase" in phases or UNANNOTATED not in phases else UNANNOTATED
+
+
 def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings,
                          structures: Sequence[str] = ()) -> pd.DataFrame:
     """Per structure and phase: the FOV-level tests of the rank statistic, the call, and Eq 4/5's means.
@@ -506,8 +519,7 @@ def summarize_structures(per_cell: pd.DataFrame, *, settings: CouplingSettings,
             row[column], row[f"{channel}_p_value"] = test.mean, test.p_value
             row[f"{channel}_degrees_of_freedom"] = test.degrees_of_freedom
         rows.append(row)
-    phases = set(per_cell["phase"])
-    called = "interphase" if "interphase" in phases or UNANNOTATED not in phases and phases else UNANNOTATED
+    called = called_phase(per_cell["phase"])
     for structure in sorted(set(structures) - set(per_cell["structure"])):
         rows.append({"structure": structure, "phase": called, "n_cells": 0, "n_fovs": 0, "note": (
             "not measured: none of its cells is in the measured splits (all in training); give it more cells or FOVs")})

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from statcell.analysis.coupling import CALIBRATION_CONTROLS, NOT_MEASURED, UNANNOTATED
+from statcell.analysis.coupling import CALIBRATION_CONTROLS, NOT_MEASURED, called_phase
 
 COUPLING_EXPECTATIONS: dict[str, str] = {
     "control_membrane": CALIBRATION_CONTROLS["control_membrane"],
@@ -140,8 +140,7 @@ def calibration_checks(structures: pd.DataFrame) -> pd.DataFrame:
     >>> calibration_checks(table)[["check", "expected", "passed"]].values.tolist()
     [['control_membrane couples to', 'membrane', False], ['control_dna couples to', 'nucleus', False], ['control_blank couples to', 'neither', False]]
     """
-    phases = set(structures["phase"])
-    phase = "interphase" if "interphase" in phases or UNANNOTATED not in phases else UNANNOTATED
+    phase = called_phase(structures["phase"])
     measured = coupling_checks(structures, phase=phase, expectations=CALIBRATION_CONTROLS).set_index("check")
     rows = []
     for control, expected in CALIBRATION_CONTROLS.items():
