@@ -170,6 +170,11 @@ def _preprocess_one_fov(record: io.FovRecord, *, segmentation: segment.Segmentat
         log.warning("%s: %d of %d accepted cells reach the first or last of the %d z-slices of %s: a stack that "
                     "ends inside cells cuts them (column touches_z_end)", record.fov_id, cut, int(accepted.sum()),
                     labels.shape[1], record.path)
+    if accepted.any() and record.spacing[0] > settings.voxel_size_um:
+        log.warning("%s: the z-step of %s, %.2f µm, is coarser than the crops' voxel (%.2f µm): the crops interpolate "
+                    "between its slices, and a cell's top and bottom may fall between two slices, where the "
+                    "segmentation cannot place them (README, Preprocessing; bench/bench_z_step.py)", record.fov_id,
+                    record.path, record.spacing[0], settings.voxel_size_um)
 
 
 def _preprocess_fov(args: argparse.Namespace) -> None:

@@ -21,6 +21,7 @@ from scipy import ndimage
 from statcell.geometry import mask_surface_area
 from statcell.segment import match_labels
 from statcell.vocabulary import CROP_CHANNELS
+
 INTENSITY_CHANNELS: tuple[str, ...] = CROP_CHANNELS[:3]
 #: Where a channel's background may be measured: ``cell`` inside the cell itself, ``fov`` where the FOV has no cell.
 BACKGROUND_REGIONS: tuple[str, ...] = ("cell", "fov")

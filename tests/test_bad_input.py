@@ -114,6 +114,31 @@ def test_fov_with_no_cells_gives_a_reject_row(tmp_path, caplog):
     assert f"bad_fov: 1 {reason}" in caplog.text
 
 
+def test_stacks_that_cut_cells_or_step_coarsely_in_z_warn_and_keep_their_cells(tmp_path, caplog, tiny_fovs):
+    """A stack that ends inside its cells, or whose z-step is coarser than the crop voxel, keeps its cells and says why its
+    cells' heights and volumes are uncertain; a whole stack at a fine step says nothing."""
+    caplog.set_level("INFO")
+    image = tiny_fovs["golgi_00"].image
+    warnings = {}
+    for name, stack, z_step in (("whole", image, 0.29), ("cut", image[:, 8:24], 0.29),
+                                ("coarse", image[:, ::7], 0.29 * 7)):
+        path = tmp_path / f"{name}.ome.tiff"
+        io.write_ome_tiff(path, stack, channel_names=["m", "d", "s"], spacing=(z_step, 0.216, 0.216))
+        caplog.clear()
+        record = {**_record(path), "fov_id": name, "pixel_size_z_um": z_step}
+        table = pd.read_parquet(_segment_and_crop(record, tmp_path)[1])
+        accepted = table[table["reject_reason"] == ""]
+        assert len(accepted) > 0, name
+        warnings[name] = [entry.getMessage() for entry in caplog.records if entry.levelname == "WARNING"]
+        if name == "cut":
+            assert accepted["touches_z_end"].all()
+    assert warnings["whole"] == []
+    assert len(warnings["cut"]) == 1 and "reach the first or last of the 16 z-slices" in warnings["cut"][0]
+    coarse = [message for message in warnings["coarse"] if "z-step" in message]
+    assert len(coarse) == 1 and "2.03 µm, is coarser than the crops' voxel (0.80 µm)" in coarse[0]
+    assert str(tmp_path / "coarse.ome.tiff") in coarse[0]
+
+
 def test_bad_fovs_become_rejects_while_a_good_fov_reaches_the_store(tmp_path, caplog):
     """Every bad FOV of the corpus beside one good FOV, through segmentation, cropping and normalization."""
     caplog.set_level("INFO")
