@@ -197,8 +197,8 @@ def check_workflow_config(config: Mapping[str, Any]) -> None:
     :data:`MIN_MESH_EDGE_VOXELS` of the crop's voxel (a typo that would make the last job of a run hang on meshes of
     millions of triangles). Bounds given as pairs must be in order: ``crop.min_cell_volume_um3`` below
     ``crop.max_cell_volume_um3`` (else every cell is rejected and the run stops only at training), and
-    ``beta_sweep.lowest`` below ``beta_sweep.highest``; something to predict in (``predict``); and a colormap Matplotlib knows, checked here rather than by the figure's
-    job at the end of a run.
+    ``beta_sweep.lowest`` below ``beta_sweep.highest``; something to predict in (``predict``); and a colormap
+    Matplotlib knows, checked here rather than by the figure's job at the end of a run.
 
     Parameters
     ----------

@@ -115,8 +115,8 @@ def test_fov_with_no_cells_gives_a_reject_row(tmp_path, caplog):
 
 
 def test_stacks_that_cut_cells_or_step_coarsely_in_z_warn_and_keep_their_cells(tmp_path, caplog, tiny_fovs):
-    """A stack that ends inside its cells, or whose z-step is coarser than the crop voxel, keeps its cells and says why its
-    cells' heights and volumes are uncertain; a whole stack at a fine step says nothing."""
+    """A stack that ends inside its cells, or whose z-step is coarser than the crop voxel, keeps its cells and says
+    why their heights and volumes are uncertain; a whole stack at a fine step says nothing."""
     caplog.set_level("INFO")
     image = tiny_fovs["golgi_00"].image
     warnings = {}

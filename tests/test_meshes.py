@@ -233,6 +233,20 @@ def test_export_writes_every_kind_in_each_format_at_physical_scale(tmp_path):
     assert cell_mesh.bounds[1] - cell_mesh.bounds[0] == pytest.approx([20.0, 14.0, 12.0], abs=1.2)
 
 
+def test_asking_for_more_meshes_than_the_run_has_meshes_what_it_has_and_says_which_key_limits_it(caplog):
+    cell = _ellipsoid((4.0, 4.0, 5.0), 0.8, shape=(12, 12, 16)).astype(np.float32)
+    decoded = np.stack([cell, cell * 0.5])
+    settings = meshes.MeshSettings(cells=0, generated=5, dimensions=3, formats=("ply",))
+    chosen = meshes.cells_to_mesh(np.zeros((0, 3, 12, 12, 16)), pd.DataFrame({"cell_id": [], "structure": []}),
+                                  reconstructions=np.zeros((0, 3, 12, 12, 16)), prior=decoded[None].repeat(2, 0),
+                                  walks=_walks(decoded[None, None].repeat(2, 0).repeat(3, 1)),
+                                  spacing=(0.8,) * 3, settings=settings)
+    assert [cell.kind for cell in chosen].count("generated") == 2
+    assert [cell.kind for cell in chosen].count("representative") == 1 + 2 * 2
+    assert "meshes.generated is 5, but the run has 2 (config key 'analysis.generated_cells'): meshing 2" in caplog.text
+    assert "meshes.dimensions is 3, but the run has 2 (config key 'analysis.walk_dimensions'): meshing 2" in caplog.text
+
+
 def test_export_names_an_empty_part_and_rejects_an_unknown_format(tmp_path):
     blank = meshes.CellMasks(kind="real", name="c1", masks={"cell": _ellipsoid((3.0, 3.0, 3.0), 1.0),
                                                             "nucleus": np.zeros((12, 12, 12), bool)})

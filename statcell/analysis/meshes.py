@@ -382,6 +382,12 @@ def cells_to_mesh(real: np.ndarray, cells: pd.DataFrame, *, reconstructions: np.
         chosen.append(CellMasks(kind="reconstruction", name=str(row.cell_id), cell_id=str(row.cell_id),
                                 structure=str(row.structure),
                                 masks=_decoded_masks(reconstructions[position], spacing=spacing)))
+    walked = np.asarray(walks["dimension"]) if np.asarray(walks["images"]).size else np.zeros(0)
+    for key, asked, available, source in (("generated", settings.generated, len(prior), "analysis.generated_cells"),
+                                          ("dimensions", settings.dimensions, len(walked), "analysis.walk_dimensions")):
+        if asked > available:
+            log.warning("meshes.%s is %d, but the run has %d (config key '%s'): meshing %d", key, asked, available,
+                        source, available)
     for draw in range(min(settings.generated, len(prior))):
         chosen.append(CellMasks(kind="generated", name=f"prior_{draw:02d}",
                                 masks=_decoded_masks(prior[draw], spacing=spacing)))
@@ -390,7 +396,7 @@ def cells_to_mesh(real: np.ndarray, cells: pd.DataFrame, *, reconstructions: np.
         middle = int(np.argmin(np.abs(offsets)))
         chosen.append(CellMasks(kind="representative", name="mean",
                                 masks=_decoded_masks(images[0, middle], spacing=spacing)))
-        for row, dimension in enumerate(np.asarray(walks["dimension"])[:settings.dimensions]):
+        for row, dimension in enumerate(walked[:settings.dimensions]):
             for step, sign in ((0, "minus"), (len(offsets) - 1, "plus")):
                 chosen.append(CellMasks(
                     kind="representative", name=f"dim{int(dimension):02d}_{sign}{abs(offsets[step]):g}sd",
