@@ -173,7 +173,7 @@ def _preprocess_one_fov(record: io.FovRecord, *, segmentation: segment.Segmentat
     if accepted.any() and record.spacing[0] > settings.voxel_size_um:
         log.warning("%s: the z-step of %s, %.2f µm, is coarser than the crops' voxel (%.2f µm): the crops interpolate "
                     "between its slices, and a cell's top and bottom may fall between two slices, where the "
-                    "segmentation cannot place them (README, Preprocessing; bench/bench_z_step.py)", record.fov_id,
+                    "segmentation cannot place them (README, Preprocessing; bench/bench_z_sampling.py)", record.fov_id,
                     record.path, record.spacing[0], settings.voxel_size_um)
 
 

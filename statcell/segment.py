@@ -1,9 +1,10 @@
 """Segmentation of nuclei (DNA channel) and cells (membrane channel) in one 3D field of view.
 
 Nuclei: Gaussian smoothing, Otsu threshold, holes filled (nucleoli exclude DNA), touching nuclei split by a watershed
-on the distance transform. Cells: a seeded watershed on the smoothed membrane image, one seed per nucleus plus a
-background seed in the slices above and below the monolayer, so cells grow until they meet a membrane and the
-background floods the space outside them. All distances are physical (µm), so anisotropic voxels are handled.
+on the distance transform. Cells: a seeded watershed on the smoothed membrane image, one seed per nucleus plus
+background seeds in the stack's first and last slices wherever these are open to the FOV's sides (below and above the
+monolayer; a slice that cuts through cells leaves their cut faces, enclosed by their membranes, unseeded), so cells
+grow until they meet a membrane and the background floods the space outside them. All distances are physical (µm), so anisotropic voxels are handled.
 
 With ``working_voxel_um`` set, both run on a coarser working grid: a FOV imaged much finer than that (0.108 or
 0.216 µm pixels, against cells cropped at 0.8 µm) is binned by a whole factor per axis (block means), segmented, and
@@ -250,13 +251,14 @@ def segment_cells(membrane: np.ndarray, nuclei: np.ndarray, *, spacing: tuple[fl
 def _cells_on_grid(membrane: np.ndarray, nuclei: np.ndarray, spacing: tuple[float, ...],
                    settings: SegmentationSettings) -> np.ndarray:
     smooth = ndimage.gaussian_filter(membrane.astype(np.float32), _sigma(settings.membrane_smoothing_um, spacing))
+    bright = smooth > threshold_otsu(smooth)
     background = int(nuclei.max()) + 1
     markers = nuclei.astype(np.int32).copy()
-    for plane in (0, -1):  # above and below the monolayer
-        markers[plane][markers[plane] == 0] = background
+    for plane in (0, -1):  # below and above the monolayer
+        markers[plane][(markers[plane] == 0) & _open_to_the_side(~bright[plane])] = background
     labels = watershed(smooth, markers)
     labels[labels == background] = 0
-    labels = _claim_membrane(labels, smooth)
+    labels = _claim_membrane(labels, bright)
     cells = _drop_small(labels, spacing, settings.cell_min_volume_um3)
     survivors = np.unique(labels[cells > 0])
     relabel = np.zeros(background + 1, dtype=np.int32)
@@ -264,14 +266,40 @@ def _cells_on_grid(membrane: np.ndarray, nuclei: np.ndarray, spacing: tuple[floa
     return relabel[labels]
 
 
-def _claim_membrane(labels: np.ndarray, membrane: np.ndarray) -> np.ndarray:
+def _open_to_the_side(dim: np.ndarray) -> np.ndarray:
+    """The pixels of a plane's dim region that reach the plane's side without crossing bright membrane.
+
+    The stack's first and last planes seed the background. Where a plane lies outside the monolayer (the glass
+    below, the medium above) its dim region is open to the FOV's sides; where the stack cuts through cells, each
+    cell's cut face is enclosed by its lateral membranes and is left for the watershed to give to the cell, which a
+    background seed there would flood from its cut face up (bench/bench_z_sampling.py).
+
+    Examples
+    --------
+    A bright membrane ring around one dim pixel:
+
+    >>> dim = np.ones((5, 5), bool)
+    >>> dim[1:4, 1:4] = False
+    >>> dim[2, 2] = True
+    >>> _open_to_the_side(dim).astype(int)
+    array([[1, 1, 1, 1, 1],
+           [1, 0, 0, 0, 1],
+           [1, 0, 0, 0, 1],
+           [1, 0, 0, 0, 1],
+           [1, 1, 1, 1, 1]])
+    """
+    regions, _ = ndimage.label(dim)
+    sides = np.concatenate([regions[0], regions[-1], regions[:, 0], regions[:, -1]])
+    return np.isin(regions, sides[sides > 0])
+
+
+def _claim_membrane(labels: np.ndarray, bright: np.ndarray) -> np.ndarray:
     """Give each cell the bright membrane voxels on its free surface that the watershed left to the background.
 
     The watershed line runs along the crest of the membrane signal, so the apical and basal membranes, which belong
-    to the cell, fall on the background side; a voxel next to a cell whose membrane signal is above the Otsu level is
-    taken back by that cell.
+    to the cell, fall on the background side; a voxel next to a cell whose membrane signal is above the Otsu level
+    (``bright``) is taken back by that cell.
     """
-    bright = membrane > threshold_otsu(membrane)
     grown = ndimage.grey_dilation(labels, size=(3, 3, 3))
     claim = (labels == 0) & bright & (grown > 0)
     out = labels.copy()

@@ -52,6 +52,27 @@ def test_cells_grow_from_their_nuclei_up_to_the_membrane():
     assert labels[0].max() == 0 and labels[-1].max() == 0  # background above and below
 
 
+def test_a_stack_that_starts_inside_its_cells_keeps_their_cut_faces_and_the_medium_beside_them_stays_background():
+    """The first slice cuts through two cells (their lateral membranes, no basal one) beside a strip of medium: only
+    the medium, open to the FOV's side, seeds the background there; each cell keeps its cut face and its inside."""
+    shape = (24, 40, 100)
+    cells = np.zeros(shape, dtype=int)
+    cells[:20, 2:38, 2:40] = 1
+    cells[:20, 2:38, 40:78] = 2  # x 78 on: medium beside the colony
+    below = np.concatenate([cells[:1].repeat(3, axis=0), cells])  # the cells go on below the stack's first slice
+    shell = (below > 0) & ~ndimage.binary_erosion(below > 0)
+    membrane = 100 + 400 * shell[3:] + 400 * (np.isin(np.arange(shape[2]), [39, 40])[None, None] & (cells > 0))
+    nuclei = np.zeros(shape, dtype=np.int32)
+    nuclei[8:14, 15:25, 15:25] = 1
+    nuclei[8:14, 15:25, 55:65] = 2
+    labels = segment.segment_cells(membrane.astype(float), nuclei, spacing=SPACING)
+    for label in (1, 2):
+        interior = ndimage.binary_erosion(cells == label, border_value=1)  # the cut face is inside, not a surface
+        assert interior[0].any() and (labels[interior] == label).all()
+    assert labels[:, :, 80:].max() == 0 and labels[-1].max() == 0  # the medium beside and above the cells
+    assert segment.match_labels(cells, labels)["iou"].min() > 0.9
+
+
 def test_match_labels_scores_iou():
     truth = np.array([[1, 1, 1, 1, 0, 2, 2]])
     predicted = np.array([[5, 5, 0, 0, 0, 7, 7]])
