@@ -51,6 +51,16 @@ def _add_trained_models_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cells", required=True, help="cells.parquet of the store")
 
 
+def _channel_argument(text: str) -> int | str:
+    """A channel option's value: a 0-based index or a channel name (:func:`statcell.io.channel_selector`)."""
+    from statcell import io
+
+    try:
+        return io.channel_selector(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
 def _fov_records(args: argparse.Namespace) -> list[io.FovRecord]:
     """The FOVs to work on, in order: inline JSON of each one's manifest row (the rules), or a manifest and FOV ids
     (by hand)."""
@@ -701,8 +711,11 @@ def _predict_cells(args: argparse.Namespace) -> None:
     settings = prediction.PredictSettings.from_section(
         section_settings("predict", config_path=args.config, inline_json=args.settings))
     analysis = section_settings("analysis", config_path=args.config, inline_json=args.analysis_settings)
-    reference_model, _ = export.load_model(args.reference, "reference")
+    reference_model, reference_card = export.load_model(args.reference, "reference")
     target_model, card = export.load_model(args.target, "target")
+    # the two models predict together: the reference model's generated cells go through the target model
+    export.check_fits(reference_card, model=str(args.reference), data=f"of the target model {args.target}",
+                      voxel_size_um=card.voxel_size_um, crop_shape=card.crop_shape)
     if args.image:
         image = io.read_image(args.image, scene=args.scene or 0, timepoint=args.timepoint or 0)
         holds, unsaid = io.unnamed_selection(image, scene=args.scene, timepoint=args.timepoint)
@@ -712,18 +725,27 @@ def _predict_cells(args: argparse.Namespace) -> None:
         spacing = tuple(args.pixel_size) if args.pixel_size else image.spacing
         if any(math.isnan(step) for step in spacing):
             raise ConfigError(f"{args.image} does not state its voxel size: give --pixel-size Z Y X (µm)")
+        differing = io.differing_voxel_size(spacing, image, args.image) if args.pixel_size else []
+        if differing:
+            log.warning("--pixel-size %s µm differs from %s's metadata (%s); --pixel-size is used",
+                        " ".join(f"{side:g}" for side in spacing), args.image, ", ".join(differing))
         if card.crop_shape is None or card.voxel_size_um is None:
             raise ConfigError(f"{args.target} does not state the crop shape and voxel size it was trained on (a "
                               "Lightning checkpoint): give its weights-only export NAME.pt with NAME.json")
-        config = load_config(args.config or DEFAULT_CONFIG_PATH)
-        crop_section = {**config["crop"], "shape": dict(zip("zyx", card.crop_shape)),
-                        "voxel_size_um": float(card.voxel_size_um[0])}  # the grid the model was trained on
-        name = Path(args.image).name.split(".")[0]
-        channels = image.data[[args.membrane_channel, args.dna_channel]]
+        # the grid the model was trained on, before validation: a working grid set to auto follows it
+        config = load_config(args.config or DEFAULT_CONFIG_PATH, overrides={"crop": {
+            "shape": dict(zip("zyx", card.crop_shape)), "voxel_size_um": float(card.voxel_size_um[0])}})
+        channels = io.usable_channels(image, (args.membrane_channel, args.dna_channel), path=args.image,
+                                      what="predict-cells --image", given=("--membrane-channel", "--dna-channel"))
         crops, table = prediction.cells_from_image(channels, spacing=spacing, segmentation=config["segmentation"],
-                                                   crop=crop_section, normalize=config["normalize"], name=name)
+                                                   crop=config["crop"], normalize=config["normalize"],
+                                                   name=prediction.image_name(args.image))
         accepted = table[table["reject_reason"] == ""].sort_values("crop_index")
         log.info("%s: %d cells found, %d cropped", args.image, len(table), len(accepted))
+        if accepted.empty:
+            reasons = table["reject_reason"].value_counts()
+            log.warning("%s: no cell to predict in (%s)", args.image,
+                        ", ".join(f"{count} {reason}" for reason, count in reasons.items()) or "no cell found")
         chosen = pd.DataFrame({"cell_id": accepted["cell_id"], "source": "image", "imaged_structure": ""})
         references, voxel = crops[:, :2], tuple(float(step) for step in card.voxel_size_um)
     else:
@@ -782,8 +804,10 @@ def _add_predict_cells(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--cells", help="cells.parquet beside it")
     parser.add_argument("--cell-id", action="append", help="a cell to predict in (repeat for more)")
     parser.add_argument("--image", help="a new image (OME-TIFF or TIFF) to segment and predict in instead")
-    parser.add_argument("--membrane-channel", type=int, default=0, help="--image's membrane channel (default 0)")
-    parser.add_argument("--dna-channel", type=int, default=1, help="--image's DNA channel (default 1)")
+    parser.add_argument("--membrane-channel", type=_channel_argument, default=0,
+                        help="--image's membrane channel: 0-based index or the file's channel name (default 0)")
+    parser.add_argument("--dna-channel", type=_channel_argument, default=1,
+                        help="--image's DNA channel: 0-based index or the file's channel name (default 1)")
     parser.add_argument("--pixel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="--image's voxel size in µm, where the file does not state it")
     parser.add_argument("--scene", type=int, help="--image's scene (0-based), where the file holds several")

@@ -380,13 +380,16 @@ def _expand_home(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
+def load_config(path: str | Path, *, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Read a YAML (or JSON) configuration file, validate it and fill in the defaults.
 
     Parameters
     ----------
     path : str or Path
         The configuration file.
+    overrides : mapping, optional
+        Keys that replace the file's, by section (e.g. ``{"crop": {"voxel_size_um": 0.4}}``: a model's grid), before
+        validation, so that settings derived from them (``segmentation.working_voxel_um: auto``) follow them.
 
     Returns
     -------
@@ -403,6 +406,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
     if not isinstance(parsed, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(parsed).__name__}")
+    for section, values in (overrides or {}).items():
+        parsed[section] = {**(parsed.get(section) or {}), **values}
     try:
         return validate_config(parsed)
     except ConfigError as error:

@@ -732,15 +732,24 @@ def _states_voxel_size(path: str | Path) -> bool:
     return path.suffix.lower() not in (".tif", ".tiff") or _holds_ome_xml(path)
 
 
-def _channel_index(record: FovRecord, image: Image, selector: int | str) -> int:
-    """The index of a manifest's channel entry in the FOV's image: an index as it is, a name looked up."""
+def _channel_index(image: Image, selector: int | str, *, what: str, path: str | Path) -> int:
+    """The index of a channel entry in an image: an index as it is, a name looked up."""
     if isinstance(selector, int):
         return selector
     names = list(image.channel_names)
     if names.count(selector) != 1:
         found = "names two channels" if names.count(selector) else "has no channel named"
-        raise FovError(f"FOV {record.fov_id}: {record.path} {found} {selector!r}; its channels are {names}")
+        raise FovError(f"{what}: {path} {found} {selector!r}; its channels are {names}")
     return names.index(selector)
+
+
+def differing_voxel_size(spacing: tuple[float, float, float], image: Image, path: str | Path) -> list[str]:
+    """The sides on which the voxel size an image's metadata states differs from ``spacing`` by more than
+    :data:`VOXEL_SIZE_TOLERANCE`, as text (``"y 0.108 µm"``); empty where the file states none."""
+    if not _states_voxel_size(path):
+        return []
+    return [f"{axis} {found:g} µm" for axis, stated, found in zip("zyx", spacing, image.spacing)
+            if math.isfinite(found) and abs(found - stated) > VOXEL_SIZE_TOLERANCE * stated]
 
 
 def read_fov(record: FovRecord, *, warn_voxel_size: bool = True) -> np.ndarray:
@@ -759,15 +768,14 @@ def read_fov(record: FovRecord, *, warn_voxel_size: bool = True) -> np.ndarray:
     Returns
     -------
     ndarray
-        float32 ``(3, Z, Y, X)``: membrane, DNA, structure.
+        float32 ``(3, Z, Y, X)``: membrane, DNA, structure (:func:`usable_channels`).
 
     Raises
     ------
     FovError
         If the file is missing or unreadable, holds several scenes or time points and the record does not say
-        which, has no such scene or time point, has too few channels, no channel of a name the record gives, or
-        a single z-slice, holds NaN or infinite values, or is empty (a constant image); the message names the
-        file.
+        which, has no such scene or time point, or its channels cannot be used (:func:`usable_channels`); the
+        message names the file.
     """
     try:
         image = read_image(record.path, scene=record.scene or 0, timepoint=record.timepoint or 0)
@@ -780,32 +788,68 @@ def read_fov(record: FovRecord, *, warn_voxel_size: bool = True) -> np.ndarray:
         raise FovError(f"FOV {record.fov_id}: {record.path} holds {holds}; say which one is this FOV in the "
                        f"manifest's {' and '.join(map(repr, unsaid))} column (0-based; one row per scene or time "
                        "point to use them all)")
-    differing = [f"{axis} {found:g} µm" for axis, stated, found in zip("zyx", record.spacing, image.spacing)
-                 if math.isfinite(found) and abs(found - stated) > VOXEL_SIZE_TOLERANCE * stated]
-    if warn_voxel_size and differing and _states_voxel_size(record.path):
+    differing = differing_voxel_size(record.spacing, image, record.path)
+    if warn_voxel_size and differing:
         log.warning("FOV %s: the voxel size of the manifest (z, y, x %s µm) differs from %s's metadata (%s); the "
                     "manifest's is used", record.fov_id, ", ".join(f"{side:g}" for side in record.spacing),
                     record.path, ", ".join(differing))
+    return usable_channels(image, [getattr(record, column) for column in CHANNEL_COLUMNS], path=record.path,
+                           what=f"FOV {record.fov_id}",
+                           given=[f"the manifest's {CHANNEL_COLUMNS[0]}", *CHANNEL_COLUMNS[1:]])
+
+
+def usable_channels(image: Image, selectors: Sequence[int | str], *, path: str | Path, what: str,
+                    given: Sequence[str]) -> np.ndarray:
+    """An image's membrane, DNA and any further channels, in camera units, checked that they can be used.
+
+    Floating-point images are mapped onto the camera's 0–65,535 (:func:`_to_camera_range`), as cropping stores
+    16-bit camera units.
+
+    Parameters
+    ----------
+    image : Image
+        The image read (:func:`read_image`).
+    selectors : sequence of int or str
+        Each channel's index or name, membrane and DNA first.
+    path : str or Path
+        The image's file, named in messages.
+    what : str
+        What the messages are about, e.g. ``"FOV golgi_00"``.
+    given : sequence of str
+        Where each selector was given, for messages: ``"the manifest's membrane_channel"``, ``"--dna-channel"``.
+
+    Returns
+    -------
+    ndarray
+        float32 ``(len(selectors), Z, Y, X)``.
+
+    Raises
+    ------
+    FovError
+        If a name is not one of the image's channels, membrane and DNA are the same channel, an index is outside
+        the image's channels, the image is a single z-slice, holds NaN or infinite values, or its membrane or DNA
+        channel is constant (a blank structure channel is a valid control).
+    """
     pixels = image.data
-    wanted = tuple(_channel_index(record, image, getattr(record, column)) for column in CHANNEL_COLUMNS)
+    wanted = tuple(_channel_index(image, selector, what=what, path=path) for selector in selectors)
     if wanted[0] == wanted[1]:
-        raise FovError(f"FOV {record.fov_id}: the manifest's membrane_channel {record.membrane_channel!r} and "
-                       f"dna_channel {record.dna_channel!r} are both channel {wanted[0]} of {record.path}")
-    if max(wanted) >= pixels.shape[0]:
-        raise FovError(f"FOV {record.fov_id}: {record.path} has {pixels.shape[0]} channel(s) but the manifest asks "
-                       f"for channels {wanted}")
+        raise FovError(f"{what}: {given[0]} {selectors[0]!r} and {given[1]} {selectors[1]!r} are both channel "
+                       f"{wanted[0]} of {path}")
+    if min(wanted) < 0 or max(wanted) >= pixels.shape[0]:
+        asked = ", ".join(f"{source} {selector!r}" for source, selector in zip(given, selectors))
+        raise FovError(f"{what}: {path} has {pixels.shape[0]} channel(s) (0 to {pixels.shape[0] - 1}) but {asked} "
+                       f"ask for channels {wanted}")
     if pixels.shape[1] == 1:
-        raise FovError(f"FOV {record.fov_id}: {record.path} is a single z-slice (a 2D image, or a projection); "
-                       "statcell segments and crops 3D z-stacks")
+        raise FovError(f"{what}: {path} is a single z-slice (a 2D image, or a projection); statcell segments and "
+                       "crops 3D z-stacks")
     channels = pixels[list(wanted)].astype(np.float32)
     if not np.isfinite(channels).all():
-        raise FovError(f"FOV {record.fov_id}: {record.path} contains NaN or infinite values")
+        raise FovError(f"{what}: {path} contains NaN or infinite values")
     if np.issubdtype(pixels.dtype, np.floating):
-        channels = _to_camera_range(channels, what=f"FOV {record.fov_id} ({record.path})")
-    for name, channel in zip(("membrane", "DNA"), channels[:2]):  # a blank structure channel is a valid control
+        channels = _to_camera_range(channels, what=f"{what} ({path})")
+    for name, channel in zip(("membrane", "DNA"), channels[:2]):
         if channel.min() == channel.max():
-            raise FovError(f"FOV {record.fov_id}: the {name} channel of {record.path} is empty (constant "
-                           f"{channel.min():g})")
+            raise FovError(f"{what}: the {name} channel of {path} is empty (constant {channel.min():g})")
     return channels
 
 

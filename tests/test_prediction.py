@@ -86,16 +86,22 @@ def test_predict_cells_writes_one_ome_tiff_per_cell_that_bioio_reads(tiny_models
                  "--cell-id", "main/nope/1", "--outdir", tmp_path / "bad") == 1
 
 
-def test_a_new_image_is_segmented_cropped_on_the_models_grid_and_predicted(tiny_models, tiny_fovs, tiny_settings,
-                                                                          tmp_path, caplog):
-    """A raw FOV file, as a user would pass it: its cells are found and cropped at the model's crop shape and voxel."""
+def _models_on_the_tiny_grid(tiny_models, folder, **changes) -> dict:
+    """The tiny models exported with cards stating the tiny store's grid (and any other ``changes`` to the cards)."""
     models = {}
     for kind in ("reference", "target"):
         network, card = export.load_model(tiny_models[kind])
         card = dataclasses.replace(card, crop_shape=list(TINY_CELL_SHAPE), voxel_size_um=[TINY_VOXEL_UM] * 3,
                                    channels=["membrane", "dna", "structure", "cell_mask", "nucleus_mask"])
-        models[kind] = tmp_path / f"{kind}.pt"
-        export.save_model(network, card, models[kind])
+        models[kind] = folder / f"{kind}.pt"
+        export.save_model(network, dataclasses.replace(card, **changes.get(kind, {})), models[kind])
+    return models
+
+
+def test_a_new_image_is_segmented_cropped_on_the_models_grid_and_predicted(tiny_models, tiny_fovs, tiny_settings,
+                                                                          tmp_path, caplog):
+    """A raw FOV file, as a user would pass it: its cells are found and cropped at the model's crop shape and voxel."""
+    models = _models_on_the_tiny_grid(tiny_models, tmp_path)
     fov = fov_of(tiny_fovs, "golgi")
     path = tmp_path / "my_cells.ome.tiff"
     io.write_ome_tiff(path, fov.image[:2], channel_names=["CellMask", "Hoechst"], spacing=tiny_settings.pixel_size_um)
@@ -151,3 +157,57 @@ def test_napari_opens_a_predicted_cell_at_its_voxel_size(tmp_path):
     assert len(layers) == 1 and layers[0].data.shape[-4:] == image.shape
     assert list(layers[0].scale[-3:]) == pytest.approx([0.8, 0.4, 0.4])
     np.testing.assert_allclose(np.asarray(layers[0].data).reshape(image.shape), image, rtol=1e-6)
+
+
+def test_a_new_image_is_read_as_the_workflow_reads_a_fov_whatever_its_pixel_type_or_channel_order(
+        tiny_models, tiny_fovs, tiny_settings, tmp_path, caplog):
+    """A floating-point export scaled to [0, 1], its channels in another order and named: the same cells as the
+    camera's 16-bit file; bad channel options, a voxel size other than the file's and an image without a usable
+    cell are named; a reference model on another grid than the target model is refused."""
+    models = _models_on_the_tiny_grid(tiny_models, tmp_path)
+    fov = fov_of(tiny_fovs, "golgi")
+    settings = json.dumps({"dataset": "main", "cells": [], "count": 2, "samples": 1, "generated": 0})
+    spacing = tiny_settings.pixel_size_um
+
+    def predict(path, *options, outdir):
+        return _main("predict-cells", "--settings", settings, "--reference", models["reference"], "--target",
+                     models["target"], "--image", path, *options, "--outdir", tmp_path / outdir)
+
+    camera = tmp_path / "camera.ome.tiff"
+    io.write_ome_tiff(camera, fov.image[:2], channel_names=["CellMask", "Hoechst"], spacing=spacing)
+    exported = tmp_path / "camera.float.ome.tiff"
+    scaled = fov.image[[1, 0]].astype(np.float32) / fov.image.max()
+    io.write_ome_tiff(exported, scaled, channel_names=["Hoechst", "CellMask"], spacing=spacing)
+    assert predict(camera, outdir="camera") == 0
+    assert predict(exported, "--membrane-channel", "CellMask", "--dna-channel", "Hoechst", outdir="float") == 0
+    tables = [pd.read_csv(tmp_path / name / "predictions.csv") for name in ("camera", "float")]
+    assert len(tables[0]) >= 2 and tables[0]["cell_id"].tolist() == tables[1]["cell_id"].str.replace(
+        "camera.float/", "camera/").tolist()
+    with np.load(tmp_path / "camera" / "predictions.npz") as first, np.load(tmp_path / "float" / "predictions.npz") \
+            as second:
+        references = first["images"][:, 0, :2].ravel(), second["images"][:, 0, :2].ravel()
+    assert np.corrcoef(*references)[0, 1] > 0.99
+
+    caplog.clear()
+    assert predict(camera, "--dna-channel", "5", outdir="bad") == 1
+    assert "has 2 channel(s) (0 to 1) but --membrane-channel 0, --dna-channel 5 ask for channels (0, 5)" in caplog.text
+    assert predict(camera, "--dna-channel", "Hoechst", "--membrane-channel", "Hoechst", outdir="bad") == 1
+    assert "--membrane-channel 'Hoechst' and --dna-channel 'Hoechst' are both channel 1" in caplog.text
+    with pytest.raises(SystemExit):
+        predict(camera, "--membrane-channel", "-1", outdir="bad")
+    assert predict(camera, "--pixel-size", spacing[0], spacing[1] / 2, spacing[2] / 2, outdir="halved") == 0
+    assert f"differs from {camera}'s metadata (y {spacing[1]:g} µm, x {spacing[2]:g} µm)" in caplog.text
+
+    caplog.clear()
+    flat = tmp_path / "flat.ome.tiff"
+    io.write_ome_tiff(flat, np.random.default_rng(0).normal(100, 2, (2, 12, 40, 40)).clip(0).astype(np.uint16),
+                      channel_names=["CellMask", "Hoechst"], spacing=spacing)
+    assert predict(flat, outdir="flat") == 0
+    assert f"{flat}: no cell to predict in (1 " in caplog.text  # with the reasons the crops table gives
+
+    (tmp_path / "elsewhere").mkdir()
+    elsewhere = _models_on_the_tiny_grid(tiny_models, tmp_path / "elsewhere", reference={"voxel_size_um": [0.4] * 3})
+    caplog.clear()
+    assert _main("predict-cells", "--settings", settings, "--reference", elsewhere["reference"], "--target",
+                 models["target"], "--image", camera, "--outdir", tmp_path / "mixed") == 1
+    assert f"the reference model {elsewhere['reference']} does not fit the data of the target model" in caplog.text

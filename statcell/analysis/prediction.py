@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path, PurePath
 
 import numpy as np
 import pandas as pd
@@ -71,7 +72,7 @@ def choose_cells(cells: pd.DataFrame, *, ids: Sequence[str], count: int, dataset
     cells : DataFrame
         A dataset's ``cells.parquet`` (``cell_id``, ``split``, ``structure``, ``store_index``).
     ids : sequence of str
-        Cell ids; empty: the first ``count`` test cells (all cells where there is no test split), one of each
+        Cell ids (one named twice is predicted in once); empty: the first ``count`` test cells (all cells where there is no test split), one of each
         structure first, controls last.
     count : int
         Cells when no ids are given.
@@ -92,7 +93,7 @@ def choose_cells(cells: pd.DataFrame, *, ids: Sequence[str], count: int, dataset
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise ValueError(f"cell ids not in {dataset}: {', '.join(missing[:5])}{more} "
                              f"(ids look like {cells['cell_id'].iloc[0]!r})")
-        return cells.set_index("cell_id").loc[list(ids)].reset_index()
+        return cells.set_index("cell_id").loc[list(dict.fromkeys(ids))].reset_index()  # each cell once
     pool = cells[cells["split"] == "test"] if (cells["split"] == "test").any() else cells
     pool = pool.sort_values("cell_id")
     return pool.iloc[showcase_order(pool["structure"].astype(str).tolist())[:count]].reset_index(drop=True)
@@ -196,6 +197,32 @@ def integrated_cell(reference: np.ndarray, mean: np.ndarray, draws: np.ndarray, 
     image = np.concatenate([reference, mean, draws.transpose(1, 0, *range(2, draws.ndim)).reshape(
         samples * len(structures), *draws.shape[2:])])
     return image.astype(np.float32), names
+
+
+#: File-name endings of images, longest first, that an image's name leaves out.
+IMAGE_SUFFIXES: tuple[str, ...] = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr")
+
+
+def image_name(path: str | Path) -> str:
+    """The name a new image's cells are called by (``<name>/<label>``): its file name without the image suffix, and,
+    for an image inside a Zarr container (a plate's field ``plate.ome.zarr/A/1/0``), the path from the container's
+    name on, joined by ``-``.
+
+    Examples
+    --------
+    >>> image_name("data/exp.a.ome.tiff"), image_name("data/exp.b.ome.tiff"), image_name("fov.TIF")
+    ('exp.a', 'exp.b', 'fov')
+    >>> image_name("screens/plate.ome.zarr/A/1/0"), image_name("image.zarr/0/")
+    ('plate-A-1-0', 'image-0')
+    """
+    parts = PurePath(path).parts
+    containers = [index for index, part in enumerate(parts[:-1]) if part.lower().endswith(".zarr")]
+    named = list(parts[containers[-1]:]) if containers else [parts[-1]]
+    for suffix in IMAGE_SUFFIXES:
+        if named[0].lower().endswith(suffix) and len(named[0]) > len(suffix):
+            named[0] = named[0][: -len(suffix)]
+            break
+    return "-".join(named)
 
 
 def cells_from_image(channels: np.ndarray, *, spacing: tuple[float, float, float], segmentation: Mapping,
