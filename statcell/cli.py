@@ -377,15 +377,15 @@ def _import_model(args: argparse.Namespace) -> None:
     from dataclasses import replace
     from pathlib import Path
 
-    import pandas as pd
-
+    from statcell import io
     from statcell.analysis import embed
     from statcell.models import export
 
     network, card = export.load_model(args.weights)  # weights only: nothing in the file is executed
     if card.kind != args.kind:
         raise ConfigError(f"models.{args.kind}: {args.weights} holds a {card.kind} model, not a {args.kind} model")
-    embed.check_model_fits_data(card.to_dict(), args.store, pd.read_parquet(args.cells), model_name=args.weights)
+    cells = io.read_cell_table(args.cells, store=args.store)
+    embed.check_model_fits_data(card.to_dict(), args.store, cells, model_name=args.weights)
     card = export.save_model(network, replace(card, imported_from=str(Path(args.weights).resolve())), args.output)
     log.info("imported the %s model %s (trained on %s, %d cells, statcell %s): %d structures, latent size %d",
              card.kind, args.weights, card.dataset.get("name", "?"), card.dataset.get("n_cells", 0),
@@ -410,7 +410,6 @@ def _check_models(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     import numpy as np
-    import pandas as pd
 
     from statcell import io
     from statcell.analysis import model_check
@@ -418,8 +417,9 @@ def _check_models(args: argparse.Namespace) -> None:
 
     settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
     with evaluation_precision(settings["precision"]):
-        kl, images, reconstruction = model_check.check_models(args.reference, args.target, store=args.store,
-                                                              cells=pd.read_parquet(args.cells), count=args.count)
+        kl, images, reconstruction = model_check.check_models(
+            args.reference, args.target, store=args.store, cells=io.read_cell_table(args.cells, store=args.store),
+            count=args.count)
     io.write_table(kl, args.kl)
     Path(args.images).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.images, **images)
@@ -454,8 +454,6 @@ def _add_check_models(commands: argparse._SubParsersAction) -> None:
 
 # Embed and latent space
 def _embed_cells(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from statcell import io
     from statcell.analysis import embed
     from statcell.models.precision import evaluation_precision
@@ -463,7 +461,7 @@ def _embed_cells(args: argparse.Namespace) -> None:
 
     settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
     model, hparams = load_model(args.checkpoint)
-    cells = pd.read_parquet(args.cells)
+    cells = io.read_cell_table(args.cells, store=args.store)
     embed.check_model_fits_data(hparams, args.store, cells, model_name=args.checkpoint)
     with evaluation_precision(settings["precision"]):
         embeddings = embed.embed_cells(args.store, cells, model=model, hparams=hparams,
@@ -570,7 +568,6 @@ def _generate_cells(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     import numpy as np
-    import pandas as pd
 
     from statcell import io
     from statcell.analysis import generation
@@ -582,7 +579,8 @@ def _generate_cells(args: argparse.Namespace) -> None:
     target, target_hparams = load_model(args.target, "target")
     with evaluation_precision(settings["precision"]):
         result = generation.generate_cells(
-            args.store, pd.read_parquet(args.cells), reference_model=reference, target_model=target,
+            args.store, io.read_cell_table(args.cells, store=args.store), reference_model=reference,
+            target_model=target,
             structures=list(target_hparams["structures"]), generated_cells=settings["generated_cells"],
             per_structure=settings["generated_per_structure"], examples=settings["examples_per_structure"],
             elbo_samples=settings["elbo_samples"], batch_size=settings["batch_size"], seed=settings["seed"],
@@ -751,7 +749,7 @@ def _predict_cells(args: argparse.Namespace) -> None:
     else:
         if not (args.store and args.cells):
             raise ConfigError("give --store and --cells (cells of a dataset), or --image (a new image)")
-        cells = pd.read_parquet(args.cells)
+        cells = io.read_cell_table(args.cells, store=args.store)
         voxel = io.store_spacing(args.store)
         export.check_fits(card, model=str(args.target), data=str(args.store), voxel_size_um=voxel,
                           crop_shape=io.open_cells(args.store).shape[2:])
@@ -831,9 +829,12 @@ def _perturb_cells(args: argparse.Namespace) -> None:
         section_settings("in_silico", config_path=args.config, inline_json=args.settings))
     analysis = section_settings("analysis", config_path=args.config, inline_json=args.analysis_settings)
     model, card = export.load_model(args.target, "target")
+    export.check_fits(card, model=str(args.target), data=str(args.store), voxel_size_um=io.store_spacing(args.store),
+                      crop_shape=io.open_cells(args.store).shape[2:])
     with evaluation_precision(analysis["precision"]):
         features, images = in_silico.perturb_cells(
-            model, store=args.store, embeddings=pd.read_parquet(args.embeddings), cells=pd.read_parquet(args.cells),
+            model, store=args.store, embeddings=pd.read_parquet(args.embeddings),
+            cells=io.read_cell_table(args.cells, store=args.store),
             dimensions=pd.read_csv(args.dimensions), structures=card.structures, settings=settings,
             min_kl=analysis["active_kl_nats"], control=analysis["control_treatment"],
             spacing=io.store_spacing(args.store))
@@ -881,23 +882,22 @@ def _analyze_beta_sweep(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     import numpy as np
-    import pandas as pd
 
     from statcell import io
     from statcell.analysis import beta_sweep
     from statcell.models.precision import evaluation_precision
 
     analysis = section_settings("analysis", config_path=args.config, inline_json=args.settings)
+    cells = io.read_cell_table(args.cells, store=args.store)
     with evaluation_precision(analysis["precision"]):
         result = beta_sweep.analyze_beta_sweep(
-            args.checkpoints, store=args.store, cells=pd.read_parquet(args.cells), settings=_sweep_settings(args),
+            args.checkpoints, store=args.store, cells=cells, settings=_sweep_settings(args),
             samples=analysis["elbo_samples"], batch_size=analysis["batch_size"],
             generated=analysis["generated_cells"], seed=analysis["seed"])
     for table, path in ((result.rate_distortion, args.rate_distortion), (result.kl_per_dimension, args.kl),
                         (result.regression, args.regression), (result.feature_pcs, args.feature_pcs),
                         (result.features, args.features), (result.generated_features, args.generated_features)):
         io.write_table(table, path)
-    cells = pd.read_parquet(args.cells)
     test = cells[cells["split"] == beta_sweep.EVAL_SPLIT].sort_values("store_index").head(result.generated.shape[1])
     observed = beta_sweep.reference_images(args.store, test["store_index"].to_numpy(),
                                            ndim=result.generated.ndim - 3).numpy()
@@ -935,8 +935,6 @@ def _add_analyze_beta_sweep(commands: argparse._SubParsersAction) -> None:
 
 # Coupling
 def _measure_coupling(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from statcell import io
     from statcell.analysis import coupling, recovery
     from statcell.models.precision import evaluation_precision
@@ -946,7 +944,7 @@ def _measure_coupling(args: argparse.Namespace) -> None:
     settings = coupling.CouplingSettings.from_config(analysis)
     model, hparams = load_model(args.model, "target")
     with evaluation_precision(analysis["precision"]):
-        per_cell = coupling.measure_coupling(model, pd.read_parquet(args.cells),
+        per_cell = coupling.measure_coupling(model, io.read_cell_table(args.cells, store=args.store),
                                              structures=list(hparams["structures"]), store=args.store,
                                              settings=settings, splits=tuple(args.splits))
     summary = coupling.summarize_structures(per_cell, settings=settings, structures=list(hparams["structures"]))
@@ -1067,7 +1065,8 @@ def _drug_trajectory(args: argparse.Namespace) -> None:
     from statcell.analysis import perturbation
 
     settings = section_settings("analysis", config_path=args.config, inline_json=args.settings)
-    trajectory = perturbation.drug_trajectory(pd.read_parquet(args.embeddings), pd.read_parquet(args.cells),
+    trajectory = perturbation.drug_trajectory(pd.read_parquet(args.embeddings),
+                                              io.read_cell_table(args.cells, store=args.store),
                                               pd.read_csv(args.dimensions), steps=settings["trajectory_steps"],
                                               min_kl=settings["active_kl_nats"],
                                               control=_control(args, settings))
@@ -1124,12 +1123,10 @@ def _add_check_ground_truth(commands: argparse._SubParsersAction) -> None:
 
 # The explorer of the cells (not a figure of the report's registry)
 def _make_thumbnails(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from statcell import io
     from statcell.analysis import thumbnails
 
-    cells = pd.read_parquet(args.cells)
+    cells = io.read_cell_table(args.cells, store=args.store)
     table = thumbnails.make_thumbnails(args.store, cells, size=args.size)
     io.write_table(table, args.output)
     per_cell = (table["xy_png"].map(len) + table["xz_png"].map(len)).mean() if len(table) else 0

@@ -6,6 +6,7 @@ All image arrays are channel-first ``(C, Z, Y, X)``; voxel sizes are ``spacing=(
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -933,11 +934,15 @@ class StoreMetadata:
         None where the store names none.
     n_cells : int or None
         Cells in the store, as its :data:`STORE_ATTRIBUTE` attribute states.
+    cell_ids_sha256 : str or None
+        :func:`cell_ids_digest` of the cells the store holds, in store order (stores written since the thirty-second
+        session), which ties a ``cells.parquet`` to its store.
     """
 
     spacing: tuple[float, float, float] | None
     channels: tuple[str, ...] | None
     n_cells: int | None
+    cell_ids_sha256: str | None = None
 
 
 def store_metadata(store: str | Path) -> StoreMetadata:
@@ -964,7 +969,54 @@ def store_metadata(store: str | Path) -> StoreMetadata:
     channels = ours.get("channels") or [channel.get("label") for channel in ome.get("omero", {}).get("channels", [])]
     n_cells = ours.get("n_cells")
     return StoreMetadata(spacing=spacing, channels=tuple(str(name) for name in channels) if channels else None,
-                         n_cells=None if n_cells is None else int(n_cells))
+                         n_cells=None if n_cells is None else int(n_cells), cell_ids_sha256=ours.get("cell_ids_sha256"))
+
+
+def cell_ids_digest(cells: pd.DataFrame) -> str:
+    """SHA-256 of a cells table's ids in store order (``store_index``), one per line.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"cell_id": ["main/a/2", "main/a/1"], "store_index": [1, 0]})
+    >>> cell_ids_digest(table) == cell_ids_digest(table.iloc[::-1]) != cell_ids_digest(table.assign(store_index=[0, 1]))
+    True
+    """
+    ordered = cells.sort_values("store_index")["cell_id"].astype(str)
+    return hashlib.sha256("\n".join(ordered).encode()).hexdigest()
+
+
+def read_cell_table(path: str | Path, *, store: str | Path) -> pd.DataFrame:
+    """Read a dataset's ``cells.parquet``, checking that it lists the cells of ``store``.
+
+    A table and a store from different datasets or runs would pair each row with another cell, silently: the store
+    states the digest of its cells' ids (:func:`cell_ids_digest`; a store written before it did is checked by its
+    number of cells only).
+
+    Parameters
+    ----------
+    path : str or Path
+        The cells table.
+    store : str or Path
+        The ``cells.zarr`` its ``store_index`` column indexes.
+
+    Raises
+    ------
+    ValueError
+        If the table does not list the store's cells, naming both files.
+    """
+    import pandas as pd
+
+    table = pd.read_parquet(path)
+    stated = store_metadata(store)
+    if stated.cell_ids_sha256 is not None:
+        same = {"cell_id", "store_index"} <= set(table.columns) and cell_ids_digest(table) == stated.cell_ids_sha256
+    else:
+        same = "store_index" in table.columns and len(table) == open_cells(store).shape[0]
+    if not same:
+        raise ValueError(f"the cells table {path} does not list the cells of the store {store} (a table and a store "
+                         "of different datasets or runs?): give the cells.parquet written beside that cells.zarr")
+    return table
 
 
 def store_spacing(store: str | Path) -> tuple[float, float, float]:

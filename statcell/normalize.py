@@ -577,6 +577,7 @@ def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str 
     """
     import dask
     import dask.array as da
+    import zarr
 
     tables = [pd.read_parquet(path) for path in table_files]
     cells, rejects = cell_table(tables, dataset=dataset)
@@ -622,6 +623,8 @@ def normalize_cells(crop_files: Sequence[str | Path], table_files: Sequence[str 
         built_rows = controls.drop(columns=["source_index", "donor_index"]).assign(
             store_index=np.arange(offset, shape[0]))
         cells = pd.concat([cells, built_rows[cells.columns]], ignore_index=True)
+    root = zarr.open_group(partial, mode="r+")  # what ties cells.parquet to this store (io.read_cell_table)
+    root.attrs[io.STORE_ATTRIBUTE] = {**root.attrs[io.STORE_ATTRIBUTE], "cell_ids_sha256": io.cell_ids_digest(cells)}
     shutil.rmtree(store, ignore_errors=True)
     partial.rename(store)
     io.write_table(cells, cells_table)

@@ -775,7 +775,7 @@ def train_model(kind: ModelKind, *, store: str | Path, cells: str | Path, settin
 
     if Path(checkpoint).suffix != ".ckpt":
         raise ValueError(f"{checkpoint}: the Lightning checkpoint ends in .ckpt (the export is written beside it)")
-    table = pd.read_parquet(cells)
+    table = io.read_cell_table(cells, store=store)
     if kind == "reference":  # a built control's membrane and DNA are its source cell's: learn each image once
         table = imaged_cells(table)
     structures = structure_classes(table)

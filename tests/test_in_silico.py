@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -88,16 +89,25 @@ def test_control_cells_move_along_the_shift_from_their_own_posterior_mean(tiny_m
     assert list(summary["feature"]) == list(in_silico.LOCALIZATION_FEATURES) and (summary["cells"] == 3).all()
 
 
-def test_perturb_cells_command_writes_the_tables_and_the_figure_draws(tiny_models, drug_inputs, tmp_path):
+def test_perturb_cells_command_writes_the_tables_and_the_figure_draws(tiny_models, drug_inputs, tmp_path, caplog):
     out = tmp_path / "in_silico"
-    status = cli.main([
-        "perturb-cells", "--settings", json.dumps({"cells": 2, "steps": 2, "extent": 1.5, "cortex_um": 1.0}),
-        "--analysis-settings", json.dumps({"active_kl_nats": 0.0}), "--target", str(drug_inputs["model"]),
-        "--embeddings", str(drug_inputs["embeddings"]), "--dimensions", str(drug_inputs["dimensions"]),
-        "--cells", str(tiny_models["drug_cells"]), "--store", str(tiny_models["drug_store"]),
-        "--features", str(out / "features.csv"), "--summary", str(out / "summary.csv"),
-        "--images", str(out / "steps.npz")])
-    assert status == 0
+
+    def perturb(model, cells=tiny_models["drug_cells"]):
+        return cli.main([
+            "perturb-cells", "--settings", json.dumps({"cells": 2, "steps": 2, "extent": 1.5, "cortex_um": 1.0}),
+            "--analysis-settings", json.dumps({"active_kl_nats": 0.0}), "--target", str(model),
+            "--embeddings", str(drug_inputs["embeddings"]), "--dimensions", str(drug_inputs["dimensions"]),
+            "--cells", str(cells), "--store", str(tiny_models["drug_store"]),
+            "--features", str(out / "features.csv"), "--summary", str(out / "summary.csv"),
+            "--images", str(out / "steps.npz")])
+
+    # a model on another grid than the store's, or another dataset's table: refused before any cell is moved
+    network, card = export.load_model(drug_inputs["model"])
+    export.save_model(network, dataclasses.replace(card, voxel_size_um=[0.4] * 3), tmp_path / "coarse.pt")
+    assert perturb(tmp_path / "coarse.pt") == 1 and "does not fit the data" in caplog.text
+    assert perturb(drug_inputs["model"], cells=tiny_models["cells"]) == 1
+    assert "does not list the cells of the store" in caplog.text and not out.exists()
+    assert perturb(drug_inputs["model"]) == 0
     features = pd.read_csv(out / "features.csv")
     assert sorted(features.loc[features["source"] == "decoded", "alpha"].unique()) == [0.0, 1.5]
     assert len(pd.read_csv(out / "summary.csv")) == len(in_silico.LOCALIZATION_FEATURES)

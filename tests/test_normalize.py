@@ -115,13 +115,27 @@ def test_normalize_cells_writes_store_table_and_rejects(tmp_path, threads):
     assert [c["label"] for c in attrs["omero"]["channels"]] == ["membrane", "dna", "structure", "cell_mask",
                                                                "nucleus_mask"]
     assert io.store_metadata(out / "cells.zarr") == io.StoreMetadata(
-        spacing=(0.5, 0.5, 0.5), channels=("membrane", "dna", "structure", "cell_mask", "nucleus_mask"), n_cells=5)
+        spacing=(0.5, 0.5, 0.5), channels=("membrane", "dna", "structure", "cell_mask", "nucleus_mask"), n_cells=5,
+        cell_ids_sha256=io.cell_ids_digest(table))
     assert not list(out.glob("*.partial"))
+    # the table is read back checked against its store; another dataset's table of as many cells is refused
+    assert io.read_cell_table(out / "cells.parquet", store=out / "cells.zarr").equals(table)
+    table.assign(cell_id=table["cell_id"].str.replace("main/", "drugs/")).to_parquet(out / "other.parquet")
+    with pytest.raises(ValueError, match=f"the cells table {out / 'other.parquet'} does not list the cells of the "
+                                         f"store {out / 'cells.zarr'}"):
+        io.read_cell_table(out / "other.parquet", store=out / "cells.zarr")
 
 
 def test_cell_store_holds_one_compressed_chunk_per_cell_and_checks_its_shape(tmp_path):
     array = normalize.create_cell_store(tmp_path / "cells.zarr", (3, 5, 4, 6, 8), voxel_um=0.5)
     assert array.shape == (3, 5, 4, 6, 8) and array.chunks == (1, 5, 4, 6, 8) and array.dtype == np.uint8
+    # a store that states no digest of its cells' ids (as stores written before it did) is checked by its count
+    for rows in (3, 2):
+        pd.DataFrame({"cell_id": [f"c{k}" for k in range(rows)], "store_index": range(rows)}).to_parquet(
+            tmp_path / f"{rows}.parquet")
+    assert len(io.read_cell_table(tmp_path / "3.parquet", store=tmp_path / "cells.zarr")) == 3
+    with pytest.raises(ValueError, match="does not list the cells of the store"):
+        io.read_cell_table(tmp_path / "2.parquet", store=tmp_path / "cells.zarr")
     assert io.store_spacing(tmp_path / "cells.zarr") == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match=r"\(N, 5, Z, Y, X\) cells, got shape \(3, 2, 4, 6, 8\)"):
         normalize.create_cell_store(tmp_path / "other.zarr", (3, 2, 4, 6, 8), voxel_um=0.5)

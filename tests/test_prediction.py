@@ -84,6 +84,11 @@ def test_predict_cells_writes_one_ome_tiff_per_cell_that_bioio_reads(tiny_models
     assert _main("predict-cells", "--settings", json.dumps(settings), "--reference", tiny_models["reference"],
                  "--target", tiny_models["target"], "--store", tiny_models["store"], "--cells", tiny_models["cells"],
                  "--cell-id", "main/nope/1", "--outdir", tmp_path / "bad") == 1
+    # another dataset's store under this table would predict in other cells under these ids
+    assert _main("predict-cells", "--settings", json.dumps(settings), "--reference", tiny_models["reference"],
+                 "--target", tiny_models["target"], "--store", tiny_models["drug_store"], "--cells",
+                 tiny_models["cells"], "--cell-id", chosen[0], "--outdir", tmp_path / "mixed") == 1
+    assert not (tmp_path / "mixed").exists()
 
 
 def _models_on_the_tiny_grid(tiny_models, folder, **changes) -> dict:

@@ -122,11 +122,13 @@ def test_a_dataset_without_held_out_cells_stops_before_training_saying_which_spl
     analysis after."""
     table = pd.read_parquet(tiny_store / "cells.parquet")
     table.loc[table["split"] == split, "split"] = "train"
-    if not split:  # every FOV rejected: normalization wrote an empty table
-        table = table.iloc[:0]
+    store = tiny_store / "cells.zarr"
+    if not split:  # every FOV rejected: normalization wrote an empty table and an empty store
+        table, store = table.iloc[:0], tmp_path / "empty.zarr"
+        zarr.create_array(store / "0", shape=(0, 5, 8, 8, 16), chunks=(1, 5, 8, 8, 16), dtype="float32")
     table.to_parquet(tmp_path / "cells.parquet")
     with pytest.raises(ValueError, match=f"cells.parquet: {message}"):
-        train.train_model("reference", store=tiny_store / "cells.zarr", cells=tmp_path / "cells.parquet",
+        train.train_model("reference", store=store, cells=tmp_path / "cells.parquet",
                           settings=TINY, checkpoint=tmp_path / "best.ckpt", metrics=tmp_path / "metrics.csv",
                           workdir=tmp_path / "work")
     assert not (tmp_path / "work").exists()
@@ -181,11 +183,13 @@ def test_the_reference_model_learns_each_reference_once_and_the_target_model_eve
     trains on them as classes of their own."""
     cells = pd.read_parquet(tiny_store / "cells.parquet").assign(control_source_cell_id="")
     copies = cells.assign(control_source_cell_id=cells["cell_id"], cell_id="copy/" + cells["cell_id"],
-                          structure="control_dna")
+                          structure="control_dna", store_index=cells["store_index"] + len(cells))
     pd.concat([cells, copies], ignore_index=True).to_parquet(tmp_path / "cells.parquet")
+    images = zarr.open_array(tiny_store / "cells.zarr" / "0", mode="r")[:]
+    zarr.create_array(tmp_path / "cells.zarr" / "0", data=np.concatenate([images, images]), chunks=(1, 5, 8, 8, 16))
     trained = {}
     for kind in ("reference", "target"):
-        train.train_model(kind, store=tiny_store / "cells.zarr", cells=tmp_path / "cells.parquet", settings=TINY,
+        train.train_model(kind, store=tmp_path / "cells.zarr", cells=tmp_path / "cells.parquet", settings=TINY,
                           checkpoint=tmp_path / kind / "best.ckpt", metrics=tmp_path / kind / "metrics.csv",
                           workdir=tmp_path / "work")
         trained[kind] = json.loads((tmp_path / kind / "best.json").read_text())

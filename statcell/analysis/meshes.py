@@ -431,7 +431,7 @@ def read_cells_to_mesh(*, store: str | Path, cells: str | Path, test_cells: str 
 
     spacing = io.store_spacing(store)
     chosen = choose_real_cells(pd.read_parquet(manifest), settings.cells)
-    table = pd.read_parquet(cells).set_index("cell_id").loc[chosen["cell_id"]].reset_index()
+    table = io.read_cell_table(cells, store=store).set_index("cell_id").loc[chosen["cell_id"]].reset_index()
     real = io.read_cells(store, table["store_index"].to_numpy(), channels=(2, 3, 4))
     with np.load(test_cells) as decoded, np.load(prior) as drawn, np.load(walks) as walked:
         reconstructions = decoded["reconstruction"][chosen["position"].to_numpy()]
