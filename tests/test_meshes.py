@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -151,6 +152,13 @@ def test_the_nucleus_mesh_lies_inside_the_cell_mesh_and_one_poking_out_does_not(
     poking = geometry.points_inside(geometry.mask_surface(outer, spacing=spacing).vertices, cell, cell_surface,
                                     spacing=spacing)
     assert 0.2 < poking.mean() < 0.9
+    # exported, the part poking out says so in its quality row; the one inside says nothing
+    masks = {"cell": cell, "nucleus": outer, "structure": inner}
+    rows, _ = meshes.mesh_cell(meshes.CellMasks(kind="generated", name="c", masks=masks), spacing=spacing,
+                               edge_length_um=0.0)
+    notes = {row["part"]: row["note"] for row in rows}
+    assert notes["cell"] == notes["structure"] == ""
+    assert re.fullmatch(r"\d+\.\d% of its vertices outside the cell's surface", notes["nucleus"])
 
 
 def test_synthetic_cells_meshes_have_their_true_volumes_within_5_percent(tiny_fovs, tiny_settings):

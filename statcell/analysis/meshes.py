@@ -469,6 +469,9 @@ def mesh_cell(cell: CellMasks, *, spacing: tuple[float, float, float], edge_leng
         elif cell_surface is not None:  # the mesh's (x, y, z) vertices against the cell's traced surface
             inside = float(points_inside(np.asarray(mesh.vertices)[:, ::-1], cell.masks["cell"], cell_surface,
                                          spacing=spacing).mean())
+            if inside < 1.0:  # a simulator meshing the cell's volume would find the part cut by its wall
+                outside = f"{1 - inside:.1%} of its vertices outside the cell's surface"
+                row["note"] = "; ".join(filter(None, (row["note"], outside)))
         measured = (cell.measured_areas or {}).get(part, float("nan"))
         row.update(mesh_quality(mesh, voxel_volume_um3=float(mask.sum()) * voxel_volume,
                                 measured_area_um2=measured, inside_cell_fraction=inside), remeshed_surfaces=remeshed)
