@@ -839,6 +839,9 @@ def _perturb_cells(args: argparse.Namespace) -> None:
             min_kl=analysis["active_kl_nats"], control=analysis["control_treatment"],
             spacing=io.store_spacing(args.store))
     summary = in_silico.summarize(features)
+    if summary.empty:
+        log.warning("%s: no structure has both control cells (analysis.control_treatment %r) and treated cells: no "
+                    "cell moved, the tables are empty", args.cells, analysis["control_treatment"])
     io.write_table(features, args.features)
     io.write_table(summary, args.summary)
     Path(args.images).parent.mkdir(parents=True, exist_ok=True)

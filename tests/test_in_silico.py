@@ -52,9 +52,10 @@ def drug_inputs(tiny_models, tmp_path_factory):
     main = embed.embed_cells(tiny_models["store"], pd.read_parquet(tiny_models["cells"]), model=model,
                              hparams=hparams, samples=2, batch_size=16, seed=0)
     embeddings.to_parquet(folder / "target.parquet")
+    main.to_parquet(folder / "main_target.parquet")
     embed.rank_dimensions(main).to_csv(folder / "target_dimensions.csv", index=False)
     return {"folder": folder, "embeddings": folder / "target.parquet", "dimensions": folder / "target_dimensions.csv",
-            "model": tiny_models["target"].with_suffix(".pt")}
+            "model": tiny_models["target"].with_suffix(".pt"), "main_embeddings": folder / "main_target.parquet"}
 
 
 def test_control_cells_move_along_the_shift_from_their_own_posterior_mean(tiny_models, drug_inputs):
@@ -92,12 +93,13 @@ def test_control_cells_move_along_the_shift_from_their_own_posterior_mean(tiny_m
 def test_perturb_cells_command_writes_the_tables_and_the_figure_draws(tiny_models, drug_inputs, tmp_path, caplog):
     out = tmp_path / "in_silico"
 
-    def perturb(model, cells=tiny_models["drug_cells"]):
+    def perturb(model, cells=tiny_models["drug_cells"], store=tiny_models["drug_store"],
+                embeddings=drug_inputs["embeddings"]):
         return cli.main([
             "perturb-cells", "--settings", json.dumps({"cells": 2, "steps": 2, "extent": 1.5, "cortex_um": 1.0}),
             "--analysis-settings", json.dumps({"active_kl_nats": 0.0}), "--target", str(model),
-            "--embeddings", str(drug_inputs["embeddings"]), "--dimensions", str(drug_inputs["dimensions"]),
-            "--cells", str(cells), "--store", str(tiny_models["drug_store"]),
+            "--embeddings", str(embeddings), "--dimensions", str(drug_inputs["dimensions"]),
+            "--cells", str(cells), "--store", str(store),
             "--features", str(out / "features.csv"), "--summary", str(out / "summary.csv"),
             "--images", str(out / "steps.npz")])
 
@@ -107,6 +109,11 @@ def test_perturb_cells_command_writes_the_tables_and_the_figure_draws(tiny_model
     assert perturb(tmp_path / "coarse.pt") == 1 and "does not fit the data" in caplog.text
     assert perturb(drug_inputs["model"], cells=tiny_models["cells"]) == 1
     assert "does not list the cells of the store" in caplog.text and not out.exists()
+    # a dataset without drugs: nothing to move, and the log says why the tables are empty
+    assert perturb(drug_inputs["model"], cells=tiny_models["cells"], store=tiny_models["store"],
+                   embeddings=drug_inputs["main_embeddings"]) == 0
+    assert "no structure has both control cells (analysis.control_treatment 'auto') and treated cells" in caplog.text
+    assert pd.read_csv(out / "summary.csv").empty
     assert perturb(drug_inputs["model"]) == 0
     features = pd.read_csv(out / "features.csv")
     assert sorted(features.loc[features["source"] == "decoded", "alpha"].unique()) == [0.0, 1.5]
