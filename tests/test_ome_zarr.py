@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pandas as pd
 import pydantic
 import pytest
 import zarr
@@ -58,10 +59,11 @@ def test_the_projects_metadata_is_outside_the_ome_namespace(store):
     attributes = dict(zarr.open_group(store, mode="r").attrs)
     assert set(attributes) == {"ome", io.STORE_ATTRIBUTE}
     assert set(attributes["ome"]) <= {*ImageAttrs.model_fields, "omero"}  # only what the specification defines
+    digest = io.cell_ids_digest(pd.read_parquet(store.parent / "cells.parquet"))
     assert attributes[io.STORE_ATTRIBUTE] == {"n_cells": 5, "channels": list(CROP_CHANNELS), "encoding": {
-        "dtype": "uint8", "scale": 1 / 255, "meaning": "value = stored * scale"}}
+        "dtype": "uint8", "scale": 1 / 255, "meaning": "value = stored * scale"}, "cell_ids_sha256": digest}
     assert io.store_metadata(store) == io.StoreMetadata(spacing=(0.5, 0.5, 0.5), channels=tuple(CROP_CHANNELS),
-                                                        n_cells=5)
+                                                        n_cells=5, cell_ids_sha256=digest)
 
 
 @pytest.mark.parametrize("change", ["scale_of_4_axes", "cell_axis_after_space", "second_custom_axis"])
