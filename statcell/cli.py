@@ -625,8 +625,12 @@ def _measure_features(args: argparse.Namespace) -> None:
     with np.load(args.test_cells) as test, np.load(args.prior) as prior:
         manifest = pd.read_parquet(args.manifest)
         real = manifest[(manifest["array"] == "test_cells") & (manifest["source"] == "real")].sort_values("position")
-        table = features.measure_features(test["real"], test["reconstruction"], prior["images"],
-                                          cell_ids=real["cell_id"].tolist(), spacing=store_spacing(args.store))
+        if "imaged" in real:  # the cell and nucleus of a built control are its source cell's: measured once
+            real = real[real["imaged"].astype(bool)]
+        positions = real["position"].to_numpy()
+        table = features.measure_features(test["real"][positions], test["reconstruction"][positions],
+                                          prior["images"], cell_ids=real["cell_id"].tolist(),
+                                          spacing=store_spacing(args.store))
     io.write_table(table, args.output)
     medians = table.groupby("source")[list(features.FEATURE_NAMES)].median()
     for name in features.FEATURE_NAMES:

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import zarr
 
 from statcell import io
 from statcell.analysis import generation
@@ -192,6 +193,41 @@ def test_commands_write_images_tables_and_figures(tiny_models, tmp_path):
         assert main([command, "--settings", '{"dpi": 60}', *arguments, "--output", str(output)]) == 0
         assert output.stat().st_size > 5_000
         assert output.with_suffix(".svg").stat().st_size > 0
+
+
+def test_a_control_built_from_a_test_cell_is_not_measured_again_as_a_real_cell(tiny_models, tmp_path):
+    """A built control's membrane and DNA are its source cell's: the 14 features (of cell and nucleus) and the
+    reference's KL order count that cell once, as the reference model does (``normalize.imaged_cells``)."""
+    from statcell.cli import main
+
+    cells = pd.read_parquet(tiny_models["cells"]).assign(control_source_cell_id="")
+    source = cells[(cells["split"] == "test") & (cells["structure"] == "nucleoli")].iloc[0]
+    built = source.to_frame().T.assign(cell_id="main/control_dna/built/0", structure="control_dna",
+                                       control_source_cell_id=source["cell_id"], store_index=len(cells))
+    images = zarr.open_array(tiny_models["store"] / "0", mode="r")[:]
+    copy = images[[source["store_index"]]].copy()
+    copy[:, 2] = copy[:, 1]  # the DNA copied into the structure channel, as control_dna is built
+    store = tmp_path / "cells.zarr"
+    root = zarr.open_group(store, mode="w", zarr_format=3)
+    root.attrs.update(dict(zarr.open_group(tiny_models["store"], mode="r").attrs))
+    root.create_array("0", data=np.concatenate([images, copy]), chunks=(1, *images.shape[1:]))
+    pd.concat([cells, built], ignore_index=True).astype(cells.dtypes.to_dict()).to_parquet(tmp_path / "cells.parquet")
+    settings = ('{"generated_cells": 2, "generated_per_structure": 1, "examples_per_structure": 1, '
+                '"elbo_samples": 2, "batch_size": 8, "seed": 0}')
+    outdir = tmp_path / "generation"
+    assert main(["generate-cells", "--settings", settings, "--reference", str(tiny_models["reference"]),
+                 "--target", str(tiny_models["target"]), "--store", str(store), "--cells",
+                 str(tmp_path / "cells.parquet"), "--outdir", str(outdir)]) == 0
+    manifest = pd.read_parquet(outdir / "manifest.parquet")
+    real = manifest[(manifest["array"] == "test_cells") & (manifest["source"] == "real")].set_index("cell_id")
+    assert not real.loc["main/control_dna/built/0", "imaged"] and real.drop("main/control_dna/built/0")["imaged"].all()
+    assert main(["measure-features", "--test-cells", str(outdir / "test_cells.npz"), "--prior",
+                 str(outdir / "prior.npz"), "--manifest", str(outdir / "manifest.parquet"), "--store", str(store),
+                 "--output", str(tmp_path / "features.parquet")]) == 0
+    measured = pd.read_parquet(tmp_path / "features.parquet")
+    for source_name in ("real", "reconstruction"):
+        ids = measured.loc[measured["source"] == source_name, "cell_id"]
+        assert sorted(ids) == sorted(real.index.drop("main/control_dna/built/0")), source_name
 
 
 def test_views_stack_xy_over_xz_in_channel_colours():

@@ -160,6 +160,17 @@ def test_drug_shifts_finds_the_shifted_structure_only():
     assert moved["distance"].iloc[0] == pytest.approx(8.0, abs=1.5)
 
 
+def test_a_shift_of_one_fov_per_arm_is_noted_untestable_whatever_it_is():
+    """Two FOVs allow two relabelings (p ≥ 1): the note says so, and why, rather than a bare p of 1."""
+    embeddings, cells = _tables({("golgi", "vehicle"): ZERO, ("golgi", "brefeldin_a"): FAR})
+    cells["fov_id"] = cells["drug"] + "_golgi_00"
+    shifts = perturbation.drug_shifts({"target": embeddings}, cells, {"target": _dimensions()}, min_kl=0.6,
+                                      permutations=999, seed=0, significance=0.01)
+    row = shifts.iloc[0]
+    assert row["relabelings"] == 2 and row["min_p_value"] == 1.0 and not row["significant"]
+    assert row["note"].startswith("untestable: 1 control and 1 treated FOVs allow 2 relabelings, so no p-value below 1")
+
+
 def test_each_dose_of_a_dose_series_is_its_own_condition():
     groups = {("microtubules", "vehicle"): ZERO, ("microtubules", "paclitaxel_1"): ZERO,
               ("microtubules", "paclitaxel_5"): FAR}

@@ -66,6 +66,16 @@ def test_an_untested_shift_is_listed_and_does_not_pass():
     assert "no vehicle cells" in checks.loc["tight_junctions under paclitaxel", "observed"]
 
 
+def test_a_shift_whose_fovs_allow_no_significant_p_value_is_untestable_and_does_not_pass():
+    """One FOV per arm allows 2 relabelings, p ≥ 1: an expected 'unchanged' would pass whatever the drug did."""
+    shifts = pd.DataFrame({"space": ["target"] * 2, "structure": ["tight_junctions", "golgi"],
+                           "drug": ["brefeldin_a"] * 2, "energy_p_adjusted": [1.0, 0.001],
+                           "min_p_value": [1.0, 0.0005], "note": ["untestable: 1 control and 1 treated FOVs", ""]})
+    checks = recovery.shift_checks(shifts, significance=0.01).set_index("check")
+    assert checks["passed"].to_dict() == {"tight_junctions under brefeldin_a": False, "golgi under brefeldin_a": True}
+    assert checks.loc["tight_junctions under brefeldin_a", "observed"].startswith("untestable: 1 control")
+
+
 def test_the_calibrating_controls_are_checked_with_the_calls_coupling_expects():
     from statcell.analysis.coupling import CALIBRATION_CONTROLS
 

@@ -37,6 +37,7 @@ from statcell.analysis.embed import structure_labels
 from statcell.analysis.localization import localization_table
 from statcell.io import read_cells
 from statcell.models.loss import elbo_estimate, kl_per_dimension
+from statcell.normalize import imaged_cells
 from statcell.seeding import integer_seed
 from statcell.vocabulary import CROP_CHANNELS
 
@@ -248,7 +249,7 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
         Seed of every draw.
     dimension_order : list of int, optional
         The reference model's latent dimensions, most informative first, for the truncation rows (default: the
-        dimensions' mean KL on the test cells).
+        dimensions' mean KL on the imaged test cells).
     truncated_cells : int
         Prior draws decoded in each truncation row.
     expected_draws : int
@@ -259,7 +260,8 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
     Generation
         Arrays as described in the module's notes and one manifest row per stored image (``array``, ``position``,
         ``source`` in {real, reconstruction, sample, prior, generated}, ``cell_id``, ``store_index``,
-        ``structure``, ``draw``).
+        ``structure``, ``draw``, and for test cells ``imaged``: False for a control built from another cell, whose
+        membrane and DNA are that cell's, so that what measures the reference images counts each cell once).
     """
     if expected_draws < 1:
         raise ValueError(f"expected_draws must be at least 1, got {expected_draws}")
@@ -275,9 +277,10 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
                                           batch_size=batch_size, seed=seed)
     prior_z = torch.randn(generated_cells, reference_model.config.latent_dim, generator=_generator(seed, "prior"))
     prior = _batched(reference_model.decode, prior_z, batch_size=batch_size).clamp(0, 1)
+    imaged = test.index.isin(imaged_cells(test).index)  # a built control's membrane and DNA are its source cell's
     if dimension_order is None:
         with torch.no_grad():
-            mean, log_var = _batched(lambda x: torch.cat(reference_model.encode(x), dim=1), real[:, :2],
+            mean, log_var = _batched(lambda x: torch.cat(reference_model.encode(x), dim=1), real[imaged, :2],
                                      batch_size=batch_size).chunk(2, dim=1)
         dimension_order = torch.argsort(kl_per_dimension(mean, log_var).mean(dim=0), descending=True).tolist()
     counts = truncation_counts(reference_model.config.latent_dim)
@@ -312,7 +315,7 @@ def generate_cells(store: str | Path, cells: pd.DataFrame, *, reference_model: t
     manifest = pd.concat([
         pd.DataFrame({"array": "test_cells", "position": np.arange(len(test)), "source": source,
                       "cell_id": test["cell_id"], "store_index": test["store_index"], "structure": test["structure"],
-                      "draw": 0}) for source in ("real", "reconstruction", "sample")
+                      "draw": 0, "imaged": imaged}) for source in ("real", "reconstruction", "sample")
     ] + [
         pd.DataFrame({"array": "prior", "position": np.arange(generated_cells), "source": "prior", "cell_id": "",
                       "store_index": -1, "structure": "", "draw": np.arange(generated_cells)}),

@@ -456,7 +456,7 @@ def drug_shifts(embeddings: Mapping[str, pd.DataFrame], cells: pd.DataFrame, dim
                                  rng=numpy_stream(seed, "drug test", space, structure, drug))
             rows.append({"space": space, "structure": structure, "drug": drug, "control": label,
                          "n_control": int((~treated).sum()), "n_treated": int(treated.sum()),
-                         "dimensions": len(active), **result._asdict(), "note": ""})
+                         "dimensions": len(active), **result._asdict(), "note": _untestable_note(result, significance)})
         for structure, drug in untestable(table, control=chosen_control):
             treated = int(((table["structure"] == structure) & (table["drug"] == drug)).sum())
             rows.append({"space": space, "structure": structure, "drug": treatment_label(drug), "control": label,
@@ -470,6 +470,15 @@ def drug_shifts(embeddings: Mapping[str, pd.DataFrame], cells: pd.DataFrame, dim
     order = ["space", "structure", "drug", "control", "n_control", "n_treated", "dimensions", *ShiftTest._fields,
              *(column for pair in TESTS.values() for column in pair), "note"]
     return shifts[order]
+
+
+def _untestable_note(result: ShiftTest, significance: float) -> str:
+    """Why a shift's tests can reject nothing, where the FOVs allow no p-value below ``significance``; else ``""``."""
+    if result.min_p_value < significance:
+        return ""
+    return (f"untestable: {result.fovs_control} control and {result.fovs_treated} treated FOVs allow "
+            f"{result.relabelings} relabelings, so no p-value below {result.min_p_value:.2g} (analysis.significance "
+            f"{significance:g}); image more FOVs per condition")
 
 
 def drug_trajectory(embeddings: pd.DataFrame, cells: pd.DataFrame, dimensions: pd.DataFrame, *, steps: int,

@@ -171,7 +171,8 @@ def shift_checks(shifts: pd.DataFrame, *, significance: float, space: str = "tar
     -------
     DataFrame
         One row per expectation whose structure and drug are in the table, columns :data:`COLUMNS`; one listed but
-        not tested (no control cells: ``note``) does not pass.
+        not tested (no control cells: ``note``), or whose FOVs allow no p-value below ``significance`` (its
+        ``min_p_value``; an expected "unchanged" would pass by default), does not pass.
     """
     rows = []
     tests = shifts[shifts["space"] == space].set_index(["structure", "drug"])
@@ -191,9 +192,12 @@ def shift_checks(shifts: pd.DataFrame, *, significance: float, space: str = "tar
         note = row.get("note")
         missing = [column for column in columns if column not in row]
         p_values = [float(row.get(column, np.nan)) for column in columns]
-        if np.isnan(p_values).any():  # the analysis's reason, else a table written before that test existed
+        untestable = float(row.get("min_p_value", 0.0)) >= significance  # no test could reject: none passes
+        if np.isnan(p_values).any() or untestable:  # the analysis's reason, else a table written before it gave one
             reason = note if isinstance(note, str) and note else (
-                f"not tested: the shift table has no {', '.join(missing)} column" if missing else "not tested")
+                f"not tested: the shift table has no {', '.join(missing)} column" if missing else
+                f"untestable: the FOVs allow no p-value below {float(row['min_p_value']):.2g}" if untestable else
+                "not tested")
             rows.append({"analysis": "drug shift", "check": check, "expected": expected, "observed": reason,
                          "passed": False})
             continue
