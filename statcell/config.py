@@ -197,8 +197,9 @@ def check_workflow_config(config: Mapping[str, Any]) -> None:
     :data:`MIN_MESH_EDGE_VOXELS` of the crop's voxel (a typo that would make the last job of a run hang on meshes of
     millions of triangles). Bounds given as pairs must be in order: ``crop.min_cell_volume_um3`` below
     ``crop.max_cell_volume_um3`` (else every cell is rejected and the run stops only at training), and
-    ``beta_sweep.lowest`` below ``beta_sweep.highest``; something to predict in (``predict``); and a colormap
-    Matplotlib knows, checked here rather than by the figure's job at the end of a run.
+    ``beta_sweep.lowest`` below ``beta_sweep.highest``; something to predict in (``predict``); an odd
+    ``analysis.walk_steps`` (the middle of a walk is the mean cell); and a colormap Matplotlib knows, checked here
+    rather than by the figure's job at the end of a run.
 
     Parameters
     ----------
@@ -249,6 +250,10 @@ def check_workflow_config(config: Mapping[str, Any]) -> None:
     if predict and not predict.get("cells") and predict.get("count") == 0 and predict.get("generated") == 0:
         raise ConfigError("invalid configuration: config keys 'predict.count' and 'predict.generated' are both 0 and "
                           "'predict.cells' is empty: the run would predict in no cell; set one of them")
+    steps = config.get("analysis", {}).get("walk_steps")
+    if steps is not None and steps % 2 == 0:
+        raise ConfigError(f"invalid configuration: config key 'analysis.walk_steps' is {steps}: give an odd number, so "
+                          "that a walk's middle image is the mean cell (the meshes' mean cell, the walks' centre)")
     colormap = config.get("figures", {}).get("latent_space", {}).get("colormap", "viridis")
     if colormap != "viridis":  # matplotlib's import is paid only for a colormap other than the default
         import matplotlib

@@ -112,6 +112,7 @@ def test_a_value_that_would_fail_deep_in_a_run_is_refused_with_a_hint(config, me
     ({"beta_sweep": {"lowest": 0.5, "highest": 0.5}}, "'beta_sweep.lowest' (0.5) is not below 'beta_sweep.highest'"),
     ({"predict": {"count": 0, "generated": 0}}, "'predict.count' and 'predict.generated' are both 0"),
     ({"figures": {"latent_space": {"colormap": "notacmap"}}}, "'notacmap' is not a Matplotlib colormap"),
+    ({"analysis": {"walk_steps": 4}}, "'analysis.walk_steps' is 4: give an odd number"),
 ])
 def test_bounds_out_of_order_stop_the_workflow_naming_both_keys(config, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
