@@ -31,6 +31,17 @@ def test_absent_structures_are_left_out_not_passed():
     assert checks["check"].tolist() == ["control_dna couples to"]
 
 
+def test_a_structure_of_the_run_without_measured_cells_is_a_failed_check_saying_why():
+    """Not measured is not passed: a calibration control whose cells all trained is listed, with its note."""
+    table = _coupling({"control_dna": "not measured", "control_membrane": "membrane"}).assign(n_cells=20, note="")
+    unmeasured = table["structure"] == "control_dna"
+    table.loc[unmeasured, "n_cells"] = 0
+    table.loc[unmeasured, "note"] = "not measured: none of its cells is in the measured splits (all in training)"
+    checks = recovery.coupling_checks(table).set_index("check")
+    assert checks["passed"].to_dict() == {"control_membrane couples to": True, "control_dna couples to": False}
+    assert checks.loc["control_dna couples to", "observed"].startswith("not measured: none of its cells")
+
+
 def test_shift_checks_need_responders_significant_and_tight_junctions_not():
     shifts = pd.DataFrame({"space": ["target"] * 4 + ["reference"],
                            "structure": ["microtubules", "golgi", "tight_junctions", "tight_junctions", "golgi"],

@@ -82,7 +82,8 @@ def coupling_checks(structures: pd.DataFrame, *, phase: str = "interphase",
     Returns
     -------
     DataFrame
-        One row per expectation whose structure was measured, columns :data:`COLUMNS`.
+        One row per expectation whose structure has a row of ``phase``, columns :data:`COLUMNS`; a structure of
+        the run not measured (no held-out cells: 0 ``n_cells``) does not pass, its ``note`` saying why.
 
     Examples
     --------
@@ -93,13 +94,18 @@ def coupling_checks(structures: pd.DataFrame, *, phase: str = "interphase",
     [['control_dna couples to', True]]
     """
     rows = []
-    measured = structures["n_cells"] > 0 if "n_cells" in structures else True  # a "not measured" row has none
-    calls = structures[(structures["phase"] == phase) & measured].set_index("structure")
+    calls = structures[structures["phase"] == phase].set_index("structure")
     for structure, expected in expectations.items():
         if structure not in calls.index:
-            log.info("coupling check of %s left out: no %s cells of it were measured", structure, phase)
+            log.info("coupling check of %s left out: not in the colony, or no %s cells of it", structure, phase)
             continue
         row = calls.loc[structure]
+        if "n_cells" in row and row["n_cells"] == 0:  # a structure of the run whose cells were all trained on
+            note = row.get("note")
+            rows.append({"analysis": "coupling", "check": f"{structure} couples to", "expected": expected,
+                         "observed": note if isinstance(note, str) and note else "not measured: no held-out cells",
+                         "passed": False})
+            continue
         ranks = {channel: f", rank {row[f'{channel}_rank']:.2f}" if f"{channel}_rank" in row else ""
                  for channel in ("membrane", "nucleus")}
         fovs = f", {int(row['n_fovs'])} FOVs" if "n_fovs" in row else ""
