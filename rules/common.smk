@@ -318,7 +318,13 @@ def cell_annotations(wildcards):
 def dataset_crops(wildcards):
     if imported_from_allencell(wildcards.dataset):
         return expand(rules.import_allencell.output.crops, dataset=wildcards.dataset, chunk=allencell_chunks())
-    return [fov_output("crops", wildcards.dataset, fov) for fov in fov_ids(wildcards.dataset)]
+    fovs = fov_ids(wildcards.dataset)
+    if not fovs:  # a target that needs the dataset was named (a drug figure in a run without a drug set)
+        missing = (" (no drug set: data.drug_manifest is not set, or the synthetic colony has no drug FOVs)"
+                   if wildcards.dataset == vocabulary.DRUG_DATASET else "")
+        raise ConfigError(f"a target asked for needs results/{wildcards.dataset}/, but the run has no FOVs of the "
+                          f"dataset '{wildcards.dataset}'{missing}")
+    return [fov_output("crops", wildcards.dataset, fov) for fov in fovs]
 
 
 def dataset_tables(wildcards):

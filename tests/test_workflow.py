@@ -200,6 +200,11 @@ def test_a_colony_without_a_drug_set_plans_no_drug_jobs(fresh):
     jobs = scheduled_jobs(dry.stdout)
     assert {"preprocess_fovs_main_000", "train_target", "measure_coupling"} <= {job.rule for job in jobs}
     assert not [job for job in jobs if "drugs" in job.wildcards or "drug" in job.rule]
+    # a drug figure named as the target: refused before any job, saying why
+    named = snakemake(fresh, "-n", "results/figures/drug_trajectory.png", "--configfile", "tiny.yaml", "no_drugs.yaml",
+                      check=False)
+    assert named.returncode != 0
+    assert "the run has no FOVs of the dataset 'drugs' (no drug set" in named.stdout + named.stderr
 
 
 @pytest.mark.slow
