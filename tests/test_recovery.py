@@ -118,8 +118,19 @@ def test_calibration_is_checked_on_interphase_cells_or_else_on_unannotated_ones(
 def test_measurement_checks_use_the_absolute_correlation():
     table = pd.DataFrame({"measurement": ["cell_height_um", "cell_volume_um3"], "dimension": [3, 5],
                           "rank": [1, 2], "spearman": [-0.75, 0.41]})
-    checks = recovery.measurement_checks(table)
+    checks = recovery.measurement_checks(table, significance=0.01)
     assert checks["passed"].tolist() == [True, False]
+
+
+def test_a_measurement_check_on_so_few_cells_that_chance_reaches_the_bar_is_untestable():
+    """|Spearman| 1 on 3 cells: 1 in 3 per dimension by chance (helper probe's one-structure colony)."""
+    table = pd.DataFrame({"measurement": ["cell_height_um", "cell_volume_um3"], "dimension": [2, 1], "rank": [1, 2],
+                          "spearman": [-0.75, -1.0], "n_cells": [150, 3], "dimensions_searched": [4, 2]})
+    checks = recovery.measurement_checks(table, significance=0.01).set_index("check")
+    assert checks["passed"].tolist() == [True, False]
+    assert checks["observed"].iloc[0] == "dimension 2 (rank 1): Spearman -0.75, 150 cells"
+    assert checks["observed"].iloc[1].startswith("untestable: the best of 2 dimensions on 3 cells reaches |Spearman| "
+                                                 "0.6 by chance with probability up to 0.67")
 
 
 def test_command_writes_the_table(tmp_path):
