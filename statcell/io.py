@@ -935,8 +935,8 @@ class StoreMetadata:
     n_cells : int or None
         Cells in the store, as its :data:`STORE_ATTRIBUTE` attribute states.
     cell_ids_sha256 : str or None
-        :func:`cell_ids_digest` of the cells the store holds, in store order (stores written since the thirty-second
-        session), which ties a ``cells.parquet`` to its store.
+        :func:`cell_ids_digest` of the cells the store holds, in store order, which ties a ``cells.parquet`` to its
+        store; None for a store written before statcell recorded it.
     """
 
     spacing: tuple[float, float, float] | None
