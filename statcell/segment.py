@@ -4,7 +4,8 @@ Nuclei: Gaussian smoothing, Otsu threshold, holes filled (nucleoli exclude DNA),
 on the distance transform. Cells: a seeded watershed on the smoothed membrane image, one seed per nucleus plus
 background seeds in the stack's first and last slices wherever these are open to the FOV's sides (below and above the
 monolayer; a slice that cuts through cells leaves their cut faces, enclosed by their membranes, unseeded), so cells
-grow until they meet a membrane and the background floods the space outside them. All distances are physical (µm), so anisotropic voxels are handled.
+grow until they meet a membrane and the background floods the space outside them. All distances are physical (µm),
+so anisotropic voxels are handled.
 
 With ``working_voxel_um`` set, both run on a coarser working grid: a FOV imaged much finer than that (0.108 or
 0.216 µm pixels, against cells cropped at 0.8 µm) is binned by a whole factor per axis (block means), segmented, and
