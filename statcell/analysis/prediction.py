@@ -72,8 +72,8 @@ def choose_cells(cells: pd.DataFrame, *, ids: Sequence[str], count: int, dataset
     cells : DataFrame
         A dataset's ``cells.parquet`` (``cell_id``, ``split``, ``structure``, ``store_index``).
     ids : sequence of str
-        Cell ids (one named twice is predicted in once); empty: the first ``count`` test cells (all cells where there is no test split), one of each
-        structure first, controls last.
+        Cell ids (one named twice is predicted in once); empty: the first ``count`` test cells (all cells where
+        there is no test split), one of each structure first, controls last.
     count : int
         Cells when no ids are given.
     dataset : str
