@@ -36,8 +36,8 @@ def _p_label(row: pd.Series) -> str:
     """``drug: d = .. (p ..), distribution p .., spread p ..`` of one shift-table row (Holm-corrected FOV-level
     p-values of the centroid, energy-distance and covariance-spectrum tests; * where a test is significant; the
     spread where the table has it), or why it was not tested."""
-    if isinstance(row.get("note"), str) and row["note"]:
-        return f"{row['drug']}: {row['note']}"
+    if isinstance(row.get("note"), str) and row["note"]:  # wrapped: an untestable shift's note is a sentence
+        return textwrap.fill(f"{row['drug']}: {row['note']}", width=60)
     stars = {name: " *" if row.get(column) else "" for name, column in (("centroid", "significant"),
                                                                           ("energy", "energy_significant"),
                                                                           ("spectrum", "spectrum_significant"))}
