@@ -825,7 +825,7 @@ def _perturb_cells(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from statcell import io
-    from statcell.analysis import in_silico
+    from statcell.analysis import embed, in_silico
     from statcell.models import export
     from statcell.models.precision import evaluation_precision
 
@@ -833,12 +833,11 @@ def _perturb_cells(args: argparse.Namespace) -> None:
         section_settings("in_silico", config_path=args.config, inline_json=args.settings))
     analysis = section_settings("analysis", config_path=args.config, inline_json=args.analysis_settings)
     model, card = export.load_model(args.target, "target")
-    export.check_fits(card, model=str(args.target), data=str(args.store), voxel_size_um=io.store_spacing(args.store),
-                      crop_shape=io.open_cells(args.store).shape[2:])
+    cells = io.read_cell_table(args.cells, store=args.store)
+    embed.check_model_fits_data(card.to_dict(), args.store, cells, model_name=str(args.target))
     with evaluation_precision(analysis["precision"]):
         features, images = in_silico.perturb_cells(
-            model, store=args.store, embeddings=pd.read_parquet(args.embeddings),
-            cells=io.read_cell_table(args.cells, store=args.store),
+            model, store=args.store, embeddings=pd.read_parquet(args.embeddings), cells=cells,
             dimensions=pd.read_csv(args.dimensions), structures=card.structures, settings=settings,
             min_kl=analysis["active_kl_nats"], control=analysis["control_treatment"],
             spacing=io.store_spacing(args.store))

@@ -200,10 +200,14 @@ def shift_checks(shifts: pd.DataFrame, *, significance: float, space: str = "tar
         p_values = [float(row.get(column, np.nan)) for column in columns]
         untestable = float(row.get("min_p_value", 0.0)) >= significance  # no test could reject: none passes
         if np.isnan(p_values).any() or untestable:  # the analysis's reason, else a table written before it gave one
-            reason = note if isinstance(note, str) and note else (
-                f"not tested: the shift table has no {', '.join(missing)} column" if missing else
-                f"untestable: the FOVs allow no p-value below {float(row['min_p_value']):.2g}" if untestable else
-                "not tested")
+            if isinstance(note, str) and note:
+                reason = note
+            elif missing:
+                reason = f"not tested: the shift table has no {', '.join(missing)} column"
+            elif untestable:
+                reason = f"untestable: the FOVs allow no p-value below {float(row['min_p_value']):.2g}"
+            else:
+                reason = "not tested"
             rows.append({"analysis": "drug shift", "check": check, "expected": expected, "observed": reason,
                          "passed": False})
             continue
