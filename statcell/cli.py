@@ -580,8 +580,8 @@ def _generate_cells(args: argparse.Namespace) -> None:
     with evaluation_precision(settings["precision"]):
         result = generation.generate_cells(
             args.store, io.read_cell_table(args.cells, store=args.store), reference_model=reference,
-            target_model=target,
-            structures=list(target_hparams["structures"]), generated_cells=settings["generated_cells"],
+            target_model=target, structures=list(target_hparams["structures"]),
+            generated_cells=settings["generated_cells"],
             per_structure=settings["generated_per_structure"], examples=settings["examples_per_structure"],
             elbo_samples=settings["elbo_samples"], batch_size=settings["batch_size"], seed=settings["seed"],
             expected_draws=settings["expected_draws"])
