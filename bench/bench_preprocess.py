@@ -20,8 +20,12 @@ It prints, side by side in one run:
   Snakemake starts a 1-thread job): segmentation and cropping as two processes per FOV (how the rules ran until the
   twelfth session: each imported the imaging stack and read the FOV), one ``statcell preprocess-fov`` process per FOV
   (``data.fovs_per_job: 1``), and one ``preprocess-fov`` process for every FOV in turn (a group of
-  ``preprocess_fovs_<dataset>_<group>``: the imports paid once); seconds per FOV, and a check that all three write
-  the same labels and crops.
+  ``preprocess_fovs_<dataset>_<group>``: the imports paid once), and that group again with glibc's memory defaults
+  (``STATCELL_KEEP_FREED_MEMORY=0``; ``statcell`` keeps freed memory for reuse, :mod:`statcell.memory`); seconds per
+  FOV, the median of ``--rounds`` runs of each, the layouts in turn, and a check that all four write the same labels
+  and crops. ``--jobs-only`` times these jobs alone::
+
+    python bench/bench_preprocess.py --jobs-only --fovs 4 --rounds 3
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import pandas as pd
 
 from statcell import crop, io, normalize, segment, synth
 from statcell.config import validate_config
+from statcell.memory import OPT_OUT_VARIABLE
 from bench_run import timed_run  # bench/ is on the path of a script run from it
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,12 +189,17 @@ io.write_table(table, sys.argv[4])
 #: The thread settings Snakemake gives a job of 1 thread (``snakemake/shell.py``).
 _ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                       "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
-FOV_JOB_LAYOUTS = ("two processes", "one process", "one process for all")
+FOV_JOB_LAYOUTS = ("two processes", "one process", "one process for all", "one for all, malloc system")
+#: The environment each layout's processes run in beside ``_ONE_THREAD``: the last takes memory with glibc's defaults
+#: instead of keeping freed blocks for reuse, as ``statcell`` does (``statcell.memory``).
+_LAYOUT_ENVIRONMENT = {layout: {} for layout in FOV_JOB_LAYOUTS} | {
+    "one for all, malloc system": {OPT_OUT_VARIABLE: "0"}}
 
 
-def bench_fov_jobs(fovs: list[synth.SyntheticFov], spacing: tuple[float, float, float]) -> None:
-    """Print seconds per FOV of segmentation and cropping as two processes, as one, and with every FOV in one process,
-    and check that all three agree."""
+def bench_fov_jobs(fovs: list[synth.SyntheticFov], spacing: tuple[float, float, float], rounds: int = 1) -> None:
+    """Print seconds per FOV of segmentation and cropping as two processes, as one, with every FOV in one process,
+    and so again with glibc's memory defaults, each layout ``rounds`` times in turn (the median printed), and check
+    that all of them agree."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         records = []
@@ -200,10 +210,10 @@ def bench_fov_jobs(fovs: list[synth.SyntheticFov], spacing: tuple[float, float, 
                                        "dna_channel": 1, "structure_channel": 2, "structure": "bench",
                                        "pixel_size_z_um": spacing[0], "pixel_size_y_um": spacing[1],
                                        "pixel_size_x_um": spacing[2]}))
-        seconds = {}
-        for layout in FOV_JOB_LAYOUTS:
-            out = folder / layout.replace(" ", "_")
-            out.mkdir()
+        times: dict[str, list[float]] = {layout: [] for layout in FOV_JOB_LAYOUTS}
+        for layout in [layout for _ in range(rounds) for layout in FOV_JOB_LAYOUTS]:
+            out = folder / _folder_name(layout)
+            out.mkdir(exist_ok=True)
             start = time.perf_counter()
             commands, group = [], []
             for index, record in enumerate(records):
@@ -214,26 +224,32 @@ def bench_fov_jobs(fovs: list[synth.SyntheticFov], spacing: tuple[float, float, 
                                  [sys.executable, "-c", _CROP_JOB, record, labels, crops, table]]
                 elif layout == "one process":
                     commands.append([sys.executable, "-m", "statcell", "preprocess-fov", *options])
-                else:
+                else:  # one process for all, either way of taking memory
                     group += options
             if group:
                 commands.append([sys.executable, "-m", "statcell", "preprocess-fov", *group])
             for command in commands:
-                _, done = timed_run(command, cwd=ROOT, env=_ONE_THREAD)
+                _, done = timed_run(command, cwd=ROOT, env=_ONE_THREAD | _LAYOUT_ENVIRONMENT[layout])
                 if done.returncode != 0:
                     raise RuntimeError(f"per-FOV jobs, {layout}: a job failed:\n{done.stderr[-3000:]}")
-            seconds[layout] = (time.perf_counter() - start) / len(records)
-            print(f"per-FOV jobs    {layout:>24}  {seconds[layout]:6.2f} s/FOV")
+            times[layout].append((time.perf_counter() - start) / len(records))
+            print(f"per-FOV jobs    {layout:>26}  {times[layout][-1]:6.2f} s/FOV", flush=True)
         for index in range(len(records)):
-            first, *others = (folder / layout.replace(" ", "_") / f"fov_{index}" for layout in FOV_JOB_LAYOUTS)
+            first, *others = (folder / _folder_name(layout) / f"fov_{index}" for layout in FOV_JOB_LAYOUTS)
             for other in others:
                 if not (np.array_equal(io.read_image(f"{first}.tiff").data, io.read_image(f"{other}.tiff").data)
                         and np.array_equal(*(np.load(f"{path}.npz")["crops"] for path in (first, other)))):
                     raise AssertionError(f"FOV {index}: {first.parent.name} and {other.parent.name} wrote different "
                                          "labels or crops")
-    print(f"per-FOV jobs: one process {seconds['two processes'] / seconds['one process']:.2f}x as fast as two; "
-          f"all FOVs in one process {seconds['one process'] / seconds['one process for all']:.2f}x as fast as one "
-          "process per FOV; the same labels and crops")
+    seconds = {layout: float(np.median(values)) for layout, values in times.items()}
+    print(f"per-FOV jobs (median of {rounds}): one process {seconds['two processes'] / seconds['one process']:.2f}x "
+          f"as fast as two; all FOVs in one process {seconds['one process'] / seconds['one process for all']:.2f}x as "
+          f"fast as one process per FOV, {seconds['one for all, malloc system'] / seconds['one process for all']:.2f}x "
+          "as fast as with glibc's memory defaults; the same labels and crops")
+
+
+def _folder_name(layout: str) -> str:
+    return layout.replace(",", "").replace(" ", "_")
 
 
 def main() -> None:
@@ -241,9 +257,15 @@ def main() -> None:
     parser.add_argument("--fovs", type=int, default=6, help="FOVs to segment and crop (default 6)")
     parser.add_argument("--cells", type=int, default=400, help="cells of the smaller normalization run (default 400)")
     parser.add_argument("--frames", type=int, default=12, help="time points of the movie read (default 12)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="times each layout of the per-FOV jobs runs, the layouts in turn (default 1)")
+    parser.add_argument("--jobs-only", action="store_true", help="time the per-FOV jobs only")
     args = parser.parse_args()
 
     fovs, spacing = synthetic_fovs(args.fovs)
+    if args.jobs_only:
+        bench_fov_jobs(fovs, spacing, args.rounds)
+        return
     bench_segmentation(fovs, spacing)
     inputs = _fov_inputs(fovs, spacing)
     count, seconds, stacks = bench_cropping(inputs)
@@ -268,7 +290,7 @@ def main() -> None:
         print(f"normalization peak RSS: {small_rss:.0f} MiB at {args.cells} cells, {large_rss:.0f} MiB at "
               f"{4 * args.cells} cells (ratio {large_rss / small_rss:.2f})")
     bench_timepoint_read(fovs[0], args.frames)
-    bench_fov_jobs(fovs, spacing)
+    bench_fov_jobs(fovs, spacing, args.rounds)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ For each configuration, in a fresh subprocess (so peak memory is its own), time 
     python bench/bench_train.py --data store --workers 8   # batches streamed from a Zarr store, time waiting for them
     python bench/bench_train.py --data random store --presets default   # model speed beside streamed batches
     python bench/bench_train.py --presets paper --adam fused foreach    # Adam's fused kernel beside its foreach update
+    python bench/bench_train.py --presets paper --precision bf16 --malloc kept system --rounds 3   # glibc's malloc
 
 Each model is measured with its weights and images in contiguous and in channels-last memory (``--layouts``).
 It prints images per second, the peak resident memory (CPU) or peak allocated GPU memory of each run and, with
@@ -16,6 +17,10 @@ It prints images per second, the peak resident memory (CPU) or peak allocated GP
 one step are counted with torch's FLOP counter (matrix products and convolutions, forward and backward), and the
 achieved rate is set against the device's matrix-multiply peak in the same precision, measured in the same run
 (``--peak-size``; a square product timed after a warm-up, as a stand-in for what the device can do at best).
+
+Each run takes memory as the ``statcell`` command does (``--malloc kept``: freed blocks kept for reuse,
+:mod:`statcell.memory`) or with glibc's defaults (``system``). ``--rounds N`` measures every configuration N times,
+the configurations interleaved in each round, so that a machine whose speed drifts weighs on all of them alike.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from statcell.memory import OPT_OUT_VARIABLE, keep_freed_memory
 
 LAYOUTS = ("contiguous", "channels_last")
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,11 +254,17 @@ def main() -> None:
     parser.add_argument("--adam", nargs="+", choices=["training", "fused", "foreach"], default=["training"],
                         help="fused: Adam's one-kernel update; foreach: its update by operation; training: as training "
                              "runs on the device (default: fused on a GPU, foreach on the CPU); several: side by side")
+    parser.add_argument("--malloc", nargs="+", choices=["kept", "system"], default=["kept"],
+                        help="kept: freed memory kept for reuse, as the statcell command runs (statcell.memory); "
+                             "system: glibc's defaults; both: side by side (default kept)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every configuration this many times, interleaved (default 1)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after each row, the N operators with the most device time in one profiled step")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
     args = parser.parse_args()
     if args.run:
+        keep_freed_memory()  # unless the parent set STATCELL_KEEP_FREED_MEMORY=0 (--malloc system)
         preset, kind, batch, layout, data, autotune, compiled, optimizer = args.run.split(",")
         print(json.dumps(measure(preset, kind, int(batch), args.steps, args.device, args.precision, args.ndim,
                                  layout, data, args.workers, autotune == "on", args.profile, compiled == "on",
@@ -261,29 +275,31 @@ def main() -> None:
     print(f"matrix-multiply peak on {args.device} in {args.precision}: {peak / 1e9:,.0f} GFLOP/s "
           f"({peak_size}-square products)")
     print(f"{'preset':8} {'ndim':>4} {'model':9} {'layout':13} {'data':6} {'tune':4} {'comp':4} {'adam':7} "
-          f"{'batch':>5} {'parameters':>11} "
+          f"{'malloc':6} {'batch':>5} {'parameters':>11} "
           f"{'images/s':>9} {'s/step':>7} {'peak MiB':>9} {'data wait':>9} {'GFLOP/step':>10} {'GFLOP/s':>9} "
           f"{'of peak':>7} {'first step s':>12}")
     presets = {"default": ("default", args.default_batch), "paper": (f"paper{args.ndim}d", args.paper_batch)}
-    for preset, batch in (presets[name] for name in args.presets):
-        for kind in ("reference", "target"):
-            for layout, data, autotune, compiled, optimizer in itertools.product(
-                    args.layouts, args.data, args.cudnn_benchmark, args.compile, args.adam):
-                spec = f"{preset},{kind},{batch},{layout},{data},{autotune},{compiled},{optimizer}"
-                run = subprocess.run([sys.executable, __file__, "--run", spec, "--steps", str(args.steps), "--device",
-                                      args.device, "--precision", args.precision, "--ndim", str(args.ndim),
-                                      "--workers", str(args.workers), "--profile", str(args.profile)],
-                                     capture_output=True, text=True, check=True, cwd=ROOT)
-                row = json.loads(run.stdout.strip().splitlines()[-1])
-                rate = row["flop_per_step"] / row["seconds_per_step"]
-                print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['layout']:13} {data:6} {autotune:4} "
-                      f"{compiled:4} {row['adam']:7} "
-                      f"{row['batch']:5d} {row['parameters']:11,d} {row['images_per_s']:9.2f} "
-                      f"{row['seconds_per_step']:7.3f} {row['peak_mib']:9.0f} {_share(row['data_wait']):>9} "
-                      f"{row['flop_per_step'] / 1e9:10.1f} {rate / 1e9:9.1f} {rate / peak:7.1%} "
-                      f"{row['first_step_s']:12.1f}")
-                for name, milliseconds, share in row["top_operators"]:
-                    print(f"    {share:6.1%} {milliseconds:9.2f} ms  {name[:100]}")
+    configurations = list(itertools.product(
+        (presets[name] for name in args.presets), ("reference", "target"), args.layouts, args.data,
+        args.cudnn_benchmark, args.compile, args.adam, args.malloc))
+    for _round in range(args.rounds):
+        for (preset, batch), kind, layout, data, autotune, compiled, optimizer, malloc in configurations:
+            spec = f"{preset},{kind},{batch},{layout},{data},{autotune},{compiled},{optimizer}"
+            environment = os.environ | {OPT_OUT_VARIABLE: "1" if malloc == "kept" else "0"}
+            run = subprocess.run([sys.executable, __file__, "--run", spec, "--steps", str(args.steps), "--device",
+                                  args.device, "--precision", args.precision, "--ndim", str(args.ndim),
+                                  "--workers", str(args.workers), "--profile", str(args.profile)],
+                                 capture_output=True, text=True, check=True, cwd=ROOT, env=environment)
+            row = json.loads(run.stdout.strip().splitlines()[-1])
+            rate = row["flop_per_step"] / row["seconds_per_step"]
+            print(f"{row['preset']:8} {row['ndim']:4d} {row['model']:9} {row['layout']:13} {data:6} {autotune:4} "
+                  f"{compiled:4} {row['adam']:7} {malloc:6} "
+                  f"{row['batch']:5d} {row['parameters']:11,d} {row['images_per_s']:9.2f} "
+                  f"{row['seconds_per_step']:7.3f} {row['peak_mib']:9.0f} {_share(row['data_wait']):>9} "
+                  f"{row['flop_per_step'] / 1e9:10.1f} {rate / 1e9:9.1f} {rate / peak:7.1%} "
+                  f"{row['first_step_s']:12.1f}")
+            for name, milliseconds, share in row["top_operators"]:
+                print(f"    {share:6.1%} {milliseconds:9.2f} ms  {name[:100]}")
 
 
 def _share(fraction: float | None) -> str:

@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from statcell import vocabulary
+from statcell import memory, vocabulary
 from statcell.config import ConfigError, section_settings
 from statcell.plots import registry
 
@@ -1269,6 +1269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         Exit status: 0 on success, 2 for a configuration error, 1 for a data error.
     """
+    memory.keep_freed_memory()  # before the imaging stack and the networks allocate (statcell.memory)
     args = _build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
