@@ -127,6 +127,39 @@ def test_a_surface_that_remeshing_would_change_is_written_as_traced_and_the_note
         meshes.remesh_isotropic(traced, edge_length_um=0.0)
 
 
+def _sliver_ball(angle_deg: float) -> trimesh.Trimesh:
+    """A closed ball whose smallest triangle angle is about ``angle_deg`` (one vertex pushed towards its neighbour)."""
+    ball = trimesh.creation.icosphere(subdivisions=2, radius=3.0)
+    if angle_deg >= meshes.triangle_angles(ball).min():
+        return ball
+    vertices = ball.vertices.copy()
+    neighbour = ball.vertex_neighbors[0][0]
+    for fraction in np.linspace(0.0, 0.95, 400):
+        vertices[0] = ball.vertices[0] + fraction * (ball.vertices[neighbour] - ball.vertices[0])
+        moved = trimesh.Trimesh(vertices=vertices, faces=ball.faces, process=False)
+        if meshes.triangle_angles(moved).min() <= angle_deg:
+            return moved
+    raise AssertionError("no sliver made")
+
+
+@pytest.mark.parametrize(("full_edge_angle", "half_edge_angle", "kept_edge"),
+                         [(11.0, 29.0, "half"), (35.0, 29.0, "full"), (15.0, 11.0, "full"), (11.0, 15.0, "half")])
+def test_a_remesh_under_the_angle_bar_is_tried_at_half_the_edge_and_the_wider_angled_one_kept(
+        monkeypatch, full_edge_angle, half_edge_angle, kept_edge):
+    traced = trimesh.creation.icosphere(subdivisions=3, radius=3.0)
+    remeshes = {1.0: _sliver_ball(full_edge_angle), 0.5: _sliver_ball(half_edge_angle)}
+    tried = []
+
+    def remesh(surface, *, edge_length_um, iterations, tolerance):
+        tried.append(edge_length_um)
+        return remeshes[edge_length_um], ""
+
+    monkeypatch.setattr(meshes, "_remesh_surface", remesh)
+    remeshed, count, note = meshes.remesh_isotropic(traced, edge_length_um=1.0)
+    assert remeshed is remeshes[1.0 if kept_edge == "full" else 0.5] and count == 1 and note == ""
+    assert tried == ([1.0] if full_edge_angle >= meshes.GOOD_ANGLE_DEG else [1.0, 0.5])
+
+
 def test_the_remeshing_edge_is_the_voxel_size_unless_set_and_0_turns_it_off():
     section = validate_config({})["meshes"]
     assert section["edge_length_um"] == "auto"
