@@ -3,15 +3,16 @@
 glibc's ``malloc`` serves every block above a threshold (at most 32 MiB) with its own ``mmap`` and hands it back
 with ``munmap`` when it is freed. A training step or a FOV's segmentation allocates and frees tensors and arrays of
 tens to hundreds of MiB over and over (a paper3d feature map at batch 2 is 126 MiB), so each time the kernel maps
-fresh pages, zeroes them and takes a page fault on every 4 KiB of them. On the 2-core virtual machines of the README
-that cost a paper3d target step in bf16 about 1.5 s of system time out of 3.9 s, and a FOV's preprocessing about a
-fifth of its time (README, *Measured*; ``bench/bench_train.py --malloc``, ``bench/bench_preprocess.py``).
+fresh pages, zeroes them and takes a page fault on every 4 KiB of them. On a 2-core virtual machine of the README
+that cost a paper3d target step in bf16 1.5-1.7 of its 7.2-8.0 CPU-seconds in the kernel (3.9 s on two cores), and a
+group of FOVs' preprocessing 0.7-1.1 of 10-13 (README, *Measured*; ``bench/bench_train.py --malloc``,
+``bench/bench_preprocess.py``).
 
-:func:`keep_freed_memory` tells glibc to serve large blocks from its heap too (``M_MMAP_MAX`` 0) and never to shrink
-the heap (``M_TRIM_THRESHOLD`` at its largest), so a freed block is reused, already mapped, by the next request.
-A process then keeps its peak memory until it ends, which is how the workflow's jobs are sized anyway (their
-``mem_mb`` is a peak). Blocks a thread other than the main one asks for beyond its arena still come from ``mmap``
-(glibc falls back to it), so nothing fails for want of a mapping.
+:func:`keep_freed_memory` tells glibc to serve large blocks from its heap too (``M_MMAP_MAX`` 0) and to shrink the
+heap only where over 2 GiB lies free at its top (``M_TRIM_THRESHOLD`` at its largest), so a freed block is reused,
+already mapped, by the next request. A process then keeps about its peak memory until it ends, which is how the
+workflow's jobs are sized anyway (their ``mem_mb`` is a peak). Blocks a thread other than the main one asks for beyond
+its arena still come from ``mmap`` (glibc falls back to it), so nothing fails for want of a mapping.
 
 The ``statcell`` command calls it first thing; ``STATCELL_KEEP_FREED_MEMORY=0`` in the environment leaves glibc's
 defaults (for a side-by-side measurement). Elsewhere than on glibc (macOS, musl) it does nothing.
@@ -26,7 +27,7 @@ import platform
 #: ``mallopt`` parameters (glibc's ``malloc.h``).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-#: The largest value ``mallopt`` takes (an ``int``): the heap is never trimmed below the memory a job reaches.
+#: The largest value ``mallopt`` takes (an ``int``): the heap is trimmed only where over 2 GiB at its top lies free.
 _NEVER_TRIM = 2**31 - 1
 #: The environment variable that turns :func:`keep_freed_memory` off when set to ``0``.
 OPT_OUT_VARIABLE = "STATCELL_KEEP_FREED_MEMORY"
